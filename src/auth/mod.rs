@@ -1,0 +1,202 @@
+//! Who may call the API: the tool registry, verification keys, and JWT access-token checks.
+pub mod jwk;
+pub mod mint;
+pub mod registry;
+pub mod token;
+
+pub use registry::{Registry, Scopes, Tool};
+pub use token::{Grant, Rules, TokenError, Verifier};
+
+#[cfg(test)]
+mod tests {
+    use super::jwk::{parse_private, parse_public_set, Alg};
+    use super::mint::{self, TokenSpec};
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn setup() -> (
+        Verifier,
+        Registry,
+        jwk::PrivateJwk,
+        jwk::PrivateJwk,
+        jwk::PrivateJwk,
+    ) {
+        let a = mint::generate(Alg::Es256, "a-key").unwrap();
+        let b = mint::generate(Alg::EdDsa, "b-key").unwrap();
+        let issuer = mint::generate(Alg::Es256, "issuer-key").unwrap();
+        let tool = |id: &str| Tool {
+            id: id.into(),
+            name: id.into(),
+            origins: vec![],
+            scopes: Scopes::ACCESS.union(Scopes::COUNTERS),
+            revoked: false,
+        };
+        let mut c = tool("c");
+        c.scopes = Scopes::COUNTERS;
+        let registry = Registry::new(vec![tool("a"), tool("b"), c]);
+        let rules = Rules {
+            audience: "https://box".into(),
+            issuers: vec!["https://iss".into()],
+            max_lifetime: 900,
+            leeway: 30,
+        };
+        let v = Verifier::new(
+            rules,
+            vec![(a.key.clone(), 0), (b.key.clone(), 1)],
+            vec![issuer.key.clone()],
+        );
+        (v, registry, a, b, issuer)
+    }
+
+    fn spec(tool: &str) -> TokenSpec<'_> {
+        TokenSpec {
+            tool,
+            scope: "access counters",
+            audience: "https://box",
+            issuer: "https://iss",
+            ttl: 900,
+            now: NOW,
+        }
+    }
+
+    #[test]
+    fn accepts_own_key_and_issuer_key() {
+        let (v, r, a, b, issuer) = setup();
+        let never = |_: &str| false;
+        let g = v
+            .verify(
+                mint::token(&a, &spec("a")).unwrap().as_bytes(),
+                NOW,
+                &r,
+                &never,
+            )
+            .unwrap();
+        assert_eq!(g.tool, 0);
+        assert_eq!(g.exp, NOW + 900);
+        let g = v
+            .verify(
+                mint::token(&b, &spec("b")).unwrap().as_bytes(),
+                NOW,
+                &r,
+                &never,
+            )
+            .unwrap();
+        assert_eq!(g.tool, 1);
+        let g = v
+            .verify(
+                mint::token(&issuer, &spec("c")).unwrap().as_bytes(),
+                NOW,
+                &r,
+                &never,
+            )
+            .unwrap();
+        assert_eq!(
+            (g.tool, g.scopes),
+            (2, Scopes::COUNTERS),
+            "a token cannot exceed the registration"
+        );
+    }
+
+    #[test]
+    fn refuses_each_broken_rule() {
+        let (v, r, a, _b, _) = setup();
+        let never = |_: &str| false;
+        let check = |t: &str, now: u64, want: TokenError| {
+            assert_eq!(v.verify(t.as_bytes(), now, &r, &never), Err(want));
+        };
+        check(
+            &mint::token(&a, &spec("b")).unwrap(),
+            NOW,
+            TokenError::KeyNotForTool,
+        );
+        check(
+            &mint::token(&a, &spec("zz")).unwrap(),
+            NOW,
+            TokenError::UnknownTool,
+        );
+        check(
+            &mint::token(&a, &spec("a")).unwrap(),
+            NOW + 930,
+            TokenError::Expired,
+        );
+        check(
+            &mint::token(&a, &spec("a")).unwrap(),
+            NOW - 31,
+            TokenError::NotYetValid,
+        );
+        let mut s = spec("a");
+        s.audience = "https://other";
+        check(&mint::token(&a, &s).unwrap(), NOW, TokenError::Audience);
+        let mut s = spec("a");
+        s.issuer = "https://evil";
+        check(&mint::token(&a, &s).unwrap(), NOW, TokenError::Issuer);
+        let good = mint::token(&a, &spec("a")).unwrap();
+        let mut tampered = good.clone().into_bytes();
+        let n = tampered.len() - 5;
+        tampered[n] = if tampered[n] == b'A' { b'B' } else { b'A' };
+        assert_eq!(
+            v.verify(&tampered, NOW, &r, &never),
+            Err(TokenError::BadSignature)
+        );
+        check(&"a".repeat(4097), NOW, TokenError::Oversized);
+        check(
+            "a.b",
+            NOW,
+            TokenError::Malformed("expected three dot-separated parts"),
+        );
+        assert_eq!(
+            v.verify(good.as_bytes(), NOW, &r, &|id| id == "a"),
+            Err(TokenError::Revoked)
+        );
+    }
+
+    #[test]
+    fn refuses_forged_headers() {
+        let (v, r, a, _, _) = setup();
+        let never = |_: &str| false;
+        let good = mint::token(&a, &spec("a")).unwrap();
+        let payload = good.split('.').nth(1).unwrap();
+        let forge =
+            |header: &str| format!("{}.{payload}.", crate::b64::url_encode(header.as_bytes()));
+        let none = forge(r#"{"alg":"none","kid":"a-key"}"#);
+        assert_eq!(
+            v.verify(none.as_bytes(), NOW, &r, &never),
+            Err(TokenError::Algorithm)
+        );
+        let hs = forge(r#"{"alg":"HS256","kid":"a-key"}"#);
+        assert_eq!(
+            v.verify(hs.as_bytes(), NOW, &r, &never),
+            Err(TokenError::Algorithm)
+        );
+        let ed = forge(r#"{"alg":"EdDSA","kid":"a-key"}"#);
+        assert_eq!(
+            v.verify(ed.as_bytes(), NOW, &r, &never),
+            Err(TokenError::AlgorithmMismatch)
+        );
+        let nokid = forge(r#"{"alg":"ES256"}"#);
+        assert_eq!(
+            v.verify(nokid.as_bytes(), NOW, &r, &never),
+            Err(TokenError::MissingKid)
+        );
+        let typ = forge(r#"{"alg":"ES256","kid":"a-key","typ":"dpop+jwt"}"#);
+        assert_eq!(
+            v.verify(typ.as_bytes(), NOW, &r, &never),
+            Err(TokenError::Type)
+        );
+    }
+
+    #[test]
+    fn keys_round_trip_through_jwk_text() {
+        for alg in [Alg::Es256, Alg::EdDsa] {
+            let k = mint::generate(alg, "k").unwrap();
+            let back = parse_private(&k.to_json().to_string()).unwrap();
+            assert_eq!(back.key.public, k.key.public);
+            assert_eq!(
+                parse_public_set(&k.key.to_json().to_string()).unwrap()[0].public,
+                k.key.public
+            );
+            assert!(mint::sign(&back, b"x").is_ok());
+        }
+    }
+}

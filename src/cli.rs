@@ -1,0 +1,307 @@
+//! The command line (contract §2): argument parsing, each command, and exit codes.
+use crate::auth::jwk::{self, Alg};
+use crate::auth::mint;
+use crate::server;
+use crate::snapshot::Snapshot;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILURE: i32 = 1;
+pub const EXIT_USAGE: i32 = 64;
+pub const EXIT_UNAVAILABLE: i32 = 69;
+
+#[derive(Parser)]
+#[command(
+    name = "boxapi",
+    version,
+    about = "LAN-only HTTPS measurement API for ISP boxes (ARCEP 2019-1410, annex 2)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AlgArg {
+    #[value(name = "ES256")]
+    Es256,
+    #[value(name = "EdDSA")]
+    EdDsa,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Validate the configuration and every file it names; list all problems
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Zero-setup local demo on loopback
+    Demo {
+        /// Where to keep the demo's CA, keys and config
+        #[arg(long, default_value = "boxapi-demo")]
+        dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+    },
+    /// Write DIR/KID.private.jwk (mode 0600) and DIR/KID.jwk (public only)
+    Keygen {
+        #[arg(long, value_enum)]
+        alg: AlgArg,
+        #[arg(long)]
+        kid: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print a signed access token (operator tooling, tests)
+    Token {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        tool: String,
+        #[arg(long)]
+        scope: String,
+        #[arg(long)]
+        aud: String,
+        #[arg(long)]
+        iss: String,
+        /// Lifetime in seconds, at most 900
+        #[arg(long, default_value_t = 900)]
+        ttl: u64,
+    },
+    /// Talk to a running daemon through its control socket
+    Ctl(crate::control::client::CtlArgs),
+}
+
+/// Parses `args` and runs the command; returns the process exit code.
+pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+        }
+    };
+    match cli.command {
+        Command::Serve { config } => serve(&config),
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Demo { dir, listen } => demo(&dir, listen),
+        Command::Keygen { alg, kid, out } => keygen(alg, &kid, &out),
+        Command::Token {
+            key,
+            tool,
+            scope,
+            aud,
+            iss,
+            ttl,
+        } => token(&key, &tool, &scope, &aud, &iss, ttl),
+        Command::Ctl(args) => crate::control::client::run(args),
+    }
+}
+
+fn print_problems(problems: &[String]) {
+    for p in problems {
+        eprintln!("{p}");
+    }
+}
+
+fn check_config(path: &Path) -> i32 {
+    match Snapshot::load(path) {
+        Ok(_) => {
+            println!("{}: OK", path.display());
+            EXIT_OK
+        }
+        Err(problems) => {
+            print_problems(&problems);
+            EXIT_USAGE
+        }
+    }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Loads, binds and serves; `announce` runs once the listeners are bound.
+fn serve_with(config: &Path, announce: impl FnOnce(&[SocketAddr])) -> i32 {
+    let snapshot = match Snapshot::load(config) {
+        Ok(s) => s,
+        Err(problems) => {
+            print_problems(&problems);
+            return EXIT_USAGE;
+        }
+    };
+    let Some(rt) = runtime() else {
+        return EXIT_FAILURE;
+    };
+    rt.block_on(async {
+        let (app, listeners) = match crate::control::start(snapshot) {
+            Ok(started) => started,
+            Err(e) => {
+                eprintln!("{e}");
+                return EXIT_FAILURE;
+            }
+        };
+        let addrs: Vec<SocketAddr> = listeners
+            .iter()
+            .filter_map(|(_, l)| l.local_addr().ok())
+            .collect();
+        announce(&addrs);
+        server::run(app, listeners, stop_signal()).await;
+        EXIT_OK
+    })
+}
+
+fn serve(config: &Path) -> i32 {
+    serve_with(config, |_| {})
+}
+
+fn demo(dir: &Path, listen: SocketAddr) -> i32 {
+    let config = match crate::demo::prepare(dir, listen) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("demo: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    serve_with(&config, |addrs| {
+        let Some(addr) = addrs.first() else { return };
+        match crate::demo::token(dir) {
+            Ok(token) => {
+                println!(
+                    "boxapi demo: serving https://{addr} with the files in {} (Ctrl-C stops)",
+                    dir.display()
+                );
+                println!("Paste this into another terminal (the token is valid for 15 minutes):\n");
+                println!("{}\n", crate::demo::curl_command(dir, *addr, &token));
+            }
+            Err(e) => eprintln!("demo: {e}"),
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    })
+}
+
+fn keygen(alg: AlgArg, kid: &str, out: &Path) -> i32 {
+    if kid.is_empty()
+        || kid.len() > 128
+        || !kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        || kid.starts_with('.')
+    {
+        eprintln!("--kid: use 1-128 of A-Z a-z 0-9 . _ - (it names the files)");
+        return EXIT_USAGE;
+    }
+    let alg = match alg {
+        AlgArg::Es256 => Alg::Es256,
+        AlgArg::EdDsa => Alg::EdDsa,
+    };
+    let private_path = out.join(format!("{kid}.private.jwk"));
+    let public_path = out.join(format!("{kid}.jwk"));
+    if private_path.exists() || public_path.exists() {
+        eprintln!(
+            "{}: a key with this kid already exists; not overwriting it",
+            out.display()
+        );
+        return EXIT_FAILURE;
+    }
+    let key = match mint::generate(alg, kid) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("keygen: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let written = std::fs::create_dir_all(out)
+        .map_err(|e| format!("{}: {e}", out.display()))
+        .and_then(|_| {
+            crate::demo::write_private(&private_path, key.to_json().to_string().as_bytes())
+                .map_err(|e| e.to_string())
+        })
+        .and_then(|_| {
+            std::fs::write(&public_path, key.key.to_json().to_string())
+                .map_err(|e| format!("{}: {e}", public_path.display()))
+        });
+    match written {
+        Ok(()) => {
+            println!("{}\n{}", private_path.display(), public_path.display());
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("keygen: {e}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+fn token(key: &Path, tool: &str, scope: &str, aud: &str, iss: &str, ttl: u64) -> i32 {
+    if !(1..=900).contains(&ttl) {
+        eprintln!("--ttl: {ttl} is not allowed; tokens live at most 900 seconds (15 minutes)");
+        return EXIT_USAGE;
+    }
+    let text = match std::fs::read_to_string(key) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("--key {}: {e}", key.display());
+            return EXIT_USAGE;
+        }
+    };
+    let private = match jwk::parse_private(&text) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("--key {}: {e}", key.display());
+            return EXIT_USAGE;
+        }
+    };
+    let spec = mint::TokenSpec {
+        tool,
+        scope,
+        audience: aud,
+        issuer: iss,
+        ttl,
+        now: crate::time::unix_now(),
+    };
+    match mint::token(&private, &spec) {
+        Ok(t) => {
+            println!("{t}");
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("token: {e}");
+            EXIT_FAILURE
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! The daemon's event loop: listeners opened and closed as LAN addresses and the control state
+//! change, a bounded number of connections, each with a deadline for its handshake and first request.
+use crate::control::{Control, Mode, State};
+use crate::http::{self, ConnInfo};
+use crate::lan::{self, Endpoint, Lan};
+use crate::log;
+use crate::ratelimit::Limiter;
+use crate::snapshot::Snapshot;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// A connection must finish its TLS handshake and send its first request head within this time.
+pub const HANDSHAKE_AND_HEAD: Duration = Duration::from_secs(10);
+/// On shutdown, open connections get this long to finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Request heads (all headers) above this size get 431 or a closed connection.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// Everything the request path shares.
+pub struct App {
+    snapshot: RwLock<Arc<Snapshot>>,
+    pub control: Control,
+    pub lan: Lan,
+    pub limiter: Limiter,
+    connections: Arc<Semaphore>,
+}
+
+impl App {
+    pub fn new(snapshot: Snapshot, state: State) -> Arc<App> {
+        let s = &snapshot.config.server;
+        let limiter = Limiter::new(s.rate_limit_per_second, s.rate_limit_burst);
+        let connections = Arc::new(Semaphore::new(s.max_connections));
+        Arc::new(App {
+            snapshot: RwLock::new(Arc::new(snapshot)),
+            control: Control::new(state),
+            lan: Lan::default(),
+            limiter,
+            connections,
+        })
+    }
+
+    /// The configuration in force now; a request keeps the one it started with.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Swaps in a new, fully built configuration.
+    pub fn replace_snapshot(&self, new: Snapshot) {
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+    }
+
+    /// The endpoints to listen on now (none while disabled), refreshing the LAN prefixes.
+    pub fn desired_endpoints(&self) -> Vec<Endpoint> {
+        let snap = self.snapshot();
+        let endpoints = self
+            .lan
+            .refresh(&snap.config.server, &lan::interface_addrs());
+        if self.control.mode() == Mode::Disabled {
+            return Vec::new();
+        }
+        endpoints.into_iter().collect()
+    }
+}
+
+/// Binds every endpoint wanted now; `main` calls it before `run` so that a port in use fails the start.
+pub fn bind_initial(app: &App) -> std::io::Result<Vec<(Endpoint, TcpListener)>> {
+    app.desired_endpoints()
+        .into_iter()
+        .map(|ep| lan::bind(&ep).map(|l| (ep, l)))
+        .collect()
+}
+
+struct Active {
+    local: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+/// Serves until `shutdown` completes. `listeners` are already bound (tests bind port 0); further
+/// listeners are opened and closed as interface addresses and the control state change.
+pub async fn run(
+    app: Arc<App>,
+    listeners: Vec<(Endpoint, TcpListener)>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut active: BTreeMap<Endpoint, Active> = BTreeMap::new();
+    for (ep, l) in listeners {
+        start_listener(&app, &mut active, ep, l);
+    }
+    let mut state_changes = app.control.subscribe();
+    tokio::pin!(shutdown);
+    loop {
+        let poll = app.snapshot().config.server.interface_poll;
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(poll) => {}
+            changed = state_changes.changed() => if changed.is_err() { break },
+        }
+        reconcile(&app, &mut active);
+    }
+    for (_, a) in active {
+        a.task.abort();
+    }
+    // In-flight requests get a bounded grace period: each connection holds one permit.
+    let max = app.snapshot().config.server.max_connections as u32;
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, app.connections.acquire_many(max)).await;
+    log::event(
+        "stopped",
+        &[(
+            "drained",
+            if drained.is_ok() {
+                "yes"
+            } else {
+                "no, grace period over"
+            },
+        )],
+    );
+}
+
+fn start_listener(
+    app: &Arc<App>,
+    active: &mut BTreeMap<Endpoint, Active>,
+    ep: Endpoint,
+    l: TcpListener,
+) {
+    let local = l.local_addr().unwrap_or(ep.addr);
+    let dev = ep.device.clone().unwrap_or_default();
+    log::event(
+        "listening",
+        &[("addr", &local.to_string()), ("device", &dev)],
+    );
+    let task = tokio::spawn(accept_loop(app.clone(), l));
+    active.insert(ep, Active { local, task });
+}
+
+/// Opens listeners for new endpoints and closes those whose address went away (or when disabled).
+fn reconcile(app: &Arc<App>, active: &mut BTreeMap<Endpoint, Active>) {
+    let desired = app.desired_endpoints();
+    let gone: Vec<Endpoint> = active
+        .keys()
+        .filter(|ep| !desired.contains(ep))
+        .cloned()
+        .collect();
+    for ep in gone {
+        if let Some(a) = active.remove(&ep) {
+            a.task.abort();
+            log::event("closed", &[("addr", &a.local.to_string())]);
+        }
+    }
+    for ep in desired {
+        if active.contains_key(&ep) {
+            continue;
+        }
+        match lan::bind(&ep) {
+            Ok(l) => start_listener(app, active, ep, l),
+            // A fresh IPv6 address may still be tentative: try again at the next poll.
+            Err(e) => log::event(
+                "bind_error",
+                &[("addr", &ep.addr.to_string()), ("error", &e.to_string())],
+            ),
+        }
+    }
+}
+
+async fn accept_loop(app: Arc<App>, listener: TcpListener) {
+    loop {
+        // Waiting for a permit before accepting leaves surplus connections in the kernel backlog.
+        let Ok(permit) = app.connections.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Typically EMFILE: back off instead of spinning.
+                log::event("accept_error", &[("error", &e.to_string())]);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if !app.lan.allows(peer.ip()) {
+            // Closed before any TLS byte: requests routed from the WAN side never get an answer.
+            log::event("peer_refused", &[("reason", "not in a LAN prefix")]);
+            continue;
+        }
+        tokio::spawn(connection(app.clone(), stream, peer, permit));
+    }
+}
+
+async fn connection(
+    app: Arc<App>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+) {
+    let deadline = Instant::now() + HANDSHAKE_AND_HEAD;
+    let local = stream.local_addr().unwrap_or(peer);
+    let _ = stream.set_nodelay(true);
+    let acceptor = tokio_rustls::TlsAcceptor::from(app.snapshot().tls.clone());
+    let tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        _ => return, // handshake failed (e.g. TLS 1.1, plain HTTP) or too slow: no HTTP answer
+    };
+    let sni = tls.get_ref().1.server_name().map(str::to_owned);
+    let info = Arc::new(ConnInfo { peer, local, sni });
+    let first_request = Arc::new(AtomicBool::new(false));
+    let seen = first_request.clone();
+    let svc_app = app.clone();
+    let svc = service_fn(move |req| {
+        seen.store(true, Ordering::Relaxed);
+        let (app, info) = (svc_app.clone(), info.clone());
+        async move { Ok::<_, Infallible>(http::handle(&app, &info, req).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HANDSHAKE_AND_HEAD)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .serve_connection(TokioIo::new(tls), svc);
+    tokio::pin!(conn);
+    let mut state = app.control.subscribe();
+    let mut head_deadline = true;
+    loop {
+        tokio::select! {
+            _ = &mut conn => return,
+            _ = tokio::time::sleep_until(deadline), if head_deadline => {
+                if !first_request.load(Ordering::Relaxed) {
+                    return; // no request head within the deadline: close
+                }
+                head_deadline = false;
+            }
+            changed = state.changed() => {
+                // The subscriber's switch-off also ends connections already open.
+                if changed.is_err() || state.borrow().mode == Mode::Disabled {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Clocks: wall time for timestamps and token checks, a monotonic clock for counters, and the build date.
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Seconds since the epoch at the start of the day this binary was built.
+pub const BUILD_EPOCH: u64 = parse_u64(env!("BOXAPI_BUILD_EPOCH"));
+
+const fn parse_u64(s: &str) -> u64 {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut n = 0u64;
+    while i < b.len() {
+        n = n * 10 + (b[i] - b'0') as u64;
+        i += 1;
+    }
+    n
+}
+
+/// Wall-clock seconds since the epoch (0 if the clock reads before 1970).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// True when the wall clock is obviously unset (a box boots at the epoch until NTP answers).
+pub fn clock_is_unset(now: u64) -> bool {
+    now < BUILD_EPOCH
+}
+
+/// CLOCK_BOOTTIME in microseconds: keeps counting across suspend and wall-clock jumps.
+pub fn monotonic_us() -> u64 {
+    use nix::time::{clock_gettime, ClockId};
+    clock_gettime(ClockId::CLOCK_BOOTTIME)
+        .or_else(|_| clock_gettime(ClockId::CLOCK_MONOTONIC))
+        .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000)
+        .unwrap_or(0)
+}
+
+/// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Days since 1970-01-01 of a civil date (inverse of [`civil_from_days`]).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Broken-down UTC time of a Unix timestamp: (year, month, day, hour, minute, second).
+pub fn utc_parts(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
+    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    (
+        y,
+        mo,
+        d,
+        (s / 3600) as u32,
+        (s / 60 % 60) as u32,
+        (s % 60) as u32,
+    )
+}
+
+/// RFC 3339 UTC with milliseconds, e.g. `2026-11-22T07:31:02.123Z`.
+pub fn rfc3339_millis(t: SystemTime) -> String {
+    let (secs, millis) = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => (d.as_secs() as i64, d.subsec_millis()),
+        Err(_) => (0, 0),
+    };
+    let (y, mo, d, h, mi, s) = utc_parts(secs);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{millis:03}Z")
+}
+
+/// RFC 3339 UTC without fractions, for dates such as a certificate's notAfter.
+pub fn rfc3339(secs: i64) -> String {
+    let (y, mo, d, h, mi, s) = utc_parts(secs);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn formats_known_instants() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_332_662_123);
+        assert_eq!(rfc3339_millis(t), "2026-11-22T07:31:02.123Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn civil_round_trip() {
+        for days in (-800_000..800_000).step_by(997) {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+    }
+
+    #[test]
+    fn build_epoch_is_recent_and_clock_is_set() {
+        assert!(BUILD_EPOCH > 1_700_000_000);
+        assert!(!clock_is_unset(unix_now()));
+        assert!(clock_is_unset(0));
+    }
+
+    #[test]
+    fn monotonic_advances() {
+        let a = monotonic_us();
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(monotonic_us() > a);
+    }
+}
