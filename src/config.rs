@@ -236,12 +236,10 @@ fn valid_tool_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
-/// A minimal valid configuration, used as the placeholder when the file itself does not parse.
-const DEFAULTS_FOR_BROKEN: &str = "[server]\nlisten = []\n[auth]\n";
-
-/// Parses `text` (the file at `path`). Always returns a best-effort configuration so that later
-/// checks (files, keys) can still report their own problems; `problems` gets one line per mistake.
-pub fn parse(text: &str, path: &Path, problems: &mut Vec<String>) -> Config {
+/// Parses `text` (the file at `path`). Unless the TOML itself is broken, returns a best-effort
+/// configuration even when it has mistakes, so that later checks (files, keys) can still report
+/// their own problems; `problems` gets one line per mistake.
+pub fn parse(text: &str, path: &Path, problems: &mut Vec<String>) -> Option<Config> {
     let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let root: Table = match text.parse() {
         Ok(t) => t,
@@ -253,8 +251,7 @@ pub fn parse(text: &str, path: &Path, problems: &mut Vec<String>) -> Config {
                 msg.trim()
             ));
             // Nothing more can be said of a file that does not parse.
-            let mut ignored = Vec::new();
-            return parse(DEFAULTS_FOR_BROKEN, path, &mut ignored);
+            return None;
         }
     };
     let mut top = Section::new("", &root, problems);
@@ -275,13 +272,13 @@ pub fn parse(text: &str, path: &Path, problems: &mut Vec<String>) -> Config {
     let auth = parse_auth(&auth_t.unwrap_or_default(), &dir, problems);
     let tools = parse_tools(tools_v.as_ref(), &dir, problems);
     let metrics = parse_metrics(&metrics_t, &dir, problems);
-    Config {
+    Some(Config {
         path: path.to_path_buf(),
         server,
         auth,
         tools,
         metrics,
-    }
+    })
 }
 
 fn parse_server(t: &Table, dir: &Path, problems: &mut Vec<String>) -> Server {
@@ -536,7 +533,7 @@ mod tests {
     #[test]
     fn good_config_parses_with_defaults() {
         let mut p = Vec::new();
-        let c = parse(GOOD, Path::new("/etc/boxapi/boxapi.toml"), &mut p);
+        let c = parse(GOOD, Path::new("/etc/boxapi/boxapi.toml"), &mut p).unwrap();
         assert!(p.is_empty(), "{p:?}");
         assert_eq!(c.server.cert, Path::new("/etc/boxapi/cert.pem"));
         assert_eq!(c.server.max_connections, 64);
@@ -581,7 +578,8 @@ mod tests {
 
     #[test]
     fn broken_toml_is_one_problem_naming_the_file() {
-        let p = problems_of("[server\n");
+        let mut p = Vec::new();
+        assert!(parse("[server\n", Path::new("/etc/boxapi/boxapi.toml"), &mut p).is_none());
         assert_eq!(p.len(), 1);
         assert!(p[0].starts_with("/etc/boxapi/boxapi.toml: not valid TOML"));
     }

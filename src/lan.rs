@@ -184,6 +184,7 @@ mod tests {
             std::path::Path::new("/x.toml"),
             &mut p,
         )
+        .unwrap()
         .server;
         let lan = Lan::default();
         let eps = lan.refresh(

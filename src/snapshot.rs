@@ -48,8 +48,10 @@ impl Snapshot {
         let mut problems = Vec::new();
         let text = std::fs::read_to_string(path)
             .map_err(|e| vec![format!("{}: cannot read: {e}", path.display())])?;
-        let config = config::parse(&text, path, &mut problems);
-        Self::build(config, problems)
+        match config::parse(&text, path, &mut problems) {
+            Some(config) => Self::build(config, problems),
+            None => Err(problems),
+        }
     }
 
     fn build(config: Config, mut problems: Vec<String>) -> Result<Snapshot, Vec<String>> {
