@@ -6,6 +6,7 @@
 #
 # SANs default to DNS:localhost DNS:box.test IP:127.0.0.1 IP:::1; pass others to replace them
 # (e.g. DNS:box.isp.example IP:192.168.1.1). Writes OUT_DIR/ca.pem, ca.key, server.pem, server.key.
+# An existing OUT_DIR/ca.pem + ca.key is reused (to issue a replacement server certificate).
 # Environment: DAYS (server certificate lifetime, default 365).
 set -eu
 out=${1:?usage: make-dev-certs.sh OUT_DIR [SAN ...]}
@@ -16,10 +17,12 @@ days=${DAYS:-365}
 mkdir -p "$out"
 umask 077
 cd "$out"
-openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ca.key 2>/dev/null
-openssl req -x509 -new -key ca.key -sha256 -days 3650 -subj "/CN=boxapi development CA" \
-    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
-    -out ca.pem 2>/dev/null
+if [ ! -s ca.pem ] || [ ! -s ca.key ]; then
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ca.key 2>/dev/null
+    openssl req -x509 -new -key ca.key -sha256 -days 3650 -subj "/CN=boxapi development CA" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+        -out ca.pem 2>/dev/null
+fi
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out server.key 2>/dev/null
 openssl req -new -key server.key -subj "/CN=boxapi" -out server.csr 2>/dev/null
 printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=%s\n' "$san" > server.ext

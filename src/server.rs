@@ -23,6 +23,8 @@ use tokio::time::Instant;
 
 /// A connection must finish its TLS handshake and send its first request head within this time.
 pub const HANDSHAKE_AND_HEAD: Duration = Duration::from_secs(10);
+/// Later request heads on a kept-alive connection (idle time included) must arrive within this time.
+pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(30);
 /// On shutdown, open connections get this long to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Request heads (all headers) above this size get 431 or a closed connection.
@@ -226,7 +228,7 @@ async fn connection(
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HANDSHAKE_AND_HEAD)
+        .header_read_timeout(KEEP_ALIVE_IDLE)
         .max_buf_size(MAX_HEAD_BYTES)
         .serve_connection(TokioIo::new(tls), svc);
     tokio::pin!(conn);
