@@ -79,12 +79,26 @@ impl App {
     }
 }
 
-/// Binds every endpoint wanted now; `main` calls it before `run` so that a port in use fails the start.
+/// Binds every endpoint wanted now; `main` calls it before `run` so that an explicit `listen`
+/// address that cannot be bound (port in use) fails the start. Interface addresses that cannot be
+/// bound yet (an IPv6 address still tentative) are logged and retried at the next poll.
 pub fn bind_initial(app: &App) -> std::io::Result<Vec<(Endpoint, TcpListener)>> {
-    app.desired_endpoints()
-        .into_iter()
-        .map(|ep| lan::bind(&ep).map(|l| (ep, l)))
-        .collect()
+    let mut bound = Vec::new();
+    for ep in app.desired_endpoints() {
+        match lan::bind(&ep) {
+            Ok(l) => bound.push((ep, l)),
+            Err(e) if ep.device.is_some() => bind_error(&ep, &e),
+            Err(e) => return Err(std::io::Error::new(e.kind(), format!("{}: {e}", ep.addr))),
+        }
+    }
+    Ok(bound)
+}
+
+fn bind_error(ep: &Endpoint, e: &std::io::Error) {
+    log::event(
+        "bind_error",
+        &[("addr", &ep.addr.to_string()), ("error", &e.to_string())],
+    );
 }
 
 struct Active {
