@@ -82,7 +82,7 @@ impl App {
 /// Binds every endpoint wanted now; `main` calls it before `run` so that an explicit `listen`
 /// address that cannot be bound (port in use) fails the start. Interface addresses that cannot be
 /// bound yet (an IPv6 address still tentative) are logged and retried at the next poll.
-pub fn bind_initial(app: &App) -> std::io::Result<Vec<(Endpoint, TcpListener)>> {
+pub fn bind_initial(app: &App) -> std::io::Result<Bound> {
     let mut bound = Vec::new();
     for ep in app.desired_endpoints() {
         match lan::bind(&ep) {
@@ -101,6 +101,9 @@ fn bind_error(ep: &Endpoint, e: &std::io::Error) {
     );
 }
 
+/// Listeners bound before the server loop starts.
+pub type Bound = Vec<(Endpoint, TcpListener)>;
+
 struct Active {
     local: SocketAddr,
     task: JoinHandle<()>,
@@ -108,11 +111,7 @@ struct Active {
 
 /// Serves until `shutdown` completes. `listeners` are already bound (tests bind port 0); further
 /// listeners are opened and closed as interface addresses and the control state change.
-pub async fn run(
-    app: Arc<App>,
-    listeners: Vec<(Endpoint, TcpListener)>,
-    shutdown: impl Future<Output = ()>,
-) {
+pub async fn run(app: Arc<App>, listeners: Bound, shutdown: impl Future<Output = ()>) {
     let mut active: BTreeMap<Endpoint, Active> = BTreeMap::new();
     for (ep, l) in listeners {
         start_listener(&app, &mut active, ep, l);

@@ -4,7 +4,6 @@ pub mod client;
 pub mod socket;
 pub mod state;
 
-use crate::lan::Endpoint;
 use crate::log;
 use crate::server::{self, App};
 use crate::snapshot::Snapshot;
@@ -13,7 +12,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::UnixListener;
 use tokio::sync::watch;
 
 /// The API's state as the subscriber and the operator set it.
@@ -304,7 +303,7 @@ fn bind_control_socket(path: &Path) -> Result<UnixListener, StartError> {
 
 /// Start-up around the server loop: state, control socket, signal and certificate watchers, and
 /// the first listeners. Must run inside the runtime.
-pub fn start(snapshot: Snapshot) -> Result<(Arc<App>, Vec<(Endpoint, TcpListener)>), StartError> {
+pub fn start(snapshot: Snapshot) -> Result<(Arc<App>, server::Bound), StartError> {
     let server_cfg = &snapshot.config.server;
     let dir = server_cfg.state_dir.clone();
     std::fs::create_dir_all(&dir)
