@@ -3,6 +3,7 @@ mod common;
 use common::*;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -176,38 +177,26 @@ fn keygen_and_token_work_with_the_daemon() {
         );
     }
     let key = keys.join("k1.private.jwk");
-    let (code, out, err) = boxapi(&[
-        "token",
-        "--key",
-        key.to_str().unwrap(),
-        "--tool",
-        "a",
-        "--scope",
-        "access",
-        "--aud",
-        AUD,
-        "--iss",
-        ISS,
-        "--ttl",
-        "901",
-    ]);
+    let token_with = |key: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "token",
+            "--key",
+            key.to_str().unwrap(),
+            "--tool",
+            "a",
+            "--scope",
+            "access",
+        ];
+        args.extend(["--aud", AUD, "--iss", ISS]);
+        args.extend(extra);
+        boxapi(&args)
+    };
+    let (code, out, err) = token_with(&key, &["--ttl", "901"]);
     assert_eq!(code, 64);
     assert!(out.is_empty() && err.contains("900"), "{err}");
     // A public key cannot sign, and errors never print key material.
     let public = keys.join("k1.jwk");
-    let (code, _, err) = boxapi(&[
-        "token",
-        "--key",
-        public.to_str().unwrap(),
-        "--tool",
-        "a",
-        "--scope",
-        "access",
-        "--aud",
-        AUD,
-        "--iss",
-        ISS,
-    ]);
+    let (code, _, err) = token_with(&public, &[]);
     assert_eq!(code, 64);
     let private_json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&key).unwrap()).unwrap();

@@ -24,7 +24,7 @@ pub fn now() -> u64 {
         .as_secs()
 }
 
-fn b64url(data: &[u8]) -> String {
+pub fn b64url(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for c in data.chunks(3) {
