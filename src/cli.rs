@@ -174,6 +174,20 @@ fn serve_with(config: &Path, announce: impl FnOnce(&[SocketAddr])) -> i32 {
                 return EXIT_FAILURE;
             }
         };
+        let server = &app.snapshot().config.server;
+        if let Some(user) = &server.user {
+            let state_file = server.state_dir.join(crate::control::state::FILE);
+            let writable = [
+                server.state_dir.as_path(),
+                state_file.as_path(),
+                server.control_socket.as_path(),
+            ];
+            if let Err(e) = crate::privs::drop_to(user, server.group.as_deref(), &writable) {
+                eprintln!("{e}");
+                return EXIT_FAILURE;
+            }
+            crate::log::event("privileges_dropped", &[("user", user)]);
+        }
         let addrs: Vec<SocketAddr> = listeners
             .iter()
             .filter_map(|(_, l)| l.local_addr().ok())

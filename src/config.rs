@@ -31,6 +31,9 @@ pub struct Server {
     pub rate_limit_burst: u32,
     /// How often interface addresses are re-read to follow DHCP and IPv6 prefix changes.
     pub interface_poll: Duration,
+    /// Unprivileged user (and group) to become once the sockets are bound, when started as root.
+    pub user: Option<String>,
+    pub group: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -339,6 +342,16 @@ fn parse_server(t: &Table, dir: &Path, problems: &mut Vec<String>) -> Server {
     let rate_limit_burst = s.int("rate_limit_burst", 40, 1, 1_000_000) as u32;
     let interface_poll =
         Duration::from_millis(s.int("interface_poll_ms", 2000, 100, 600_000) as u64);
+    let user = s.string("user");
+    let group = s.string("group");
+    if group.is_some() && user.is_none() {
+        s.problem("group", "needs server.user as well");
+    }
+    if let Some(u) = &user {
+        if let Err(e) = crate::privs::resolve(u, group.as_deref()) {
+            s.problems.push(e.to_string());
+        }
+    }
     s.finish();
     Server {
         listen_interfaces,
@@ -353,6 +366,8 @@ fn parse_server(t: &Table, dir: &Path, problems: &mut Vec<String>) -> Server {
         rate_limit_per_second,
         rate_limit_burst,
         interface_poll,
+        user,
+        group,
     }
 }
 

@@ -13,6 +13,7 @@ pub mod der;
 pub mod http;
 pub mod lan;
 pub mod log;
+pub mod privs;
 pub mod ratelimit;
 pub mod server;
 pub mod snapshot;

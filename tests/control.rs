@@ -335,3 +335,64 @@ fn killed_while_writing_state_always_restarts_valid() {
     let d = Daemon::start_in(dir, &[]);
     assert!(["enabled", "suspended"].contains(&status(&d)["state"].as_str().unwrap()));
 }
+
+#[test]
+fn started_as_root_it_drops_to_the_configured_user() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root");
+        return;
+    }
+    let d = Daemon::start("privs", "user = \"nobody\"\ngroup = \"nogroup\"", "");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.child.id())).unwrap();
+    let ids = |key: &str| -> Vec<u32> {
+        let line = status.lines().find(|l| l.starts_with(key)).unwrap();
+        line.split_whitespace()
+            .skip(1)
+            .map(|n| n.parse().unwrap())
+            .collect()
+    };
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
+    assert_eq!(
+        ids("Uid:"),
+        vec![nobody; 4],
+        "real, effective, saved and filesystem uid"
+    );
+    assert!(ids("Gid:").iter().all(|&g| g != 0));
+    assert!(status
+        .lines()
+        .any(|l| l == "Groups:\t" || l.starts_with("Groups:") && !l.contains(" 0 ")));
+    // Still serves, and can still persist state as that user.
+    assert_eq!(
+        d.get_token("/v1/access", &fixtures().a.token("a", "access"))
+            .status,
+        200
+    );
+    assert_eq!(d.ctl(&["suspend"]).0, 0);
+    assert_eq!(d.ctl(&["resume"]).0, 0);
+    assert!(d.log_text().contains("privileges_dropped"));
+}
+
+#[test]
+fn sigterm_stops_gracefully() {
+    let d = Daemon::start("sigterm", "", "");
+    let pid = d.child.id().to_string();
+    let mut d = d;
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut code = None;
+    assert!(wait_for(Duration::from_secs(8), || {
+        code = d.child.try_wait().unwrap().map(|s| s.code());
+        code.is_some()
+    }));
+    assert_eq!(code.unwrap(), Some(0));
+    assert!(wait_for(Duration::from_secs(1), || d
+        .log_text()
+        .contains("\"event\":\"stopped\"")));
+}

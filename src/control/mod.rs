@@ -250,9 +250,22 @@ async fn watch_certificate(app: Arc<App>) {
         if snap.files_changed() {
             log::event("certificate_changed", &[]);
             let _ = reload(&app);
-        } else if checks % 60 == 0 {
+            continue;
+        }
+        // An expired certificate is logged at every check; one about to expire every ten minutes.
+        let expired = snap
+            .cert_not_after
+            .is_some_and(|na| na <= crate::time::unix_now() as i64);
+        if expired || checks % 60 == 0 {
             if let Some(w) = certificate_warning(snap.cert_not_after) {
-                log::event("certificate_warning", &[("warning", &w)]);
+                log::event(
+                    if expired {
+                        "certificate_expired"
+                    } else {
+                        "certificate_warning"
+                    },
+                    &[("warning", &w)],
+                );
             }
         }
     }
