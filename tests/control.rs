@@ -396,3 +396,40 @@ fn sigterm_stops_gracefully() {
         .log_text()
         .contains("\"event\":\"stopped\"")));
 }
+
+#[test]
+fn status_warns_before_expiry_and_log_shouts_after() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (name, faketime, days, expect) in [
+        ("soon", "-1d", "8", "expires in "),
+        ("expired", "-400d", "30", "EXPIRED"),
+    ] {
+        let dir = temp_dir(name);
+        let certs = dir.join("certs");
+        let out = Command::new("faketime")
+            .args([
+                "-f",
+                faketime,
+                root.join("certs/make-dev-certs.sh").to_str().unwrap(),
+                certs.to_str().unwrap(),
+            ])
+            .env("DAYS", days)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = config(&dir, "", "").replace(
+            &fixtures().dir.join("server.").display().to_string(),
+            &certs.join("server.").display().to_string(),
+        );
+        std::fs::write(dir.join("boxapi.toml"), text).unwrap();
+        let d = Daemon::start_in(dir, &[]);
+        let s = status(&d);
+        let warnings = s["warnings"].to_string();
+        assert!(warnings.contains(expect), "{name}: {warnings}");
+        assert!(d.log_text().contains("certificate_warning"), "{name}");
+    }
+}
