@@ -275,10 +275,14 @@ fn demo_prints_a_working_curl_command() {
 /// The OpenWrt package's default config is valid apart from the files provisioning installs.
 #[test]
 fn openwrt_default_config_only_lacks_provisioned_files() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cross/openwrt/boxapi/files/boxapi.toml");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("cross/openwrt/boxapi/files/boxapi.toml");
     let (code, _, err) = boxapi(&["check-config", "--config", path.to_str().unwrap()]);
     assert_eq!(code, 64);
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 2, "{err}");
-    assert!(lines[0].starts_with("server.cert (") && lines[1].starts_with("server.key ("), "{err}");
+    assert!(
+        lines[0].starts_with("server.cert (") && lines[1].starts_with("server.key ("),
+        "{err}"
+    );
 }

@@ -279,11 +279,15 @@ fn bridged_lan_reports_the_bridge_port() {
         sh(&format!(
             "ip link add lan{i} netns {bx} type veth peer name eth0 netns {c} && \
              ip -n {bx} link set lan{i} master br-lan && ip -n {bx} link set lan{i} up && \
-             ip -n {c} addr add 192.168.70.{n}/24 dev eth0 && ip -n {c} link set eth0 up",
+             ip -n {c} addr add 192.168.70.{n}/24 dev eth0 && ip -n {c} addr add fd70::{n}/64 dev eth0 nodad && \
+             ip -n {c} link set eth0 up",
             n = 10 + i
         ));
     }
-    sh(&format!("ip -n {bx} addr add 192.168.70.1/24 dev br-lan && ip -n {bx} link add wan0 type veth peer name wanp"));
+    sh(&format!(
+        "ip -n {bx} addr add 192.168.70.1/24 dev br-lan && ip -n {bx} addr add fd70::1/64 dev br-lan nodad && \
+         ip -n {bx} link add wan0 type veth peer name wanp"
+    ));
     let d = start_box(bx, "bridge", "br-lan", &["DNS:box.test", "IP:192.168.70.1"]);
     let token = fixtures().a.token("a", "access counters");
     for (i, c) in [(1, c1), (2, c2)] {

@@ -1,4 +1,5 @@
 //! The access identity card: system readings merged with the operator's partial-card layers.
+pub mod neigh;
 pub mod provider;
 pub mod sys;
 

@@ -9,12 +9,15 @@ use std::path::PathBuf;
 #[derive(Clone, Debug)]
 pub struct Sys {
     root: PathBuf,
+    /// Ask the kernel (rtnetlink) for IPv6 neighbours; off for fake trees in tests.
+    live: bool,
 }
 
 impl Default for Sys {
     fn default() -> Self {
         Sys {
             root: PathBuf::from("/"),
+            live: true,
         }
     }
 }
@@ -49,7 +52,10 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 
 impl Sys {
     pub fn with_root(root: impl Into<PathBuf>) -> Self {
-        Sys { root: root.into() }
+        Sys {
+            root: root.into(),
+            live: false,
+        }
     }
 
     fn net(&self, iface: &str, leaf: &str) -> PathBuf {
@@ -94,6 +100,33 @@ impl Sys {
             .collect()
     }
 
+    /// The neighbour table of the peer's address family: (ip, mac, device).
+    fn neighbours(&self, peer: IpAddr) -> Vec<(IpAddr, [u8; 6], String)> {
+        if peer.is_ipv4() {
+            return self.arp();
+        }
+        if !self.live {
+            return Vec::new();
+        }
+        let names: Vec<(u32, String)> = fs::read_dir(self.root.join("sys/class/net"))
+            .map(|dir| {
+                dir.flatten()
+                    .filter_map(|e| {
+                        let name = e.file_name().into_string().ok()?;
+                        Some((read_trimmed(e.path().join("ifindex"))?.parse().ok()?, name))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        super::neigh::ipv6()
+            .into_iter()
+            .filter_map(|(ip, mac, index)| {
+                let name = names.iter().find(|(i, _)| *i == index)?.1.clone();
+                Some((IpAddr::V6(ip), mac, name))
+            })
+            .collect()
+    }
+
     /// Non-local entries of a bridge's forwarding database: (mac, port number).
     fn fdb(&self, bridge: &str) -> Vec<([u8; 6], u16)> {
         let Ok(raw) = fs::read(self.net(bridge, "brforward")) else {
@@ -129,8 +162,8 @@ impl Sys {
                 ..Client::default()
             };
         }
-        let arp = self.arp();
-        let entry = arp.iter().find(|(ip, _, _)| *ip == peer);
+        let table = self.neighbours(peer);
+        let entry = table.iter().find(|(ip, _, _)| *ip == peer);
         let Some(device) = entry.map(|(_, _, d)| d.as_str()).or(lan_device) else {
             return Client {
                 connection: "unknown",
@@ -155,7 +188,7 @@ impl Sys {
                 }
             }
         } else {
-            let mut macs: Vec<[u8; 6]> = arp
+            let mut macs: Vec<[u8; 6]> = table
                 .iter()
                 .filter(|(_, _, d)| d == device)
                 .map(|(_, m, _)| *m)
