@@ -50,11 +50,13 @@ fn access_card_has_every_member() {
         .unwrap();
     let wan_rx = c["counters"]["wan"]["rx_bytes"].as_u64().unwrap();
     assert!(wan_rx > 0 && wan_rx <= rx + 1_000_000, "{wan_rx} vs {rx}");
+    // The log is read by another thread: give it a moment.
+    let logged = wait_for(std::time::Duration::from_secs(2), || {
+        let log = d.log_text();
+        log.contains(r#""event":"access""#) && log.contains(r#""tool":"a""#)
+    });
     let log = d.log_text();
-    assert!(
-        log.contains(r#""event":"access""#) && log.contains(r#""tool":"a""#),
-        "{log}"
-    );
+    assert!(logged, "{log}");
     assert!(!log.contains("eyJ"), "a token leaked into the log");
 }
 

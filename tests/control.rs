@@ -192,7 +192,7 @@ fn reload_keeps_the_old_config_on_error_and_sighup_reloads() {
     .unwrap();
     assert_eq!(d.ctl(&["reload"]).0, 1);
     assert_eq!(d.get_token("/v1/access", &t).status, 200);
-    assert!(d.log_text().contains("reload_failed"));
+    assert!(d.logged("reload_failed"));
 
     std::fs::write(&path, good.replace("Test Box", "Reloaded Box")).unwrap();
     let pid = d.child.id().to_string();
@@ -285,7 +285,7 @@ fn replaced_certificate_is_served_to_new_connections_only() {
     let mut raw = Vec::new();
     let _ = old.read_to_end(&mut raw);
     assert_eq!(parse_response(&raw).status, 401);
-    assert!(d.log_text().contains("certificate_changed"));
+    assert!(d.logged("certificate_changed"));
 }
 
 #[test]
@@ -373,7 +373,7 @@ fn started_as_root_it_drops_to_the_configured_user() {
     );
     assert_eq!(d.ctl(&["suspend"]).0, 0);
     assert_eq!(d.ctl(&["resume"]).0, 0);
-    assert!(d.log_text().contains("privileges_dropped"));
+    assert!(d.logged("privileges_dropped"));
 }
 
 #[test]
@@ -430,6 +430,6 @@ fn status_warns_before_expiry_and_log_shouts_after() {
         let s = status(&d);
         let warnings = s["warnings"].to_string();
         assert!(warnings.contains(expect), "{name}: {warnings}");
-        assert!(d.log_text().contains("certificate_warning"), "{name}");
+        assert!(d.logged("certificate_warning"), "{name}");
     }
 }

@@ -14,6 +14,20 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_boxapi");
+
+/// The daemon under test: this build, or a cross-built binary (`make test-cross`) run through an
+/// emulator: BOXAPI_TEST_BIN=target/cross/…/boxapi BOXAPI_TEST_RUNNER=qemu-arm-static.
+pub fn daemon_command() -> Command {
+    let bin = std::env::var("BOXAPI_TEST_BIN").unwrap_or_else(|_| BIN.to_owned());
+    match std::env::var("BOXAPI_TEST_RUNNER") {
+        Ok(runner) if !runner.is_empty() => {
+            let mut c = Command::new(runner);
+            c.arg(bin);
+            c
+        }
+        _ => Command::new(bin),
+    }
+}
 pub const AUD: &str = "https://box.test";
 pub const ISS: &str = "https://auth.test";
 
@@ -244,7 +258,7 @@ impl Daemon {
                 c.args(rest).arg(BIN);
                 c
             }
-            None => Command::new(BIN),
+            None => daemon_command(),
         };
         let mut child = cmd
             .args(["serve", "--config", config.to_str().unwrap()])
@@ -266,7 +280,8 @@ impl Daemon {
                 sink.lock().unwrap().push(line);
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(10)) {
+        // Generous: under an emulator a start takes seconds.
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
@@ -286,6 +301,11 @@ impl Daemon {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// Whether the daemon logs `needle` within 3 s (its stderr is read by another thread).
+    pub fn logged(&self, needle: &str) -> bool {
+        wait_for(Duration::from_secs(3), || self.log_text().contains(needle))
+    }
+
     pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
         request(self.addr, "localhost", "GET", path, headers)
     }
@@ -298,7 +318,7 @@ impl Daemon {
     /// Runs `boxapi ctl --socket … ARGS`; returns (exit code, stdout, stderr).
     pub fn ctl(&self, args: &[&str]) -> (i32, String, String) {
         let sock = self.dir.join("control.sock");
-        let out = Command::new(BIN)
+        let out = daemon_command()
             .arg("ctl")
             .arg("--socket")
             .arg(&sock)

@@ -1,0 +1,25 @@
+#!/bin/sh
+# Builds a static, stripped boxapi for one box SoC target:
+#   cross/build.sh TARGET        (output: target/cross/TARGET/release/boxapi)
+# Debian's rustc-web with its std sources (rust-web-src) builds std for the target
+# (-Zbuild-std; RUSTC_BOOTSTRAP because build-std is unstable), zig links against musl.
+# The host build keeps the normal rustup toolchain. See cross/README.md.
+set -eu
+target=${1:?usage: cross/build.sh TARGET}
+case $target in
+    armv7-unknown-linux-musleabihf | aarch64-unknown-linux-musl)
+        # build-std leaves no self-contained crt objects: link against zig's musl.
+        flags="-C link-self-contained=no" ;;
+    mipsel-unknown-linux-musl | mips-unknown-linux-musl)
+        # These targets default to dynamic linking; zig would make a static-pie that crashes at start.
+        flags="-C link-self-contained=no -C target-feature=+crt-static" ;;
+    *) echo "cross/build.sh: unsupported target $target" >&2; exit 64 ;;
+esac
+zig_venv=${BOXAPI_ZIG_VENV:-$HOME/.cache/boxapi-zig}
+cd "$(dirname "$0")/.."
+# Flags go through RUSTFLAGS (cargo-zigbuild ignores target rustflags given with --config); with
+# an explicit --target they do not reach build scripts or proc-macros.
+PATH="$zig_venv/bin:/usr/bin:$HOME/.cargo/bin:$PATH" \
+RUSTFLAGS="$flags" RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
+    /usr/bin/cargo zigbuild -Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size \
+    --release --locked --target "$target" --target-dir target/cross
