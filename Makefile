@@ -7,7 +7,15 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # systemd (systemd-analyze, to keep the unit's exposure score in check).
 TEST_PACKAGES := openssl curl iproute2 iputils-ping faketime ca-certificates systemd
 
-.PHONY: demo test deps lint unit-security build release size clean
+.PHONY: demo test deps lint unit-security build release size clean cross cross-setup test-cross
+
+# Box SoC targets (cross/README.md) and their stripped-size budgets in bytes.
+CROSS_TARGETS ?= armv7-unknown-linux-musleabihf aarch64-unknown-linux-musl mipsel-unknown-linux-musl mips-unknown-linux-musl
+BUDGET_armv7-unknown-linux-musleabihf := 1572864
+BUDGET_aarch64-unknown-linux-musl := 1572864
+BUDGET_mipsel-unknown-linux-musl := 2097152
+BUDGET_mips-unknown-linux-musl := 2097152
+BUDGET_host := 2621440
 
 demo:
 	$(CARGO) run --release --locked --quiet -- demo
@@ -41,9 +49,24 @@ build:
 release:
 	$(CARGO) build --release --locked
 
-size: release
-	@printf '%-28s %10s\n' target bytes
-	@printf '%-28s %10s\n' "$$(rustc -vV | sed -n 's/^host: //p')" "$$(stat -c %s target/release/boxapi)"
+cross-setup:
+	./cross/setup.sh
+
+cross: cross-setup
+	@for t in $(CROSS_TARGETS); do echo "== $$t"; ./cross/build.sh $$t || exit 1; done
+
+test-cross: cross
+	@for t in $(CROSS_TARGETS); do echo "== $$t"; ./cross/test.sh $$t || exit 1; done
+
+# Stripped sizes against their budgets; fails when one is over. Builds what is missing.
+size: release cross
+	@fail=0; printf '%-34s %10s %10s\n' target bytes budget; \
+	row() { printf '%-34s %10s %10s %s\n' "$$1" "$$2" "$$3" "$$4"; }; \
+	host=$$(rustc -vV | sed -n 's/^host: //p'); b=$$(stat -c %s target/release/boxapi); \
+	if [ $$b -le $(BUDGET_host) ]; then row "$$host" $$b $(BUDGET_host) ok; else row "$$host" $$b $(BUDGET_host) OVER; fail=1; fi; \
+	$(foreach t,$(CROSS_TARGETS),b=$$(stat -c %s target/cross/$(t)/release/boxapi); \
+	  if [ $$b -le $(BUDGET_$(t)) ]; then row $(t) $$b $(BUDGET_$(t)) ok; else row $(t) $$b $(BUDGET_$(t)) OVER; fail=1; fi;) \
+	exit $$fail
 
 clean:
 	$(CARGO) clean

@@ -15,6 +15,9 @@ case $target in
         flags="-C link-self-contained=no -C target-feature=+crt-static" ;;
     *) echo "cross/build.sh: unsupported target $target" >&2; exit 64 ;;
 esac
+# A panic on a box aborts at once, without formatting a message: the machinery to print one
+# costs ~100 KB, and no panic is reachable from the network, a file or the control socket.
+flags="$flags -Zunstable-options -Cpanic=immediate-abort"
 zig_venv=${BOXAPI_ZIG_VENV:-$HOME/.cache/boxapi-zig}
 cd "$(dirname "$0")/.."
 # Flags go through RUSTFLAGS (cargo-zigbuild ignores target rustflags given with --config); with

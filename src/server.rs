@@ -69,9 +69,17 @@ impl App {
     /// The endpoints to listen on now (none while disabled), refreshing the LAN prefixes.
     pub fn desired_endpoints(&self) -> Vec<Endpoint> {
         let snap = self.snapshot();
-        let endpoints = self
-            .lan
-            .refresh(&snap.config.server, &lan::interface_addrs());
+        let server = &snap.config.server;
+        // Interface addresses matter only for listen_interfaces and for explicit non-loopback
+        // addresses (whose interface prefix is the LAN); a loopback-only daemon needs none.
+        let needs_interfaces = !server.listen_interfaces.is_empty()
+            || server.listen.iter().any(|l| !l.ip().is_loopback());
+        let addrs = if needs_interfaces {
+            lan::interface_addrs()
+        } else {
+            Vec::new()
+        };
+        let endpoints = self.lan.refresh(server, &addrs);
         if self.control.mode() == Mode::Disabled {
             return Vec::new();
         }
