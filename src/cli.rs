@@ -138,18 +138,21 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn stop_signal() {
+/// A future that resolves on SIGINT or SIGTERM. The handlers are installed when this is called
+/// (not when first polled), so a signal that arrives during start-up is not lost.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+            _ => std::future::pending().await,
         }
     }
 }
@@ -167,6 +170,7 @@ fn serve_with(config: &Path, announce: impl FnOnce(&[SocketAddr])) -> i32 {
         return EXIT_FAILURE;
     };
     rt.block_on(async {
+        let stop = stop_signal();
         let (app, listeners) = match crate::control::start(snapshot) {
             Ok(started) => started,
             Err(e) => {
@@ -193,7 +197,7 @@ fn serve_with(config: &Path, announce: impl FnOnce(&[SocketAddr])) -> i32 {
             .filter_map(|(_, l)| l.local_addr().ok())
             .collect();
         announce(&addrs);
-        server::run(app, listeners, stop_signal()).await;
+        server::run(app, listeners, stop).await;
         EXIT_OK
     })
 }

@@ -271,11 +271,7 @@ async fn watch_certificate(app: Arc<App>) {
     }
 }
 
-async fn sighup(app: Arc<App>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        return;
-    };
+async fn sighup(app: Arc<App>, mut hup: tokio::signal::unix::Signal) {
     while hup.recv().await.is_some() {
         let _ = reload(&app);
     }
@@ -344,7 +340,13 @@ pub fn start(snapshot: Snapshot) -> Result<(Arc<App>, server::Bound), StartError
     }
     let app = App::new(snapshot, initial);
     tokio::spawn(socket::serve(app.clone(), control));
-    tokio::spawn(sighup(app.clone()));
+    // Installed now, before any listener opens: SIGHUP's default action would kill the daemon.
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hup) => {
+            tokio::spawn(sighup(app.clone(), hup));
+        }
+        Err(e) => log::event("signal_error", &[("error", &e.to_string())]),
+    }
     tokio::spawn(watch_certificate(app.clone()));
     let listeners = server::bind_initial(&app).map_err(StartError::Bind)?;
     if app.control.mode() == Mode::Disabled {
