@@ -261,7 +261,9 @@ async fn decide(
     }
     let token = bearer(req.headers())?.ok_or(Problem::MissingToken)?;
     let revoked = |id: &str| app.control.is_revoked(id);
-    let grant = snap.verifier.verify(token, now, &snap.registry, &revoked)?;
+    let grant = snap
+        .verifier
+        .verify_cached(token, now, &snap.registry, &revoked)?;
     *tool = Some(grant.tool);
     if let Origin::Allowed { tool: page_tool } = origin {
         if page_tool != grant.tool {

@@ -1,4 +1,5 @@
 //! Who may call the API: the tool registry, verification keys, and JWT access-token checks.
+pub mod cache;
 pub mod jwk;
 pub mod mint;
 pub mod registry;
@@ -184,6 +185,29 @@ mod tests {
             v.verify(typ.as_bytes(), NOW, &r, &never),
             Err(TokenError::Type)
         );
+    }
+
+    #[test]
+    fn cached_tokens_still_expire_and_honour_revocation() {
+        let (v, r, a, _, _) = setup();
+        let never = |_: &str| false;
+        let t = mint::token(&a, &spec("a")).unwrap();
+        assert!(v.verify_cached(t.as_bytes(), NOW, &r, &never).is_ok());
+        assert!(
+            v.verify_cached(t.as_bytes(), NOW + 1, &r, &never).is_ok(),
+            "hit"
+        );
+        assert_eq!(
+            v.verify_cached(t.as_bytes(), NOW + 1, &r, &|id| id == "a"),
+            Err(TokenError::Revoked)
+        );
+        assert_eq!(
+            v.verify_cached(t.as_bytes(), NOW + 930, &r, &never),
+            Err(TokenError::Expired)
+        );
+        // A tampered token is a different key: verified in full, and refused.
+        let bad = format!("{}x", &t[..t.len() - 1]);
+        assert!(v.verify_cached(bad.as_bytes(), NOW, &r, &never).is_err());
     }
 
     #[test]

@@ -74,6 +74,7 @@ pub struct Verifier {
     issuers: Vec<String>,
     max_lifetime: u64,
     leeway: u64,
+    cache: super::cache::TokenCache,
 }
 
 /// Claim rules from `[auth]`.
@@ -182,7 +183,38 @@ impl Verifier {
             issuers: rules.issuers,
             max_lifetime: rules.max_lifetime,
             leeway: rules.leeway,
+            cache: Default::default(),
         }
+    }
+
+    /// [`Verifier::verify`] with the cache of tokens already verified: a hit still checks
+    /// expiry and revocation, so it is equivalent to a full check for the same token.
+    pub fn verify_cached(
+        &self,
+        token: &[u8],
+        now: u64,
+        registry: &Registry,
+        revoked: &dyn Fn(&str) -> bool,
+    ) -> Result<Grant, TokenError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::Oversized);
+        }
+        let key = super::cache::digest(token);
+        if let Some(grant) = self.cache.get(&key, now, self.leeway) {
+            let tool = registry.get(grant.tool).ok_or(TokenError::UnknownTool)?;
+            if tool.revoked || revoked(&tool.id) {
+                return Err(TokenError::Revoked);
+            }
+            return Ok(grant);
+        }
+        let grant = self.verify(token, now, registry, revoked)?;
+        self.cache.insert(key, grant, now, self.leeway);
+        Ok(grant)
+    }
+
+    /// Forgets every verified token (after a revocation, so that nothing relies on a re-check).
+    pub fn forget_verified(&self) {
+        self.cache.clear();
     }
 
     /// Verifies signature and claims at time `now`; `revoked` tells whether a tool id is revoked at run time.

@@ -113,6 +113,7 @@ fn change(app: &App, f: impl FnOnce(&mut State)) -> Value {
         ));
     }
     app.control.update(|s| *s = new.clone());
+    app.snapshot().verifier.forget_verified();
     let mode = state::to_json(&new);
     log::event("state", &[("state", mode["state"].as_str().unwrap_or(""))]);
     json!({ "ok": true, "state": mode["state"], "retry_after": mode["retry_after"], "revoked": mode["revoked"] })
