@@ -40,17 +40,31 @@ fn parse_layer(source: &str, bytes: &[u8]) -> Option<Value> {
 pub struct FileLayer {
     path: PathBuf,
     cache: Mutex<Option<(SystemTime, u64, Option<Value>)>>,
+    /// When the file was last looked at: at most one stat per second, however busy the API.
+    checked: Mutex<Option<Instant>>,
 }
+
+/// How stale the file's layer may be.
+const FILE_CHECK: Duration = Duration::from_secs(1);
 
 impl FileLayer {
     pub fn new(path: PathBuf) -> Self {
         FileLayer {
             path,
             cache: Mutex::new(None),
+            checked: Mutex::new(None),
         }
     }
 
     pub fn get(&self) -> Option<Value> {
+        {
+            let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
+            if checked.is_some_and(|at| at.elapsed() < FILE_CHECK) {
+                let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                return cache.as_ref().and_then(|(_, _, v)| v.clone());
+            }
+            *checked = Some(Instant::now());
+        }
         let meta = match std::fs::metadata(&self.path) {
             Ok(m) => m,
             Err(_) => return None, // absent file: nothing to add (a provider may write it later)

@@ -1,25 +1,44 @@
 //! What boxapi reads from Linux itself: interface counters and speeds, the neighbour table, the
 //! bridge forwarding database, and which interfaces are wireless.
 use serde_json::{json, Value};
-use std::fs;
+use std::collections::HashMap;
+use std::fs::{self, File};
 use std::net::IpAddr;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-/// Linux's /proc and /sys, under a root that tests can replace with a fake tree.
-#[derive(Clone, Debug)]
+/// Which radios exist changes when the operator reconfigures Wi-Fi, not between two requests.
+const LAYER_TTL: Duration = Duration::from_secs(10);
+/// A terminal's port changes when it is re-plugged or roams; a page polls every few hundred ms.
+const CLIENT_TTL: Duration = Duration::from_secs(5);
+/// Bounds the per-address cache (a LAN has a few dozen terminals).
+const MAX_CLIENTS: usize = 256;
+
+/// Linux's /proc and /sys, under a root that tests can replace with a fake tree. Walking sysfs
+/// paths is what a request costs most (kernfs lookups), so the slow-changing answers are cached
+/// briefly and counter files stay open and are re-read with one pread each.
+#[derive(Debug)]
 pub struct Sys {
     root: PathBuf,
     /// Ask the kernel (rtnetlink) for IPv6 neighbours; off for fake trees in tests.
     live: bool,
+    layer: Mutex<Option<(Instant, Value)>>,
+    clients: Mutex<HashMap<IpAddr, (Instant, Client)>>,
+    counter_files: Mutex<HashMap<String, (File, File)>>,
 }
 
 impl Default for Sys {
     fn default() -> Self {
-        Sys {
-            root: PathBuf::from("/"),
-            live: true,
-        }
+        Sys::new(PathBuf::from("/"), true)
     }
+}
+
+fn read_counter(f: &File) -> Option<u64> {
+    let mut buf = [0u8; 32];
+    let n = f.read_at(&mut buf, 0).ok()?;
+    std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
 }
 
 /// How the terminal that sent a request reaches the box.
@@ -51,11 +70,18 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 }
 
 impl Sys {
-    pub fn with_root(root: impl Into<PathBuf>) -> Self {
+    fn new(root: PathBuf, live: bool) -> Self {
         Sys {
-            root: root.into(),
-            live: false,
+            root,
+            live,
+            layer: Mutex::default(),
+            clients: Mutex::default(),
+            counter_files: Mutex::default(),
         }
+    }
+
+    pub fn with_root(root: impl Into<PathBuf>) -> Self {
+        Sys::new(root.into(), false)
     }
 
     fn net(&self, iface: &str, leaf: &str) -> PathBuf {
@@ -66,10 +92,23 @@ impl Sys {
         self.net(iface, leaf).exists()
     }
 
-    /// Byte counters of an interface, read fresh. Two reads of small sysfs files.
+    /// Byte counters of an interface, read fresh: one pread per counter on files kept open
+    /// (reopened if the interface went away and came back, e.g. a PPP link).
     pub fn counters(&self, iface: &str) -> Option<Counters> {
-        let read = |leaf: &str| read_trimmed(self.net(iface, leaf))?.parse::<u64>().ok();
-        Some((read("statistics/rx_bytes")?, read("statistics/tx_bytes")?))
+        let mut files = self.counter_files.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((rx, tx)) = files.get(iface) {
+            if let (Some(r), Some(t)) = (read_counter(rx), read_counter(tx)) {
+                return Some((r, t));
+            }
+            files.remove(iface);
+        }
+        let rx = File::open(self.net(iface, "statistics/rx_bytes")).ok()?;
+        let tx = File::open(self.net(iface, "statistics/tx_bytes")).ok()?;
+        let value = (read_counter(&rx)?, read_counter(&tx)?);
+        if files.len() < MAX_CLIENTS {
+            files.insert(iface.to_owned(), (rx, tx));
+        }
+        Some(value)
     }
 
     /// Link speed in kbit/s, when the driver knows it (sysfs gives Mbit/s, -1 when unknown).
@@ -156,6 +195,25 @@ impl Sys {
     /// Finds the terminal with address `peer`. `lan_device` is the LAN interface whose prefix
     /// holds the peer, used when the neighbour table has no entry (e.g. IPv6).
     pub fn client(&self, peer: IpAddr, lan_device: Option<&str>) -> Client {
+        let now = Instant::now();
+        let mut cache = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, c)) = cache.get(&peer) {
+            if now.duration_since(*at) < CLIENT_TTL {
+                return c.clone();
+            }
+        }
+        let found = self.find_client(peer, lan_device);
+        if cache.len() >= MAX_CLIENTS {
+            cache.retain(|_, (at, _)| now.duration_since(*at) < CLIENT_TTL);
+            if cache.len() >= MAX_CLIENTS {
+                cache.clear();
+            }
+        }
+        cache.insert(peer, (now, found.clone()));
+        found
+    }
+
+    fn find_client(&self, peer: IpAddr, lan_device: Option<&str>) -> Client {
         if peer.is_loopback() {
             return Client {
                 connection: "unknown",
@@ -211,6 +269,18 @@ impl Sys {
 
     /// The system's own partial card: Wi-Fi radios found in sysfs (one per phy), if any.
     pub fn layer(&self) -> Value {
+        let mut cache = self.layer.lock().unwrap_or_else(|p| p.into_inner());
+        match cache.as_ref() {
+            Some((at, v)) if at.elapsed() < LAYER_TTL => v.clone(),
+            _ => {
+                let v = self.read_layer();
+                *cache = Some((Instant::now(), v.clone()));
+                v
+            }
+        }
+    }
+
+    fn read_layer(&self) -> Value {
         let Ok(dir) = fs::read_dir(self.root.join("sys/class/net")) else {
             return Value::Null;
         };

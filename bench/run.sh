@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# make bench: boxapi against nginx (Debian package) serving the same card JSON over TLS 1.3 with
+# the same ECDSA P-256 certificate, driven by the same load client (wrk, Debian package), in
+# one run on this machine. Prints medians of REPEAT runs and the ratio boxapi/nginx.
+# boxapi verifies a bearer token on every request; nginx serves a static file.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPEAT=${REPEAT:-3}
+DURATION=${DURATION:-5s}
+BOX=${BOXAPI_BIN:-target/release/boxapi}
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+ulimit -n 8192
+
+./certs/make-dev-certs.sh "$work" >/dev/null
+"$BOX" keygen --alg ES256 --kid bench --out "$work" >/dev/null
+box_port=18443; nginx_port=18444
+cat > "$work/boxapi.toml" <<CONF
+[server]
+listen = ["127.0.0.1:$box_port"]
+server_names = ["localhost"]
+cert = "server.pem"
+key = "server.key"
+state_dir = "state"
+control_socket = "control.sock"
+max_connections = 256
+rate_limit_per_second = 0
+[auth]
+audience = "https://box.test"
+issuers = ["https://auth.test"]
+[[tool]]
+id = "bench"
+origins = ["https://bench.example"]
+scopes = ["access", "counters"]
+keys = ["bench.jwk"]
+[metrics]
+wan_interface = "lo"
+[metrics.static]
+box = { model = "Bench Box", firmware_version = "1.0" }
+subscription = { down_kbps = 2000000, up_kbps = 700000 }
+access = { technology = "ftth", down_kbps = 2488000, up_kbps = 1244000 }
+CONF
+token=$("$BOX" token --key "$work/bench.private.jwk" --tool bench --scope "access counters" --aud https://box.test --iss https://auth.test)
+
+now_ms() { date +%s%3N; }
+# Start-to-ready: from spawn to the first accepted TCP connection.
+ready_ms() { local port=$1 t0=$2; until (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; do :; done; echo $(( $(now_ms) - t0 )); }
+kb() { awk -v k="$2" '$1 == k":" {print $2}' /proc/"$1"/status; }
+
+t0=$(now_ms); "$BOX" serve --config "$work/boxapi.toml" 2>"$work/boxapi.log" & box_pid=$!; pids+=("$box_pid")
+box_ready=$(ready_ms $box_port "$t0")
+curl -sf --cacert "$work/ca.pem" -H "Authorization: Bearer $token" "https://localhost:$box_port/v1/access" > "$work/card.json"
+
+mkdir -p "$work/nginx/www/v1" "$work/nginx/tmp"
+cp "$work/card.json" "$work/nginx/www/v1/access"
+chmod -R a+rX "$work/nginx/www" && chmod a+x "$work" "$work/nginx"   # nginx's worker is not root
+cat > "$work/nginx/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+error_log $work/nginx/error.log warn;
+pid $work/nginx/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $work/nginx/tmp; proxy_temp_path $work/nginx/tmp;
+    fastcgi_temp_path $work/nginx/tmp; uwsgi_temp_path $work/nginx/tmp; scgi_temp_path $work/nginx/tmp;
+    keepalive_requests 100000;
+    server {
+        listen 127.0.0.1:$nginx_port ssl;
+        ssl_certificate $work/server.pem;
+        ssl_certificate_key $work/server.key;
+        ssl_protocols TLSv1.3;
+        ssl_session_cache off;
+        ssl_session_tickets off;
+        root $work/nginx/www;
+        location = /v1/access {
+            default_type application/json;
+            add_header Cache-Control no-store;
+            add_header X-Content-Type-Options nosniff;
+        }
+    }
+}
+CONF
+t0=$(now_ms); nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" 2>"$work/nginx/stderr" & pids+=("$!")
+nginx_ready=$(ready_ms $nginx_port "$t0")
+sleep 0.3
+nginx_pid=$(pgrep -P "$(cat "$work/nginx/nginx.pid")" | head -1)  # the worker serves
+box_idle=$(kb "$box_pid" VmRSS); nginx_idle=$(( $(kb "$nginx_pid" VmRSS) + $(kb "$(cat "$work/nginx/nginx.pid")" VmRSS) ))
+
+to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}'; }
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# One wrk run; prints "rps p50_ms p99_ms peak_rss_kb".
+run() {
+    local port=$1 pid=$2 conns=$3 close=$4
+    echo 5 > /proc/"$pid"/clear_refs   # resets VmHWM: peak RSS of this run only
+    local args=(-t2 -c"$conns" -d"$DURATION" --latency -H "Authorization: Bearer $token")
+    [ "$close" = 1 ] && args+=(-H "Connection: close")
+    local out; out=$(wrk "${args[@]}" "https://localhost:$port/v1/access")
+    local rps p50 p99
+    rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+    p50=$(awk '$1 == "50%" {print $2}' <<<"$out" | to_ms)
+    p99=$(awk '$1 == "99%" {print $2}' <<<"$out" | to_ms)
+    if grep -q "Non-2xx" <<<"$out"; then echo "non-2xx answers: $out" >&2; exit 1; fi
+    echo "$rps $p50 $p99 $(kb "$pid" VmHWM)"
+}
+
+declare -A R
+scenario() {
+    local name=$1 conns=$2 close=$3
+    for server in boxapi nginx; do
+        local port=$box_port pid=$box_pid
+        [ $server = nginx ] && port=$nginx_port && pid=$nginx_pid
+        local rows=""
+        for _ in $(seq "$REPEAT"); do rows+="$(run $port "$pid" "$conns" "$close")"$'\n'; done
+        for col in 1 2 3 4; do
+            R[$name,$server,$col]=$(awk -v c=$col 'NF {print $c}' <<<"$rows" | median)
+        done
+    done
+}
+scenario new 8 1
+scenario keepalive 32 0
+scenario flood 1000 0
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+line() { printf '%-46s %12s %12s %8s\n' "$1" "$2" "$3" "$(ratio "$2" "$3")"; }
+echo
+echo "machine: $(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//'), $(uname -r)"
+echo "client: wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), -t2 -d$DURATION --latency, TLS 1.3, ECDSA P-256; medians of $REPEAT runs"
+echo "  new connections: wrk -t2 -c8 -H 'Connection: close' (one request per connection)"
+echo "  keep-alive:      wrk -t2 -c32;  flood: wrk -t2 -c1000 (boxapi max_connections=256)"
+echo "servers: boxapi $("$BOX" --version | awk '{print $2}') (1 thread, verifies an ES256 token per request), nginx $(nginx -v 2>&1 | sed 's/.*\///') (worker_processes 1, static file)"
+echo
+printf '%-46s %12s %12s %8s\n' "" boxapi nginx ratio
+line "new-connection requests/s" "${R[new,boxapi,1]}" "${R[new,nginx,1]}"
+line "new-connection p50 latency (ms)" "${R[new,boxapi,2]}" "${R[new,nginx,2]}"
+line "new-connection p99 latency (ms)" "${R[new,boxapi,3]}" "${R[new,nginx,3]}"
+line "new-connection peak RSS (kB)" "${R[new,boxapi,4]}" "${R[new,nginx,4]}"
+line "keep-alive requests/s (32 conns)" "${R[keepalive,boxapi,1]}" "${R[keepalive,nginx,1]}"
+line "keep-alive p50 latency (ms)" "${R[keepalive,boxapi,2]}" "${R[keepalive,nginx,2]}"
+line "keep-alive p99 latency (ms)" "${R[keepalive,boxapi,3]}" "${R[keepalive,nginx,3]}"
+line "keep-alive peak RSS (kB)" "${R[keepalive,boxapi,4]}" "${R[keepalive,nginx,4]}"
+line "flood (1000 conns) requests/s" "${R[flood,boxapi,1]}" "${R[flood,nginx,1]}"
+line "flood (1000 conns) peak RSS (kB)" "${R[flood,boxapi,4]}" "${R[flood,nginx,4]}"
+line "idle RSS after start (kB; nginx: master+worker)" "$box_idle" "$nginx_idle"
+line "start-to-ready (ms)" "$box_ready" "$nginx_ready"
