@@ -63,7 +63,7 @@ error_log $work/nginx/error.log warn;
 pid $work/nginx/nginx.pid;
 events { worker_connections 4096; }
 http {
-    access_log off;
+    access_log $work/nginx/access.log;   # boxapi logs every request too
     client_body_temp_path $work/nginx/tmp; proxy_temp_path $work/nginx/tmp;
     fastcgi_temp_path $work/nginx/tmp; uwsgi_temp_path $work/nginx/tmp; scgi_temp_path $work/nginx/tmp;
     keepalive_requests 100000;
