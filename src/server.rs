@@ -37,6 +37,76 @@ pub struct App {
     pub lan: Lan,
     pub limiter: Limiter,
     connections: Arc<Semaphore>,
+    pending: Arc<Pending>,
+}
+
+/// Connections that have not sent their first request yet, oldest first. When every connection
+/// slot is taken, the oldest of these is closed to make room: slow or silent clients (a
+/// slowloris) cannot keep others out for the whole handshake deadline.
+#[derive(Default)]
+pub struct Pending {
+    queue: std::sync::Mutex<std::collections::VecDeque<(u64, Arc<tokio::sync::Notify>)>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// One connection's place in [`Pending`]; leaves the queue when released or dropped.
+pub struct PendingSlot {
+    id: u64,
+    evicted: Arc<tokio::sync::Notify>,
+    set: Arc<Pending>,
+}
+
+impl Pending {
+    fn register(self: &Arc<Self>) -> PendingSlot {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let evicted = Arc::new(tokio::sync::Notify::new());
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back((id, evicted.clone()));
+        PendingSlot {
+            id,
+            evicted,
+            set: self.clone(),
+        }
+    }
+
+    /// Closes the oldest connection still waiting for its first request; false if there is none.
+    fn evict_oldest(&self) -> bool {
+        let oldest = self
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front();
+        match oldest {
+            Some((_, n)) => {
+                n.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl PendingSlot {
+    /// The first request arrived: this connection can no longer be evicted.
+    fn release(&self) {
+        self.set
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(id, _)| *id != self.id);
+    }
+
+    async fn evicted(&self) {
+        self.evicted.notified().await
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 impl App {
@@ -50,6 +120,7 @@ impl App {
             lan: Lan::default(),
             limiter,
             connections,
+            pending: Arc::default(),
         })
     }
 
@@ -201,11 +272,20 @@ fn reconcile(app: &Arc<App>, active: &mut BTreeMap<Endpoint, Active>) {
 
 async fn accept_loop(app: Arc<App>, listener: TcpListener) {
     loop {
-        // Waiting for a permit before accepting leaves surplus connections in the kernel backlog.
-        let Ok(permit) = app.connections.clone().acquire_owned().await else {
-            return;
+        let (permit, accepted) = match app.connections.clone().try_acquire_owned() {
+            Ok(permit) => (permit, listener.accept().await),
+            Err(_) => {
+                // At capacity: take the next connection, make room by closing the oldest one
+                // that has not sent a request yet, and wait for its slot (or any other).
+                let accepted = listener.accept().await;
+                app.pending.evict_oldest();
+                let Ok(permit) = app.connections.clone().acquire_owned().await else {
+                    return;
+                };
+                (permit, accepted)
+            }
         };
-        let (stream, peer) = match listener.accept().await {
+        let (stream, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 // Typically EMFILE: back off instead of spinning.
@@ -219,7 +299,10 @@ async fn accept_loop(app: Arc<App>, listener: TcpListener) {
             log::event("peer_refused", &[("reason", "not in a LAN prefix")]);
             continue;
         }
-        tokio::spawn(connection(app.clone(), stream, peer, permit));
+        // Registered here, not in the task: a burst of accepts runs before any new task does, and
+        // an unregistered connection could not be evicted.
+        let slot = app.pending.register();
+        tokio::spawn(connection(app.clone(), stream, peer, permit, slot));
     }
 }
 
@@ -228,22 +311,28 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     _permit: OwnedSemaphorePermit,
+    slot: PendingSlot,
 ) {
     let deadline = Instant::now() + HANDSHAKE_AND_HEAD;
+    let slot = Arc::new(slot);
     let local = stream.local_addr().unwrap_or(peer);
     let _ = stream.set_nodelay(true);
     let acceptor = tokio_rustls::TlsAcceptor::from(app.snapshot().tls.clone());
-    let tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => tls,
-        _ => return, // handshake failed (e.g. TLS 1.1, plain HTTP) or too slow: no HTTP answer
+    let tls = tokio::select! {
+        r = tokio::time::timeout_at(deadline, acceptor.accept(stream)) => match r {
+            Ok(Ok(tls)) => tls,
+            _ => return, // handshake failed (e.g. TLS 1.1, plain HTTP) or too slow: no HTTP answer
+        },
+        _ = slot.evicted() => return,
     };
     let sni = tls.get_ref().1.server_name().map(str::to_owned);
     let info = Arc::new(ConnInfo { peer, local, sni });
     let first_request = Arc::new(AtomicBool::new(false));
-    let seen = first_request.clone();
-    let svc_app = app.clone();
+    let (seen, svc_slot, svc_app) = (first_request.clone(), slot.clone(), app.clone());
     let svc = service_fn(move |req| {
-        seen.store(true, Ordering::Relaxed);
+        if !seen.swap(true, Ordering::Relaxed) {
+            svc_slot.release();
+        }
         let (app, info) = (svc_app.clone(), info.clone());
         async move { Ok::<_, Infallible>(http::handle(&app, &info, req).await) }
     });
@@ -256,6 +345,7 @@ async fn connection(
     let mut state = app.control.subscribe();
     let mut head_deadline = true;
     loop {
+        let waiting = !first_request.load(Ordering::Relaxed);
         tokio::select! {
             _ = &mut conn => return,
             _ = tokio::time::sleep_until(deadline), if head_deadline => {
@@ -263,6 +353,11 @@ async fn connection(
                     return; // no request head within the deadline: close
                 }
                 head_deadline = false;
+            }
+            _ = slot.evicted(), if waiting => {
+                if !first_request.load(Ordering::Relaxed) {
+                    return; // room was needed and this client has not asked anything yet
+                }
             }
             changed = state.changed() => {
                 // The subscriber's switch-off also ends connections already open.

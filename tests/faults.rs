@@ -1,0 +1,232 @@
+//! Fault injection: slow clients, token floods, a full or read-only state_dir, a certificate
+//! deleted under the daemon. (Provider faults are in card.rs, an unset clock in api.rs.)
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[test]
+fn five_hundred_slow_clients_do_not_keep_a_normal_client_out() {
+    let d = Daemon::start("slowloris", "", "");
+    // More silent connections than max_connections (64): some accepted and idle, most in the backlog.
+    let mut slow: Vec<TcpStream> = Vec::new();
+    for i in 0..500 {
+        let mut s = TcpStream::connect(d.addr).unwrap();
+        if i % 2 == 0 {
+            let _ = s.write_all(&[0x16, 3, 1]); // half a TLS record header, then silence
+        }
+        slow.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    let r = d.get("/v1/access", &[]);
+    let took = start.elapsed();
+    assert_eq!(r.status, 401);
+    assert!(
+        took < Duration::from_secs(1),
+        "a normal client waited {took:?}"
+    );
+    drop(slow);
+}
+
+/// A TCP connection from a chosen loopback source address (another "terminal").
+fn connect_from(src: &str, dst: SocketAddr) -> TcpStream {
+    use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    let src: std::net::SocketAddrV4 = format!("{src}:0").parse().unwrap();
+    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(src)).unwrap();
+    let SocketAddr::V4(dst) = dst else {
+        panic!("IPv4 only")
+    };
+    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(dst)).unwrap();
+    TcpStream::from(fd)
+}
+
+fn keepalive_latencies(d: &Daemon, token: &str, n: usize) -> Vec<Duration> {
+    let mut s = connect(d.addr, "localhost", client_config(rustls::DEFAULT_VERSIONS));
+    let req = format!(
+        "GET /v1/counters HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    for _ in 0..n {
+        let t = Instant::now();
+        s.write_all(req.as_bytes()).unwrap();
+        let mut got = Vec::new();
+        // One response: head then Content-Length bytes.
+        loop {
+            let k = s.read(&mut buf).unwrap();
+            assert!(k > 0);
+            got.extend_from_slice(&buf[..k]);
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                let r = parse_response(&got[..end + 4]);
+                let len: usize = r.header("content-length").unwrap().parse().unwrap();
+                if got.len() >= end + 4 + len {
+                    assert_eq!(r.status, 200);
+                    break;
+                }
+            }
+        }
+        out.push(t.elapsed());
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_flood_of_bad_tokens_from_another_terminal_does_not_slow_valid_ones() {
+    let d = Daemon::start(
+        "flood",
+        "rate_limit_per_second = 100\nrate_limit_burst = 100",
+        "",
+    );
+    let good = fixtures().a.token("a", "counters");
+    let before = keepalive_latencies(&d, &good, 40);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let addr = d.addr;
+    let flooders: Vec<_> = (0..4)
+        .map(|i| {
+            let (stop, sent) = (stop.clone(), sent.clone());
+            // Valid-looking tokens with bad signatures: each one costs a full signature check.
+            let mut bad = fixtures().b.token("b", "counters");
+            bad.truncate(bad.len() - 4);
+            bad.push_str(&format!("AAA{i}"));
+            std::thread::spawn(move || {
+                let until = Instant::now() + Duration::from_secs(10);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < until {
+                    let tcp = connect_from("127.0.0.2", addr);
+                    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    let conn = rustls::ClientConnection::new(
+                        client_config(rustls::DEFAULT_VERSIONS),
+                        "localhost".try_into().unwrap(),
+                    )
+                    .unwrap();
+                    let mut s = rustls::StreamOwned::new(conn, tcp);
+                    let req = format!("GET /v1/counters HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {bad}\r\n\r\n");
+                    let mut buf = [0u8; 4096];
+                    for _ in 0..200 {
+                        if s.write_all(req.as_bytes()).is_err() || s.read(&mut buf).unwrap_or(0) == 0 {
+                            break;
+                        }
+                        sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let during = keepalive_latencies(&d, &good, 40);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for f in flooders {
+        f.join().unwrap();
+    }
+    let (b, u) = (before[before.len() / 2], during[during.len() / 2]);
+    assert!(
+        sent.load(std::sync::atomic::Ordering::Relaxed) > 100,
+        "the flood did not run"
+    );
+    // Medians; 2 ms of slack for a shared, noisy machine.
+    assert!(
+        u <= b * 2 + Duration::from_millis(2),
+        "valid requests slowed from {b:?} to {u:?}"
+    );
+}
+
+#[test]
+fn deleted_certificate_keeps_the_old_one_and_reports_it() {
+    let dir = temp_dir("certgone");
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    for f in ["server.pem", "server.key"] {
+        std::fs::copy(fixtures().dir.join(f), certs.join(f)).unwrap();
+    }
+    let text = config(&dir, "", "").replace(
+        &fixtures().dir.join("server.").display().to_string(),
+        &certs.join("server.").display().to_string(),
+    );
+    std::fs::write(dir.join("boxapi.toml"), text).unwrap();
+    let d = Daemon::start_in(dir, &[]);
+    std::fs::remove_file(certs.join("server.pem")).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(25), || d
+            .log_text()
+            .contains("reload_failed")),
+        "deletion not noticed"
+    );
+    assert_eq!(
+        d.get("/v1/access", &[]).status,
+        401,
+        "still serving on the old certificate"
+    );
+}
+
+/// A tmpfs mounted on the daemon's state_dir (root only); unmounted on drop.
+struct SmallFs(std::path::PathBuf);
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn state_dir_full_or_read_only_changes_nothing() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root to mount a tmpfs");
+        return;
+    }
+    let dir = temp_dir("statefull");
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    assert!(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&state)
+        .status()
+        .unwrap()
+        .success());
+    let _fs = SmallFs(state.clone());
+    std::fs::write(dir.join("boxapi.toml"), config(&dir, "", "")).unwrap();
+    let d = Daemon::start_in(dir, &[]);
+    assert_eq!(d.ctl(&["revoke", "b"]).0, 0);
+    let saved = std::fs::read(state.join("state.json")).unwrap();
+    // Fill the filesystem.
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=4k", "count=100"])
+        .arg(format!("of={}", state.join("fill").display()))
+        .output();
+    let (code, _, err) = d.ctl(&["suspend"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot save the state"), "{err}");
+    let status: serde_json::Value = serde_json::from_str(&d.ctl(&["status"]).1).unwrap();
+    assert_eq!(status["state"], "enabled", "in-memory state unchanged");
+    assert_eq!(
+        std::fs::read(state.join("state.json")).unwrap(),
+        saved,
+        "state file untouched"
+    );
+    assert!(
+        !state.join(".state.json.tmp").exists(),
+        "half-written file left behind"
+    );
+    // Read-only.
+    std::fs::remove_file(state.join("fill")).unwrap();
+    assert!(Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&state)
+        .status()
+        .unwrap()
+        .success());
+    let (code, _, _) = d.ctl(&["unrevoke", "b"]);
+    assert_eq!(code, 1);
+    d.get_token("/v1/access", &fixtures().b.token("b", "access"))
+        .assert_problem(401, "invalid_token");
+    assert_eq!(std::fs::read(state.join("state.json")).unwrap(), saved);
+}
