@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # systemd (systemd-analyze, to keep the unit's exposure score in check).
 TEST_PACKAGES := openssl curl iproute2 iputils-ping faketime ca-certificates systemd
 
-.PHONY: demo test deps lint unit-security build release size clean cross cross-setup test-cross
+.PHONY: demo test deps lint unit-security build release size clean cross cross-setup test-cross bench fuzz
 
 # Box SoC targets (cross/README.md) and their stripped-size budgets in bytes.
 CROSS_TARGETS ?= armv7-unknown-linux-musleabihf aarch64-unknown-linux-musl mipsel-unknown-linux-musl mips-unknown-linux-musl
@@ -48,6 +48,16 @@ build:
 
 release:
 	$(CARGO) build --release --locked
+
+# boxapi against nginx in one run (wrk as the load client); see docs/performance.md.
+bench: release
+	@missing=""; for p in nginx wrk; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
+	./bench/run.sh
+
+# Every fuzz target for FUZZ_SECONDS (default 30); see docs/security.md.
+fuzz:
+	./fuzz/run.sh
 
 cross-setup:
 	./cross/setup.sh

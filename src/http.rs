@@ -163,7 +163,7 @@ impl SizeHint for Body {
 }
 
 /// Host names compare case-insensitively; a port is ignored; IPv6 literals come in brackets.
-fn host_name(host: &str) -> &str {
+pub fn host_name(host: &str) -> &str {
     if let Some(rest) = host.strip_prefix('[') {
         return rest.split(']').next().unwrap_or("");
     }

@@ -100,6 +100,44 @@ struct Request {
     retry_after: Option<u64>,
 }
 
+/// One control command, as parsed from a line of the socket.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Status,
+    Enable,
+    Disable,
+    Suspend { retry_after: u64 },
+    Resume,
+    Revoke(String),
+    Unrevoke(String),
+    Reload,
+}
+
+/// Parses a control line; the error is the reply's message.
+pub fn parse_command(line: &[u8]) -> Result<Command, String> {
+    let req: Request =
+        serde_json::from_slice(line).map_err(|e| format!("not a command object: {e}"))?;
+    let tool = || {
+        req.tool
+            .clone()
+            .ok_or_else(|| "this command needs \"tool\"".to_owned())
+    };
+    Ok(match req.cmd.as_str() {
+        "status" => Command::Status,
+        "enable" => Command::Enable,
+        "disable" => Command::Disable,
+        "resume" => Command::Resume,
+        "suspend" => match req.retry_after.unwrap_or(300) {
+            r @ 1..=86_400 => Command::Suspend { retry_after: r },
+            _ => return Err("retry_after must be 1 to 86400 seconds".into()),
+        },
+        "revoke" => Command::Revoke(tool()?),
+        "unrevoke" => Command::Unrevoke(tool()?),
+        "reload" => Command::Reload,
+        other => return Err(format!("unknown command {other:?}")),
+    })
+}
+
 /// Persists a state change first, then applies it: a failed write changes nothing.
 fn change(app: &App, f: impl FnOnce(&mut State)) -> Value {
     let mut new = app.control.state();
@@ -121,43 +159,32 @@ fn change(app: &App, f: impl FnOnce(&mut State)) -> Value {
 
 /// Runs one control command (a JSON line) and returns the reply.
 pub fn execute(app: &App, line: &[u8]) -> Value {
-    let req: Request = match serde_json::from_slice(line) {
-        Ok(r) => r,
-        Err(e) => return error_reply(&format!("not a command object: {e}")),
+    let cmd = match parse_command(line) {
+        Ok(c) => c,
+        Err(e) => return error_reply(&e),
     };
-    let known_tool = |t: &Option<String>| match t {
-        Some(id) if app.snapshot().registry.index_of(id).is_some() => Ok(id.clone()),
-        Some(id) => Err(error_reply(&format!("no tool {id:?} is registered"))),
-        None => Err(error_reply("this command needs \"tool\"")),
-    };
-    match req.cmd.as_str() {
-        "status" => status(app),
-        "enable" => change(app, |s| s.mode = Mode::Enabled),
-        "disable" => change(app, |s| s.mode = Mode::Disabled),
-        "resume" => change(app, |s| s.mode = Mode::Enabled),
-        "suspend" => match req.retry_after.unwrap_or(300) {
-            r @ 1..=86_400 => change(app, |s| s.mode = Mode::Suspended { retry_after: r }),
-            _ => error_reply("retry_after must be 1 to 86400 seconds"),
-        },
-        "revoke" => match known_tool(&req.tool) {
-            Ok(id) => change(app, |s| {
-                s.revoked.insert(id);
-            }),
-            Err(e) => e,
-        },
-        "unrevoke" => match req.tool {
-            Some(id) => change(app, |s| {
-                s.revoked.remove(&id);
-            }),
-            None => error_reply("this command needs \"tool\""),
-        },
-        "reload" => match reload(app) {
+    match cmd {
+        Command::Status => status(app),
+        Command::Enable | Command::Resume => change(app, |s| s.mode = Mode::Enabled),
+        Command::Disable => change(app, |s| s.mode = Mode::Disabled),
+        Command::Suspend { retry_after } => {
+            change(app, |s| s.mode = Mode::Suspended { retry_after })
+        }
+        Command::Revoke(id) if app.snapshot().registry.index_of(&id).is_none() => {
+            error_reply(&format!("no tool {id:?} is registered"))
+        }
+        Command::Revoke(id) => change(app, |s| {
+            s.revoked.insert(id);
+        }),
+        Command::Unrevoke(id) => change(app, |s| {
+            s.revoked.remove(&id);
+        }),
+        Command::Reload => match reload(app) {
             Ok(()) => json!({ "ok": true, "reloaded": true }),
             Err(problems) => {
                 json!({ "ok": false, "error": "reload refused; still running on the previous configuration", "problems": problems })
             }
         },
-        other => error_reply(&format!("unknown command {other:?}")),
     }
 }
 
@@ -354,4 +381,36 @@ pub fn start(snapshot: Snapshot) -> Result<(Arc<App>, server::Bound), StartError
         log::event("disabled", &[("hint", "boxapi ctl enable")]);
     }
     Ok((app, listeners))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_commands_and_refuses_the_rest() {
+        assert_eq!(parse_command(br#"{"cmd":"status"}"#), Ok(Command::Status));
+        assert_eq!(
+            parse_command(br#"{"cmd":"suspend"}"#),
+            Ok(Command::Suspend { retry_after: 300 })
+        );
+        assert_eq!(
+            parse_command(br#"{"cmd":"revoke","tool":"a"}"#),
+            Ok(Command::Revoke("a".into()))
+        );
+        for bad in [
+            &b"{"[..],
+            br#"{"cmd":"revoke"}"#,
+            br#"{"cmd":"suspend","retry_after":0}"#,
+            br#"{"cmd":"x"}"#,
+            br#"{"cmd":"status","y":1}"#,
+            br#"[]"#,
+        ] {
+            assert!(
+                parse_command(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 }
