@@ -45,8 +45,11 @@ pub struct App {
 /// slowloris) cannot keep others out for the whole handshake deadline.
 #[derive(Default)]
 pub struct Pending {
-    queue: std::sync::Mutex<std::collections::VecDeque<(u64, Arc<tokio::sync::Notify>)>>,
-    next: std::sync::atomic::AtomicU64,
+    /// The next id (a plain u64 under the lock: 32-bit MIPS has no 64-bit atomics) and the queue.
+    queue: std::sync::Mutex<(
+        u64,
+        std::collections::VecDeque<(u64, Arc<tokio::sync::Notify>)>,
+    )>,
 }
 
 /// One connection's place in [`Pending`]; leaves the queue when released or dropped.
@@ -58,12 +61,12 @@ pub struct PendingSlot {
 
 impl Pending {
     fn register(self: &Arc<Self>) -> PendingSlot {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
         let evicted = Arc::new(tokio::sync::Notify::new());
-        self.queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back((id, evicted.clone()));
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let id = q.0;
+        q.0 = q.0.wrapping_add(1);
+        q.1.push_back((id, evicted.clone()));
+        drop(q);
         PendingSlot {
             id,
             evicted,
@@ -77,6 +80,7 @@ impl Pending {
             .queue
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .1
             .pop_front();
         match oldest {
             Some((_, n)) => {
@@ -91,11 +95,8 @@ impl Pending {
 impl PendingSlot {
     /// The first request arrived: this connection can no longer be evicted.
     fn release(&self) {
-        self.set
-            .queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(id, _)| *id != self.id);
+        let mut q = self.set.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.1.retain(|(id, _)| *id != self.id);
     }
 
     async fn evicted(&self) {
