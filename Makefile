@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # systemd (systemd-analyze, to keep the unit's exposure score in check).
 TEST_PACKAGES := openssl curl iproute2 iputils-ping faketime ca-certificates systemd
 
-.PHONY: demo test deps lint unit-security build release size clean cross cross-setup test-cross bench fuzz
+.PHONY: demo test deps lint unit-security build release size clean cross cross-setup test-cross bench fuzz test-e2e
 
 # Box SoC targets (cross/README.md) and their stripped-size budgets in bytes.
 CROSS_TARGETS ?= armv7-unknown-linux-musleabihf aarch64-unknown-linux-musl mipsel-unknown-linux-musl mips-unknown-linux-musl
@@ -42,6 +42,11 @@ unit-security:
 
 test: deps lint unit-security
 	$(CARGO) test --locked
+	$(MAKE) test-e2e
+
+# Real clients: Chromium via Playwright with the example tool page, schemathesis, testssl.sh.
+test-e2e:
+	./tests/e2e/run.sh
 
 build:
 	$(CARGO) build --locked

@@ -85,6 +85,8 @@ pub fn load(cert: &Path, key: &Path, problems: &mut Vec<String>) -> Option<Ident
     };
     let mut config = config;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // The server's suite order (AES-GCM, then ChaCha20) wins over the client's.
+    config.ignore_client_order = true;
     Some(Identity {
         config: Arc::new(config),
         not_after,

@@ -20,11 +20,18 @@ const cfg = {
   port: Number(env("PORT", "8000")),
   host: env("HOST", "127.0.0.1"),
 };
-const jwk = JSON.parse(readFileSync(env("TOOL_KEY", "boxapi-demo/tools/demo.private.jwk"), "utf8"));
-const key = createPrivateKey({ key: jwk, format: "jwk" });
+// The tool's own key; TOOL_KEY_DIR/<tool>.private.jwk holds keys of other tools (tests only).
+function keyFor(tool) {
+  const path = tool === cfg.tool
+    ? env("TOOL_KEY", "boxapi-demo/tools/demo.private.jwk")
+    : join(env("TOOL_KEY_DIR", "."), `${tool.replace(/[^A-Za-z0-9._-]/g, "")}.private.jwk`);
+  const jwk = JSON.parse(readFileSync(path, "utf8"));
+  return [jwk, createPrivateKey({ key: jwk, format: "jwk" })];
+}
 const b64u = (buf) => Buffer.from(buf).toString("base64url");
 
 function mint(tool) {
+  const [jwk, key] = keyFor(tool);
   const now = Math.floor(Date.now() / 1000);
   const header = { alg: jwk.alg ?? "ES256", typ: "at+jwt", kid: jwk.kid };
   const claims = {

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# make test-e2e: real clients nobody on this project wrote, against the real daemon:
+# Chromium (driven by Playwright) with the example tool page, schemathesis with docs/openapi.yaml,
+# and testssl.sh. Installs what it needs (Debian packages, npm, PyPI), idempotently.
+set -euo pipefail
+cd "$(dirname "$0")"
+root=$(cd ../.. && pwd)
+OUT=${OUT:-$root/tests/out}
+mkdir -p "$OUT"
+SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+missing=""
+for p in chromium libnss3-tools testssl.sh nodejs python3-venv curl openssl; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+command -v npm >/dev/null || missing="$missing npm"
+if [ -n "$missing" ]; then
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+fi
+[ -d node_modules/playwright-core ] || npm install --no-audit --no-fund >/dev/null
+venv=${BOXAPI_E2E_VENV:-$HOME/.cache/boxapi-e2e-venv}
+[ -x "$venv/bin/schemathesis" ] && "$venv/bin/python" -c "import jsonschema, yaml, requests" 2>/dev/null ||
+    { python3 -m venv "$venv" && "$venv/bin/pip" install -q schemathesis jsonschema pyyaml requests; }
+
+(cd "$root" && cargo build --release --locked -q)
+BOX=$root/target/release/boxapi
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+# The box: a test CA and certificate for localhost, two tools with their own keys.
+"$root/certs/make-dev-certs.sh" "$work" >/dev/null
+for t in demo other; do "$BOX" keygen --alg ES256 --kid "$t" --out "$work/keys" >/dev/null; done
+BOX_PORT=18443
+cat > "$work/boxapi.toml" <<CONF
+[server]
+listen = ["127.0.0.1:$BOX_PORT"]
+server_names = ["localhost"]
+cert = "server.pem"
+key = "server.key"
+state_dir = "state"
+control_socket = "control.sock"
+rate_limit_per_second = 0
+[auth]
+audience = "https://boxapi.demo"
+issuers = ["https://boxapi.demo/issuer"]
+[[tool]]
+id = "demo"
+origins = ["http://localhost:8000"]
+scopes = ["access", "counters"]
+keys = ["keys/demo.jwk"]
+[[tool]]
+id = "other"
+origins = ["https://other.example"]
+scopes = ["access", "counters"]
+keys = ["keys/other.jwk"]
+[metrics]
+wan_interface = "lo"
+[metrics.static]
+box = { model = "E2E Box", firmware_version = "1.0" }
+subscription = { down_kbps = 1000000, up_kbps = 500000 }
+access = { technology = "ftth", down_kbps = 1244000, up_kbps = 1244000 }
+wifi = { enabled = true, radios = [{ band = "5GHz", enabled = true, standard = "ax" }] }
+CONF
+"$BOX" serve --config "$work/boxapi.toml" 2>"$OUT/boxapi.log" & pids+=($!)
+# The tool's backend twice: the allowed origin (:8000) and a foreign one (:8001).
+for port in 8000 8001; do
+    BOX_URL=https://localhost:$BOX_PORT TOOL_ID=demo TOOL_KEY=$work/keys/demo.private.jwk TOOL_KEY_DIR=$work/keys \
+        PORT=$port node "$root/examples/speedtest/server.mjs" >"$OUT/tool-$port.log" 2>&1 & pids+=($!)
+done
+for port in $BOX_PORT 8000 8001; do
+    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+done
+token=$("$BOX" token --key "$work/keys/demo.private.jwk" --tool demo --scope "access counters" --aud https://boxapi.demo --iss https://boxapi.demo/issuer)
+status=0
+
+echo "== Playwright + Chromium"
+# A browser profile (HOME) whose NSS database trusts the test CA.
+export HOME=$work/home
+mkdir -p "$HOME/.pki/nssdb"
+certutil -d sql:"$HOME/.pki/nssdb" -N --empty-password
+certutil -d sql:"$HOME/.pki/nssdb" -A -t "C,," -n boxapi-test-ca -i "$work/ca.pem"
+BOX_PORT=$BOX_PORT OUT=$OUT node browser.mjs || status=1
+
+echo "== responses against docs/openapi.yaml"
+"$venv/bin/python" validate.py "$root/docs/openapi.yaml" "https://localhost:$BOX_PORT" "$work/ca.pem" "$token" || status=1
+
+echo "== schemathesis"
+"$venv/bin/schemathesis" run "$root/docs/openapi.yaml" --url "https://localhost:$BOX_PORT" \
+    -H "Authorization: Bearer $token" --tls-verify "$work/ca.pem" --checks all --exclude-checks missing_required_header --max-examples 50 \
+    >"$OUT/schemathesis.txt" 2>&1 || status=1
+tail -15 "$OUT/schemathesis.txt"
+
+echo "== testssl.sh"
+rm -f "$OUT/testssl.json"
+testssl --quiet --color 0 --warnings off --add-ca "$work/ca.pem" --jsonfile "$OUT/testssl.json" \
+    "localhost:$BOX_PORT" >"$OUT/testssl.txt" 2>&1 || true
+"$venv/bin/python" testssl_check.py "$OUT/testssl.json" || status=1
+exit $status
