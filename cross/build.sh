@@ -7,7 +7,7 @@
 set -eu
 target=${1:?usage: cross/build.sh TARGET}
 case $target in
-    armv7-unknown-linux-musleabihf | aarch64-unknown-linux-musl)
+    armv7-unknown-linux-musleabihf | aarch64-unknown-linux-musl | x86_64-unknown-linux-musl)
         # build-std leaves no self-contained crt objects: link against zig's musl.
         flags="-C link-self-contained=no" ;;
     mipsel-unknown-linux-musl | mips-unknown-linux-musl)

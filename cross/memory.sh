@@ -11,6 +11,7 @@ if [ -n "$target" ]; then
     case $target in
         armv7-*) run="qemu-arm-static $bin" ;; aarch64-*) run="qemu-aarch64-static $bin" ;;
         mipsel-*) run="qemu-mipsel-static $bin" ;; mips-*) run="qemu-mips-static $bin" ;;
+        x86_64-*) run=$bin ;;  # native: the daemon alone, as on a box
     esac
 else
     run=$host
