@@ -25,6 +25,9 @@ use tokio::time::Instant;
 pub const HANDSHAKE_AND_HEAD: Duration = Duration::from_secs(10);
 /// Later request heads on a kept-alive connection (idle time included) must arrive within this time.
 pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(30);
+/// A connection without a request for this long may be closed to make room when all slots are
+/// taken: a TLS handshake on a LAN takes milliseconds, even on a box's CPU with many at once.
+pub const MIN_PENDING_AGE: Duration = Duration::from_millis(100);
 /// On shutdown, open connections get this long to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Request heads (all headers) above this size get 431 or a closed connection.
@@ -46,11 +49,11 @@ pub struct App {
 #[derive(Default)]
 pub struct Pending {
     /// The next id (a plain u64 under the lock: 32-bit MIPS has no 64-bit atomics) and the queue.
-    queue: std::sync::Mutex<(
-        u64,
-        std::collections::VecDeque<(u64, Arc<tokio::sync::Notify>)>,
-    )>,
+    queue: std::sync::Mutex<(u64, std::collections::VecDeque<PendingEntry>)>,
 }
+
+/// (id, since when, how to tell it to close)
+type PendingEntry = (u64, Instant, Arc<tokio::sync::Notify>);
 
 /// One connection's place in [`Pending`]; leaves the queue when released or dropped.
 pub struct PendingSlot {
@@ -65,7 +68,7 @@ impl Pending {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         let id = q.0;
         q.0 = q.0.wrapping_add(1);
-        q.1.push_back((id, evicted.clone()));
+        q.1.push_back((id, Instant::now(), evicted.clone()));
         drop(q);
         PendingSlot {
             id,
@@ -74,16 +77,19 @@ impl Pending {
         }
     }
 
-    /// Closes the oldest connection still waiting for its first request; false if there is none.
+    /// Closes the oldest connection still waiting for its first request, if it has waited at
+    /// least `MIN_PENDING_AGE` (a normal handshake is over long before); false if there is none.
     fn evict_oldest(&self) -> bool {
-        let oldest = self
-            .queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if !q
             .1
-            .pop_front();
-        match oldest {
-            Some((_, n)) => {
+            .front()
+            .is_some_and(|(_, since, _)| since.elapsed() >= MIN_PENDING_AGE)
+        {
+            return false;
+        }
+        match q.1.pop_front() {
+            Some((_, _, n)) => {
                 n.notify_one();
                 true
             }
@@ -96,7 +102,7 @@ impl PendingSlot {
     /// The first request arrived: this connection can no longer be evicted.
     fn release(&self) {
         let mut q = self.set.queue.lock().unwrap_or_else(|p| p.into_inner());
-        q.1.retain(|(id, _)| *id != self.id);
+        q.1.retain(|(id, _, _)| *id != self.id);
     }
 
     async fn evicted(&self) {
@@ -276,13 +282,25 @@ async fn accept_loop(app: Arc<App>, listener: TcpListener) {
         let (permit, accepted) = match app.connections.clone().try_acquire_owned() {
             Ok(permit) => (permit, listener.accept().await),
             Err(_) => {
-                // At capacity: take the next connection, make room by closing the oldest one
-                // that has not sent a request yet, and wait for its slot (or any other).
+                // At capacity: take the next connection. A client that has waited in the backlog
+                // and still sent nothing (not even its TLS hello) is closed at once; otherwise make
+                // room by closing the oldest connection that is slow to send its first request,
+                // and wait for its slot (or any other).
                 let accepted = listener.accept().await;
-                app.pending.evict_oldest();
-                let Ok(permit) = app.connections.clone().acquire_owned().await else {
-                    return;
+                if let Ok((stream, _)) = &accepted {
+                    if !has_data(stream) {
+                        continue;
+                    }
+                }
+                let permit = loop {
+                    app.pending.evict_oldest();
+                    tokio::select! {
+                        p = app.connections.clone().acquire_owned() => break p,
+                        // The oldest may be too young to evict yet: look again shortly.
+                        _ = tokio::time::sleep(MIN_PENDING_AGE / 4) => {}
+                    }
                 };
+                let Ok(permit) = permit else { return };
                 (permit, accepted)
             }
         };
@@ -305,6 +323,14 @@ async fn accept_loop(app: Arc<App>, listener: TcpListener) {
         let slot = app.pending.register();
         tokio::spawn(connection(app.clone(), stream, peer, permit, slot));
     }
+}
+
+/// Whether bytes are already waiting on the socket (MSG_PEEK, without blocking or consuming).
+fn has_data(stream: &TcpStream) -> bool {
+    use nix::sys::socket::{recv, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let mut byte = [0u8; 1];
+    matches!(recv(stream.as_raw_fd(), &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT), Ok(n) if n > 0)
 }
 
 async fn connection(
