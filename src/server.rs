@@ -81,10 +81,9 @@ impl Pending {
     /// least `MIN_PENDING_AGE` (a normal handshake is over long before); false if there is none.
     fn evict_oldest(&self) -> bool {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        if !q
-            .1
+        if q.1
             .front()
-            .is_some_and(|(_, since, _)| since.elapsed() >= MIN_PENDING_AGE)
+            .is_none_or(|(_, since, _)| since.elapsed() < MIN_PENDING_AGE)
         {
             return false;
         }
