@@ -45,6 +45,27 @@ fn url_value(c: u8) -> Option<u32> {
     } as u32)
 }
 
+/// Decodes padded standard base64 (HTTP Basic credentials).
+pub fn std_decode(input: &[u8]) -> Option<Vec<u8>> {
+    let trimmed = input
+        .strip_suffix(b"==")
+        .or_else(|| input.strip_suffix(b"="))
+        .unwrap_or(input);
+    if input.len() % 4 != 0 {
+        return None;
+    }
+    let url: Vec<u8> = trimmed
+        .iter()
+        .map(|&c| match c {
+            b'+' => Some(b'-'),
+            b'/' => Some(b'_'),
+            b'-' | b'_' | b'=' => None,
+            c => Some(c),
+        })
+        .collect::<Option<_>>()?;
+    url_decode(&url)
+}
+
 /// Decodes unpadded base64url, rejecting padding, other alphabets and non-canonical trailing bits.
 pub fn url_decode(input: &[u8]) -> Option<Vec<u8>> {
     if input.len() % 4 == 1 {
@@ -89,6 +110,15 @@ mod tests {
         assert_eq!(std_encode(b"fooba"), "Zm9vYmE=");
         assert_eq!(std_encode(b"foob"), "Zm9vYg==");
         assert_eq!(url_encode(&[0xfb, 0xff]), "-_8");
+    }
+
+    #[test]
+    fn standard_alphabet_with_padding() {
+        assert_eq!(std_decode(b"Zm9vYg==").as_deref(), Some(&b"foob"[..]));
+        assert_eq!(std_decode(b"Zm9vYmE=").as_deref(), Some(&b"fooba"[..]));
+        assert_eq!(std_decode(b"+/8=").as_deref(), Some(&[0xfb, 0xff][..]));
+        assert_eq!(std_decode(b"Zm9vYg"), None);
+        assert_eq!(std_decode(b"-_8="), None);
     }
 
     #[test]

@@ -13,6 +13,18 @@ pub struct Config {
     pub auth: Auth,
     pub tools: Vec<ToolConfig>,
     pub metrics: Metrics,
+    /// The on-box authorization server (`[token_endpoint]`), when enabled.
+    pub token_endpoint: Option<TokenEndpoint>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TokenEndpoint {
+    /// `iss` of the tokens the box issues (also accepted by the API); the endpoint is `{issuer}/v1/token`.
+    pub issuer: String,
+    /// Private JWK the box signs the tokens it issues with.
+    pub signing_key: PathBuf,
+    /// Tokens issued per tool and per hour (ARCEP: operators may cap tokens signed per tool).
+    pub tokens_per_hour: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -43,6 +55,8 @@ pub struct Auth {
     pub max_token_lifetime: u64,
     pub leeway: u64,
     pub issuer_keys: Option<PathBuf>,
+    /// Where a central authorization server issues tokens (announced by discovery).
+    pub central_token_endpoint: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -53,6 +67,8 @@ pub struct ToolConfig {
     pub scopes: Scopes,
     pub keys: Vec<PathBuf>,
     pub revoked: bool,
+    /// SHA-256 (hex) of the tool's client secret, for `client_secret_basic` at the token endpoint.
+    pub client_secret_sha256: Option<[u8; 32]>,
 }
 
 #[derive(Clone, Debug)]
@@ -262,6 +278,7 @@ pub fn parse(text: &str, path: &Path, problems: &mut Vec<String>) -> Option<Conf
     let auth_t = top.table("auth").cloned();
     let tools_v = top.get("tool").cloned();
     let metrics_t = top.table("metrics").cloned().unwrap_or_default();
+    let token_t = top.table("token_endpoint").cloned();
     let (had_server, had_auth) = (root.contains_key("server"), auth_t.is_some());
     top.finish();
     if !had_server {
@@ -275,7 +292,9 @@ pub fn parse(text: &str, path: &Path, problems: &mut Vec<String>) -> Option<Conf
     let auth = parse_auth(&auth_t.unwrap_or_default(), &dir, problems);
     let tools = parse_tools(tools_v.as_ref(), &dir, problems);
     let metrics = parse_metrics(&metrics_t, &dir, problems);
+    let token_endpoint = token_t.and_then(|t| parse_token_endpoint(&t, &dir, problems));
     Some(Config {
+        token_endpoint,
         path: path.to_path_buf(),
         server,
         auth,
@@ -403,6 +422,12 @@ fn parse_auth(t: &Table, dir: &Path, problems: &mut Vec<String>) -> Auth {
     };
     let leeway = s.int("leeway", 30, 0, 300) as u64;
     let issuer_keys = s.path("issuer_keys", dir);
+    let central_token_endpoint = s.string("central_token_endpoint");
+    if let Some(u) = &central_token_endpoint {
+        if !u.starts_with("https://") {
+            s.problem("central_token_endpoint", "must be an https:// URL");
+        }
+    }
     s.finish();
     Auth {
         audience,
@@ -410,6 +435,7 @@ fn parse_auth(t: &Table, dir: &Path, problems: &mut Vec<String>) -> Auth {
         max_token_lifetime,
         leeway,
         issuer_keys,
+        central_token_endpoint,
     }
 }
 
@@ -456,6 +482,25 @@ fn parse_tools(v: Option<&Value>, dir: &Path, problems: &mut Vec<String>) -> Vec
         }
         let keys = s.strings("keys").into_iter().map(|k| dir.join(k)).collect();
         let revoked = s.boolean("revoked");
+        let client_secret_sha256 = s.string("client_secret_sha256").and_then(|h| {
+            let bytes: Option<Vec<u8>> = (h.len() == 64)
+                .then(|| {
+                    (0..32)
+                        .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).ok())
+                        .collect()
+                })
+                .flatten();
+            match bytes.and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+                Some(d) => Some(d),
+                None => {
+                    s.problem(
+                        "client_secret_sha256",
+                        "expected 64 hex digits (the SHA-256 of the secret)",
+                    );
+                    None
+                }
+            }
+        });
         s.finish();
         if tools.iter().any(|t| t.id == id) && !id.is_empty() {
             problems.push(format!("{label}.id: {id:?} is registered twice"));
@@ -475,6 +520,7 @@ fn parse_tools(v: Option<&Value>, dir: &Path, problems: &mut Vec<String>) -> Vec
             scopes,
             keys,
             revoked,
+            client_secret_sha256,
         });
     }
     tools
@@ -518,6 +564,30 @@ fn parse_metrics(t: &Table, dir: &Path, problems: &mut Vec<String>) -> Metrics {
         provider_timeout,
         static_layer,
     }
+}
+
+fn parse_token_endpoint(
+    t: &Table,
+    dir: &Path,
+    problems: &mut Vec<String>,
+) -> Option<TokenEndpoint> {
+    let mut s = Section::new("token_endpoint", t, problems);
+    let enabled = s.boolean("enabled");
+    let issuer = s.required_string("issuer");
+    if !issuer.is_empty() && (!issuer.starts_with("https://") || issuer.ends_with('/')) {
+        s.problem("issuer", "must be an https:// URL without a trailing '/'");
+    }
+    let signing_key = s.path("signing_key", dir);
+    if signing_key.is_none() && !t.contains_key("signing_key") {
+        s.problem("signing_key", "is required");
+    }
+    let tokens_per_hour = s.int("tokens_per_hour", 60, 1, 100_000) as u32;
+    s.finish();
+    enabled.then(|| TokenEndpoint {
+        issuer,
+        signing_key: signing_key.unwrap_or_default(),
+        tokens_per_hour,
+    })
 }
 
 #[cfg(test)]

@@ -95,23 +95,32 @@ pub fn add_response_headers(out: &mut HeaderMap, origin: &HeaderValue) {
 }
 
 /// Whether a preflight from an allowed origin asks for something boxapi serves (GET or HEAD).
-pub fn preflight_method_ok(req: &HeaderMap) -> bool {
-    matches!(
-        req.get(header::ACCESS_CONTROL_REQUEST_METHOD)
-            .map(HeaderValue::as_bytes),
-        Some(b"GET") | Some(b"HEAD")
-    )
+/// (`token_endpoint`: the preflight is for `POST /v1/token` instead.)
+pub fn preflight_method_ok(req: &HeaderMap, token_endpoint: bool) -> bool {
+    let method = req
+        .get(header::ACCESS_CONTROL_REQUEST_METHOD)
+        .map(HeaderValue::as_bytes);
+    if token_endpoint {
+        method == Some(b"POST")
+    } else {
+        matches!(method, Some(b"GET") | Some(b"HEAD"))
+    }
 }
 
 /// Headers of a successful preflight answer (on top of [`add_response_headers`]).
-pub fn add_preflight_headers(req: &HeaderMap, out: &mut HeaderMap) {
+pub fn add_preflight_headers(req: &HeaderMap, out: &mut HeaderMap, token_endpoint: bool) {
+    let (methods, headers) = if token_endpoint {
+        ("POST", "Authorization, Content-Type")
+    } else {
+        ("GET, HEAD", "Authorization")
+    };
     out.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, HEAD"),
+        HeaderValue::from_static(methods),
     );
     out.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Authorization"),
+        HeaderValue::from_static(headers),
     );
     out.insert(
         header::ACCESS_CONTROL_MAX_AGE,

@@ -1,6 +1,7 @@
 //! HTTP: the access rules in their order (Host, Origin, rate, preflight, suspension, route, clock,
 //! token, scope), JSON answers, and every refusal as an RFC 9457 problem, mapped in one place.
 use crate::auth::{Scopes, TokenError};
+use crate::authz;
 use crate::control::Mode;
 use crate::cors::{self, Origin};
 use crate::server::App;
@@ -39,8 +40,8 @@ pub enum Problem {
     PreflightRefused,
     #[error("no such endpoint: the API serves /v1/access and /v1/counters")]
     NotFound,
-    #[error("this endpoint answers GET and HEAD only")]
-    MethodNotAllowed,
+    #[error("this endpoint answers {0} only")]
+    MethodNotAllowed(&'static str),
     #[error("the Host header or TLS server name is not a name of this box")]
     Misdirected,
     #[error("too many requests from this terminal; retry after {0} s")]
@@ -61,7 +62,7 @@ impl Problem {
             | Problem::OriginNotAllowed(_)
             | Problem::PreflightRefused => StatusCode::FORBIDDEN,
             Problem::NotFound => StatusCode::NOT_FOUND,
-            Problem::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Problem::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Problem::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             Problem::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Problem::Suspended(_) | Problem::ClockUnsynchronized => StatusCode::SERVICE_UNAVAILABLE,
@@ -75,7 +76,7 @@ impl Problem {
             Problem::InsufficientScope(_) => "insufficient_scope",
             Problem::OriginNotAllowed(_) | Problem::PreflightRefused => "origin_not_allowed",
             Problem::NotFound => "not_found",
-            Problem::MethodNotAllowed => "method_not_allowed",
+            Problem::MethodNotAllowed(_) => "method_not_allowed",
             Problem::Misdirected => "misdirected_request",
             Problem::RateLimited(_) => "rate_limited",
             Problem::Suspended(_) => "suspended",
@@ -90,7 +91,7 @@ impl Problem {
             Problem::InsufficientScope(_) => "Insufficient scope",
             Problem::OriginNotAllowed(_) | Problem::PreflightRefused => "Origin not allowed",
             Problem::NotFound => "Not found",
-            Problem::MethodNotAllowed => "Method not allowed",
+            Problem::MethodNotAllowed(_) => "Method not allowed",
             Problem::Misdirected => "Misdirected request",
             Problem::RateLimited(_) => "Too many requests",
             Problem::Suspended(_) => "Suspended by the operator",
@@ -131,7 +132,7 @@ impl Problem {
                 header::WWW_AUTHENTICATE,
                 format!("Bearer realm=\"boxapi\", error=\"insufficient_scope\", scope=\"{scope}\""),
             ),
-            Problem::MethodNotAllowed => set(header::ALLOW, "GET, HEAD, OPTIONS".into()),
+            Problem::MethodNotAllowed(allow) => set(header::ALLOW, (*allow).into()),
             Problem::RateLimited(s) | Problem::Suspended(s) => {
                 set(header::RETRY_AFTER, s.to_string())
             }
@@ -191,6 +192,10 @@ fn name_accepted(name: &str, snap: &Snapshot, conn: &ConnInfo) -> bool {
 }
 
 /// DNS-rebinding defence: Host (and SNI when sent) must name this box.
+/// What the read-only endpoints allow, and what the token endpoint allows.
+const GET_HEAD: &str = "GET, HEAD, OPTIONS";
+const POST_ONLY: &str = "POST, OPTIONS";
+
 fn host_ok<B>(req: &Request<B>, snap: &Snapshot, conn: &ConnInfo) -> bool {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let host = match (hosts.next(), hosts.next()) {
@@ -226,7 +231,7 @@ async fn decide(
     app: &App,
     snap: &Snapshot,
     conn: &ConnInfo,
-    req: &Request<hyper::body::Incoming>,
+    req: &mut Request<hyper::body::Incoming>,
     origin: Origin,
     tool: &mut Option<usize>,
 ) -> Result<Response<Body>, Problem> {
@@ -241,19 +246,31 @@ async fn decide(
     app.limiter
         .check(conn.peer.ip(), Instant::now())
         .map_err(Problem::RateLimited)?;
+    let token_endpoint =
+        snap.config.token_endpoint.is_some() && req.uri().path() == authz::TOKEN_PATH;
     if req.method() == Method::OPTIONS {
-        return preflight(req.headers(), origin);
+        return preflight(req.headers(), origin, token_endpoint);
     }
     if let Mode::Suspended { retry_after } = app.control.mode() {
         return Err(Problem::Suspended(retry_after));
     }
+    let read_only = req.method() == Method::GET || req.method() == Method::HEAD;
     let scope = match req.uri().path() {
         "/v1/access" => Scopes::ACCESS,
         "/v1/counters" => Scopes::COUNTERS,
+        authz::DISCOVERY_PATH if read_only => {
+            let body = authz::discovery(snap).to_string().into_bytes();
+            return Ok(json(StatusCode::OK, "application/json", body));
+        }
+        authz::DISCOVERY_PATH => return Err(Problem::MethodNotAllowed(GET_HEAD)),
+        _ if token_endpoint && req.method() == Method::POST => {
+            return token_request(app, snap, req, origin).await
+        }
+        _ if token_endpoint => return Err(Problem::MethodNotAllowed(POST_ONLY)),
         _ => return Err(Problem::NotFound),
     };
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return Err(Problem::MethodNotAllowed);
+    if !read_only {
+        return Err(Problem::MethodNotAllowed(GET_HEAD));
     }
     let now = crate::time::unix_now();
     if crate::time::clock_is_unset(now) {
@@ -295,12 +312,84 @@ async fn decide(
     ))
 }
 
-fn preflight(headers: &HeaderMap, origin: Origin) -> Result<Response<Body>, Problem> {
+/// `POST /v1/token`: an RFC 6749 token request; answers are OAuth JSON, not problems.
+async fn token_request(
+    app: &App,
+    snap: &Snapshot,
+    req: &mut Request<hyper::body::Incoming>,
+    origin: Origin,
+) -> Result<Response<Body>, Problem> {
+    use http_body_util::BodyExt;
+    let now = crate::time::unix_now();
+    if crate::time::clock_is_unset(now) {
+        return Err(Problem::ClockUnsynchronized);
+    }
+    let body = match http_body_util::Limited::new(req.body_mut(), authz::MAX_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            let e = authz::OAuthError::InvalidRequest("the body is too large or unreadable");
+            return Ok(oauth_error(&e));
+        }
+    };
+    let page_tool = match origin {
+        Origin::Allowed { tool } => Some(tool),
+        _ => None,
+    };
+    let revoked = |id: &str| app.control.is_revoked(id);
+    match authz::token(
+        snap,
+        &app.authz,
+        req.headers(),
+        &body,
+        page_tool,
+        &revoked,
+        now,
+    ) {
+        Ok(v) => Ok(json(
+            StatusCode::OK,
+            "application/json",
+            v.to_string().into_bytes(),
+        )),
+        Err(e) => Ok(oauth_error(&e)),
+    }
+}
+
+fn oauth_error(e: &authz::OAuthError) -> Response<Body> {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut resp = json(
+        status,
+        "application/json",
+        e.body().to_string().into_bytes(),
+    );
+    let h = resp.headers_mut();
+    match e {
+        authz::OAuthError::InvalidClient(_) => {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"boxapi\""),
+            );
+        }
+        authz::OAuthError::Quota(s) => {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(*s));
+        }
+        _ => {}
+    }
+    resp
+}
+
+fn preflight(
+    headers: &HeaderMap,
+    origin: Origin,
+    token_endpoint: bool,
+) -> Result<Response<Body>, Problem> {
     let mut resp = Response::new(Body::default());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     match origin {
-        Origin::Allowed { .. } if cors::preflight_method_ok(headers) => {
-            cors::add_preflight_headers(headers, resp.headers_mut());
+        Origin::Allowed { .. } if cors::preflight_method_ok(headers, token_endpoint) => {
+            cors::add_preflight_headers(headers, resp.headers_mut(), token_endpoint);
         }
         Origin::Allowed { .. } => return Err(Problem::PreflightRefused),
         // No Origin: not a browser preflight; say what the resource allows.
@@ -318,14 +407,14 @@ fn preflight(headers: &HeaderMap, origin: Origin) -> Result<Response<Body>, Prob
 pub async fn handle(
     app: &App,
     conn: &ConnInfo,
-    req: Request<hyper::body::Incoming>,
+    mut req: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
     let snap = app.snapshot();
     let revoked = |id: &str| app.control.is_revoked(id);
     let origin = cors::classify(req.headers(), &snap.registry, &revoked);
     let mut tool = None;
-    let result = decide(app, &snap, conn, &req, origin, &mut tool).await;
+    let result = decide(app, &snap, conn, &mut req, origin, &mut tool).await;
     let cors_allowed = matches!(origin, Origin::Allowed { .. })
         && !matches!(result, Err(Problem::PreflightRefused));
     let mut resp = result.unwrap_or_else(|p| p.response());
@@ -402,7 +491,11 @@ mod tests {
             ),
             (Problem::OriginNotAllowed("x"), 403, "origin_not_allowed"),
             (Problem::NotFound, 404, "not_found"),
-            (Problem::MethodNotAllowed, 405, "method_not_allowed"),
+            (
+                Problem::MethodNotAllowed(GET_HEAD),
+                405,
+                "method_not_allowed",
+            ),
             (Problem::Misdirected, 421, "misdirected_request"),
             (Problem::RateLimited(3), 429, "rate_limited"),
             (Problem::Suspended(60), 503, "suspended"),
@@ -427,7 +520,7 @@ mod tests {
             "60"
         );
         assert_eq!(
-            Problem::MethodNotAllowed.response().headers()[header::ALLOW],
+            Problem::MethodNotAllowed(GET_HEAD).response().headers()[header::ALLOW],
             "GET, HEAD, OPTIONS"
         );
     }

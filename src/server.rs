@@ -39,6 +39,8 @@ pub struct App {
     pub control: Control,
     pub lan: Lan,
     pub limiter: Limiter,
+    /// Replay cache and quotas of the on-box token endpoint.
+    pub authz: crate::authz::State,
     connections: Arc<Semaphore>,
     pending: Arc<Pending>,
 }
@@ -125,6 +127,7 @@ impl App {
             control: Control::new(state),
             lan: Lan::default(),
             limiter,
+            authz: Default::default(),
             connections,
             pending: Arc::default(),
         })

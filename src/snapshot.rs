@@ -19,6 +19,8 @@ pub struct Snapshot {
     pub file_layer: Option<FileLayer>,
     pub command_layer: Option<CommandLayer>,
     pub sys: Sys,
+    /// The key the on-box token endpoint signs with, when `[token_endpoint]` is enabled.
+    pub signing_key: Option<jwk::PrivateJwk>,
     /// Modification times of the certificate and key when loaded, to notice replacement.
     files: Vec<(std::path::PathBuf, Option<std::time::SystemTime>)>,
 }
@@ -79,7 +81,7 @@ impl Snapshot {
                 }
             }
         }
-        let issuer_keys = match &config.auth.issuer_keys {
+        let mut issuer_keys = match &config.auth.issuer_keys {
             Some(path) => {
                 let keys = load_keys(path, "auth.issuer_keys", &mut problems);
                 for k in &keys {
@@ -93,6 +95,25 @@ impl Snapshot {
             }
             None => Vec::new(),
         };
+        // The on-box authorization server signs with its own key; the API trusts it like an
+        // issuer key, and its issuer like a configured one.
+        let signing_key = config.token_endpoint.as_ref().and_then(|te| {
+            let label = format!("token_endpoint.signing_key ({})", te.signing_key.display());
+            let key = std::fs::read_to_string(&te.signing_key)
+                .map_err(|e| format!("{label}: cannot read: {e}"))
+                .and_then(|t| jwk::parse_private(&t).map_err(|e| format!("{label}: {e}")));
+            match key {
+                Ok(k) => {
+                    claim_kid(&k.key, label, &mut problems);
+                    issuer_keys.push(k.key.clone());
+                    Some(k)
+                }
+                Err(p) => {
+                    problems.push(p);
+                    None
+                }
+            }
+        });
         if let Some(cmd) = &config.metrics.provider_command {
             if !cmd.is_file() {
                 problems.push(format!(
@@ -118,14 +139,21 @@ impl Snapshot {
                 })
                 .collect(),
         );
+        let mut issuers = config.auth.issuers.clone();
+        if let Some(te) = &config.token_endpoint {
+            if !issuers.contains(&te.issuer) {
+                issuers.push(te.issuer.clone());
+            }
+        }
         let rules = Rules {
             audience: config.auth.audience.clone(),
-            issuers: config.auth.issuers.clone(),
+            issuers,
             max_lifetime: config.auth.max_token_lifetime,
             leeway: config.auth.leeway,
         };
         let m = &config.metrics;
         Ok(Snapshot {
+            signing_key,
             tls: identity.config,
             cert_not_after: identity.not_after,
             registry,

@@ -20,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
         let mut h = HeaderMap::new();
         h.insert(ORIGIN, v);
         let _ = boxapi::cors::classify(&h, &registry, &|_| false);
-        let _ = boxapi::cors::preflight_method_ok(&h);
+        let _ = boxapi::cors::preflight_method_ok(&h, false);
+        let _ = boxapi::cors::preflight_method_ok(&h, true);
     }
 });

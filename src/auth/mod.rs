@@ -6,7 +6,7 @@ pub mod registry;
 pub mod token;
 
 pub use registry::{Registry, Scopes, Tool};
-pub use token::{Grant, Rules, TokenError, Verifier};
+pub use token::{Assertion, Grant, Rules, TokenError, Verifier};
 
 #[cfg(test)]
 mod tests {

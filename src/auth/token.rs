@@ -60,6 +60,14 @@ pub struct Grant {
     pub exp: u64,
 }
 
+/// A verified client assertion.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Assertion {
+    pub tool: usize,
+    pub jti: String,
+    pub exp: u64,
+}
+
 struct Key {
     alg: Alg,
     key: UnparsedPublicKey<Vec<u8>>,
@@ -106,6 +114,10 @@ struct Claims<'a> {
     client_id: Option<Cow<'a, str>>,
     #[serde(borrow)]
     scope: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    sub: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    jti: Option<Cow<'a, str>>,
     iat: Option<f64>,
     exp: Option<f64>,
     nbf: Option<f64>,
@@ -212,19 +224,72 @@ impl Verifier {
         Ok(grant)
     }
 
+    /// Verifies an RFC 7523 client assertion (private_key_jwt): signed with a key bound to the
+    /// tool it names, `iss` = `sub` = that tool's id, `aud` naming `audience`, a `jti`, and an
+    /// `exp` at most `max_assertion_life` seconds ahead.
+    pub fn verify_assertion(
+        &self,
+        token: &[u8],
+        audiences: &[&str],
+        max_assertion_life: u64,
+        now: u64,
+        registry: &Registry,
+    ) -> Result<Assertion, TokenError> {
+        let (key, payload) = self.check_jws(token)?;
+        let tool = key.tool.ok_or(TokenError::KeyNotForTool)?;
+        let claims: Claims = serde_json::from_slice(&payload)
+            .map_err(|_| TokenError::Malformed("payload is not a valid claims object"))?;
+        let id = &registry.get(tool).ok_or(TokenError::UnknownTool)?.id;
+        let iss = claims
+            .iss
+            .as_deref()
+            .ok_or(TokenError::MissingClaim("iss"))?;
+        let sub = claims
+            .sub
+            .as_deref()
+            .ok_or(TokenError::MissingClaim("sub"))?;
+        if iss != id || sub != id {
+            return Err(TokenError::KeyNotForTool);
+        }
+        let aud = claims.aud.ok_or(TokenError::MissingClaim("aud"))?;
+        if !aud.0.iter().any(|a| audiences.contains(&a.as_ref())) {
+            return Err(TokenError::Audience);
+        }
+        let jti = claims
+            .jti
+            .as_deref()
+            .ok_or(TokenError::MissingClaim("jti"))?;
+        if jti.is_empty() || jti.len() > 256 {
+            return Err(TokenError::Malformed("jti must be 1 to 256 characters"));
+        }
+        let exp = seconds(claims.exp.ok_or(TokenError::MissingClaim("exp"))?)?;
+        if now >= exp.saturating_add(self.leeway) {
+            return Err(TokenError::Expired);
+        }
+        if exp > now.saturating_add(max_assertion_life) {
+            return Err(TokenError::LifetimeTooLong);
+        }
+        if let Some(nbf) = claims.nbf {
+            if now.saturating_add(self.leeway) < seconds(nbf)? {
+                return Err(TokenError::NotYetValid);
+            }
+        }
+        Ok(Assertion {
+            tool,
+            jti: jti.to_owned(),
+            exp,
+        })
+    }
+
     /// Forgets every verified token (after a revocation, so that nothing relies on a re-check).
     pub fn forget_verified(&self) {
         self.cache.clear();
     }
 
     /// Verifies signature and claims at time `now`; `revoked` tells whether a tool id is revoked at run time.
-    pub fn verify(
-        &self,
-        token: &[u8],
-        now: u64,
-        registry: &Registry,
-        revoked: &dyn Fn(&str) -> bool,
-    ) -> Result<Grant, TokenError> {
+    /// Checks the JWS itself: size, form, header (alg, typ, kid, no crit) and the signature with
+    /// the key named by `kid`. Returns that key and the decoded payload.
+    fn check_jws(&self, token: &[u8]) -> Result<(&Key, Vec<u8>), TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Oversized);
         }
@@ -263,9 +328,19 @@ impl Verifier {
         key.key
             .verify(signed, &sig)
             .map_err(|_| TokenError::BadSignature)?;
-
         let payload =
             b64::url_decode(p64).ok_or(TokenError::Malformed("payload is not base64url"))?;
+        Ok((key, payload))
+    }
+
+    pub fn verify(
+        &self,
+        token: &[u8],
+        now: u64,
+        registry: &Registry,
+        revoked: &dyn Fn(&str) -> bool,
+    ) -> Result<Grant, TokenError> {
+        let (key, payload) = self.check_jws(token)?;
         let claims: Claims = serde_json::from_slice(&payload)
             .map_err(|_| TokenError::Malformed("payload is not a valid claims object"))?;
         let iss = claims

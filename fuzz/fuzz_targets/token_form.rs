@@ -1,0 +1,7 @@
+//! Token-endpoint form bodies (application/x-www-form-urlencoded).
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = boxapi::authz::parse_form(data);
+});
