@@ -238,6 +238,19 @@ async fn decide(
     if !host_ok(req, snap, conn) {
         return Err(Problem::Misdirected);
     }
+    // A method a known path never answers is refused first, whoever asks.
+    let token_endpoint =
+        snap.config.token_endpoint.is_some() && req.uri().path() == authz::TOKEN_PATH;
+    let allow = match req.uri().path() {
+        "/v1/access" | "/v1/counters" | authz::DISCOVERY_PATH => Some(GET_HEAD),
+        _ if token_endpoint => Some(POST_ONLY),
+        _ => None,
+    };
+    if let Some(allow) = allow {
+        if !allow.split(", ").any(|m| m == req.method().as_str()) {
+            return Err(Problem::MethodNotAllowed(allow));
+        }
+    }
     if origin == Origin::Refused {
         return Err(Problem::OriginNotAllowed(
             "this Origin is not the origin of an allowed measurement tool",

@@ -41,6 +41,7 @@ key = "server.key"
 state_dir = "state"
 control_socket = "control.sock"
 rate_limit_per_second = 0
+max_connections = 512
 [auth]
 audience = "https://boxapi.demo"
 issuers = ["https://boxapi.demo/issuer"]

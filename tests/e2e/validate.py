@@ -29,6 +29,7 @@ check("counters", "GET", "/v1/counters", "CountersSnapshot", 200, auth)
 check("missing token problem", "GET", "/v1/access", "Problem", 401)
 check("invalid token problem", "GET", "/v1/counters", "Problem", 401, {"Authorization": "Bearer x.y.z"})
 check("origin problem", "GET", "/v1/access", "Problem", 403, {**auth, "Origin": "https://evil.example"})
+check("discovery", "GET", "/.well-known/oauth-authorization-server", "Discovery", 200)
 check("host problem", "GET", "/v1/access", "Problem", 421, {**auth, "Host": "evil.example"})
 # And a schema that must fail on a broken card, so the check above is not vacuous.
 try:
