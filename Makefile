@@ -44,9 +44,11 @@ test: deps lint unit-security
 	$(CARGO) test --locked
 	$(MAKE) test-e2e
 
-# Real clients: Chromium via Playwright with the example tool page, schemathesis, testssl.sh.
+# Real clients: Chromium via Playwright with the example tool page, schemathesis, testssl.sh,
+# and tokens from oidc-provider (an independent OpenID provider).
 test-e2e:
 	./tests/e2e/run.sh
+	./tests/interop/run.sh
 
 build:
 	$(CARGO) build --locked
