@@ -88,7 +88,7 @@ echo "== responses against docs/openapi.yaml"
 
 echo "== schemathesis"
 "$venv/bin/schemathesis" run "$root/docs/openapi.yaml" --url "https://localhost:$BOX_PORT" \
-    -H "Authorization: Bearer $token" --tls-verify "$work/ca.pem" --checks all --exclude-checks missing_required_header --max-examples 50 \
+    -H "Authorization: Bearer $token" --tls-verify "$work/ca.pem" --checks all --exclude-checks missing_required_header --exclude-path /v1/token --max-examples 50 \
     >"$OUT/schemathesis.txt" 2>&1 || status=1
 tail -15 "$OUT/schemathesis.txt"
 
