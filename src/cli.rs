@@ -78,6 +78,29 @@ enum Command {
     },
     /// Talk to a running daemon through its control socket
     Ctl(crate::control::client::CtlArgs),
+    /// Operator tooling for the signed tool registry
+    #[command(subcommand)]
+    Registry(RegistryCommand),
+}
+
+#[derive(Subcommand)]
+enum RegistryCommand {
+    /// Sign a registry (JSON: {"version": N, "tools": [...]}) with the operator's root key
+    Sign {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long = "in")]
+        input: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify a signed registry with the operator's root public key; print its content
+    Verify {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long = "in")]
+        input: PathBuf,
+    },
 }
 
 /// Parses `args` and runs the command; returns the process exit code.
@@ -103,6 +126,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32
             ttl,
         } => token(&key, &tool, &scope, &aud, &iss, ttl),
         Command::Ctl(args) => crate::control::client::run(args),
+        Command::Registry(cmd) => registry(cmd),
     }
 }
 
@@ -320,6 +344,54 @@ fn token(key: &Path, tool: &str, scope: &str, aud: &str, iss: &str, ttl: u64) ->
         Err(e) => {
             eprintln!("token: {e}");
             EXIT_FAILURE
+        }
+    }
+}
+
+fn registry(cmd: RegistryCommand) -> i32 {
+    use crate::auth::signed;
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let result = match cmd {
+        RegistryCommand::Sign { key, input, out } => read(&key)
+            .and_then(|k| {
+                jwk::parse_private(&String::from_utf8_lossy(&k))
+                    .map_err(|e| format!("--key {}: {e}", key.display()))
+            })
+            .and_then(|k| {
+                read(&input).and_then(|p| {
+                    signed::sign(&k, &p).map_err(|e| format!("--in {}: {e}", input.display()))
+                })
+            })
+            .and_then(|jws| {
+                std::fs::write(&out, jws + "\n").map_err(|e| format!("{}: {e}", out.display()))
+            }),
+        RegistryCommand::Verify { key, input } => read(&key)
+            .and_then(|k| {
+                jwk::parse_public_set(&String::from_utf8_lossy(&k))
+                    .ok()
+                    .and_then(|ks| ks.into_iter().next())
+                    .ok_or_else(|| format!("--key {}: not a public JWK", key.display()))
+            })
+            .and_then(|k| {
+                read(&input).and_then(|j| {
+                    signed::verify(&k, &j).map_err(|e| format!("--in {}: {e}", input.display()))
+                })
+            })
+            .map(|r| {
+                let ids: Vec<&str> = r.tools.iter().map(|(t, _)| t.id.as_str()).collect();
+                println!(
+                    "version {}: {} tools ({})",
+                    r.version,
+                    ids.len(),
+                    ids.join(", ")
+                );
+            }),
+    };
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("{e}");
+            EXIT_USAGE
         }
     }
 }

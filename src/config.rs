@@ -15,6 +15,16 @@ pub struct Config {
     pub metrics: Metrics,
     /// The on-box authorization server (`[token_endpoint]`), when enabled.
     pub token_endpoint: Option<TokenEndpoint>,
+    /// The operator-signed tool registry (`[registry]`), if any.
+    pub registry: Option<SignedRegistryConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct SignedRegistryConfig {
+    /// The registry as a JWS signed by the operator's root key.
+    pub file: PathBuf,
+    /// The operator's root public key (JWK).
+    pub root_key: PathBuf,
 }
 
 #[derive(Clone, Debug)]
@@ -279,6 +289,7 @@ pub fn parse(text: &str, path: &Path, problems: &mut Vec<String>) -> Option<Conf
     let tools_v = top.get("tool").cloned();
     let metrics_t = top.table("metrics").cloned().unwrap_or_default();
     let token_t = top.table("token_endpoint").cloned();
+    let registry_t = top.table("registry").cloned();
     let (had_server, had_auth) = (root.contains_key("server"), auth_t.is_some());
     top.finish();
     if !had_server {
@@ -293,7 +304,22 @@ pub fn parse(text: &str, path: &Path, problems: &mut Vec<String>) -> Option<Conf
     let tools = parse_tools(tools_v.as_ref(), &dir, problems);
     let metrics = parse_metrics(&metrics_t, &dir, problems);
     let token_endpoint = token_t.and_then(|t| parse_token_endpoint(&t, &dir, problems));
+    let registry = registry_t.and_then(|t| {
+        let mut s = Section::new("registry", &t, problems);
+        let (file, root_key) = (s.path("file", &dir), s.path("root_key", &dir));
+        for (k, v) in [("file", &file), ("root_key", &root_key)] {
+            if v.is_none() && !t.contains_key(k) {
+                s.problem(k, "is required");
+            }
+        }
+        s.finish();
+        Some(SignedRegistryConfig {
+            file: file?,
+            root_key: root_key?,
+        })
+    });
     Some(Config {
+        registry,
         token_endpoint,
         path: path.to_path_buf(),
         server,

@@ -1,6 +1,7 @@
 //! One immutable, fully validated configuration: parsed config, TLS identity, tool registry and
 //! verification keys, card providers. Built whole or not at all, then swapped in as an `Arc`.
 use crate::auth::jwk::{self, PublicJwk};
+use crate::auth::signed;
 use crate::auth::{Registry, Rules, Tool, Verifier};
 use crate::card::provider::{CommandLayer, FileLayer};
 use crate::card::sys::Sys;
@@ -19,6 +20,8 @@ pub struct Snapshot {
     pub file_layer: Option<FileLayer>,
     pub command_layer: Option<CommandLayer>,
     pub sys: Sys,
+    /// Version of the operator-signed registry in force, if one is configured.
+    pub registry_version: Option<u64>,
     /// The key the on-box token endpoint signs with, when `[token_endpoint]` is enabled.
     pub signing_key: Option<jwk::PrivateJwk>,
     /// Modification times of the certificate and key when loaded, to notice replacement.
@@ -122,23 +125,69 @@ impl Snapshot {
                 ));
             }
         }
+        let mut tools: Vec<Tool> = config
+            .tools
+            .iter()
+            .map(|t| Tool {
+                id: t.id.clone(),
+                name: t.name.clone(),
+                origins: t.origins.clone(),
+                scopes: t.scopes,
+                revoked: t.revoked,
+            })
+            .collect();
+        let registry_version = match &config.registry {
+            Some(rc) => {
+                let label = format!("registry.file ({})", rc.file.display());
+                let signed = load_keys(&rc.root_key, "registry.root_key", &mut problems)
+                    .into_iter()
+                    .next()
+                    .ok_or(())
+                    .and_then(|root| {
+                        let jws = std::fs::read(&rc.file)
+                            .map_err(|e| problems.push(format!("{label}: cannot read: {e}")))?;
+                        let r = signed::verify(&root, &jws)
+                            .map_err(|e| problems.push(format!("{label}: {e}")))?;
+                        signed::check_rollback(&config.server.state_dir, r.version)
+                            .map_err(|e| problems.push(format!("{label}: {e}")))?;
+                        Ok(r)
+                    });
+                match signed {
+                    Ok(r) => {
+                        for (tool, keys) in r.tools {
+                            if let Some(t) = tools.iter().find(|t| {
+                                t.id == tool.id
+                                    || t.origins.iter().any(|o| tool.origins.contains(o))
+                            }) {
+                                problems.push(format!(
+                                    "{label}: tool {:?} clashes with [[tool]] {:?} (id or origin)",
+                                    tool.id, t.id
+                                ));
+                                continue;
+                            }
+                            let index = tools.len();
+                            for k in keys {
+                                claim_kid(
+                                    &k,
+                                    format!("{label}: tool {:?}", tool.id),
+                                    &mut problems,
+                                );
+                                tool_keys.push((k, index));
+                            }
+                            tools.push(tool);
+                        }
+                        Some(r.version)
+                    }
+                    Err(()) => None,
+                }
+            }
+            None => None,
+        };
+        let registry = Registry::new(tools);
         let identity = match identity {
             Some(id) if problems.is_empty() => id,
             _ => return Err(problems),
         };
-        let registry = Registry::new(
-            config
-                .tools
-                .iter()
-                .map(|t| Tool {
-                    id: t.id.clone(),
-                    name: t.name.clone(),
-                    origins: t.origins.clone(),
-                    scopes: t.scopes,
-                    revoked: t.revoked,
-                })
-                .collect(),
-        );
         let mut issuers = config.auth.issuers.clone();
         if let Some(te) = &config.token_endpoint {
             if !issuers.contains(&te.issuer) {
@@ -153,6 +202,7 @@ impl Snapshot {
         };
         let m = &config.metrics;
         Ok(Snapshot {
+            registry_version,
             signing_key,
             tls: identity.config,
             cert_not_after: identity.not_after,

@@ -3,6 +3,7 @@ pub mod cache;
 pub mod jwk;
 pub mod mint;
 pub mod registry;
+pub mod signed;
 pub mod token;
 
 pub use registry::{Registry, Scopes, Tool};

@@ -251,6 +251,7 @@ pub fn reload(app: &App) -> Result<(), Vec<String>> {
     let path = app.snapshot().config.path.clone();
     match Snapshot::load(&path) {
         Ok(new) => {
+            record_registry_version(&new);
             if let Some(w) = certificate_warning(new.cert_not_after) {
                 log::event("certificate_warning", &[("warning", &w)]);
             }
@@ -338,6 +339,18 @@ fn bind_control_socket(path: &Path) -> Result<UnixListener, StartError> {
     bound.map_err(err)
 }
 
+/// Remembers the accepted registry version, so that an older one is refused later (no rollback).
+fn record_registry_version(snap: &Snapshot) {
+    if let Some(v) = snap.registry_version {
+        if let Err(e) = crate::auth::signed::record_version(&snap.config.server.state_dir, v) {
+            log::event(
+                "state_error",
+                &[("error", &format!("registry version: {e}"))],
+            );
+        }
+    }
+}
+
 /// Start-up around the server loop: state, control socket, signal and certificate watchers, and
 /// the first listeners. Must run inside the runtime.
 pub fn start(snapshot: Snapshot) -> Result<(Arc<App>, server::Bound), StartError> {
@@ -363,6 +376,7 @@ pub fn start(snapshot: Snapshot) -> Result<(Arc<App>, server::Bound), StartError
         }
     };
     let control = bind_control_socket(&server_cfg.control_socket)?;
+    record_registry_version(&snapshot);
     if let Some(w) = certificate_warning(snapshot.cert_not_after) {
         log::event("certificate_warning", &[("warning", &w)]);
     }
