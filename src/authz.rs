@@ -262,10 +262,6 @@ pub fn token(
         .token_endpoint
         .as_ref()
         .ok_or(OAuthError::InvalidRequest("no token endpoint"))?;
-    let key = snap
-        .signing_key
-        .as_ref()
-        .ok_or(OAuthError::InvalidRequest("no signing key"))?;
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -299,6 +295,14 @@ pub fn token(
             "this page's origin belongs to another tool".into(),
         ));
     }
+    // The tool's own signing key when the server holds one (a central authority), else the box's.
+    let key = snap
+        .tool_signing_keys
+        .get(&index)
+        .or(snap.signing_key.as_ref())
+        .ok_or(OAuthError::InvalidRequest(
+            "this server holds no signing key for this tool",
+        ))?;
     let scopes = match form.get("scope") {
         None => tool.scopes,
         Some(s) => {

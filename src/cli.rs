@@ -38,6 +38,11 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Run the central token server (the same token endpoint, for the operator's data centre)
+    Authority {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Validate the configuration and every file it names; list all problems
     CheckConfig {
         #[arg(long)]
@@ -114,6 +119,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32
     };
     match cli.command {
         Command::Serve { config } => serve(&config),
+        Command::Authority { config } => authority(&config),
         Command::CheckConfig { config } => check_config(&config),
         Command::Demo { dir, listen } => demo(&dir, listen),
         Command::Keygen { alg, kid, out } => keygen(alg, &kid, &out),
@@ -183,6 +189,25 @@ fn stop_signal() -> impl std::future::Future<Output = ()> {
 
 /// Loads, binds and serves; `announce` runs once the listeners are bound.
 fn serve_with(config: &Path, announce: impl FnOnce(&[SocketAddr])) -> i32 {
+    run_daemon(config, false, announce)
+}
+
+/// `boxapi authority`: needs `[token_endpoint]` and `[authority] listen`.
+fn authority(config: &Path) -> i32 {
+    match Snapshot::load(config) {
+        Ok(s) if s.config.token_endpoint.is_none() || s.config.authority_listen.is_empty() => {
+            eprintln!(
+                "{}: the authority needs [token_endpoint] enabled and [authority] listen",
+                config.display()
+            );
+            return EXIT_USAGE;
+        }
+        _ => {}
+    }
+    run_daemon(config, true, |_| {})
+}
+
+fn run_daemon(config: &Path, authority: bool, announce: impl FnOnce(&[SocketAddr])) -> i32 {
     let snapshot = match Snapshot::load(config) {
         Ok(s) => s,
         Err(problems) => {
@@ -195,7 +220,7 @@ fn serve_with(config: &Path, announce: impl FnOnce(&[SocketAddr])) -> i32 {
     };
     rt.block_on(async {
         let stop = stop_signal();
-        let (app, listeners) = match crate::control::start(snapshot) {
+        let (app, listeners) = match crate::control::start(snapshot, authority) {
             Ok(started) => started,
             Err(e) => {
                 eprintln!("{e}");

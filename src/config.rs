@@ -17,6 +17,8 @@ pub struct Config {
     pub token_endpoint: Option<TokenEndpoint>,
     /// The operator-signed tool registry (`[registry]`), if any.
     pub registry: Option<SignedRegistryConfig>,
+    /// Addresses of `boxapi authority` (the central token server); not used by `serve`.
+    pub authority_listen: Vec<SocketAddr>,
 }
 
 #[derive(Clone, Debug)]
@@ -79,6 +81,9 @@ pub struct ToolConfig {
     pub revoked: bool,
     /// SHA-256 (hex) of the tool's client secret, for `client_secret_basic` at the token endpoint.
     pub client_secret_sha256: Option<[u8; 32]>,
+    /// The private key a token server signs this tool's tokens with (per-tool keys, so that boxes
+    /// can drop one tool's key without touching any other).
+    pub signing_key: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -290,6 +295,7 @@ pub fn parse(text: &str, path: &Path, problems: &mut Vec<String>) -> Option<Conf
     let metrics_t = top.table("metrics").cloned().unwrap_or_default();
     let token_t = top.table("token_endpoint").cloned();
     let registry_t = top.table("registry").cloned();
+    let authority_t = top.table("authority").cloned();
     let (had_server, had_auth) = (root.contains_key("server"), auth_t.is_some());
     top.finish();
     if !had_server {
@@ -318,7 +324,20 @@ pub fn parse(text: &str, path: &Path, problems: &mut Vec<String>) -> Option<Conf
             root_key: root_key?,
         })
     });
+    let mut authority_listen = Vec::new();
+    if let Some(t) = authority_t {
+        let mut s = Section::new("authority", &t, problems);
+        for a in s.strings("listen") {
+            // A data-centre server: any address, the unspecified ones included.
+            match a.parse::<SocketAddr>() {
+                Ok(addr) => authority_listen.push(addr),
+                Err(_) => s.problem("listen", format_args!("{a:?} is not an IP:port address")),
+            }
+        }
+        s.finish();
+    }
     Some(Config {
+        authority_listen,
         registry,
         token_endpoint,
         path: path.to_path_buf(),
@@ -508,6 +527,7 @@ fn parse_tools(v: Option<&Value>, dir: &Path, problems: &mut Vec<String>) -> Vec
         }
         let keys = s.strings("keys").into_iter().map(|k| dir.join(k)).collect();
         let revoked = s.boolean("revoked");
+        let signing_key = s.path("signing_key", dir);
         let client_secret_sha256 = s.string("client_secret_sha256").and_then(|h| {
             let bytes: Option<Vec<u8>> = (h.len() == 64)
                 .then(|| {
@@ -547,6 +567,7 @@ fn parse_tools(v: Option<&Value>, dir: &Path, problems: &mut Vec<String>) -> Vec
             keys,
             revoked,
             client_secret_sha256,
+            signing_key,
         });
     }
     tools

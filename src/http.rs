@@ -238,6 +238,10 @@ async fn decide(
     if !host_ok(req, snap, conn) {
         return Err(Problem::Misdirected);
     }
+    // The central authority serves the token endpoint and discovery, nothing of the box's API.
+    if app.authority && ![authz::TOKEN_PATH, authz::DISCOVERY_PATH].contains(&req.uri().path()) {
+        return Err(Problem::NotFound);
+    }
     // A method a known path never answers is refused first, whoever asks.
     let token_endpoint =
         snap.config.token_endpoint.is_some() && req.uri().path() == authz::TOKEN_PATH;

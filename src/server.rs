@@ -39,6 +39,8 @@ pub struct App {
     pub control: Control,
     pub lan: Lan,
     pub limiter: Limiter,
+    /// `boxapi authority`: a data-centre token server (any peer, any address, token routes only).
+    pub authority: bool,
     /// Replay cache and quotas of the on-box token endpoint.
     pub authz: crate::authz::State,
     connections: Arc<Semaphore>,
@@ -118,7 +120,7 @@ impl Drop for PendingSlot {
 }
 
 impl App {
-    pub fn new(snapshot: Snapshot, state: State) -> Arc<App> {
+    pub fn new(snapshot: Snapshot, state: State, authority: bool) -> Arc<App> {
         let s = &snapshot.config.server;
         let limiter = Limiter::new(s.rate_limit_per_second, s.rate_limit_burst);
         let connections = Arc::new(Semaphore::new(s.max_connections));
@@ -127,6 +129,7 @@ impl App {
             control: Control::new(state),
             lan: Lan::default(),
             limiter,
+            authority,
             authz: Default::default(),
             connections,
             pending: Arc::default(),
@@ -149,6 +152,17 @@ impl App {
     /// The endpoints to listen on now (none while disabled), refreshing the LAN prefixes.
     pub fn desired_endpoints(&self) -> Vec<Endpoint> {
         let snap = self.snapshot();
+        if self.authority {
+            let eps = snap.config.authority_listen.iter().map(|a| Endpoint {
+                addr: *a,
+                device: None,
+            });
+            return if self.control.mode() == Mode::Disabled {
+                Vec::new()
+            } else {
+                eps.collect()
+            };
+        }
         let server = &snap.config.server;
         // Interface addresses matter only for listen_interfaces and for explicit non-loopback
         // addresses (whose interface prefix is the LAN); a loopback-only daemon needs none.
@@ -173,13 +187,28 @@ impl App {
 pub fn bind_initial(app: &App) -> std::io::Result<Bound> {
     let mut bound = Vec::new();
     for ep in app.desired_endpoints() {
-        match lan::bind(&ep) {
+        match bind(app, &ep) {
             Ok(l) => bound.push((ep, l)),
             Err(e) if ep.device.is_some() => bind_error(&ep, &e),
             Err(e) => return Err(std::io::Error::new(e.kind(), format!("{}: {e}", ep.addr))),
         }
     }
     Ok(bound)
+}
+
+/// The box binds LAN addresses only; the central authority binds what its operator lists.
+fn bind(app: &App, ep: &Endpoint) -> std::io::Result<TcpListener> {
+    if !app.authority {
+        return lan::bind(ep);
+    }
+    let socket = if ep.addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(ep.addr)?;
+    socket.listen(1024)
 }
 
 fn bind_error(ep: &Endpoint, e: &std::io::Error) {
@@ -268,7 +297,7 @@ fn reconcile(app: &Arc<App>, active: &mut BTreeMap<Endpoint, Active>) {
         if active.contains_key(&ep) {
             continue;
         }
-        match lan::bind(&ep) {
+        match bind(app, &ep) {
             Ok(l) => start_listener(app, active, ep, l),
             // A fresh IPv6 address may still be tentative: try again at the next poll.
             Err(e) => log::event(
@@ -315,7 +344,7 @@ async fn accept_loop(app: Arc<App>, listener: TcpListener) {
                 continue;
             }
         };
-        if !app.lan.allows(peer.ip()) {
+        if !app.authority && !app.lan.allows(peer.ip()) {
             // Closed before any TLS byte: requests routed from the WAN side never get an answer.
             log::event("peer_refused", &[("reason", "not in a LAN prefix")]);
             continue;

@@ -22,6 +22,9 @@ pub struct Snapshot {
     pub sys: Sys,
     /// Version of the operator-signed registry in force, if one is configured.
     pub registry_version: Option<u64>,
+    /// Per-tool signing keys (tool index → key), for a token server that signs each tool's tokens
+    /// with that tool's own key.
+    pub tool_signing_keys: HashMap<usize, jwk::PrivateJwk>,
     /// The key the on-box token endpoint signs with, when `[token_endpoint]` is enabled.
     pub signing_key: Option<jwk::PrivateJwk>,
     /// Modification times of the certificate and key when loaded, to notice replacement.
@@ -125,6 +128,21 @@ impl Snapshot {
                 ));
             }
         }
+        let mut tool_signing_keys = HashMap::new();
+        for (i, t) in config.tools.iter().enumerate() {
+            if let Some(path) = &t.signing_key {
+                let label = format!("tool[{i}].signing_key ({})", path.display());
+                match std::fs::read_to_string(path)
+                    .map_err(|e| format!("{label}: cannot read: {e}"))
+                    .and_then(|text| jwk::parse_private(&text).map_err(|e| format!("{label}: {e}")))
+                {
+                    Ok(k) => {
+                        tool_signing_keys.insert(i, k);
+                    }
+                    Err(p) => problems.push(p),
+                }
+            }
+        }
         let mut tools: Vec<Tool> = config
             .tools
             .iter()
@@ -202,6 +220,7 @@ impl Snapshot {
         };
         let m = &config.metrics;
         Ok(Snapshot {
+            tool_signing_keys,
             registry_version,
             signing_key,
             tls: identity.config,

@@ -353,7 +353,7 @@ fn record_registry_version(snap: &Snapshot) {
 
 /// Start-up around the server loop: state, control socket, signal and certificate watchers, and
 /// the first listeners. Must run inside the runtime.
-pub fn start(snapshot: Snapshot) -> Result<(Arc<App>, server::Bound), StartError> {
+pub fn start(snapshot: Snapshot, authority: bool) -> Result<(Arc<App>, server::Bound), StartError> {
     let server_cfg = &snapshot.config.server;
     let dir = server_cfg.state_dir.clone();
     std::fs::create_dir_all(&dir)
@@ -380,7 +380,7 @@ pub fn start(snapshot: Snapshot) -> Result<(Arc<App>, server::Bound), StartError
     if let Some(w) = certificate_warning(snapshot.cert_not_after) {
         log::event("certificate_warning", &[("warning", &w)]);
     }
-    let app = App::new(snapshot, initial);
+    let app = App::new(snapshot, initial, authority);
     tokio::spawn(socket::serve(app.clone(), control));
     // Installed now, before any listener opens: SIGHUP's default action would kill the daemon.
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {

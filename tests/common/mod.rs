@@ -251,6 +251,11 @@ impl Daemon {
 
     /// Starts `boxapi serve --config DIR/boxapi.toml`, with an optional command prefix (e.g. faketime).
     pub fn start_in(dir: PathBuf, prefix: &[&str]) -> Daemon {
+        Daemon::start_command(dir, prefix, "serve")
+    }
+
+    /// Starts `boxapi COMMAND --config DIR/boxapi.toml` (`serve` or `authority`).
+    pub fn start_command(dir: PathBuf, prefix: &[&str], command: &str) -> Daemon {
         let config = dir.join("boxapi.toml");
         let mut cmd = match prefix.split_first() {
             Some((p, rest)) => {
@@ -261,7 +266,7 @@ impl Daemon {
             None => daemon_command(),
         };
         let mut child = cmd
-            .args(["serve", "--config", config.to_str().unwrap()])
+            .args([command, "--config", config.to_str().unwrap()])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
