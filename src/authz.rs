@@ -325,7 +325,7 @@ pub fn token(
         if now >= *start + 3600 {
             (*start, *count) = (now - now % 3600, 0);
         }
-        if *count >= te.tokens_per_hour {
+        if *count >= tool.tokens_per_hour.unwrap_or(te.tokens_per_hour) {
             return Err(OAuthError::Quota(
                 (*start + 3600).saturating_sub(now).max(1),
             ));

@@ -81,6 +81,8 @@ pub struct ToolConfig {
     pub revoked: bool,
     /// SHA-256 (hex) of the tool's client secret, for `client_secret_basic` at the token endpoint.
     pub client_secret_sha256: Option<[u8; 32]>,
+    /// This tool's hourly token quota (else `[token_endpoint] tokens_per_hour`).
+    pub tokens_per_hour: Option<u32>,
     /// The private key a token server signs this tool's tokens with (per-tool keys, so that boxes
     /// can drop one tool's key without touching any other).
     pub signing_key: Option<PathBuf>,
@@ -528,6 +530,9 @@ fn parse_tools(v: Option<&Value>, dir: &Path, problems: &mut Vec<String>) -> Vec
         let keys = s.strings("keys").into_iter().map(|k| dir.join(k)).collect();
         let revoked = s.boolean("revoked");
         let signing_key = s.path("signing_key", dir);
+        let tokens_per_hour = t
+            .contains_key("tokens_per_hour")
+            .then(|| s.int("tokens_per_hour", 60, 1, 100_000) as u32);
         let client_secret_sha256 = s.string("client_secret_sha256").and_then(|h| {
             let bytes: Option<Vec<u8>> = (h.len() == 64)
                 .then(|| {
@@ -568,6 +573,7 @@ fn parse_tools(v: Option<&Value>, dir: &Path, problems: &mut Vec<String>) -> Vec
             revoked,
             client_secret_sha256,
             signing_key,
+            tokens_per_hour,
         });
     }
     tools

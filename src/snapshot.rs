@@ -152,6 +152,7 @@ impl Snapshot {
                 origins: t.origins.clone(),
                 scopes: t.scopes,
                 revoked: t.revoked,
+                tokens_per_hour: t.tokens_per_hour,
             })
             .collect();
         let registry_version = match &config.registry {

@@ -359,3 +359,43 @@ fn central_authority_signs_with_per_tool_keys() {
     let boxd = Daemon::start_in(box_dir, &[]);
     assert_eq!(boxd.get_token("/v1/access", &token).status, 200);
 }
+
+/// A tool's own quota (here in [[tool]]; the signed registry carries the same member) overrides
+/// the server's default.
+#[test]
+fn per_tool_quota_overrides_the_default() {
+    let d = {
+        let dir = temp_dir("toolquota");
+        let out = daemon_command()
+            .args(["keygen", "--alg", "EdDSA", "--kid", "box-signer", "--out"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let b_jwk = format!("{}/b.jwk", fixtures().dir.display());
+        let text = config(&dir, "", "")
+            .replacen(&format!("keys = [\"{b_jwk}\"]"), &format!("keys = [\"{b_jwk}\"]\ntokens_per_hour = 1"), 1)
+            .replace(
+                "[metrics]",
+                &format!("[token_endpoint]\nenabled = true\nissuer = \"{ISSUER}\"\nsigning_key = \"box-signer.private.jwk\"\ntokens_per_hour = 5\n\n[metrics]"),
+            );
+        std::fs::write(dir.join("boxapi.toml"), text).unwrap();
+        Daemon::start_in(dir, &[])
+    };
+    let f = fixtures();
+    assert_eq!(
+        post(&d, &[FORM], &form(&assertion(&f.b, "b", ISSUER, "tq1"), "")).status,
+        200
+    );
+    assert_eq!(
+        post(&d, &[FORM], &form(&assertion(&f.b, "b", ISSUER, "tq2"), "")).status,
+        429
+    );
+    for j in ["tq3", "tq4", "tq5"] {
+        assert_eq!(
+            post(&d, &[FORM], &form(&assertion(&f.a, "a", ISSUER, j), "")).status,
+            200,
+            "tool a keeps the default"
+        );
+    }
+}

@@ -15,6 +15,7 @@ fuzz_target!(|data: &[u8]| {
         origins: vec!["https://a.example".into()],
         scopes: Scopes::ACCESS,
         revoked: false,
+            tokens_per_hour: None,
     }]);
     if let Ok(v) = HeaderValue::from_bytes(data) {
         let mut h = HeaderMap::new();

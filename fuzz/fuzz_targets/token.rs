@@ -22,6 +22,7 @@ fn setup() -> &'static Setup {
             origins: vec![],
             scopes: Scopes::ACCESS,
             revoked: false,
+            tokens_per_hour: None,
         }]);
         let rules = Rules { audience: "a".into(), issuers: vec!["i".into()], max_lifetime: 900, leeway: 30 };
         Setup { verifier: Verifier::new(rules, vec![(key.key.clone(), 0)], vec![]), registry, key }

@@ -33,6 +33,7 @@ mod tests {
             origins: vec![],
             scopes: Scopes::ACCESS.union(Scopes::COUNTERS),
             revoked: false,
+            tokens_per_hour: None,
         };
         let mut c = tool("c");
         c.scopes = Scopes::COUNTERS;

@@ -53,6 +53,8 @@ pub struct Tool {
     pub scopes: Scopes,
     /// Revoked in the configuration; revocations made at run time live in the control state.
     pub revoked: bool,
+    /// This tool's own hourly token quota, overriding the token server's default.
+    pub tokens_per_hour: Option<u32>,
 }
 
 /// Tools indexed by id and by origin; built once per configuration snapshot.
@@ -119,6 +121,7 @@ mod tests {
             origins: vec!["https://a.example".into()],
             scopes: Scopes::ACCESS,
             revoked: false,
+            tokens_per_hour: None,
         }]);
         assert_eq!(r.by_origin("https://a.example"), Some(0));
         for near in [

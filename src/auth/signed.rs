@@ -102,6 +102,15 @@ pub fn parse_payload(payload: &[u8]) -> Result<SignedRegistry, SignedError> {
             .unwrap_or(&id)
             .to_owned();
         let revoked = field("revoked").and_then(Value::as_bool).unwrap_or(false);
+        let tokens_per_hour = match field("tokens_per_hour") {
+            None => None,
+            Some(q) => Some(
+                q.as_u64()
+                    .filter(|n| (1..=100_000).contains(n))
+                    .ok_or_else(|| bad(format!("tools[{n}].tokens_per_hour must be 1 to 100000")))?
+                    as u32,
+            ),
+        };
         tools.push((
             Tool {
                 id,
@@ -109,6 +118,7 @@ pub fn parse_payload(payload: &[u8]) -> Result<SignedRegistry, SignedError> {
                 origins,
                 scopes,
                 revoked,
+                tokens_per_hour,
             },
             keys,
         ));
