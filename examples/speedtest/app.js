@@ -15,13 +15,36 @@ async function box(path, token) {
   return body;
 }
 
+// Where tokens come from: the box itself, or the operator's central server (our backend gets
+// those for us, server to server).
+async function getToken() {
+  const disco = await (await fetch(cfg.box + "/.well-known/oauth-authorization-server", { cache: "no-store" })).json();
+  document.body.dataset.mode = disco.boxapi_mode;
+  if (disco.boxapi_mode === "box") {
+    const { assertion } = await (await fetch(`/assertion?aud=${encodeURIComponent(disco.token_endpoint)}`, { method: "POST" })).json();
+    const r = await fetch(disco.token_endpoint, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({
+        grant_type: "client_credentials",
+        client_assertion_type: "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        client_assertion: assertion,
+      }),
+    });
+    const body = await r.json();
+    if (!r.ok) throw Object.assign(new Error(`token: ${body.error}: ${body.error_description}`), { problem: { code: body.error } });
+    return body;
+  }
+  const tool = params.get("tool");
+  return (await fetch("/token" + (tool ? `?tool=${encodeURIComponent(tool)}` : ""), { method: "POST" })).json();
+}
+
 let cfg;
 async function main() {
   cfg = await (await fetch("/config")).json();
-  const tool = params.get("tool");
-  const tok = await (await fetch("/token" + (tool ? `?tool=${encodeURIComponent(tool)}` : ""), { method: "POST" })).json();
-  let card;
+  let card, tok;
   try {
+    tok = await getToken();
     card = await box("/v1/access", tok.access_token);
   } catch (e) {
     document.body.dataset.code = e.problem?.code ?? "blocked";

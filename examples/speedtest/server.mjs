@@ -64,6 +64,22 @@ createServer((req, res) => {
     res.writeHead(200, { "content-type": "application/json", "cache-control": "no-store" });
     return res.end(JSON.stringify({ access_token: mint(tool), token_type: "Bearer", expires_in: 900 }));
   }
+  if (url.pathname === "/assertion" && req.method === "POST") {
+    // Box mode (discovery said the box issues tokens): a single-use client assertion (RFC 7523)
+    // for the box's token endpoint. The page relays it; the tool's key never leaves this server.
+    // A real tool would check `aud` against the boxes it serves.
+    const aud = url.searchParams.get("aud") ?? "";
+    const [jwk, key] = keyFor(cfg.tool);
+    const now = Math.floor(Date.now() / 1000);
+    const header = { alg: jwk.alg ?? "ES256", typ: "JWT", kid: jwk.kid };
+    const claims = { iss: cfg.tool, sub: cfg.tool, aud, iat: now, exp: now + 60, jti: b64u(randomBytes(12)) };
+    const input = `${b64u(JSON.stringify(header))}.${b64u(JSON.stringify(claims))}`;
+    const sig = header.alg === "EdDSA"
+      ? sign(null, Buffer.from(input), key)
+      : sign("sha256", Buffer.from(input), { key, dsaEncoding: "ieee-p1363" });
+    res.writeHead(200, { "content-type": "application/json", "cache-control": "no-store" });
+    return res.end(JSON.stringify({ assertion: `${input}.${b64u(sig)}` }));
+  }
   if (url.pathname === "/blob") {
     // The "test transfer": N bytes the page downloads while it watches the box's counters.
     const n = Math.min(Number(url.searchParams.get("bytes") ?? 1e6), 50e6);

@@ -49,8 +49,15 @@ await withBrowser([], async (browser) => {
     const { state, requests } = await visit(browser, "http://localhost:8000/", "allowed-origin");
     assert.equal(state.state, "ok", state.status);
     assert.equal(state.technology, "ftth");
+    assert.equal(state.mode, "central", "discovery said tokens come from elsewhere");
     // The Authorization header makes it a non-simple request: the browser sent OPTIONS first.
     assert.ok(requests.some((r) => r.startsWith("GET https://localhost:" + boxPort + "/v1/access")), requests.join("\n"));
+  });
+  await test("box mode: discovery, then a relayed client assertion at the box's token endpoint", async () => {
+    const { state } = await visit(browser, "http://localhost:8002/", "box-mode");
+    assert.equal(state.state, "ok", state.status);
+    assert.equal(state.mode, "box");
+    assert.equal(state.technology, "ftth");
   });
   await test("an origin that is not allow-listed is blocked by the browser itself", async () => {
     const { state } = await visit(browser, "http://localhost:8001/", "foreign-origin");

@@ -64,12 +64,21 @@ access = { technology = "ftth", down_kbps = 1244000, up_kbps = 1244000 }
 wifi = { enabled = true, radios = [{ band = "5GHz", enabled = true, standard = "ax" }] }
 CONF
 "$BOX" serve --config "$work/boxapi.toml" 2>"$OUT/boxapi.log" & pids+=($!)
+# A second box that issues tokens itself (discovery: "box" mode), for the page on :8002.
+"$BOX" keygen --alg EdDSA --kid box-signer --out "$work/keys" >/dev/null
+BOX2_PORT=18444
+sed -e "s/127.0.0.1:$BOX_PORT/127.0.0.1:$BOX2_PORT/" -e 's#http://localhost:8000#http://localhost:8002#' \
+    -e 's#^state_dir = "state"#state_dir = "state2"#' -e 's#^control_socket = "control.sock"#control_socket = "control2.sock"#' \
+    -e "s#^\[metrics\]#[token_endpoint]\nenabled = true\nissuer = \"https://localhost:$BOX2_PORT\"\nsigning_key = \"keys/box-signer.private.jwk\"\n\n[metrics]#" \
+    "$work/boxapi.toml" > "$work/boxapi-box-mode.toml"
+"$BOX" serve --config "$work/boxapi-box-mode.toml" 2>"$OUT/boxapi-box-mode.log" & pids+=($!)
 # The tool's backend twice: the allowed origin (:8000) and a foreign one (:8001).
-for port in 8000 8001; do
-    BOX_URL=https://localhost:$BOX_PORT TOOL_ID=demo TOOL_KEY=$work/keys/demo.private.jwk TOOL_KEY_DIR=$work/keys \
+for port in 8000 8001 8002; do
+    box_port=$BOX_PORT; [ $port = 8002 ] && box_port=$BOX2_PORT
+    BOX_URL=https://localhost:$box_port TOOL_ID=demo TOOL_KEY=$work/keys/demo.private.jwk TOOL_KEY_DIR=$work/keys \
         PORT=$port node "$root/examples/speedtest/server.mjs" >"$OUT/tool-$port.log" 2>&1 & pids+=($!)
 done
-for port in $BOX_PORT 8000 8001; do
+for port in $BOX_PORT $BOX2_PORT 8000 8001 8002; do
     for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 token=$("$BOX" token --key "$work/keys/demo.private.jwk" --tool demo --scope "access counters" --aud https://boxapi.demo --iss https://boxapi.demo/issuer)
