@@ -23,6 +23,11 @@ fn sha256_hex(s: &str) -> String {
 }
 
 fn start(name: &str, per_hour: u32) -> Daemon {
+    start_with(name, per_hour, |text| text)
+}
+
+/// A box with the on-box token endpoint; `tweak` edits the generated configuration text.
+fn start_with(name: &str, per_hour: u32, tweak: impl Fn(String) -> String) -> Daemon {
     let dir = temp_dir(name);
     let out = daemon_command()
         .args(["keygen", "--alg", "EdDSA", "--kid", "box-signer", "--out"])
@@ -40,7 +45,7 @@ fn start(name: &str, per_hour: u32) -> Daemon {
                 "[token_endpoint]\nenabled = true\nissuer = \"{ISSUER}\"\nsigning_key = \"box-signer.private.jwk\"\ntokens_per_hour = {per_hour}\n\n[metrics]"
             ),
         );
-    std::fs::write(dir.join("boxapi.toml"), text).unwrap();
+    std::fs::write(dir.join("boxapi.toml"), tweak(text)).unwrap();
     Daemon::start_in(dir, &[])
 }
 
@@ -364,24 +369,14 @@ fn central_authority_signs_with_per_tool_keys() {
 /// the server's default.
 #[test]
 fn per_tool_quota_overrides_the_default() {
-    let d = {
-        let dir = temp_dir("toolquota");
-        let out = daemon_command()
-            .args(["keygen", "--alg", "EdDSA", "--kid", "box-signer", "--out"])
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let b_jwk = format!("{}/b.jwk", fixtures().dir.display());
-        let text = config(&dir, "", "")
-            .replacen(&format!("keys = [\"{b_jwk}\"]"), &format!("keys = [\"{b_jwk}\"]\ntokens_per_hour = 1"), 1)
-            .replace(
-                "[metrics]",
-                &format!("[token_endpoint]\nenabled = true\nissuer = \"{ISSUER}\"\nsigning_key = \"box-signer.private.jwk\"\ntokens_per_hour = 5\n\n[metrics]"),
-            );
-        std::fs::write(dir.join("boxapi.toml"), text).unwrap();
-        Daemon::start_in(dir, &[])
-    };
+    let b_jwk = format!("{}/b.jwk", fixtures().dir.display());
+    let d = start_with("toolquota", 5, |text| {
+        text.replacen(
+            &format!("keys = [\"{b_jwk}\"]"),
+            &format!("keys = [\"{b_jwk}\"]\ntokens_per_hour = 1"),
+            1,
+        )
+    });
     let f = fixtures();
     assert_eq!(
         post(&d, &[FORM], &form(&assertion(&f.b, "b", ISSUER, "tq1"), "")).status,
