@@ -189,6 +189,13 @@ fn stop_signal() -> impl std::future::Future<Output = ()> {
 
 /// Loads, binds and serves; `announce` runs once the listeners are bound.
 fn serve_with(config: &Path, announce: impl FnOnce(&[SocketAddr])) -> i32 {
+    if let Ok(s) = Snapshot::load(config) {
+        let server = &s.config.server;
+        if server.listen_interfaces.is_empty() && server.listen.is_empty() {
+            eprintln!("server: set listen_interfaces or listen (nothing to listen on; [authority] listen is for boxapi authority)");
+            return EXIT_USAGE;
+        }
+    }
     run_daemon(config, false, announce)
 }
 

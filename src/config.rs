@@ -338,6 +338,14 @@ pub fn parse(text: &str, path: &Path, problems: &mut Vec<String>) -> Option<Conf
         }
         s.finish();
     }
+    // Checked here, where `[authority] listen` is known too.
+    let nothing_to_listen_on = server.listen_interfaces.is_empty()
+        && server.listen.is_empty()
+        && authority_listen.is_empty()
+        && !server_t.is_empty();
+    if nothing_to_listen_on && !problems.iter().any(|p| p.starts_with("server.listen:")) {
+        problems.push("server: set listen_interfaces or listen (nothing to listen on)".into());
+    }
     Some(Config {
         authority_listen,
         registry,
@@ -375,10 +383,6 @@ fn parse_server(t: &Table, dir: &Path, problems: &mut Vec<String>) -> Server {
             Ok(addr) => listen.push(addr),
             Err(_) => s.problem("listen", format_args!("{a:?} is not an IP:port address")),
         }
-    }
-    if listen_interfaces.is_empty() && listen_raw.is_empty() && !s.table.is_empty() {
-        s.problems
-            .push("server: set listen_interfaces or listen (nothing to listen on)".into());
     }
     let port = s.int("port", 443, 1, 65535) as u16;
     let server_names = s.strings("server_names");

@@ -312,7 +312,9 @@ fn central_authority_signs_with_per_tool_keys() {
         .unwrap();
     assert!(out.status.success());
     let a_jwk = format!("{}/a.jwk", fixtures().dir.display());
+    // No [server] listen: the authority listens on [authority] listen only.
     let text = config(&dir, "", "")
+        .replace("listen = [\"127.0.0.1:0\"]\n", "")
         .replacen(&format!("keys = [\"{a_jwk}\"]"), &format!("keys = [\"{a_jwk}\"]\nsigning_key = \"a-operator.private.jwk\""), 1)
         .replace(
             "[metrics]",
