@@ -143,15 +143,12 @@ fn print_problems(problems: &[String]) {
 }
 
 fn check_config(path: &Path) -> i32 {
-    match Snapshot::load(path) {
+    match load(path) {
         Ok(_) => {
             println!("{}: OK", path.display());
             EXIT_OK
         }
-        Err(problems) => {
-            print_problems(&problems);
-            EXIT_USAGE
-        }
+        Err(code) => code,
     }
 }
 
@@ -188,40 +185,44 @@ fn stop_signal() -> impl std::future::Future<Output = ()> {
 }
 
 /// Loads, binds and serves; `announce` runs once the listeners are bound.
+/// Loads the configuration once; every problem is printed and gives exit code 64.
+fn load(config: &Path) -> Result<Snapshot, i32> {
+    Snapshot::load(config).map_err(|problems| {
+        print_problems(&problems);
+        EXIT_USAGE
+    })
+}
+
 fn serve_with(config: &Path, announce: impl FnOnce(&[SocketAddr])) -> i32 {
-    if let Ok(s) = Snapshot::load(config) {
-        let server = &s.config.server;
-        if server.listen_interfaces.is_empty() && server.listen.is_empty() {
-            eprintln!("server: set listen_interfaces or listen (nothing to listen on; [authority] listen is for boxapi authority)");
-            return EXIT_USAGE;
-        }
+    let snapshot = match load(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let server = &snapshot.config.server;
+    if server.listen_interfaces.is_empty() && server.listen.is_empty() {
+        eprintln!("server: set listen_interfaces or listen (nothing to listen on; [authority] listen is for boxapi authority)");
+        return EXIT_USAGE;
     }
-    run_daemon(config, false, announce)
+    run_daemon(snapshot, false, announce)
 }
 
 /// `boxapi authority`: needs `[token_endpoint]` and `[authority] listen`.
 fn authority(config: &Path) -> i32 {
-    match Snapshot::load(config) {
-        Ok(s) if s.config.token_endpoint.is_none() || s.config.authority_listen.is_empty() => {
-            eprintln!(
-                "{}: the authority needs [token_endpoint] enabled and [authority] listen",
-                config.display()
-            );
-            return EXIT_USAGE;
-        }
-        _ => {}
+    let snapshot = match load(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    if snapshot.config.token_endpoint.is_none() || snapshot.config.authority_listen.is_empty() {
+        eprintln!(
+            "{}: the authority needs [token_endpoint] enabled and [authority] listen",
+            config.display()
+        );
+        return EXIT_USAGE;
     }
-    run_daemon(config, true, |_| {})
+    run_daemon(snapshot, true, |_| {})
 }
 
-fn run_daemon(config: &Path, authority: bool, announce: impl FnOnce(&[SocketAddr])) -> i32 {
-    let snapshot = match Snapshot::load(config) {
-        Ok(s) => s,
-        Err(problems) => {
-            print_problems(&problems);
-            return EXIT_USAGE;
-        }
-    };
+fn run_daemon(snapshot: Snapshot, authority: bool, announce: impl FnOnce(&[SocketAddr])) -> i32 {
     let Some(rt) = runtime() else {
         return EXIT_FAILURE;
     };

@@ -144,23 +144,13 @@ impl Problem {
 }
 
 fn json(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Body> {
+    let len = body.len();
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
-    let len = resp.body().size_hint_len();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     resp
-}
-
-trait SizeHint {
-    fn size_hint_len(&self) -> u64;
-}
-
-impl SizeHint for Body {
-    fn size_hint_len(&self) -> u64 {
-        hyper::body::Body::size_hint(self).exact().unwrap_or(0)
-    }
 }
 
 /// Host names compare case-insensitively; a port is ignored; IPv6 literals come in brackets.

@@ -49,6 +49,16 @@ fn load_keys(path: &Path, key: &str, problems: &mut Vec<String>) -> Vec<PublicJw
     })
 }
 
+/// Reads a private JWK (a signing key); a problem naming `label` on failure.
+fn load_private(path: &Path, label: &str, problems: &mut Vec<String>) -> Option<jwk::PrivateJwk> {
+    let label = format!("{label} ({})", path.display());
+    std::fs::read_to_string(path)
+        .map_err(|e| format!("{label}: cannot read: {e}"))
+        .and_then(|t| jwk::parse_private(&t).map_err(|e| format!("{label}: {e}")))
+        .map_err(|p| problems.push(p))
+        .ok()
+}
+
 impl Snapshot {
     /// Reads, parses and checks the configuration at `path` and every file it names.
     /// On failure returns every problem found, one line each.
@@ -104,21 +114,14 @@ impl Snapshot {
         // The on-box authorization server signs with its own key; the API trusts it like an
         // issuer key, and its issuer like a configured one.
         let signing_key = config.token_endpoint.as_ref().and_then(|te| {
-            let label = format!("token_endpoint.signing_key ({})", te.signing_key.display());
-            let key = std::fs::read_to_string(&te.signing_key)
-                .map_err(|e| format!("{label}: cannot read: {e}"))
-                .and_then(|t| jwk::parse_private(&t).map_err(|e| format!("{label}: {e}")));
-            match key {
-                Ok(k) => {
-                    claim_kid(&k.key, label, &mut problems);
-                    issuer_keys.push(k.key.clone());
-                    Some(k)
-                }
-                Err(p) => {
-                    problems.push(p);
-                    None
-                }
-            }
+            let k = load_private(&te.signing_key, "token_endpoint.signing_key", &mut problems)?;
+            claim_kid(
+                &k.key,
+                format!("token_endpoint.signing_key ({})", te.signing_key.display()),
+                &mut problems,
+            );
+            issuer_keys.push(k.key.clone());
+            Some(k)
         });
         if let Some(cmd) = &config.metrics.provider_command {
             if !cmd.is_file() {
@@ -130,17 +133,13 @@ impl Snapshot {
         }
         let mut tool_signing_keys = HashMap::new();
         for (i, t) in config.tools.iter().enumerate() {
-            if let Some(path) = &t.signing_key {
-                let label = format!("tool[{i}].signing_key ({})", path.display());
-                match std::fs::read_to_string(path)
-                    .map_err(|e| format!("{label}: cannot read: {e}"))
-                    .and_then(|text| jwk::parse_private(&text).map_err(|e| format!("{label}: {e}")))
-                {
-                    Ok(k) => {
-                        tool_signing_keys.insert(i, k);
-                    }
-                    Err(p) => problems.push(p),
-                }
+            let label = format!("tool[{i}].signing_key");
+            if let Some(k) = t
+                .signing_key
+                .as_ref()
+                .and_then(|p| load_private(p, &label, &mut problems))
+            {
+                tool_signing_keys.insert(i, k);
             }
         }
         let mut tools: Vec<Tool> = config

@@ -207,18 +207,21 @@ fn keygen_and_token_work_with_the_daemon() {
 #[test]
 fn demo_prints_a_working_curl_command() {
     let dir = temp_dir("demo");
-    let mut child = Command::new(BIN)
-        .args([
-            "demo",
-            "--dir",
-            dir.join("d").to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let demo = |stdout: Stdio| {
+        Command::new(BIN)
+            .args([
+                "demo",
+                "--dir",
+                dir.join("d").to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .stdout(stdout)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = demo(Stdio::piped());
     let (tx, rx) = std::sync::mpsc::channel();
     let stdout = child.stdout.take().unwrap();
     std::thread::spawn(move || {
@@ -254,18 +257,7 @@ fn demo_prints_a_working_curl_command() {
 
     // A second start reuses the CA (a browser or curl trusting it keeps working).
     let ca = std::fs::read(dir.join("d/ca.pem")).unwrap();
-    let mut again = Command::new(BIN)
-        .args([
-            "demo",
-            "--dir",
-            dir.join("d").to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut again = demo(Stdio::null());
     std::thread::sleep(Duration::from_millis(500));
     let _ = again.kill();
     let _ = again.wait();
