@@ -18,7 +18,7 @@ BUDGET_mips-unknown-linux-musl := 2097152
 BUDGET_host := 2621440
 
 demo:
-	$(CARGO) run --release --locked --quiet -- demo
+	$(CARGO) run --release --locked --quiet -p boxapi --bin boxapi -- demo
 
 # Idempotent: installs only what is missing.
 deps:

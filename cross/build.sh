@@ -25,4 +25,4 @@ cd "$(dirname "$0")/.."
 PATH="$zig_venv/bin:/usr/bin:$HOME/.cargo/bin:$PATH" \
 RUSTFLAGS="$flags" RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
     /usr/bin/cargo zigbuild -Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size \
-    --release --locked --target "$target" --target-dir target/cross
+    --release --locked -p boxapi --no-default-features --target "$target" --target-dir target/cross

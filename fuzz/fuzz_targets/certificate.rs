@@ -3,6 +3,6 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = boxapi::x509::validity(data);
-    let _ = boxapi::der::read_any(data);
+    let _ = boxapi_core::cert::validity(data);
+    let _ = boxapi_core::der::read_any(data);
 });

@@ -3,8 +3,8 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = boxapi::control::parse_command(data);
+    let _ = boxapi_core::control::parse_command(data);
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
-        let _ = boxapi::control::state::from_json(&v);
+        let _ = boxapi_core::control::state::from_json(&v);
     }
 });

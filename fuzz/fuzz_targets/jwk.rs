@@ -4,7 +4,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = boxapi::auth::jwk::parse_public_set(text);
-        let _ = boxapi::auth::jwk::parse_private(text);
+        let _ = boxapi_core::auth::jwk::parse_public_set(text);
+        let _ = boxapi_core::auth::jwk::parse_private(text);
     }
 });

@@ -1,12 +1,12 @@
 //! Origin and Host handling: origin syntax checks, origin classification, Host name extraction.
 #![no_main]
-use boxapi::auth::{Registry, Scopes, Tool};
+use boxapi_core::auth::{Registry, Scopes, Tool};
 use http::header::{HeaderMap, HeaderValue, ORIGIN};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(s) = std::str::from_utf8(data) {
-        let _ = boxapi::cors::check_origin_syntax(s);
+        let _ = boxapi_core::cors::check_origin_syntax(s);
         let _ = boxapi::http::host_name(s);
     }
     let registry = Registry::new(vec![Tool {
@@ -20,8 +20,8 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(v) = HeaderValue::from_bytes(data) {
         let mut h = HeaderMap::new();
         h.insert(ORIGIN, v);
-        let _ = boxapi::cors::classify(&h, &registry, &|_| false);
-        let _ = boxapi::cors::preflight_method_ok(&h, false);
-        let _ = boxapi::cors::preflight_method_ok(&h, true);
+        let _ = boxapi_core::cors::classify(&h, &registry, &|_| false);
+        let _ = boxapi_core::cors::preflight_method_ok(&h, false);
+        let _ = boxapi_core::cors::preflight_method_ok(&h, true);
     }
 });

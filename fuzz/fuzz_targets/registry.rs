@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = boxapi::auth::signed::parse_payload(data);
+    let _ = boxapi_core::auth::signed::parse_payload(data);
 });

@@ -1,8 +1,8 @@
 //! Token parsing and validation: arbitrary bytes as a bearer token, and tokens signed with a real
 //! key whose header and claims are arbitrary JSON (so the claim checks are reached).
 #![no_main]
-use boxapi::auth::jwk::{Alg, PrivateJwk};
-use boxapi::auth::{mint, Registry, Rules, Scopes, Tool, Verifier};
+use boxapi_core::auth::jwk::{Alg, PrivateJwk};
+use boxapi_core::auth::{mint, Registry, Rules, Scopes, Tool, Verifier};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 
@@ -36,9 +36,9 @@ fuzz_target!(|data: &[u8]| {
     // Split the input into a header and a payload, sign them, and verify.
     if let Some(cut) = data.iter().position(|&b| b == 0) {
         let (h, p) = (&data[..cut], &data[cut + 1..]);
-        let input = format!("{}.{}", boxapi::b64::url_encode(h), boxapi::b64::url_encode(p));
+        let input = format!("{}.{}", boxapi_core::b64::url_encode(h), boxapi_core::b64::url_encode(p));
         if let Ok(sig) = mint::sign(&s.key, input.as_bytes()) {
-            let token = format!("{input}.{}", boxapi::b64::url_encode(&sig));
+            let token = format!("{input}.{}", boxapi_core::b64::url_encode(&sig));
             let _ = s.verifier.verify_cached(token.as_bytes(), 1_800_000_000, &s.registry, &never);
         }
     }

@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = boxapi::authz::parse_form(data);
+    let _ = boxapi_core::authz::parse_form(data);
 });

@@ -1,0 +1,128 @@
+//! The authority's command line: `serve` and `check-config`, with the box's exit codes
+//! (0 ok, 1 failure, 64 usage or configuration).
+use crate::app::App;
+use crate::snapshot::Snapshot;
+use boxapi_core::control::{socket, state};
+use boxapi_core::log;
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILURE: i32 = 1;
+pub const EXIT_USAGE: i32 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "boxapi-authority",
+    version,
+    about = "The operator's boxapi authority: access tokens for measurement tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the authority in the foreground
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Validate the configuration and every file it names; list all problems
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+        }
+    };
+    match cli.command {
+        Command::Serve { config } => serve(&config),
+        Command::CheckConfig { config } => match load(&config) {
+            Ok(_) => {
+                println!("{}: OK", config.display());
+                EXIT_OK
+            }
+            Err(code) => code,
+        },
+    }
+}
+
+fn load(config: &Path) -> Result<Snapshot, i32> {
+    Snapshot::load(config).map_err(|problems| {
+        for p in problems {
+            eprintln!("{p}");
+        }
+        EXIT_USAGE
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("state_dir {0}: {1}")]
+    StateDir(String, std::io::Error),
+    #[error(transparent)]
+    Control(#[from] socket::BindError),
+    #[error("listen: {0}")]
+    Bind(std::io::Error),
+}
+
+fn serve(config: &Path) -> i32 {
+    let snapshot = match load(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match run(snapshot) {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("{e}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+/// Start-up (state, control socket, SIGHUP, listeners) and the run until SIGTERM/SIGINT.
+fn run(snapshot: Snapshot) -> Result<(), StartError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)?;
+    rt.block_on(async {
+        let stop = boxapi_core::control::stop_signal();
+        let server = &snapshot.config.server;
+        let dir = server.state_dir.clone();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StartError::StateDir(dir.display().to_string(), e))?;
+        let initial = state::load_or_default(&dir);
+        let control = socket::bind(&server.control_socket)?;
+        let listeners =
+            crate::server::bind(&snapshot.config.authority_listen).map_err(StartError::Bind)?;
+        let app = App::new(snapshot, initial);
+        let handler_app = app.clone();
+        let handler = move |line: &[u8]| crate::control::execute(&handler_app, line);
+        tokio::spawn(socket::serve(control, Arc::new(handler)));
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            let app = app.clone();
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    let _ = crate::control::reload(&app);
+                }
+            });
+        }
+        log::event("authority_started", &[]);
+        crate::server::run(app, listeners, stop).await;
+        Ok(())
+    })
+}

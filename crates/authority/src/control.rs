@@ -1,0 +1,98 @@
+//! The authority's control commands (the protocol is `boxapi_core::control`, so `boxapi ctl
+//! --socket` drives it): status, suspend/resume, revoke/unrevoke a tool, reload.
+use crate::app::App;
+use crate::snapshot::Snapshot;
+use boxapi_core::cert::certificate_warning;
+use boxapi_core::control::{error_reply, parse_command, state, Command, Mode, State};
+use boxapi_core::log;
+use serde_json::{json, Value};
+
+/// Runs one control line and returns the reply.
+pub fn execute(app: &App, line: &[u8]) -> Value {
+    match parse_command(line) {
+        Ok(Command::Status) => status(app),
+        Ok(Command::Enable | Command::Resume) => change(app, |s| s.mode = Mode::Enabled),
+        Ok(Command::Suspend { retry_after }) => {
+            change(app, |s| s.mode = Mode::Suspended { retry_after })
+        }
+        Ok(Command::Disable) => error_reply(
+            "the authority has no subscriber switch-off: use suspend, or stop the service",
+        ),
+        Ok(Command::Revoke(id)) if app.snapshot().trust.registry.index_of(&id).is_none() => {
+            error_reply(&format!("no tool {id:?} is registered"))
+        }
+        Ok(Command::Revoke(id)) => change(app, |s| {
+            s.revoked.insert(id);
+        }),
+        Ok(Command::Unrevoke(id)) => change(app, |s| {
+            s.revoked.remove(&id);
+        }),
+        Ok(Command::Reload) => match reload(app) {
+            Ok(()) => json!({ "ok": true, "reloaded": true }),
+            Err(problems) => {
+                json!({ "ok": false, "error": "reload refused; still running on the previous configuration", "problems": problems })
+            }
+        },
+        Err(e) => error_reply(&e),
+    }
+}
+
+/// Persists a state change first, then applies it: a failed write changes nothing.
+fn change(app: &App, f: impl FnOnce(&mut State)) -> Value {
+    let mut new = app.control.state();
+    f(&mut new);
+    let dir = app.snapshot().config.server.state_dir.clone();
+    if let Err(e) = state::save(&dir, &new) {
+        log::event("state_error", &[("error", &e.to_string())]);
+        return error_reply(&format!(
+            "cannot save the state in {}: {e}; nothing changed",
+            dir.display()
+        ));
+    }
+    app.control.update(|s| *s = new.clone());
+    let mode = state::to_json(&new);
+    log::event("state", &[("state", mode["state"].as_str().unwrap_or(""))]);
+    json!({ "ok": true, "state": mode["state"], "retry_after": mode["retry_after"], "revoked": mode["revoked"] })
+}
+
+fn status(app: &App) -> Value {
+    let snap = app.snapshot();
+    let st = app.control.state();
+    let tools: Vec<Value> = snap
+        .trust
+        .registry
+        .tools()
+        .iter()
+        .map(|t| {
+            json!({ "id": t.id, "name": t.name, "origins": t.origins, "scopes": t.scopes.names(),
+                    "revoked": t.revoked || st.revoked.contains(&t.id) })
+        })
+        .collect();
+    let mode = state::to_json(&st);
+    json!({
+        "ok": true,
+        "state": mode["state"],
+        "retry_after": mode["retry_after"],
+        "tools": tools,
+        "cert_not_after": snap.cert_not_after.map(boxapi_core::time::rfc3339),
+        "warnings": certificate_warning(snap.cert_not_after).into_iter().collect::<Vec<_>>(),
+        "config": snap.config.path.display().to_string(),
+        "version": env!("CARGO_PKG_VERSION"),
+    })
+}
+
+/// Rebuilds the snapshot from the same file; on any problem the running one stays.
+pub fn reload(app: &App) -> Result<(), Vec<String>> {
+    let path = app.snapshot().config.path.clone();
+    match Snapshot::load(&path) {
+        Ok(new) => {
+            app.replace_snapshot(new);
+            log::event("reloaded", &[("config", &path.display().to_string())]);
+            Ok(())
+        }
+        Err(problems) => {
+            log::event("reload_failed", &[("problems", &problems.join("; "))]);
+            Err(problems)
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! The daemon's shared state: the configuration snapshot in force, the control state, the LAN
+//! view, rate limits and connection slots. The request path reads it; only the daemon and the
+//! control commands change it.
+use crate::lan::{self, Endpoint, Lan};
+use crate::ratelimit::Limiter;
+use crate::slots::Pending;
+use crate::snapshot::Snapshot;
+use boxapi_core::control::{Control, Mode, State};
+use std::sync::{Arc, RwLock};
+use tokio::sync::Semaphore;
+
+/// Everything the request path shares.
+pub struct App {
+    snapshot: RwLock<Arc<Snapshot>>,
+    pub control: Control,
+    pub lan: Lan,
+    pub limiter: Limiter,
+    /// Replay cache and quotas of the on-box token endpoint.
+    pub authz: boxapi_core::authz::State,
+    /// One permit per open connection (`server.max_connections`).
+    pub(crate) connections: Arc<Semaphore>,
+    pub(crate) pending: Arc<Pending>,
+}
+
+impl App {
+    pub fn new(snapshot: Snapshot, state: State) -> Arc<App> {
+        let s = &snapshot.config.server;
+        let limiter = Limiter::new(s.rate_limit_per_second, s.rate_limit_burst);
+        let connections = Arc::new(Semaphore::new(s.max_connections));
+        Arc::new(App {
+            snapshot: RwLock::new(Arc::new(snapshot)),
+            control: Control::new(state),
+            lan: Lan::default(),
+            limiter,
+            authz: Default::default(),
+            connections,
+            pending: Arc::default(),
+        })
+    }
+
+    /// The configuration in force now; a request keeps the one it started with.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Swaps in a new, fully built configuration.
+    pub fn replace_snapshot(&self, new: Snapshot) {
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+    }
+
+    /// The endpoints to listen on now (none while disabled), refreshing the LAN prefixes.
+    pub fn desired_endpoints(&self) -> Vec<Endpoint> {
+        let snap = self.snapshot();
+        let server = &snap.config.server;
+        // Interface addresses matter only for listen_interfaces and for explicit non-loopback
+        // addresses (whose interface prefix is the LAN); a loopback-only daemon needs none.
+        let needs_interfaces = !server.listen_interfaces.is_empty()
+            || server.listen.iter().any(|l| !l.ip().is_loopback());
+        let addrs = if needs_interfaces {
+            lan::interface_addrs()
+        } else {
+            Vec::new()
+        };
+        let endpoints = self.lan.refresh(server, &addrs);
+        if self.control.mode() == Mode::Disabled {
+            return Vec::new();
+        }
+        endpoints.into_iter().collect()
+    }
+}

@@ -1,0 +1,175 @@
+//! Operator-supplied partial cards: a file re-read when it changes, and a command run with a deadline.
+//! A provider that fails, hangs or prints garbage has its layer skipped (and logged), never the card.
+use boxapi_core::log;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::io::AsyncReadExt;
+
+/// Larger outputs are garbage by definition: a partial card is a few hundred bytes.
+pub const MAX_LAYER_BYTES: usize = 64 * 1024;
+/// A command's answer is reused this long, so that a page polling the card does not fork a process per request.
+const COMMAND_CACHE: Duration = Duration::from_secs(2);
+
+fn parse_layer(source: &str, bytes: &[u8]) -> Option<Value> {
+    let v: Value = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            log::event(
+                "provider_error",
+                &[("source", source), ("error", &format!("invalid JSON: {e}"))],
+            );
+            return None;
+        }
+    };
+    let problems = super::validate_layer(&v);
+    if problems.is_empty() {
+        Some(v)
+    } else {
+        log::event(
+            "provider_error",
+            &[("source", source), ("error", &problems.join("; "))],
+        );
+        None
+    }
+}
+
+/// `provider_file`: parsed again only when its modification time or size changes.
+pub struct FileLayer {
+    path: PathBuf,
+    cache: Mutex<Option<(SystemTime, u64, Option<Value>)>>,
+    /// When the file was last looked at: at most one stat per second, however busy the API.
+    checked: Mutex<Option<Instant>>,
+}
+
+/// How stale the file's layer may be.
+const FILE_CHECK: Duration = Duration::from_secs(1);
+
+impl FileLayer {
+    pub fn new(path: PathBuf) -> Self {
+        FileLayer {
+            path,
+            cache: Mutex::new(None),
+            checked: Mutex::new(None),
+        }
+    }
+
+    pub fn get(&self) -> Option<Value> {
+        {
+            let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
+            if checked.is_some_and(|at| at.elapsed() < FILE_CHECK) {
+                let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                return cache.as_ref().and_then(|(_, _, v)| v.clone());
+            }
+            *checked = Some(Instant::now());
+        }
+        let meta = match std::fs::metadata(&self.path) {
+            Ok(m) => m,
+            Err(_) => return None, // absent file: nothing to add (a provider may write it later)
+        };
+        let stamp = (
+            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            meta.len(),
+        );
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((t, len, v)) = cache.as_ref() {
+            if (*t, *len) == stamp {
+                return v.clone();
+            }
+        }
+        let parsed = if meta.len() as usize > MAX_LAYER_BYTES {
+            log::event(
+                "provider_error",
+                &[
+                    ("source", "provider_file"),
+                    ("error", "file larger than 64 KiB"),
+                ],
+            );
+            None
+        } else {
+            match std::fs::read(&self.path) {
+                Ok(bytes) => parse_layer("provider_file", &bytes),
+                Err(e) => {
+                    log::event(
+                        "provider_error",
+                        &[("source", "provider_file"), ("error", &e.to_string())],
+                    );
+                    None
+                }
+            }
+        };
+        *cache = Some((stamp.0, stamp.1, parsed.clone()));
+        parsed
+    }
+}
+
+/// `provider_command`: run with a deadline, killed when it passes; its answer cached briefly.
+pub struct CommandLayer {
+    path: PathBuf,
+    timeout: Duration,
+    cache: tokio::sync::Mutex<Option<(Instant, Option<Value>)>>,
+}
+
+impl CommandLayer {
+    pub fn new(path: PathBuf, timeout: Duration) -> Self {
+        CommandLayer {
+            path,
+            timeout,
+            cache: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// At most one run at a time: concurrent requests wait for it (bounded by the timeout) and share it.
+    pub async fn get(&self) -> Option<Value> {
+        let mut cache = self.cache.lock().await;
+        if let Some((at, v)) = cache.as_ref() {
+            if at.elapsed() < COMMAND_CACHE {
+                return v.clone();
+            }
+        }
+        let v = run(&self.path, self.timeout).await;
+        *cache = Some((Instant::now(), v.clone()));
+        v
+    }
+}
+
+async fn run(path: &Path, timeout: Duration) -> Option<Value> {
+    let fail = |e: &str| {
+        log::event(
+            "provider_error",
+            &[("source", "provider_command"), ("error", e)],
+        );
+        None
+    };
+    let mut child = match tokio::process::Command::new(path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => return fail(&format!("cannot start: {e}")),
+    };
+    let mut out = Vec::new();
+    let Some(stdout) = child.stdout.take() else {
+        return fail("no stdout");
+    };
+    let read = async {
+        let n = stdout
+            .take(MAX_LAYER_BYTES as u64 + 1)
+            .read_to_end(&mut out)
+            .await;
+        (n, child.wait().await)
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Err(_) => fail("timed out; killed"),
+        Ok((Err(e), _)) => fail(&format!("reading output: {e}")),
+        Ok((_, _)) if out.len() > MAX_LAYER_BYTES => fail("output larger than 64 KiB"),
+        Ok((_, Ok(status))) if !status.success() => fail(&format!("exited with {status}")),
+        Ok((_, Err(e))) => fail(&format!("waiting: {e}")),
+        Ok(_) => parse_layer("provider_command", &out),
+    }
+}

@@ -1,0 +1,96 @@
+//! `boxapi ctl`: sends one command to the daemon's control socket and prints the reply.
+use super::{EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE};
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct CtlArgs {
+    /// The daemon's control socket (server.control_socket)
+    #[arg(long, default_value = "/run/boxapi/control.sock")]
+    socket: PathBuf,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Print the daemon's state, tools and certificate expiry
+    Status,
+    /// Subscriber switch-off: close the listeners
+    Disable,
+    /// Subscriber switch-on
+    Enable,
+    /// Operator emergency restriction: every API request gets 503
+    Suspend {
+        #[arg(long, default_value_t = 300)]
+        retry_after: u64,
+    },
+    /// Lift a suspension
+    Resume,
+    /// Refuse this tool's tokens and origins at once
+    Revoke { tool: String },
+    /// Accept this tool again
+    Unrevoke { tool: String },
+    /// Re-read config, certificate and keys; keep the old ones on any error
+    Reload,
+}
+
+fn request(cmd: CtlCommand) -> Value {
+    match cmd {
+        CtlCommand::Status => json!({ "cmd": "status" }),
+        CtlCommand::Disable => json!({ "cmd": "disable" }),
+        CtlCommand::Enable => json!({ "cmd": "enable" }),
+        CtlCommand::Suspend { retry_after } => {
+            json!({ "cmd": "suspend", "retry_after": retry_after })
+        }
+        CtlCommand::Resume => json!({ "cmd": "resume" }),
+        CtlCommand::Revoke { tool } => json!({ "cmd": "revoke", "tool": tool }),
+        CtlCommand::Unrevoke { tool } => json!({ "cmd": "unrevoke", "tool": tool }),
+        CtlCommand::Reload => json!({ "cmd": "reload" }),
+    }
+}
+
+pub fn run(args: CtlArgs) -> i32 {
+    let unreachable = |e: std::io::Error| {
+        eprintln!(
+            "boxapi daemon not reachable at {}: {e}",
+            args.socket.display()
+        );
+        EXIT_UNAVAILABLE
+    };
+    let mut stream = match UnixStream::connect(&args.socket) {
+        Ok(s) => s,
+        Err(e) => return unreachable(e),
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+    let mut line = request(args.command).to_string();
+    line.push('\n');
+    if let Err(e) = stream.write_all(line.as_bytes()) {
+        return unreachable(e);
+    }
+    let mut answer = String::new();
+    if let Err(e) = BufReader::new(&stream).read_line(&mut answer) {
+        return unreachable(e);
+    }
+    let Ok(v) = serde_json::from_str::<Value>(&answer) else {
+        eprintln!("unexpected reply from the daemon");
+        return EXIT_FAILURE;
+    };
+    if v.get("ok") == Some(&Value::Bool(true)) {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        EXIT_OK
+    } else {
+        let err = v.get("error").and_then(Value::as_str).unwrap_or("failed");
+        eprintln!("{err}");
+        if let Some(problems) = v.get("problems").and_then(Value::as_array) {
+            for p in problems.iter().filter_map(Value::as_str) {
+                eprintln!("{p}");
+            }
+        }
+        EXIT_FAILURE
+    }
+}

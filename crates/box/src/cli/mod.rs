@@ -1,0 +1,353 @@
+//! The command line (contract §2): argument parsing, each command, and exit codes.
+pub mod ctl;
+
+use crate::snapshot::Snapshot;
+use boxapi_core::auth::jwk::{self, Alg};
+use boxapi_core::auth::mint;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILURE: i32 = 1;
+pub const EXIT_USAGE: i32 = 64;
+pub const EXIT_UNAVAILABLE: i32 = 69;
+
+#[derive(Parser)]
+#[command(
+    name = "boxapi",
+    version,
+    about = "LAN-only HTTPS measurement API for ISP boxes (ARCEP 2019-1410, annex 2)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AlgArg {
+    #[value(name = "ES256")]
+    Es256,
+    #[value(name = "EdDSA")]
+    EdDsa,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Validate the configuration and every file it names; list all problems
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Zero-setup local demo on loopback
+    Demo {
+        /// Where to keep the demo's CA, keys and config
+        #[arg(long, default_value = "boxapi-demo")]
+        dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+    },
+    /// Write DIR/KID.private.jwk (mode 0600) and DIR/KID.jwk (public only)
+    Keygen {
+        #[arg(long, value_enum)]
+        alg: AlgArg,
+        #[arg(long)]
+        kid: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print a signed access token (operator tooling, tests)
+    Token {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        tool: String,
+        #[arg(long)]
+        scope: String,
+        #[arg(long)]
+        aud: String,
+        #[arg(long)]
+        iss: String,
+        /// Lifetime in seconds, at most 900
+        #[arg(long, default_value_t = 900)]
+        ttl: u64,
+    },
+    /// Talk to a running daemon through its control socket
+    Ctl(ctl::CtlArgs),
+    /// Operator tooling for the signed tool registry
+    #[command(subcommand)]
+    Registry(RegistryCommand),
+}
+
+#[derive(Subcommand)]
+enum RegistryCommand {
+    /// Sign a registry (JSON: {"version": N, "tools": [...]}) with the operator's root key
+    Sign {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long = "in")]
+        input: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify a signed registry with the operator's root public key; print its content
+    Verify {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long = "in")]
+        input: PathBuf,
+    },
+}
+
+/// Parses `args` and runs the command; returns the process exit code.
+pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+        }
+    };
+    match cli.command {
+        Command::Serve { config } => serve(&config),
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Demo { dir, listen } => demo(&dir, listen),
+        Command::Keygen { alg, kid, out } => keygen(alg, &kid, &out),
+        Command::Token {
+            key,
+            tool,
+            scope,
+            aud,
+            iss,
+            ttl,
+        } => token(&key, &tool, &scope, &aud, &iss, ttl),
+        Command::Ctl(args) => ctl::run(args),
+        Command::Registry(cmd) => registry(cmd),
+    }
+}
+
+fn print_problems(problems: &[String]) {
+    for p in problems {
+        eprintln!("{p}");
+    }
+}
+
+fn check_config(path: &Path) -> i32 {
+    match load(path) {
+        Ok(_) => {
+            println!("{}: OK", path.display());
+            EXIT_OK
+        }
+        Err(code) => code,
+    }
+}
+
+/// Loads the configuration once; every problem is printed and gives exit code 64.
+fn load(config: &Path) -> Result<Snapshot, i32> {
+    Snapshot::load(config).map_err(|problems| {
+        print_problems(&problems);
+        EXIT_USAGE
+    })
+}
+
+/// Loads, binds and serves; `announce` runs once the listeners are bound.
+fn serve_with(config: &Path, announce: impl FnOnce(&[SocketAddr])) -> i32 {
+    let snapshot = match load(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let server = &snapshot.config.server;
+    if server.listen_interfaces.is_empty() && server.listen.is_empty() {
+        eprintln!("server: set listen_interfaces or listen (nothing to listen on; [authority] listen is for boxapi authority)");
+        return EXIT_USAGE;
+    }
+    match crate::daemon::run(snapshot, announce) {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("{e}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+fn serve(config: &Path) -> i32 {
+    serve_with(config, |_| {})
+}
+
+#[cfg(not(feature = "demo"))]
+fn demo(_dir: &Path, _listen: SocketAddr) -> i32 {
+    eprintln!("demo: this build of boxapi was made without the demo (feature \"demo\")");
+    EXIT_USAGE
+}
+
+#[cfg(feature = "demo")]
+fn demo(dir: &Path, listen: SocketAddr) -> i32 {
+    let config = match crate::demo::prepare(dir, listen) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("demo: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    serve_with(&config, |addrs| {
+        let Some(addr) = addrs.first() else { return };
+        match crate::demo::token(dir) {
+            Ok(token) => {
+                println!(
+                    "boxapi demo: serving https://{addr} with the files in {} (Ctrl-C stops)",
+                    dir.display()
+                );
+                println!("Paste this into another terminal (the token is valid for 15 minutes):\n");
+                println!("{}\n", crate::demo::curl_command(dir, *addr, &token));
+            }
+            Err(e) => eprintln!("demo: {e}"),
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    })
+}
+
+fn keygen(alg: AlgArg, kid: &str, out: &Path) -> i32 {
+    if kid.is_empty()
+        || kid.len() > 128
+        || !kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        || kid.starts_with('.')
+    {
+        eprintln!("--kid: use 1-128 of A-Z a-z 0-9 . _ - (it names the files)");
+        return EXIT_USAGE;
+    }
+    let alg = match alg {
+        AlgArg::Es256 => Alg::Es256,
+        AlgArg::EdDsa => Alg::EdDsa,
+    };
+    let private_path = out.join(format!("{kid}.private.jwk"));
+    let public_path = out.join(format!("{kid}.jwk"));
+    if private_path.exists() || public_path.exists() {
+        eprintln!(
+            "{}: a key with this kid already exists; not overwriting it",
+            out.display()
+        );
+        return EXIT_FAILURE;
+    }
+    let key = match mint::generate(alg, kid) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("keygen: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let written = std::fs::create_dir_all(out)
+        .map_err(|e| format!("{}: {e}", out.display()))
+        .and_then(|_| {
+            boxapi_core::files::write_private(&private_path, key.to_json().to_string().as_bytes())
+                .map_err(|e| e.to_string())
+        })
+        .and_then(|_| {
+            std::fs::write(&public_path, key.key.to_json().to_string())
+                .map_err(|e| format!("{}: {e}", public_path.display()))
+        });
+    match written {
+        Ok(()) => {
+            println!("{}\n{}", private_path.display(), public_path.display());
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("keygen: {e}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+fn token(key: &Path, tool: &str, scope: &str, aud: &str, iss: &str, ttl: u64) -> i32 {
+    if !(1..=900).contains(&ttl) {
+        eprintln!("--ttl: {ttl} is not allowed; tokens live at most 900 seconds (15 minutes)");
+        return EXIT_USAGE;
+    }
+    let text = match std::fs::read_to_string(key) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("--key {}: {e}", key.display());
+            return EXIT_USAGE;
+        }
+    };
+    let private = match jwk::parse_private(&text) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("--key {}: {e}", key.display());
+            return EXIT_USAGE;
+        }
+    };
+    let spec = mint::TokenSpec {
+        tool,
+        scope,
+        audience: aud,
+        issuer: iss,
+        ttl,
+        now: boxapi_core::time::unix_now(),
+    };
+    match mint::token(&private, &spec) {
+        Ok(t) => {
+            println!("{t}");
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("token: {e}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+fn registry(cmd: RegistryCommand) -> i32 {
+    use boxapi_core::auth::signed;
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let result = match cmd {
+        RegistryCommand::Sign { key, input, out } => read(&key)
+            .and_then(|k| {
+                jwk::parse_private(&String::from_utf8_lossy(&k))
+                    .map_err(|e| format!("--key {}: {e}", key.display()))
+            })
+            .and_then(|k| {
+                read(&input).and_then(|p| {
+                    signed::sign(&k, &p).map_err(|e| format!("--in {}: {e}", input.display()))
+                })
+            })
+            .and_then(|jws| {
+                std::fs::write(&out, jws + "\n").map_err(|e| format!("{}: {e}", out.display()))
+            }),
+        RegistryCommand::Verify { key, input } => read(&key)
+            .and_then(|k| {
+                jwk::parse_public_set(&String::from_utf8_lossy(&k))
+                    .ok()
+                    .and_then(|ks| ks.into_iter().next())
+                    .ok_or_else(|| format!("--key {}: not a public JWK", key.display()))
+            })
+            .and_then(|k| {
+                read(&input).and_then(|j| {
+                    signed::verify(&k, &j).map_err(|e| format!("--in {}: {e}", input.display()))
+                })
+            })
+            .map(|r| {
+                let ids: Vec<&str> = r.tools.iter().map(|(t, _)| t.id.as_str()).collect();
+                println!(
+                    "version {}: {} tools ({})",
+                    r.version,
+                    ids.len(),
+                    ids.join(", ")
+                );
+            }),
+    };
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("{e}");
+            EXIT_USAGE
+        }
+    }
+}

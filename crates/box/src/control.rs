@@ -1,0 +1,85 @@
+//! Operator and subscriber control commands on the box: switch-off, suspension, revocations and
+//! status, each persisted before it takes effect. The socket and its protocol are in
+//! `boxapi_core::control`; reload and start-up are the daemon's (`crate::daemon`).
+use crate::app::App;
+use boxapi_core::cert::certificate_warning;
+use boxapi_core::control::{error_reply, state, Command, Mode, State};
+use boxapi_core::log;
+use serde_json::{json, Value};
+
+/// Persists a state change first, then applies it: a failed write changes nothing.
+fn change(app: &App, f: impl FnOnce(&mut State)) -> Value {
+    let mut new = app.control.state();
+    f(&mut new);
+    let dir = app.snapshot().config.server.state_dir.clone();
+    if let Err(e) = state::save(&dir, &new) {
+        log::event("state_error", &[("error", &e.to_string())]);
+        return error_reply(&format!(
+            "cannot save the state in {}: {e}; nothing changed",
+            dir.display()
+        ));
+    }
+    app.control.update(|s| *s = new.clone());
+    app.snapshot().trust.verifier.forget_verified();
+    let mode = state::to_json(&new);
+    log::event("state", &[("state", mode["state"].as_str().unwrap_or(""))]);
+    json!({ "ok": true, "state": mode["state"], "retry_after": mode["retry_after"], "revoked": mode["revoked"] })
+}
+
+/// Runs one control command and returns the reply; `Reload` belongs to the daemon.
+pub fn execute(app: &App, cmd: Command) -> Value {
+    match cmd {
+        Command::Status => status(app),
+        Command::Enable | Command::Resume => change(app, |s| s.mode = Mode::Enabled),
+        Command::Disable => change(app, |s| s.mode = Mode::Disabled),
+        Command::Suspend { retry_after } => {
+            change(app, |s| s.mode = Mode::Suspended { retry_after })
+        }
+        Command::Revoke(id) if app.snapshot().trust.registry.index_of(&id).is_none() => {
+            error_reply(&format!("no tool {id:?} is registered"))
+        }
+        Command::Revoke(id) => change(app, |s| {
+            s.revoked.insert(id);
+        }),
+        Command::Unrevoke(id) => change(app, |s| {
+            s.revoked.remove(&id);
+        }),
+        Command::Reload => error_reply("reload is handled by the daemon"),
+    }
+}
+
+fn status(app: &App) -> Value {
+    let snap = app.snapshot();
+    let st = app.control.state();
+    let tools: Vec<Value> = snap
+        .trust
+        .registry
+        .tools()
+        .iter()
+        .map(|t| {
+            let by = if t.revoked {
+                json!("config")
+            } else if st.revoked.contains(&t.id) {
+                json!("ctl")
+            } else {
+                Value::Null
+            };
+            json!({ "id": t.id, "name": t.name, "origins": t.origins, "scopes": t.scopes.names(),
+                    "revoked": !by.is_null(), "revoked_by": by })
+        })
+        .collect();
+    let mode = state::to_json(&st);
+    let warnings: Vec<String> = certificate_warning(snap.cert_not_after)
+        .into_iter()
+        .collect();
+    json!({
+        "ok": true,
+        "state": mode["state"],
+        "retry_after": mode["retry_after"],
+        "tools": tools,
+        "cert_not_after": snap.cert_not_after.map(boxapi_core::time::rfc3339),
+        "warnings": warnings,
+        "config": snap.config.path.display().to_string(),
+        "version": env!("CARGO_PKG_VERSION"),
+    })
+}

@@ -1,0 +1,183 @@
+//! The daemon's life: start-up (state, control socket, signal and certificate watchers, first
+//! listeners, privilege drop), reload, and the run until a stop signal.
+use crate::app::App;
+use crate::control;
+use crate::server;
+use crate::snapshot::Snapshot;
+use boxapi_core::cert::certificate_warning;
+use boxapi_core::control::{error_reply, parse_command, socket, state, Command, Mode};
+use boxapi_core::log;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One control line: reload is the daemon's; every other command is `control`'s.
+fn command(app: &App, line: &[u8]) -> Value {
+    match parse_command(line) {
+        Ok(Command::Reload) => match reload(app) {
+            Ok(()) => json!({ "ok": true, "reloaded": true }),
+            Err(problems) => {
+                json!({ "ok": false, "error": "reload refused; still running on the previous configuration", "problems": problems })
+            }
+        },
+        Ok(cmd) => control::execute(app, cmd),
+        Err(e) => error_reply(&e),
+    }
+}
+
+/// Builds a whole new snapshot from the same config file and swaps it in; on any problem the
+/// running one stays and the problems are returned (and logged).
+pub fn reload(app: &App) -> Result<(), Vec<String>> {
+    let path = app.snapshot().config.path.clone();
+    match Snapshot::load(&path) {
+        Ok(new) => {
+            record_registry_version(&new);
+            if let Some(w) = certificate_warning(new.cert_not_after) {
+                log::event("certificate_warning", &[("warning", &w)]);
+            }
+            app.replace_snapshot(new);
+            log::event("reloaded", &[("config", &path.display().to_string())]);
+            Ok(())
+        }
+        Err(problems) => {
+            log::event("reload_failed", &[("problems", &problems.join("; "))]);
+            Err(problems)
+        }
+    }
+}
+
+/// How often the certificate and key files are checked for replacement.
+const CERT_CHECK: Duration = Duration::from_secs(10);
+
+/// Reloads when the certificate or key file changes on disk; warns about expiry.
+async fn watch_certificate(app: Arc<App>) {
+    let mut checks: u64 = 0;
+    loop {
+        tokio::time::sleep(CERT_CHECK).await;
+        checks += 1;
+        let snap = app.snapshot();
+        if snap.files_changed() {
+            log::event("certificate_changed", &[]);
+            let _ = reload(&app);
+            continue;
+        }
+        // An expired certificate is logged at every check; one about to expire every ten minutes.
+        let expired = snap
+            .cert_not_after
+            .is_some_and(|na| na <= boxapi_core::time::unix_now() as i64);
+        if expired || checks % 60 == 0 {
+            if let Some(w) = certificate_warning(snap.cert_not_after) {
+                log::event(
+                    if expired {
+                        "certificate_expired"
+                    } else {
+                        "certificate_warning"
+                    },
+                    &[("warning", &w)],
+                );
+            }
+        }
+    }
+}
+
+async fn sighup(app: Arc<App>, mut hup: tokio::signal::unix::Signal) {
+    while hup.recv().await.is_some() {
+        let _ = reload(&app);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("state_dir {0}: {1}")]
+    StateDir(String, std::io::Error),
+    #[error(transparent)]
+    Control(#[from] socket::BindError),
+    #[error("listen: {0}")]
+    Bind(std::io::Error),
+}
+
+/// Remembers the accepted registry version, so that an older one is refused later (no rollback).
+fn record_registry_version(snap: &Snapshot) {
+    if let Some(v) = snap.trust.registry_version {
+        if let Err(e) = boxapi_core::auth::signed::record_version(&snap.config.server.state_dir, v)
+        {
+            log::event(
+                "state_error",
+                &[("error", &format!("registry version: {e}"))],
+            );
+        }
+    }
+}
+
+/// Start-up around the server loop: state, control socket, signal and certificate watchers, and
+/// the first listeners. Must run inside the runtime.
+pub fn start(snapshot: Snapshot) -> Result<(Arc<App>, server::Bound), StartError> {
+    let server_cfg = &snapshot.config.server;
+    let dir = server_cfg.state_dir.clone();
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| StartError::StateDir(dir.display().to_string(), e))?;
+    let initial = state::load_or_default(&dir);
+    let control = socket::bind(&server_cfg.control_socket).map_err(StartError::Control)?;
+    record_registry_version(&snapshot);
+    if let Some(w) = certificate_warning(snapshot.cert_not_after) {
+        log::event("certificate_warning", &[("warning", &w)]);
+    }
+    let app = App::new(snapshot, initial);
+    let handler_app = app.clone();
+    let handler = move |line: &[u8]| command(&handler_app, line);
+    tokio::spawn(socket::serve(control, Arc::new(handler)));
+    // Installed now, before any listener opens: SIGHUP's default action would kill the daemon.
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hup) => {
+            tokio::spawn(sighup(app.clone(), hup));
+        }
+        Err(e) => log::event("signal_error", &[("error", &e.to_string())]),
+    }
+    tokio::spawn(watch_certificate(app.clone()));
+    let listeners = server::bind_initial(&app).map_err(StartError::Bind)?;
+    if app.control.mode() == Mode::Disabled {
+        log::event("disabled", &[("hint", "boxapi ctl enable")]);
+    }
+    Ok((app, listeners))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Privileges(#[from] boxapi_core::privs::PrivError),
+}
+
+/// Runs the daemon on one thread until SIGTERM/SIGINT; `announce` gets the bound addresses.
+pub fn run(snapshot: Snapshot, announce: impl FnOnce(&[SocketAddr])) -> Result<(), RunError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    rt.block_on(async {
+        let stop = boxapi_core::control::stop_signal();
+        let (app, listeners) = start(snapshot)?;
+        let server = &app.snapshot().config.server;
+        if let Some(user) = &server.user {
+            let state_file = server.state_dir.join(state::FILE);
+            let writable = [
+                server.state_dir.as_path(),
+                state_file.as_path(),
+                server.control_socket.as_path(),
+            ];
+            boxapi_core::privs::drop_to(user, server.group.as_deref(), &writable)?;
+            log::event("privileges_dropped", &[("user", user)]);
+        }
+        let addrs: Vec<SocketAddr> = listeners
+            .iter()
+            .filter_map(|(_, l)| l.local_addr().ok())
+            .collect();
+        announce(&addrs);
+        server::run(app, listeners, stop).await;
+        Ok(())
+    })
+}

@@ -1,0 +1,17 @@
+//! boxapi: the LAN-only HTTPS measurement API of ISP boxes (ARCEP decision 2019-1410, annex 2) —
+//! the box daemon. What it shares with the operator's authority lives in `boxapi-core`.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod card;
+pub mod cli;
+pub mod control;
+pub mod daemon;
+#[cfg(feature = "demo")]
+pub mod demo;
+pub mod http;
+pub mod lan;
+pub mod ratelimit;
+pub mod server;
+pub mod slots;
+pub mod snapshot;

@@ -1,0 +1,92 @@
+//! One immutable, fully validated configuration of the box: parsed config, TLS identity, whom it
+//! trusts (`boxapi_core::trust`), card providers. Built whole or not at all, then swapped in as an
+//! `Arc`.
+use crate::card::provider::{CommandLayer, FileLayer};
+use crate::card::sys::Sys;
+use boxapi_core::config::{self, Config};
+use boxapi_core::trust::Trust;
+use rustls::ServerConfig;
+use std::path::Path;
+use std::sync::Arc;
+
+pub struct Snapshot {
+    pub config: Config,
+    pub tls: Arc<ServerConfig>,
+    pub cert_not_after: Option<i64>,
+    pub trust: Trust,
+    pub file_layer: Option<FileLayer>,
+    pub command_layer: Option<CommandLayer>,
+    pub sys: Sys,
+    /// Modification times of the certificate and key when loaded, to notice replacement.
+    files: Vec<(std::path::PathBuf, Option<std::time::SystemTime>)>,
+}
+
+fn mtime(p: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+impl Snapshot {
+    /// Reads, parses and checks the configuration at `path` and every file it names.
+    /// On failure returns every problem found, one line each.
+    pub fn load(path: &Path) -> Result<Snapshot, Vec<String>> {
+        let mut problems = Vec::new();
+        let config = config::load(path, &mut problems).ok_or_else(|| problems.clone())?;
+        Self::build(config, problems)
+    }
+
+    fn build(config: Config, mut problems: Vec<String>) -> Result<Snapshot, Vec<String>> {
+        if !config.metrics.static_layer.is_null() {
+            for p in crate::card::validate_layer(&config.metrics.static_layer) {
+                problems.push(format!("metrics.static: {p}"));
+            }
+        }
+        let identity =
+            boxapi_core::tls::load(&config.server.cert, &config.server.key, &mut problems);
+        if let Some(cmd) = &config.metrics.provider_command {
+            if !cmd.is_file() {
+                problems.push(format!(
+                    "metrics.provider_command ({}): no such executable file",
+                    cmd.display()
+                ));
+            }
+        }
+        let trust = Trust::build(&config, &mut problems);
+        let identity = match identity {
+            Some(id) if problems.is_empty() => id,
+            _ => return Err(problems),
+        };
+        let m = &config.metrics;
+        Ok(Snapshot {
+            tls: identity.config,
+            cert_not_after: identity.not_after,
+            trust,
+            file_layer: m.provider_file.clone().map(FileLayer::new),
+            command_layer: m
+                .provider_command
+                .clone()
+                .map(|p| CommandLayer::new(p, m.provider_timeout)),
+            sys: Sys::default(),
+            files: [&config.server.cert, &config.server.key]
+                .iter()
+                .map(|p| ((*p).clone(), mtime(p)))
+                .collect(),
+            config,
+        })
+    }
+
+    /// Whether the certificate or key file was replaced since this snapshot was loaded.
+    pub fn files_changed(&self) -> bool {
+        self.files.iter().any(|(p, t)| mtime(p) != *t)
+    }
+
+    /// The card's sources under this configuration.
+    pub fn sources(&self) -> crate::card::Sources<'_> {
+        crate::card::Sources {
+            sys: &self.sys,
+            wan_interface: self.config.metrics.wan_interface.as_deref(),
+            static_layer: &self.config.metrics.static_layer,
+            file: self.file_layer.as_ref(),
+            command: self.command_layer.as_ref(),
+        }
+    }
+}

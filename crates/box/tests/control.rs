@@ -1,0 +1,435 @@
+//! Operator and subscriber control through the real socket and the API's observable behaviour.
+mod common;
+use common::*;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+use std::time::Duration;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn status(d: &Daemon) -> Value {
+    let (code, out, err) = d.ctl(&["status"]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn status_reports_state_tools_and_certificate() {
+    let d = Daemon::start("status", "", "");
+    let s = status(&d);
+    assert_eq!(s["state"], "enabled");
+    let ids: Vec<&str> = s["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a", "b", "c", "gone"]);
+    assert_eq!(s["tools"][3]["revoked_by"], "config");
+    assert!(s["cert_not_after"].as_str().unwrap().ends_with('Z'));
+    let mode = std::fs::metadata(d.dir.join("control.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn suspend_and_resume() {
+    let d = Daemon::start("suspend", "", "");
+    let t = fixtures().a.token("a", "access counters");
+    let (code, _, err) = d.ctl(&["suspend", "--retry-after", "120"]);
+    assert_eq!(code, 0, "{err}");
+    let r = d.get(
+        "/v1/access",
+        &[
+            ("Authorization", &format!("Bearer {t}")),
+            ("Origin", "https://a.example"),
+        ],
+    );
+    r.assert_problem(503, "suspended");
+    assert_eq!(r.header("retry-after"), Some("120"));
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://a.example")
+    );
+    d.get("/v1/counters", &[]).assert_problem(503, "suspended");
+    assert_eq!(status(&d)["state"], "suspended");
+    assert_eq!(d.ctl(&["resume"]).0, 0);
+    assert_eq!(d.get_token("/v1/access", &t).status, 200);
+}
+
+#[test]
+fn revoke_one_tool_leaves_the_others() {
+    let d = Daemon::start("revoke", "", "");
+    let f = fixtures();
+    let (ta, tb) = (f.a.token("a", "access"), f.b.token("b", "access"));
+    let via_issuer = f.issuer.token("a", "access");
+    assert_eq!(d.ctl(&["revoke", "a"]).0, 0);
+    d.get_token("/v1/access", &ta)
+        .assert_problem(401, "invalid_token");
+    d.get_token("/v1/access", &via_issuer)
+        .assert_problem(401, "invalid_token");
+    let r = d.get("/v1/access", &[("Origin", "https://a.example")]);
+    r.assert_problem(403, "origin_not_allowed");
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    assert_eq!(
+        d.get_token("/v1/access", &tb).status,
+        200,
+        "tool b is untouched"
+    );
+    let s = status(&d);
+    assert_eq!(s["tools"][0]["revoked_by"], "ctl");
+    assert_ne!(d.ctl(&["revoke", "nosuchtool"]).0, 0);
+    assert_eq!(d.ctl(&["unrevoke", "a"]).0, 0);
+    assert_eq!(d.get_token("/v1/access", &ta).status, 200);
+}
+
+#[test]
+fn disable_closes_the_port_and_survives_a_restart() {
+    let port = free_port();
+    let dir = temp_dir("disable");
+    let text = config(&dir, "", "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    std::fs::write(dir.join("boxapi.toml"), &text).unwrap();
+    let d = Daemon::start_in(dir.clone(), &[]);
+    let addr = d.addr;
+    // An established keep-alive connection is closed too.
+    let mut open = connect(addr, "localhost", client_config(rustls::DEFAULT_VERSIONS));
+    open.write_all(b"GET /v1/access HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    assert!(open.read(&mut buf).unwrap() > 0);
+    assert_eq!(d.ctl(&["disable"]).0, 0);
+    assert!(
+        wait_for(Duration::from_secs(3), || std::net::TcpStream::connect(
+            addr
+        )
+        .is_err()),
+        "port still open"
+    );
+    let mut rest = Vec::new();
+    let closed = open.read_to_end(&mut rest).map(|_| true).unwrap_or(true);
+    assert!(closed);
+    let dir = d.stop();
+
+    // Restarted while disabled: control socket only.
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--config",
+            dir.join("boxapi.toml").to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let sock = dir.join("control.sock");
+    assert!(wait_for(Duration::from_secs(5), || UnixStream::connect(
+        &sock
+    )
+    .is_ok()));
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "disabled daemon listens after restart"
+    );
+    let ctl = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("ctl")
+            .arg("--socket")
+            .arg(&sock)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let s: Value = serde_json::from_slice(&ctl(&["status"]).stdout).unwrap();
+    assert_eq!(s["state"], "disabled");
+    assert!(ctl(&["enable"]).status.success());
+    assert!(wait_for(Duration::from_secs(3), || {
+        std::net::TcpStream::connect(addr).is_ok()
+    }));
+    assert_eq!(
+        request(addr, "localhost", "GET", "/v1/access", &[]).status,
+        401
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn reload_keeps_the_old_config_on_error_and_sighup_reloads() {
+    let d = Daemon::start("reload", "", "");
+    let path = d.dir.join("boxapi.toml");
+    let good = std::fs::read_to_string(&path).unwrap();
+    let t = fixtures().a.token("a", "access");
+    std::fs::write(&path, good.replace("[auth]", "[auth]\nbogus = 1")).unwrap();
+    let (code, _, err) = d.ctl(&["reload"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("auth.bogus: unknown key"), "{err}");
+    assert_eq!(
+        d.get_token("/v1/access", &t).status,
+        200,
+        "still running on the old config"
+    );
+    // A broken certificate is refused the same way.
+    let cert = fixtures().dir.join("server.pem").display().to_string();
+    std::fs::write(
+        d.dir.join("broken.pem"),
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &path,
+        good.replace(&cert, &d.dir.join("broken.pem").display().to_string()),
+    )
+    .unwrap();
+    assert_eq!(d.ctl(&["reload"]).0, 1);
+    assert_eq!(d.get_token("/v1/access", &t).status, 200);
+    assert!(d.logged("reload_failed"));
+
+    std::fs::write(&path, good.replace("Test Box", "Reloaded Box")).unwrap();
+    let pid = d.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(wait_for(Duration::from_secs(5), || {
+        d.get_token("/v1/access", &t).json()["box"]["model"] == "Reloaded Box"
+    }));
+}
+
+#[test]
+fn bad_control_lines_get_errors_and_ctl_without_daemon_exits_69() {
+    let d = Daemon::start("ctlbad", "", "");
+    let mut s = UnixStream::connect(d.dir.join("control.sock")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"not json\n{\"cmd\":\"dance\"}\n{\"cmd\":\"status\",\"extra\":1}\n")
+        .unwrap();
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    while got.lines().count() < 3 {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0);
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    for line in got.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["ok"], false, "{line}");
+    }
+    let mut big = UnixStream::connect(d.dir.join("control.sock")).unwrap();
+    big.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = big.write_all(&vec![b'x'; 100_000]);
+    let mut answer = String::new();
+    let _ = big.read_to_string(&mut answer);
+    assert!(answer.contains("longer than"), "{answer}");
+    assert_eq!(status(&d)["state"], "enabled", "daemon undisturbed");
+
+    let out = Command::new(BIN)
+        .args(["ctl", "--socket", "/nonexistent/boxapi.sock", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69));
+}
+
+#[test]
+fn replaced_certificate_is_served_to_new_connections_only() {
+    let dir = temp_dir("rotate");
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    for f in ["ca.pem", "ca.key", "server.pem", "server.key"] {
+        std::fs::copy(fixtures().dir.join(f), certs.join(f)).unwrap();
+    }
+    let text = config(&dir, "", "").replace(
+        &fixtures().dir.join("server.").display().to_string(),
+        &certs.join("server.").display().to_string(),
+    );
+    std::fs::write(dir.join("boxapi.toml"), text).unwrap();
+    let d = Daemon::start_in(dir.clone(), &[]);
+    let served = || {
+        let mut s = connect(d.addr, "localhost", client_config(rustls::DEFAULT_VERSIONS));
+        s.write_all(b"GET /v1/access HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        s.conn.peer_certificates().unwrap()[0].as_ref().to_vec()
+    };
+    let before = served();
+    let mut old = connect(d.addr, "localhost", client_config(rustls::DEFAULT_VERSIONS));
+    old.write_all(b"GET /v1/access HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    assert!(old.read(&mut buf).unwrap() > 0);
+
+    // The operator pushes a new certificate (same CA) by writing new files.
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let out = Command::new(root.join("certs/make-dev-certs.sh"))
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        wait_for(Duration::from_secs(30), || served() != before),
+        "new certificate not served within 30 s"
+    );
+    // The old connection still works.
+    old.write_all(b"GET /v1/access HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = old.read_to_end(&mut raw);
+    assert_eq!(parse_response(&raw).status, 401);
+    assert!(d.logged("certificate_changed"));
+}
+
+#[test]
+fn killed_while_writing_state_always_restarts_valid() {
+    let dir = temp_dir("crash");
+    std::fs::write(dir.join("boxapi.toml"), config(&dir, "", "")).unwrap();
+    for round in 0..12 {
+        let d = Daemon::start_in(dir.clone(), &[]);
+        let sock = d.dir.join("control.sock");
+        // Hammer state changes over one connection, then SIGKILL mid-stream.
+        let mut s = UnixStream::connect(&sock).unwrap();
+        let writer = std::thread::spawn(move || {
+            for i in 0..2000 {
+                let cmd = if i % 2 == 0 {
+                    "{\"cmd\":\"suspend\",\"retry_after\":7}\n"
+                } else {
+                    "{\"cmd\":\"revoke\",\"tool\":\"b\"}\n{\"cmd\":\"unrevoke\",\"tool\":\"b\"}\n{\"cmd\":\"resume\"}\n"
+                };
+                if s.write_all(cmd.as_bytes()).is_err() {
+                    break;
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(20 + (round * 13) % 60));
+        let pid = d.child.id().to_string();
+        Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+        let _ = writer.join();
+        drop(d);
+        let text = std::fs::read_to_string(dir.join("state/state.json")).unwrap_or_default();
+        if !text.is_empty() {
+            let v: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("round {round}: torn state {e}: {text:?}"));
+            assert!(["enabled", "suspended"].contains(&v["state"].as_str().unwrap()));
+        }
+        let entries: Vec<_> = std::fs::read_dir(dir.join("state"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(
+            !entries
+                .iter()
+                .any(|n| n.to_string_lossy().contains("broken")),
+            "round {round}: {entries:?}"
+        );
+    }
+    let d = Daemon::start_in(dir, &[]);
+    assert!(["enabled", "suspended"].contains(&status(&d)["state"].as_str().unwrap()));
+}
+
+#[test]
+fn started_as_root_it_drops_to_the_configured_user() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root");
+        return;
+    }
+    let d = Daemon::start("privs", "user = \"nobody\"\ngroup = \"nogroup\"", "");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.child.id())).unwrap();
+    let ids = |key: &str| -> Vec<u32> {
+        let line = status.lines().find(|l| l.starts_with(key)).unwrap();
+        line.split_whitespace()
+            .skip(1)
+            .map(|n| n.parse().unwrap())
+            .collect()
+    };
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
+    assert_eq!(
+        ids("Uid:"),
+        vec![nobody; 4],
+        "real, effective, saved and filesystem uid"
+    );
+    assert!(ids("Gid:").iter().all(|&g| g != 0));
+    assert!(status
+        .lines()
+        .any(|l| l == "Groups:\t" || l.starts_with("Groups:") && !l.contains(" 0 ")));
+    // Still serves, and can still persist state as that user.
+    assert_eq!(
+        d.get_token("/v1/access", &fixtures().a.token("a", "access"))
+            .status,
+        200
+    );
+    assert_eq!(d.ctl(&["suspend"]).0, 0);
+    assert_eq!(d.ctl(&["resume"]).0, 0);
+    assert!(d.logged("privileges_dropped"));
+}
+
+#[test]
+fn sigterm_stops_gracefully() {
+    let d = Daemon::start("sigterm", "", "");
+    let pid = d.child.id().to_string();
+    let mut d = d;
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut code = None;
+    assert!(wait_for(Duration::from_secs(8), || {
+        code = d.child.try_wait().unwrap().map(|s| s.code());
+        code.is_some()
+    }));
+    assert_eq!(code.unwrap(), Some(0));
+    assert!(wait_for(Duration::from_secs(1), || d
+        .log_text()
+        .contains("\"event\":\"stopped\"")));
+}
+
+#[test]
+fn status_warns_before_expiry_and_log_shouts_after() {
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    for (name, faketime, days, expect) in [
+        ("soon", "-1d", "8", "expires in "),
+        ("expired", "-400d", "30", "EXPIRED"),
+    ] {
+        let dir = temp_dir(name);
+        let certs = dir.join("certs");
+        let out = Command::new("faketime")
+            .args([
+                "-f",
+                faketime,
+                root.join("certs/make-dev-certs.sh").to_str().unwrap(),
+                certs.to_str().unwrap(),
+            ])
+            .env("DAYS", days)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = config(&dir, "", "").replace(
+            &fixtures().dir.join("server.").display().to_string(),
+            &certs.join("server.").display().to_string(),
+        );
+        std::fs::write(dir.join("boxapi.toml"), text).unwrap();
+        let d = Daemon::start_in(dir, &[]);
+        let s = status(&d);
+        let warnings = s["warnings"].to_string();
+        assert!(warnings.contains(expect), "{name}: {warnings}");
+        assert!(d.logged("certificate_warning"), "{name}");
+    }
+}

@@ -1,0 +1,313 @@
+//! Privileged (root) tests: a box in a network namespace with a LAN side and a WAN side, clients on
+//! each, routing between them. Proves LAN-only binding, peer filtering, client discovery through the
+//! neighbour table and the bridge forwarding database, and following address changes.
+mod common;
+use common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn sh(cmd: &str) {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn sh_out(cmd: &str) -> (bool, String) {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Namespaces named after this test; deleted (with their veths) on drop.
+struct Net {
+    names: Vec<String>,
+}
+
+impl Net {
+    fn new(tag: &str, roles: &[&str]) -> Net {
+        let id = std::process::id() % 100_000;
+        let names: Vec<String> = roles.iter().map(|r| format!("bx{tag}{r}{id}")).collect();
+        for n in &names {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+            sh(&format!("ip netns add {n} && ip -n {n} link set lo up"));
+        }
+        Net { names }
+    }
+    fn ns(&self, i: usize) -> &str {
+        &self.names[i]
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+        }
+    }
+}
+
+struct BoxDaemon {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl BoxDaemon {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for BoxDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Certificates for the box's LAN names, and a config listening on `lan_if`.
+fn start_box(ns: &str, name: &str, lan_if: &str, sans: &[&str]) -> BoxDaemon {
+    let dir = temp_dir(name);
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let certs = dir.join("certs");
+    let out = Command::new(root.join("certs/make-dev-certs.sh"))
+        .arg(&certs)
+        .args(sans)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let f = fixtures();
+    let text = format!(
+        r#"[server]
+listen_interfaces = ["{lan_if}"]
+port = 8443
+server_names = ["box.test"]
+cert = "certs/server.pem"
+key = "certs/server.key"
+state_dir = "state"
+control_socket = "control.sock"
+interface_poll_ms = 200
+[auth]
+audience = "{AUD}"
+issuers = ["{ISS}"]
+[[tool]]
+id = "a"
+origins = ["https://a.example"]
+scopes = ["access", "counters"]
+keys = ["{d}/a.jwk"]
+[metrics]
+wan_interface = "wan0"
+"#,
+        d = f.dir.display()
+    );
+    std::fs::write(dir.join("boxapi.toml"), text).unwrap();
+    let child = Command::new("ip")
+        .args(["netns", "exec", ns, BIN, "serve", "--config"])
+        .arg(dir.join("boxapi.toml"))
+        .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let sock = dir.join("control.sock");
+    assert!(
+        wait_for(Duration::from_secs(10), || sock.exists()),
+        "box daemon did not start"
+    );
+    BoxDaemon { child, dir }
+}
+
+/// curl from a client namespace; returns (exit ok, http code, body).
+fn curl(ns: &str, dir: &Path, ip: &str, path: &str, token: &str) -> (bool, String, String) {
+    let target = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_owned()
+    };
+    let cmd = format!(
+        "ip netns exec {ns} curl -sS --max-time 4 --cacert {ca} --resolve box.test:8443:{target} \
+         -H 'Authorization: Bearer {token}' -w '\\n%{{http_code}}' https://box.test:8443{path}",
+        ca = dir.join("certs/ca.pem").display()
+    );
+    let (ok, out) = sh_out(&cmd);
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+    (ok, code.to_owned(), body.to_owned())
+}
+
+fn listening_sockets(ns: &str) -> Vec<String> {
+    let (_, out) = sh_out(&format!("ip netns exec {ns} ss -ltnH"));
+    out.lines()
+        .filter_map(|l| l.split_whitespace().nth(3).map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn lan_client_gets_the_card_and_wan_client_gets_nothing() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root for network namespaces (make test runs as root in CI)");
+        return;
+    }
+    let net = Net::new("r", &["box", "lan", "wan"]);
+    let (bx, lan, wan) = (net.ns(0), net.ns(1), net.ns(2));
+    sh(&format!(
+        "ip link add lan0 netns {bx} type veth peer name eth0 netns {lan}"
+    ));
+    sh(&format!(
+        "ip link add wan0 netns {bx} type veth peer name eth0 netns {wan}"
+    ));
+    sh(&format!(
+        "ip -n {bx} addr add 192.168.50.1/24 dev lan0 && ip -n {bx} addr add fd50::1/64 dev lan0 nodad && \
+         ip -n {bx} addr add 10.99.0.1/24 dev wan0 && ip -n {bx} link set lan0 up && ip -n {bx} link set wan0 up && \
+         ip netns exec {bx} sysctl -qw net.ipv4.ip_forward=1"
+    ));
+    sh(&format!(
+        "ip -n {lan} addr add 192.168.50.2/24 dev eth0 && ip -n {lan} addr add fd50::2/64 dev eth0 nodad && \
+         ip -n {lan} link set eth0 up && ip -n {lan} route add default via 192.168.50.1"
+    ));
+    sh(&format!(
+        "ip -n {wan} addr add 10.99.0.2/24 dev eth0 && ip -n {wan} link set eth0 up && \
+         ip -n {wan} route add 192.168.50.0/24 via 10.99.0.1"
+    ));
+    // Routing works: the WAN client reaches the LAN address (ping), so only boxapi's rules refuse it.
+    sh(&format!(
+        "ip netns exec {wan} ping -c1 -W2 192.168.50.1 >/dev/null"
+    ));
+
+    let d = start_box(
+        bx,
+        "netns",
+        "lan0",
+        &[
+            "DNS:box.test",
+            "IP:192.168.50.1",
+            "IP:fd50::1",
+            "IP:192.168.60.1",
+        ],
+    );
+    let token = fixtures().a.token("a", "access counters");
+    let ready = wait_for(Duration::from_secs(5), || {
+        curl(lan, &d.dir, "192.168.50.1", "/v1/access", &token).1 == "200"
+    });
+    assert!(
+        ready,
+        "{:?}\n{}",
+        curl(lan, &d.dir, "192.168.50.1", "/v1/access", &token),
+        d.log()
+    );
+    let (_, code, body) = curl(lan, &d.dir, "192.168.50.1", "/v1/access", &token);
+    assert_eq!(code, "200");
+    let card: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(card["client"]["connection"], "ethernet", "{card}");
+    assert_eq!(card["client"]["interface"], "lan0", "{card}");
+    assert_eq!(
+        card["client"]["link_kbps"], 10_000_000,
+        "veth reports 10000 Mbit/s: {card}"
+    );
+    assert!(
+        card["counters"]["wan"]["rx_bytes"].as_u64().unwrap() > 0,
+        "ping crossed wan0: {card}"
+    );
+
+    let (_, code, body) = curl(lan, &d.dir, "192.168.50.1", "/v1/counters", &token);
+    assert_eq!(code, "200");
+    let c: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        c["client"]["rx_bytes"].as_u64().unwrap() > 0,
+        "alone on lan0, so its counters are known: {c}"
+    );
+
+    // IPv6 from the LAN: no ARP entry, found through the LAN prefix.
+    let (_, code, body) = curl(lan, &d.dir, "fd50::1", "/v1/access", &token);
+    assert_eq!(code, "200", "{body}");
+    let card: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(card["client"]["interface"], "lan0");
+
+    // The WAN client, with a route to the LAN address, gets no HTTP answer at all.
+    let (ok, code, _) = curl(wan, &d.dir, "192.168.50.1", "/v1/access", &token);
+    assert!(!ok && (code == "000" || code.is_empty()), "WAN got {code}");
+
+    // Nothing listens on an unspecified address.
+    let socks = listening_sockets(bx);
+    assert!(!socks.is_empty());
+    for s in &socks {
+        assert!(
+            !s.starts_with("0.0.0.0:") && !s.starts_with("*:") && !s.starts_with("[::]:"),
+            "{socks:?}"
+        );
+    }
+
+    // A new LAN address (DHCP renumbering) is served without a restart; a removed one is closed.
+    sh(&format!("ip -n {bx} addr add 192.168.60.1/24 dev lan0 && ip -n {lan} addr add 192.168.60.2/24 dev eth0"));
+    assert!(
+        wait_for(Duration::from_secs(5), || curl(
+            lan,
+            &d.dir,
+            "192.168.60.1",
+            "/v1/access",
+            &token
+        )
+        .1 == "200"),
+        "new address not served: {:?}",
+        listening_sockets(bx)
+    );
+    sh(&format!("ip -n {bx} addr del 192.168.50.1/24 dev lan0"));
+    assert!(wait_for(Duration::from_secs(5), || !listening_sockets(bx)
+        .iter()
+        .any(|s| s.starts_with("192.168.50.1:"))));
+}
+
+#[test]
+fn bridged_lan_reports_the_bridge_port() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root for network namespaces (make test runs as root in CI)");
+        return;
+    }
+    let net = Net::new("b", &["box", "c1", "c2"]);
+    let (bx, c1, c2) = (net.ns(0), net.ns(1), net.ns(2));
+    sh(&format!(
+        "ip -n {bx} link add br-lan type bridge && ip -n {bx} link set br-lan up"
+    ));
+    for (i, c) in [(1, c1), (2, c2)] {
+        sh(&format!(
+            "ip link add lan{i} netns {bx} type veth peer name eth0 netns {c} && \
+             ip -n {bx} link set lan{i} master br-lan && ip -n {bx} link set lan{i} up && \
+             ip -n {c} addr add 192.168.70.{n}/24 dev eth0 && ip -n {c} addr add fd70::{n}/64 dev eth0 nodad && \
+             ip -n {c} link set eth0 up",
+            n = 10 + i
+        ));
+    }
+    sh(&format!(
+        "ip -n {bx} addr add 192.168.70.1/24 dev br-lan && ip -n {bx} addr add fd70::1/64 dev br-lan nodad && \
+         ip -n {bx} link add wan0 type veth peer name wanp"
+    ));
+    let d = start_box(bx, "bridge", "br-lan", &["DNS:box.test", "IP:192.168.70.1"]);
+    let token = fixtures().a.token("a", "access counters");
+    for (i, c) in [(1, c1), (2, c2)] {
+        assert!(wait_for(Duration::from_secs(5), || curl(
+            c,
+            &d.dir,
+            "192.168.70.1",
+            "/v1/access",
+            &token
+        )
+        .1 == "200"));
+        let (_, _, body) = curl(c, &d.dir, "192.168.70.1", "/v1/access", &token);
+        let card: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(card["client"]["interface"], format!("lan{i}"), "{card}");
+        assert_eq!(card["client"]["connection"], "ethernet");
+        let (_, _, body) = curl(c, &d.dir, "192.168.70.1", "/v1/counters", &token);
+        let counters: Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            counters["client"]["tx_bytes"].as_u64().unwrap() > 0,
+            "{counters}"
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! The operator-signed tool registry: accepted when the root key's signature verifies, refused when
+//! tampered with or older than the version already accepted; a tool revoked in a new registry is
+//! refused after reload while others are untouched.
+mod common;
+use common::*;
+use serde_json::json;
+use std::path::Path;
+use std::process::Command;
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = daemon_command().args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn sign(dir: &Path, version: u64, revoked: bool, reg: &Key) -> (i32, String) {
+    let payload = json!({"version": version, "tools": [{"id": "reg", "name": "Registry tool",
+        "origins": ["https://reg.example"], "scopes": ["access"], "keys": [reg.jwk()], "revoked": revoked}]});
+    let input = dir.join(format!("registry-v{version}.json"));
+    std::fs::write(&input, payload.to_string()).unwrap();
+    let out = dir.join("registry.jws");
+    let key = dir.join("root.private.jwk");
+    let (code, _, err) = run(&[
+        "registry",
+        "sign",
+        "--key",
+        key.to_str().unwrap(),
+        "--in",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    (code, err)
+}
+
+#[test]
+fn signed_registry_lifecycle() {
+    let dir = temp_dir("registry");
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    assert_eq!(
+        run(&[
+            "keygen",
+            "--alg",
+            "EdDSA",
+            "--kid",
+            "root",
+            "--out",
+            dir.to_str().unwrap()
+        ])
+        .0,
+        0
+    );
+    let st = Command::new(root.join("certs/make-tool-key.sh"))
+        .args([dir.to_str().unwrap(), "reg", "ES256"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let reg = Key {
+        kid: "reg-key".into(),
+        alg: jsonwebtoken::Algorithm::ES256,
+        pem: std::fs::read(dir.join("reg.pem")).unwrap(),
+        spki: std::fs::read(dir.join("reg.pub.der")).unwrap(),
+    };
+    assert_eq!(sign(&dir, 2, false, &reg).0, 0);
+    let (code, out, _) = run(&[
+        "registry",
+        "verify",
+        "--key",
+        dir.join("root.jwk").to_str().unwrap(),
+        "--in",
+        dir.join("registry.jws").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.contains("version 2: 1 tools (reg)"), "{out}");
+
+    let text = config(
+        &dir,
+        "",
+        "[registry]\nfile = \"registry.jws\"\nroot_key = \"root.jwk\"\n",
+    );
+    std::fs::write(dir.join("boxapi.toml"), &text).unwrap();
+    let d = Daemon::start_in(dir.clone(), &[]);
+    let token = reg.token("reg", "access");
+    assert_eq!(d.get_token("/v1/access", &token).status, 200);
+    let r = d.get(
+        "/v1/access",
+        &[
+            ("Origin", "https://reg.example"),
+            ("Authorization", &format!("Bearer {token}")),
+        ],
+    );
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://reg.example")
+    );
+
+    // Version 3 revokes the tool: refused after reload; tool a untouched.
+    assert_eq!(sign(&dir, 3, true, &reg).0, 0);
+    assert_eq!(d.ctl(&["reload"]).0, 0);
+    d.get_token("/v1/access", &token)
+        .assert_problem(401, "invalid_token");
+    assert_eq!(
+        d.get_token("/v1/access", &fixtures().a.token("a", "access"))
+            .status,
+        200
+    );
+
+    // A tampered registry: refused, version 3 stays in force.
+    let jws = std::fs::read_to_string(dir.join("registry.jws")).unwrap();
+    let mut parts: Vec<String> = jws.trim().split('.').map(str::to_owned).collect();
+    // The payload as signed (base64url decoded with coreutils), with the revocation flipped.
+    let std_b64 = parts[1].replace('-', "+").replace('_', "/");
+    let decoded = Command::new("sh")
+        .arg("-c")
+        .arg(format!("printf %s '{std_b64}==' | base64 -d 2>/dev/null"))
+        .output()
+        .unwrap();
+    let payload = String::from_utf8(decoded.stdout).unwrap();
+    let forged = payload.replace("\"revoked\":true", "\"revoked\":false");
+    assert_ne!(forged, payload);
+    parts[1] = b64url(forged.as_bytes());
+    std::fs::write(dir.join("registry.jws"), parts.join(".")).unwrap();
+    let (code, _, err) = d.ctl(&["reload"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("signature"), "{err}");
+    d.get_token("/v1/access", &token)
+        .assert_problem(401, "invalid_token");
+
+    // Rollback to version 2 (validly signed, tool not revoked): refused.
+    assert_eq!(sign(&dir, 2, false, &reg).0, 0);
+    let (code, _, err) = d.ctl(&["reload"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("rollback"), "{err}");
+    d.get_token("/v1/access", &token)
+        .assert_problem(401, "invalid_token");
+    let (code, _, err) = run(&[
+        "check-config",
+        "--config",
+        dir.join("boxapi.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 64);
+    assert!(err.contains("older than the accepted version 3"), "{err}");
+}

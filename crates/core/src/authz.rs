@@ -1,0 +1,392 @@
+//! The on-box OAuth 2.0 authorization server (annex 2 §3): discovery (RFC 8414) and a
+//! `client_credentials` token endpoint authenticating tools by `private_key_jwt` (RFC 7523,
+//! single-use assertions) or `client_secret_basic`, with a per-tool hourly token quota.
+use crate::auth::{mint, Scopes};
+use crate::config::Config;
+use crate::trust::Trust;
+use http::header::{self, HeaderMap};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+pub const TOKEN_PATH: &str = "/v1/token";
+pub const DISCOVERY_PATH: &str = "/.well-known/oauth-authorization-server";
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// A client assertion is made for one request: it may not live longer than this.
+const MAX_ASSERTION_LIFE: u64 = 300;
+/// Bounds the replay cache: assertions live 5 minutes, a LAN has few tools.
+const MAX_REPLAY_ENTRIES: usize = 4096;
+/// Form bodies of the token endpoint are a few hundred bytes (an assertion is under 4 KiB).
+pub const MAX_BODY: usize = 16 * 1024;
+
+/// Run-time state of the token endpoint, kept across reloads.
+#[derive(Default)]
+pub struct State {
+    /// (tool, jti) of assertions already used, until their expiry.
+    used: Mutex<HashMap<(String, String), u64>>,
+    /// Per tool: (start of the current hour window, tokens issued in it).
+    issued: Mutex<HashMap<String, (u64, u32)>>,
+}
+
+/// What a token endpoint issues from: its configuration and whom it trusts.
+#[derive(Clone, Copy)]
+pub struct Issuer<'a> {
+    pub config: &'a Config,
+    pub trust: &'a Trust,
+}
+
+/// RFC 6749 §5.2 errors (and the quota's 429).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OAuthError {
+    #[error("{0}")]
+    InvalidRequest(&'static str),
+    #[error("{0}")]
+    InvalidClient(String),
+    #[error("the requested scope is not registered for this tool (access, counters)")]
+    InvalidScope,
+    #[error("only grant_type=client_credentials is supported")]
+    UnsupportedGrantType,
+    #[error("this tool's token quota for the hour is spent; retry after {0} s")]
+    Quota(u64),
+}
+
+impl OAuthError {
+    pub fn status(&self) -> u16 {
+        match self {
+            OAuthError::InvalidClient(_) => 401,
+            OAuthError::Quota(_) => 429,
+            _ => 400,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            OAuthError::InvalidRequest(_) => "invalid_request",
+            OAuthError::InvalidClient(_) => "invalid_client",
+            OAuthError::InvalidScope => "invalid_scope",
+            OAuthError::UnsupportedGrantType => "unsupported_grant_type",
+            OAuthError::Quota(_) => "slow_down",
+        }
+    }
+
+    /// The header RFC 6749 asks for with this error, if any.
+    pub fn header(&self) -> Option<(header::HeaderName, header::HeaderValue)> {
+        match self {
+            OAuthError::InvalidClient(_) => Some((
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"boxapi\""),
+            )),
+            OAuthError::Quota(s) => Some((header::RETRY_AFTER, header::HeaderValue::from(*s))),
+            _ => None,
+        }
+    }
+
+    pub fn body(&self) -> Value {
+        json!({ "error": self.code(), "error_description": self.to_string() })
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// An `application/x-www-form-urlencoded` body; a parameter given twice is an error (RFC 6749 §3.2).
+pub fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| OAuthError::InvalidRequest("the body is not UTF-8"))?;
+    let mut out = HashMap::new();
+    for pair in text.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = match (percent_decode(k), percent_decode(v)) {
+            (Some(k), Some(v)) => (k, v),
+            _ => {
+                return Err(OAuthError::InvalidRequest(
+                    "the body is not valid form encoding",
+                ))
+            }
+        };
+        if out.insert(k, v).is_some() {
+            return Err(OAuthError::InvalidRequest("a parameter is repeated"));
+        }
+    }
+    Ok(out)
+}
+
+/// The discovery document: where tokens come from (the box or the central server) and how.
+pub fn discovery(config: &Config) -> Value {
+    let auth = &config.auth;
+    let (issuer, endpoint) = match &config.token_endpoint {
+        Some(te) => (
+            te.issuer.clone(),
+            Some(format!("{}{TOKEN_PATH}", te.issuer)),
+        ),
+        None => (
+            auth.issuers.first().cloned().unwrap_or_default(),
+            auth.central_token_endpoint.clone(),
+        ),
+    };
+    json!({
+        "issuer": issuer,
+        "token_endpoint": endpoint,
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic"],
+        "token_endpoint_auth_signing_alg_values_supported": ["ES256", "EdDSA"],
+        "scopes_supported": ["access", "counters"],
+        "response_types_supported": [],
+        "boxapi_mode": if config.token_endpoint.is_some() { "box" } else { "central" },
+        "boxapi_audience": auth.audience,
+        "boxapi_accepted_issuers": auth.issuers,
+        "boxapi_max_token_lifetime": auth.max_token_lifetime,
+    })
+}
+
+/// Authenticates the client of a token request: returns its tool index.
+fn authenticate(
+    Issuer { config, trust }: Issuer<'_>,
+    state: &State,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+    now: u64,
+) -> Result<usize, OAuthError> {
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Basic ")
+                .or_else(|| v.strip_prefix("basic "))
+        });
+    let assertion = form.get("client_assertion");
+    let bad = |why: &str| OAuthError::InvalidClient(why.to_owned());
+    let tool = match (basic, assertion) {
+        (Some(_), Some(_)) => {
+            return Err(OAuthError::InvalidRequest(
+                "use one client authentication method",
+            ))
+        }
+        (None, None) => {
+            return Err(bad(
+                "client authentication is required (private_key_jwt or client_secret_basic)",
+            ))
+        }
+        (Some(creds), None) => {
+            let raw = crate::b64::std_decode(creds.trim().as_bytes())
+                .ok_or_else(|| bad("malformed Basic credentials"))?;
+            let text = String::from_utf8(raw).map_err(|_| bad("malformed Basic credentials"))?;
+            let (id, secret) = text
+                .split_once(':')
+                .ok_or_else(|| bad("malformed Basic credentials"))?;
+            let (id, secret) = (
+                percent_decode(id).unwrap_or_default(),
+                percent_decode(secret).unwrap_or_default(),
+            );
+            let index = trust
+                .registry
+                .index_of(&id)
+                .ok_or_else(|| bad("unknown client or wrong secret"))?;
+            let expected = config.tools.get(index).and_then(|t| t.client_secret_sha256);
+            let given = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
+            match expected {
+                // Digests are compared without an early exit (and a digest leaks nothing of the secret).
+                Some(e)
+                    if e.iter()
+                        .zip(given.as_ref())
+                        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                        == 0 =>
+                {
+                    index
+                }
+                _ => return Err(bad("unknown client or wrong secret")),
+            }
+        }
+        (None, Some(jwt)) => {
+            if form.get("client_assertion_type").map(String::as_str) != Some(ASSERTION_TYPE) {
+                return Err(OAuthError::InvalidRequest(
+                    "client_assertion_type must be jwt-bearer",
+                ));
+            }
+            let te = config
+                .token_endpoint
+                .as_ref()
+                .ok_or(OAuthError::InvalidRequest("no token endpoint"))?;
+            let endpoint = format!("{}{TOKEN_PATH}", te.issuer);
+            let a = trust
+                .verifier
+                .verify_assertion(
+                    jwt.as_bytes(),
+                    &[&endpoint, &te.issuer],
+                    MAX_ASSERTION_LIFE,
+                    now,
+                    &trust.registry,
+                )
+                .map_err(|e| OAuthError::InvalidClient(format!("client assertion refused: {e}")))?;
+            let id = trust
+                .registry
+                .get(a.tool)
+                .map(|t| t.id.clone())
+                .unwrap_or_default();
+            let mut used = state.used.lock().unwrap_or_else(|p| p.into_inner());
+            used.retain(|_, exp| *exp + 60 > now);
+            if used.len() >= MAX_REPLAY_ENTRIES {
+                return Err(OAuthError::Quota(60));
+            }
+            if used.insert((id, a.jti), a.exp).is_some() {
+                return Err(bad("this client assertion was already used"));
+            }
+            a.tool
+        }
+    };
+    let id = &trust
+        .registry
+        .get(tool)
+        .ok_or_else(|| bad("unknown client"))?
+        .id;
+    if form.get("client_id").is_some_and(|c| c != id) {
+        return Err(bad("client_id does not match the authenticated client"));
+    }
+    Ok(tool)
+}
+
+/// Handles a token request. `revoked` tells run-time revocations; `page_tool` is the tool whose
+/// allowed origin sent the request, if a browser did.
+pub fn token(
+    issuer: Issuer<'_>,
+    state: &State,
+    headers: &HeaderMap,
+    body: &[u8],
+    page_tool: Option<usize>,
+    revoked: &dyn Fn(&str) -> bool,
+    now: u64,
+) -> Result<Value, OAuthError> {
+    let Issuer { config, trust } = issuer;
+    let te = config
+        .token_endpoint
+        .as_ref()
+        .ok_or(OAuthError::InvalidRequest("no token endpoint"))?;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct
+        .to_ascii_lowercase()
+        .starts_with("application/x-www-form-urlencoded")
+    {
+        return Err(OAuthError::InvalidRequest(
+            "the body must be application/x-www-form-urlencoded",
+        ));
+    }
+    let form = parse_form(body)?;
+    match form.get("grant_type").map(String::as_str) {
+        Some("client_credentials") => {}
+        Some(_) => return Err(OAuthError::UnsupportedGrantType),
+        None => return Err(OAuthError::InvalidRequest("grant_type is required")),
+    }
+    let index = authenticate(issuer, state, headers, &form, now)?;
+    let tool = trust
+        .registry
+        .get(index)
+        .ok_or(OAuthError::InvalidClient("unknown client".into()))?;
+    if tool.revoked || revoked(&tool.id) {
+        return Err(OAuthError::InvalidClient(
+            "this tool's access has been revoked".into(),
+        ));
+    }
+    if page_tool.is_some_and(|p| p != index) {
+        return Err(OAuthError::InvalidClient(
+            "this page's origin belongs to another tool".into(),
+        ));
+    }
+    // The tool's own signing key when the server holds one (a central authority), else the box's.
+    let key = trust
+        .tool_signing_keys
+        .get(&index)
+        .or(trust.signing_key.as_ref())
+        .ok_or(OAuthError::InvalidRequest(
+            "this server holds no signing key for this tool",
+        ))?;
+    let scopes = match form.get("scope") {
+        None => tool.scopes,
+        Some(s) => {
+            let mut want = Scopes::default();
+            for name in s.split(' ').filter(|n| !n.is_empty()) {
+                let sc = Scopes::from_name(name).ok_or(OAuthError::InvalidScope)?;
+                want = want.union(sc);
+            }
+            if !tool.scopes.contains(want) || want == Scopes::default() {
+                return Err(OAuthError::InvalidScope);
+            }
+            want
+        }
+    };
+    {
+        let mut issued = state.issued.lock().unwrap_or_else(|p| p.into_inner());
+        let (start, count) = issued
+            .entry(tool.id.clone())
+            .or_insert((now - now % 3600, 0));
+        if now >= *start + 3600 {
+            (*start, *count) = (now - now % 3600, 0);
+        }
+        if *count >= tool.tokens_per_hour.unwrap_or(te.tokens_per_hour) {
+            return Err(OAuthError::Quota(
+                (*start + 3600).saturating_sub(now).max(1),
+            ));
+        }
+        *count += 1;
+    }
+    let scope = scopes.names().join(" ");
+    let ttl = config.auth.max_token_lifetime;
+    let spec = mint::TokenSpec {
+        tool: &tool.id,
+        scope: &scope,
+        audience: &config.auth.audience,
+        issuer: &te.issuer,
+        ttl,
+        now,
+    };
+    let access_token =
+        mint::token(key, &spec).map_err(|_| OAuthError::InvalidRequest("signing failed"))?;
+    Ok(
+        json!({ "access_token": access_token, "token_type": "Bearer", "expires_in": ttl, "scope": scope }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_decoding() {
+        let f =
+            parse_form(b"grant_type=client_credentials&scope=access+counters&x=%41%2b").unwrap();
+        assert_eq!(f["scope"], "access counters");
+        assert_eq!(f["x"], "A+");
+        assert!(parse_form(b"a=1&a=2").is_err());
+        assert!(parse_form(b"a=%zz").is_err());
+        assert!(parse_form(b"a=%4").is_err());
+    }
+
+    #[test]
+    fn errors_map_to_rfc6749() {
+        assert_eq!(OAuthError::InvalidClient("x".into()).status(), 401);
+        assert_eq!(
+            OAuthError::UnsupportedGrantType.code(),
+            "unsupported_grant_type"
+        );
+        assert_eq!(OAuthError::Quota(5).status(), 429);
+        assert_eq!(OAuthError::InvalidScope.body()["error"], "invalid_scope");
+    }
+}

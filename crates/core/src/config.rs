@@ -1,0 +1,736 @@
+//! The TOML configuration: parsed and validated in one pass that reports every problem, never just the first.
+use crate::auth::Scopes;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::{Table, Value};
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The configuration file itself; relative paths inside it are resolved against its directory.
+    pub path: PathBuf,
+    pub server: Server,
+    pub auth: Auth,
+    pub tools: Vec<ToolConfig>,
+    pub metrics: Metrics,
+    /// The on-box authorization server (`[token_endpoint]`), when enabled.
+    pub token_endpoint: Option<TokenEndpoint>,
+    /// The operator-signed tool registry (`[registry]`), if any.
+    pub registry: Option<SignedRegistryConfig>,
+    /// Addresses of `boxapi authority` (the central token server); not used by `serve`.
+    pub authority_listen: Vec<SocketAddr>,
+}
+
+#[derive(Clone, Debug)]
+pub struct SignedRegistryConfig {
+    /// The registry as a JWS signed by the operator's root key.
+    pub file: PathBuf,
+    /// The operator's root public key (JWK).
+    pub root_key: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+pub struct TokenEndpoint {
+    /// `iss` of the tokens the box issues (also accepted by the API); the endpoint is `{issuer}/v1/token`.
+    pub issuer: String,
+    /// Private JWK the box signs the tokens it issues with.
+    pub signing_key: PathBuf,
+    /// Tokens issued per tool and per hour (ARCEP: operators may cap tokens signed per tool).
+    pub tokens_per_hour: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Server {
+    pub listen_interfaces: Vec<String>,
+    pub listen: Vec<SocketAddr>,
+    pub port: u16,
+    pub server_names: Vec<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub max_connections: usize,
+    pub state_dir: PathBuf,
+    pub control_socket: PathBuf,
+    /// Requests per second allowed per client address (0: no limit), with a burst allowance.
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
+    /// How often interface addresses are re-read to follow DHCP and IPv6 prefix changes.
+    pub interface_poll: Duration,
+    /// Unprivileged user (and group) to become once the sockets are bound, when started as root.
+    pub user: Option<String>,
+    pub group: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Auth {
+    pub audience: String,
+    pub issuers: Vec<String>,
+    pub max_token_lifetime: u64,
+    pub leeway: u64,
+    pub issuer_keys: Option<PathBuf>,
+    /// Where a central authorization server issues tokens (announced by discovery).
+    pub central_token_endpoint: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ToolConfig {
+    pub id: String,
+    pub name: String,
+    pub origins: Vec<String>,
+    pub scopes: Scopes,
+    pub keys: Vec<PathBuf>,
+    pub revoked: bool,
+    /// SHA-256 (hex) of the tool's client secret, for `client_secret_basic` at the token endpoint.
+    pub client_secret_sha256: Option<[u8; 32]>,
+    /// This tool's hourly token quota (else `[token_endpoint] tokens_per_hour`).
+    pub tokens_per_hour: Option<u32>,
+    /// The private key a token server signs this tool's tokens with (per-tool keys, so that boxes
+    /// can drop one tool's key without touching any other).
+    pub signing_key: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    pub wan_interface: Option<String>,
+    pub provider_file: Option<PathBuf>,
+    pub provider_command: Option<PathBuf>,
+    pub provider_timeout: Duration,
+    /// `[metrics.static]` as a JSON object (the lowest-precedence partial card).
+    pub static_layer: serde_json::Value,
+}
+
+/// Walks one TOML table, remembering which keys were read so that the rest can be reported as unknown.
+struct Section<'a> {
+    name: &'a str,
+    table: &'a Table,
+    used: Vec<&'static str>,
+    problems: &'a mut Vec<String>,
+}
+
+impl<'a> Section<'a> {
+    fn new(name: &'a str, table: &'a Table, problems: &'a mut Vec<String>) -> Self {
+        Section {
+            name,
+            table,
+            used: Vec::new(),
+            problems,
+        }
+    }
+
+    fn key(&self, key: &str) -> String {
+        if self.name.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.name)
+        }
+    }
+
+    fn problem(&mut self, key: &str, what: impl std::fmt::Display) {
+        let k = self.key(key);
+        self.problems.push(format!("{k}: {what}"));
+    }
+
+    fn get(&mut self, key: &'static str) -> Option<&'a Value> {
+        self.used.push(key);
+        self.table.get(key)
+    }
+
+    fn string(&mut self, key: &'static str) -> Option<String> {
+        match self.get(key)? {
+            Value::String(s) => Some(s.clone()),
+            other => {
+                self.problem(
+                    key,
+                    format_args!("expected a string, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn required_string(&mut self, key: &'static str) -> String {
+        let v = self.string(key);
+        if v.is_none() && !self.table.contains_key(key) {
+            self.problem(key, "is required");
+        }
+        v.unwrap_or_default()
+    }
+
+    fn strings(&mut self, key: &'static str) -> Vec<String> {
+        match self.get(key) {
+            None => Vec::new(),
+            Some(Value::Array(items)) => {
+                let mut out = Vec::new();
+                for item in items {
+                    match item {
+                        Value::String(s) => out.push(s.clone()),
+                        other => self.problem(
+                            key,
+                            format_args!("expected strings, found {}", other.type_str()),
+                        ),
+                    }
+                }
+                out
+            }
+            Some(other) => {
+                self.problem(
+                    key,
+                    format_args!("expected an array of strings, found {}", other.type_str()),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn int(&mut self, key: &'static str, default: i64, min: i64, max: i64) -> i64 {
+        match self.get(key) {
+            None => default,
+            Some(Value::Integer(i)) if (min..=max).contains(i) => *i,
+            Some(Value::Integer(i)) => {
+                self.problem(key, format_args!("{i} is out of range ({min} to {max})"));
+                default
+            }
+            Some(other) => {
+                self.problem(
+                    key,
+                    format_args!("expected an integer, found {}", other.type_str()),
+                );
+                default
+            }
+        }
+    }
+
+    fn boolean(&mut self, key: &'static str) -> bool {
+        match self.get(key) {
+            None => false,
+            Some(Value::Boolean(b)) => *b,
+            Some(other) => {
+                self.problem(
+                    key,
+                    format_args!("expected true or false, found {}", other.type_str()),
+                );
+                false
+            }
+        }
+    }
+
+    fn path(&mut self, key: &'static str, dir: &Path) -> Option<PathBuf> {
+        self.string(key).map(|p| dir.join(p))
+    }
+
+    fn table(&mut self, key: &'static str) -> Option<&'a Table> {
+        match self.get(key)? {
+            Value::Table(t) => Some(t),
+            other => {
+                self.problem(
+                    key,
+                    format_args!("expected a table, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    /// Reports every key that was present but never read: typos must not silently weaken security.
+    fn finish(self) {
+        for k in self.table.keys() {
+            if !self.used.contains(&k.as_str()) {
+                let key = if self.name.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{}.{k}", self.name)
+                };
+                self.problems.push(format!("{key}: unknown key"));
+            }
+        }
+    }
+}
+
+fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 16
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':')
+}
+
+fn valid_hostname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
+fn valid_tool_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// Reads and parses the file at `path`; `None` (with the problem) when it cannot be read or is
+/// not TOML.
+pub fn load(path: &Path, problems: &mut Vec<String>) -> Option<Config> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&text, path, problems),
+        Err(e) => {
+            problems.push(format!("{}: cannot read: {e}", path.display()));
+            None
+        }
+    }
+}
+
+/// Parses `text` (the file at `path`). Unless the TOML itself is broken, returns a best-effort
+/// configuration even when it has mistakes, so that later checks (files, keys) can still report
+/// their own problems; `problems` gets one line per mistake.
+pub fn parse(text: &str, path: &Path, problems: &mut Vec<String>) -> Option<Config> {
+    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let root: Table = match text.parse() {
+        Ok(t) => t,
+        Err(e) => {
+            let msg = e.to_string().replace('\n', " ");
+            problems.push(format!(
+                "{}: not valid TOML: {}",
+                path.display(),
+                msg.trim()
+            ));
+            // Nothing more can be said of a file that does not parse.
+            return None;
+        }
+    };
+    let mut top = Section::new("", &root, problems);
+    let server_t = top.table("server").cloned().unwrap_or_default();
+    let auth_t = top.table("auth").cloned();
+    let tools_v = top.get("tool").cloned();
+    let metrics_t = top.table("metrics").cloned().unwrap_or_default();
+    let token_t = top.table("token_endpoint").cloned();
+    let registry_t = top.table("registry").cloned();
+    let authority_t = top.table("authority").cloned();
+    let (had_server, had_auth) = (root.contains_key("server"), auth_t.is_some());
+    top.finish();
+    if !had_server {
+        problems.push("server: the [server] section is required".into());
+    }
+    if !had_auth {
+        problems.push("auth: the [auth] section is required".into());
+    }
+
+    let server = parse_server(&server_t, &dir, problems);
+    let auth = parse_auth(&auth_t.unwrap_or_default(), &dir, problems);
+    let tools = parse_tools(tools_v.as_ref(), &dir, problems);
+    let metrics = parse_metrics(&metrics_t, &dir, problems);
+    let token_endpoint = token_t.and_then(|t| parse_token_endpoint(&t, &dir, problems));
+    let registry = registry_t.and_then(|t| {
+        let mut s = Section::new("registry", &t, problems);
+        let (file, root_key) = (s.path("file", &dir), s.path("root_key", &dir));
+        for (k, v) in [("file", &file), ("root_key", &root_key)] {
+            if v.is_none() && !t.contains_key(k) {
+                s.problem(k, "is required");
+            }
+        }
+        s.finish();
+        Some(SignedRegistryConfig {
+            file: file?,
+            root_key: root_key?,
+        })
+    });
+    let mut authority_listen = Vec::new();
+    if let Some(t) = authority_t {
+        let mut s = Section::new("authority", &t, problems);
+        for a in s.strings("listen") {
+            // A data-centre server: any address, the unspecified ones included.
+            match a.parse::<SocketAddr>() {
+                Ok(addr) => authority_listen.push(addr),
+                Err(_) => s.problem("listen", format_args!("{a:?} is not an IP:port address")),
+            }
+        }
+        s.finish();
+    }
+    // Checked here, where `[authority] listen` is known too.
+    let nothing_to_listen_on = server.listen_interfaces.is_empty()
+        && server.listen.is_empty()
+        && authority_listen.is_empty()
+        && !server_t.is_empty();
+    if nothing_to_listen_on && !problems.iter().any(|p| p.starts_with("server.listen:")) {
+        problems.push("server: set listen_interfaces or listen (nothing to listen on)".into());
+    }
+    Some(Config {
+        authority_listen,
+        registry,
+        token_endpoint,
+        path: path.to_path_buf(),
+        server,
+        auth,
+        tools,
+        metrics,
+    })
+}
+
+fn parse_server(t: &Table, dir: &Path, problems: &mut Vec<String>) -> Server {
+    let mut s = Section::new("server", t, problems);
+    let listen_interfaces = s.strings("listen_interfaces");
+    for i in &listen_interfaces {
+        if !valid_ifname(i) {
+            s.problem(
+                "listen_interfaces",
+                format_args!("{i:?} is not an interface name"),
+            );
+        }
+    }
+    let mut listen = Vec::new();
+    let listen_raw = s.strings("listen");
+    for a in &listen_raw {
+        match a.parse::<SocketAddr>() {
+            Ok(addr) if addr.ip().is_unspecified() => s.problem(
+                "listen",
+                format_args!("{a} is an unspecified address; boxapi listens on LAN addresses only"),
+            ),
+            Ok(addr) if addr.ip().is_multicast() => {
+                s.problem("listen", format_args!("{a} is a multicast address"))
+            }
+            Ok(addr) => listen.push(addr),
+            Err(_) => s.problem("listen", format_args!("{a:?} is not an IP:port address")),
+        }
+    }
+    let port = s.int("port", 443, 1, 65535) as u16;
+    let server_names = s.strings("server_names");
+    for n in &server_names {
+        if !valid_hostname(n) {
+            s.problem(
+                "server_names",
+                format_args!("{n:?} is not a lower-case host name"),
+            );
+        }
+    }
+    let cert = s.path("cert", dir);
+    let key = s.path("key", dir);
+    for (k, v) in [("cert", &cert), ("key", &key)] {
+        if v.is_none() && !s.table.contains_key(k) {
+            s.problem(k, "is required");
+        }
+    }
+    let max_connections = s.int("max_connections", 64, 1, 100_000) as usize;
+    let state_dir = s
+        .path("state_dir", dir)
+        .unwrap_or_else(|| "/var/lib/boxapi".into());
+    let control_socket = s
+        .path("control_socket", dir)
+        .unwrap_or_else(|| "/run/boxapi/control.sock".into());
+    let rate_limit_per_second = s.int("rate_limit_per_second", 20, 0, 1_000_000) as u32;
+    let rate_limit_burst = s.int("rate_limit_burst", 40, 1, 1_000_000) as u32;
+    let interface_poll =
+        Duration::from_millis(s.int("interface_poll_ms", 2000, 100, 600_000) as u64);
+    let user = s.string("user");
+    let group = s.string("group");
+    if group.is_some() && user.is_none() {
+        s.problem("group", "needs server.user as well");
+    }
+    if let Some(u) = &user {
+        if let Err(e) = crate::privs::resolve(u, group.as_deref()) {
+            s.problems.push(e.to_string());
+        }
+    }
+    s.finish();
+    Server {
+        listen_interfaces,
+        listen,
+        port,
+        server_names,
+        cert: cert.unwrap_or_default(),
+        key: key.unwrap_or_default(),
+        max_connections,
+        state_dir,
+        control_socket,
+        rate_limit_per_second,
+        rate_limit_burst,
+        interface_poll,
+        user,
+        group,
+    }
+}
+
+fn parse_auth(t: &Table, dir: &Path, problems: &mut Vec<String>) -> Auth {
+    let mut s = Section::new("auth", t, problems);
+    let audience = if t.is_empty() {
+        String::new()
+    } else {
+        s.required_string("audience")
+    };
+    let issuers = s.strings("issuers");
+    if issuers.is_empty() && !t.is_empty() {
+        s.problem("issuers", "at least one accepted issuer is required");
+    }
+    let lifetime = s.get("max_token_lifetime").cloned();
+    let max_token_lifetime = match lifetime {
+        None => 900,
+        Some(Value::Integer(i)) if (1..=900).contains(&i) => i as u64,
+        Some(Value::Integer(i)) => {
+            s.problem(
+                "max_token_lifetime",
+                format_args!("{i} is not allowed: tokens live at most 900 seconds (15 minutes)"),
+            );
+            900
+        }
+        Some(other) => {
+            s.problem(
+                "max_token_lifetime",
+                format_args!("expected an integer, found {}", other.type_str()),
+            );
+            900
+        }
+    };
+    let leeway = s.int("leeway", 30, 0, 300) as u64;
+    let issuer_keys = s.path("issuer_keys", dir);
+    let central_token_endpoint = s.string("central_token_endpoint");
+    if let Some(u) = &central_token_endpoint {
+        if !u.starts_with("https://") {
+            s.problem("central_token_endpoint", "must be an https:// URL");
+        }
+    }
+    s.finish();
+    Auth {
+        audience,
+        issuers,
+        max_token_lifetime,
+        leeway,
+        issuer_keys,
+        central_token_endpoint,
+    }
+}
+
+fn parse_tools(v: Option<&Value>, dir: &Path, problems: &mut Vec<String>) -> Vec<ToolConfig> {
+    let items = match v {
+        None => return Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            problems.push("tool: use [[tool]] tables, one per tool".into());
+            return Vec::new();
+        }
+    };
+    let mut tools: Vec<ToolConfig> = Vec::new();
+    for (n, item) in items.iter().enumerate() {
+        let Value::Table(t) = item else {
+            problems.push(format!("tool[{n}]: expected a table"));
+            continue;
+        };
+        let label = format!("tool[{n}]");
+        let mut s = Section::new(&label, t, problems);
+        let id = s.required_string("id");
+        if !id.is_empty() && !valid_tool_id(&id) {
+            s.problem(
+                "id",
+                format_args!("{id:?} must be 1-64 of A-Z a-z 0-9 . _ -"),
+            );
+        }
+        let name = s.string("name").unwrap_or_else(|| id.clone());
+        let origins = s.strings("origins");
+        for o in &origins {
+            if let Err(why) = crate::cors::check_origin_syntax(o) {
+                s.problem("origins", format_args!("{o:?}: {why}"));
+            }
+        }
+        let mut scopes = Scopes::default();
+        for name in s.strings("scopes") {
+            match Scopes::from_name(&name) {
+                Some(sc) => scopes = scopes.union(sc),
+                None => s.problem(
+                    "scopes",
+                    format_args!("{name:?} is not a scope (access, counters)"),
+                ),
+            }
+        }
+        let keys = s.strings("keys").into_iter().map(|k| dir.join(k)).collect();
+        let revoked = s.boolean("revoked");
+        let signing_key = s.path("signing_key", dir);
+        let tokens_per_hour = t
+            .contains_key("tokens_per_hour")
+            .then(|| s.int("tokens_per_hour", 60, 1, 100_000) as u32);
+        let client_secret_sha256 = s.string("client_secret_sha256").and_then(|h| {
+            let bytes: Option<Vec<u8>> = (h.len() == 64)
+                .then(|| {
+                    (0..32)
+                        .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).ok())
+                        .collect()
+                })
+                .flatten();
+            match bytes.and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+                Some(d) => Some(d),
+                None => {
+                    s.problem(
+                        "client_secret_sha256",
+                        "expected 64 hex digits (the SHA-256 of the secret)",
+                    );
+                    None
+                }
+            }
+        });
+        s.finish();
+        if tools.iter().any(|t| t.id == id) && !id.is_empty() {
+            problems.push(format!("{label}.id: {id:?} is registered twice"));
+        }
+        for o in &origins {
+            if let Some(other) = tools.iter().find(|t| t.origins.contains(o)) {
+                problems.push(format!(
+                    "{label}.origins: {o:?} already belongs to tool {:?}",
+                    other.id
+                ));
+            }
+        }
+        tools.push(ToolConfig {
+            id,
+            name,
+            origins,
+            scopes,
+            keys,
+            revoked,
+            client_secret_sha256,
+            signing_key,
+            tokens_per_hour,
+        });
+    }
+    tools
+}
+
+fn parse_metrics(t: &Table, dir: &Path, problems: &mut Vec<String>) -> Metrics {
+    let mut s = Section::new("metrics", t, problems);
+    let wan_interface = s.string("wan_interface");
+    if let Some(w) = &wan_interface {
+        if !valid_ifname(w) {
+            s.problem(
+                "wan_interface",
+                format_args!("{w:?} is not an interface name"),
+            );
+        }
+    }
+    let provider_file = s.path("provider_file", dir);
+    let provider_command = s.path("provider_command", dir);
+    let provider_timeout =
+        Duration::from_millis(s.int("provider_timeout_ms", 1000, 10, 60_000) as u64);
+    // Its shape is the card's, checked by the box (`card::validate_layer`).
+    let static_layer = match s.table("static") {
+        Some(table) => match serde_json::to_value(table) {
+            Ok(v) => v,
+            Err(e) => {
+                s.problem("static", e);
+                serde_json::Value::Null
+            }
+        },
+        None => serde_json::Value::Null,
+    };
+    s.finish();
+    Metrics {
+        wan_interface,
+        provider_file,
+        provider_command,
+        provider_timeout,
+        static_layer,
+    }
+}
+
+fn parse_token_endpoint(
+    t: &Table,
+    dir: &Path,
+    problems: &mut Vec<String>,
+) -> Option<TokenEndpoint> {
+    let mut s = Section::new("token_endpoint", t, problems);
+    let enabled = s.boolean("enabled");
+    let issuer = s.required_string("issuer");
+    if !issuer.is_empty() && (!issuer.starts_with("https://") || issuer.ends_with('/')) {
+        s.problem("issuer", "must be an https:// URL without a trailing '/'");
+    }
+    let signing_key = s.path("signing_key", dir);
+    if signing_key.is_none() && !t.contains_key("signing_key") {
+        s.problem("signing_key", "is required");
+    }
+    let tokens_per_hour = s.int("tokens_per_hour", 60, 1, 100_000) as u32;
+    s.finish();
+    enabled.then(|| TokenEndpoint {
+        issuer,
+        signing_key: signing_key.unwrap_or_default(),
+        tokens_per_hour,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems_of(text: &str) -> Vec<String> {
+        let mut p = Vec::new();
+        parse(text, Path::new("/etc/boxapi/boxapi.toml"), &mut p);
+        p
+    }
+
+    const GOOD: &str = r#"
+        [server]
+        listen = ["127.0.0.1:8443"]
+        cert = "cert.pem"
+        key = "key.pem"
+        [auth]
+        audience = "https://box"
+        issuers = ["https://iss"]
+        [[tool]]
+        id = "nperf"
+        origins = ["https://www.nperf.com"]
+        scopes = ["access", "counters"]
+        keys = ["tools/nperf.jwk"]
+    "#;
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let mut p = Vec::new();
+        let c = parse(GOOD, Path::new("/etc/boxapi/boxapi.toml"), &mut p).unwrap();
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(c.server.cert, Path::new("/etc/boxapi/cert.pem"));
+        assert_eq!(c.server.max_connections, 64);
+        assert_eq!(c.auth.max_token_lifetime, 900);
+        assert_eq!(c.tools[0].keys[0], Path::new("/etc/boxapi/tools/nperf.jwk"));
+        assert_eq!(c.tools[0].name, "nperf");
+    }
+
+    #[test]
+    fn reports_every_mistake_at_once() {
+        let bad = GOOD
+            .replace(
+                "listen = [\"127.0.0.1:8443\"]",
+                "listen = [\"0.0.0.0:443\", \"[::]:443\"]\nlisen = 1",
+            )
+            .replace("issuers", "max_token_lifetime = 3600\nissuers")
+            .replace("\"counters\"]", "\"admin\"]");
+        let p = problems_of(&bad);
+        let joined = p.join("\n");
+        assert!(joined.contains("server.lisen: unknown key"), "{joined}");
+        assert!(
+            joined.contains("0.0.0.0:443 is an unspecified address"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("[::]:443 is an unspecified address"),
+            "{joined}"
+        );
+        assert!(joined.contains("auth.max_token_lifetime: 3600"), "{joined}");
+        assert!(joined.contains("tool[0].scopes: \"admin\""), "{joined}");
+        assert_eq!(p.len(), 5, "{joined}");
+    }
+
+    #[test]
+    fn refuses_duplicates_and_bad_origins() {
+        let two = format!("{GOOD}\n[[tool]]\nid = \"nperf\"\norigins = [\"https://www.nperf.com\", \"https://x.example/\"]\n");
+        let joined = problems_of(&two).join("\n");
+        assert!(joined.contains("registered twice"), "{joined}");
+        assert!(joined.contains("already belongs to tool"), "{joined}");
+        assert!(joined.contains("https://x.example/"), "{joined}");
+    }
+
+    #[test]
+    fn broken_toml_is_one_problem_naming_the_file() {
+        let mut p = Vec::new();
+        assert!(parse("[server\n", Path::new("/etc/boxapi/boxapi.toml"), &mut p).is_none());
+        assert_eq!(p.len(), 1);
+        assert!(p[0].starts_with("/etc/boxapi/boxapi.toml: not valid TOML"));
+    }
+}
