@@ -24,7 +24,7 @@ fn parse_layer(source: &str, bytes: &[u8]) -> Option<Value> {
             return None;
         }
     };
-    let problems = super::validate_layer(&v);
+    let problems = super::layer::validate_layer(&v);
     if problems.is_empty() {
         Some(v)
     } else {
