@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(s) = std::str::from_utf8(data) {
-        let _ = boxapi_core::cors::check_origin_syntax(s);
+        let _ = boxapi_core::auth::registry::check_origin_syntax(s);
         let _ = boxapi::http::host_name(s);
     }
     let registry = Registry::new(vec![Tool {

@@ -3,6 +3,7 @@
 use crate::app::App;
 use crate::snapshot::Snapshot;
 use boxapi_core::cert::certificate_warning;
+use boxapi_core::config::{self, Problem};
 use boxapi_core::control::{error_reply, parse_command, state, Command, Mode, State};
 use boxapi_core::log;
 use serde_json::{json, Value};
@@ -29,8 +30,9 @@ pub fn execute(app: &App, line: &[u8]) -> Value {
         }),
         Ok(Command::Reload) => match reload(app) {
             Ok(()) => json!({ "ok": true, "reloaded": true }),
+            // The reply lists the problems as the lines check-config prints.
             Err(problems) => {
-                json!({ "ok": false, "error": "reload refused; still running on the previous configuration", "problems": problems })
+                json!({ "ok": false, "error": "reload refused; still running on the previous configuration", "problems": config::lines(&problems) })
             }
         },
         Err(e) => error_reply(&e),
@@ -82,7 +84,7 @@ fn status(app: &App) -> Value {
 }
 
 /// Rebuilds the snapshot from the same file; on any problem the running one stays.
-pub fn reload(app: &App) -> Result<(), Vec<String>> {
+pub fn reload(app: &App) -> Result<(), Vec<Problem>> {
     let path = app.snapshot().config.path.clone();
     match Snapshot::load(&path) {
         Ok(new) => {
@@ -91,7 +93,8 @@ pub fn reload(app: &App) -> Result<(), Vec<String>> {
             Ok(())
         }
         Err(problems) => {
-            log::event("reload_failed", &[("problems", &problems.join("; "))]);
+            let lines = config::lines(&problems);
+            log::event("reload_failed", &[("problems", &lines.join("; "))]);
             Err(problems)
         }
     }

@@ -1,6 +1,6 @@
 //! One immutable configuration of the authority: config, TLS identity, whom it trusts and the keys
 //! it signs with. Built whole or not at all; swapped as an `Arc` on reload.
-use boxapi_core::config::{self, Config};
+use boxapi_core::config::{self, Config, Problem};
 use boxapi_core::trust::Trust;
 use rustls::ServerConfig;
 use std::path::Path;
@@ -15,17 +15,23 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Reads and checks the configuration at `path` and every file it names; every problem on
-    /// failure, one line each.
-    pub fn load(path: &Path) -> Result<Snapshot, Vec<String>> {
+    /// failure.
+    pub fn load(path: &Path) -> Result<Snapshot, Vec<Problem>> {
         let mut problems = Vec::new();
         let Some(config) = config::load(path, &mut problems) else {
             return Err(problems);
         };
         if config.token_endpoint.is_none() {
-            problems.push("token_endpoint: the authority needs [token_endpoint] enabled".into());
+            problems.push(Problem::invalid(
+                "token_endpoint",
+                "the authority needs [token_endpoint] enabled",
+            ));
         }
         if config.authority_listen.is_empty() {
-            problems.push("authority.listen: the authority needs at least one address".into());
+            problems.push(Problem::invalid(
+                "authority.listen",
+                "the authority needs at least one address",
+            ));
         }
         let identity =
             boxapi_core::tls::load(&config.server.cert, &config.server.key, &mut problems);

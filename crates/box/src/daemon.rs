@@ -5,6 +5,7 @@ use crate::control;
 use crate::server;
 use crate::snapshot::Snapshot;
 use boxapi_core::cert::certificate_warning;
+use boxapi_core::config::{self, Problem};
 use boxapi_core::control::{error_reply, parse_command, socket, state, Command, Mode};
 use boxapi_core::log;
 use serde_json::{json, Value};
@@ -17,8 +18,9 @@ fn command(app: &App, line: &[u8]) -> Value {
     match parse_command(line) {
         Ok(Command::Reload) => match reload(app) {
             Ok(()) => json!({ "ok": true, "reloaded": true }),
+            // The reply lists the problems as the lines check-config prints.
             Err(problems) => {
-                json!({ "ok": false, "error": "reload refused; still running on the previous configuration", "problems": problems })
+                json!({ "ok": false, "error": "reload refused; still running on the previous configuration", "problems": config::lines(&problems) })
             }
         },
         Ok(cmd) => control::execute(app, cmd),
@@ -28,7 +30,7 @@ fn command(app: &App, line: &[u8]) -> Value {
 
 /// Builds a whole new snapshot from the same config file and swaps it in; on any problem the
 /// running one stays and the problems are returned (and logged).
-pub fn reload(app: &App) -> Result<(), Vec<String>> {
+pub fn reload(app: &App) -> Result<(), Vec<Problem>> {
     let path = app.snapshot().config.path.clone();
     match Snapshot::load(&path) {
         Ok(new) => {
@@ -41,7 +43,8 @@ pub fn reload(app: &App) -> Result<(), Vec<String>> {
             Ok(())
         }
         Err(problems) => {
-            log::event("reload_failed", &[("problems", &problems.join("; "))]);
+            let lines = config::lines(&problems);
+            log::event("reload_failed", &[("problems", &lines.join("; "))]);
             Err(problems)
         }
     }

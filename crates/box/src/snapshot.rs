@@ -3,7 +3,7 @@
 //! `Arc`.
 use crate::card::provider::{CommandLayer, FileLayer};
 use crate::card::sys::Sys;
-use boxapi_core::config::{self, Config};
+use boxapi_core::config::{self, Config, Problem};
 use boxapi_core::trust::Trust;
 use rustls::ServerConfig;
 use std::path::Path;
@@ -27,26 +27,27 @@ fn mtime(p: &Path) -> Option<std::time::SystemTime> {
 
 impl Snapshot {
     /// Reads, parses and checks the configuration at `path` and every file it names.
-    /// On failure returns every problem found, one line each.
-    pub fn load(path: &Path) -> Result<Snapshot, Vec<String>> {
+    /// On failure returns every problem found.
+    pub fn load(path: &Path) -> Result<Snapshot, Vec<Problem>> {
         let mut problems = Vec::new();
         let config = config::load(path, &mut problems).ok_or_else(|| problems.clone())?;
         Self::build(config, problems)
     }
 
-    fn build(config: Config, mut problems: Vec<String>) -> Result<Snapshot, Vec<String>> {
+    fn build(config: Config, mut problems: Vec<Problem>) -> Result<Snapshot, Vec<Problem>> {
         if !config.metrics.static_layer.is_null() {
             for p in crate::card::validate_layer(&config.metrics.static_layer) {
-                problems.push(format!("metrics.static: {p}"));
+                problems.push(Problem::invalid("metrics.static", p));
             }
         }
         let identity =
             boxapi_core::tls::load(&config.server.cert, &config.server.key, &mut problems);
         if let Some(cmd) = &config.metrics.provider_command {
             if !cmd.is_file() {
-                problems.push(format!(
-                    "metrics.provider_command ({}): no such executable file",
-                    cmd.display()
+                problems.push(Problem::file(
+                    "metrics.provider_command",
+                    cmd,
+                    "no such executable file",
                 ));
             }
         }

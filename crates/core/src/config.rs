@@ -1,5 +1,11 @@
 //! The TOML configuration: parsed and validated in one pass that reports every problem, never just the first.
+mod problem;
+
+pub use problem::{lines, Problem};
+
+use crate::auth::registry::{check_origin_syntax, valid_tool_id, TOOL_ID_RULE};
 use crate::auth::Scopes;
+use crate::privs::PrivError;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -103,11 +109,11 @@ struct Section<'a> {
     name: &'a str,
     table: &'a Table,
     used: Vec<&'static str>,
-    problems: &'a mut Vec<String>,
+    problems: &'a mut Vec<Problem>,
 }
 
 impl<'a> Section<'a> {
-    fn new(name: &'a str, table: &'a Table, problems: &'a mut Vec<String>) -> Self {
+    fn new(name: &'a str, table: &'a Table, problems: &'a mut Vec<Problem>) -> Self {
         Section {
             name,
             table,
@@ -124,9 +130,23 @@ impl<'a> Section<'a> {
         }
     }
 
-    fn problem(&mut self, key: &str, what: impl std::fmt::Display) {
-        let k = self.key(key);
-        self.problems.push(format!("{k}: {what}"));
+    fn problem(&mut self, key: &str, why: impl std::fmt::Display) {
+        let key = self.key(key);
+        self.problems.push(Problem::invalid(key, why));
+    }
+
+    fn missing(&mut self, key: &str) {
+        let key = self.key(key);
+        self.problems.push(Problem::Missing { key });
+    }
+
+    fn wrong_type(&mut self, key: &str, expected: &'static str, found: &Value) {
+        let key = self.key(key);
+        self.problems.push(Problem::Type {
+            key,
+            expected,
+            found: found.type_str(),
+        });
     }
 
     fn get(&mut self, key: &'static str) -> Option<&'a Value> {
@@ -138,10 +158,7 @@ impl<'a> Section<'a> {
         match self.get(key)? {
             Value::String(s) => Some(s.clone()),
             other => {
-                self.problem(
-                    key,
-                    format_args!("expected a string, found {}", other.type_str()),
-                );
+                self.wrong_type(key, "a string", other);
                 None
             }
         }
@@ -150,7 +167,7 @@ impl<'a> Section<'a> {
     fn required_string(&mut self, key: &'static str) -> String {
         let v = self.string(key);
         if v.is_none() && !self.table.contains_key(key) {
-            self.problem(key, "is required");
+            self.missing(key);
         }
         v.unwrap_or_default()
     }
@@ -163,19 +180,13 @@ impl<'a> Section<'a> {
                 for item in items {
                     match item {
                         Value::String(s) => out.push(s.clone()),
-                        other => self.problem(
-                            key,
-                            format_args!("expected strings, found {}", other.type_str()),
-                        ),
+                        other => self.wrong_type(key, "strings", other),
                     }
                 }
                 out
             }
             Some(other) => {
-                self.problem(
-                    key,
-                    format_args!("expected an array of strings, found {}", other.type_str()),
-                );
+                self.wrong_type(key, "an array of strings", other);
                 Vec::new()
             }
         }
@@ -186,14 +197,17 @@ impl<'a> Section<'a> {
             None => default,
             Some(Value::Integer(i)) if (min..=max).contains(i) => *i,
             Some(Value::Integer(i)) => {
-                self.problem(key, format_args!("{i} is out of range ({min} to {max})"));
+                let key = self.key(key);
+                self.problems.push(Problem::OutOfRange {
+                    key,
+                    value: *i,
+                    min,
+                    max,
+                });
                 default
             }
             Some(other) => {
-                self.problem(
-                    key,
-                    format_args!("expected an integer, found {}", other.type_str()),
-                );
+                self.wrong_type(key, "an integer", other);
                 default
             }
         }
@@ -204,10 +218,7 @@ impl<'a> Section<'a> {
             None => false,
             Some(Value::Boolean(b)) => *b,
             Some(other) => {
-                self.problem(
-                    key,
-                    format_args!("expected true or false, found {}", other.type_str()),
-                );
+                self.wrong_type(key, "true or false", other);
                 false
             }
         }
@@ -221,10 +232,7 @@ impl<'a> Section<'a> {
         match self.get(key)? {
             Value::Table(t) => Some(t),
             other => {
-                self.problem(
-                    key,
-                    format_args!("expected a table, found {}", other.type_str()),
-                );
+                self.wrong_type(key, "a table", other);
                 None
             }
         }
@@ -234,12 +242,8 @@ impl<'a> Section<'a> {
     fn finish(self) {
         for k in self.table.keys() {
             if !self.used.contains(&k.as_str()) {
-                let key = if self.name.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{}.{k}", self.name)
-                };
-                self.problems.push(format!("{key}: unknown key"));
+                let key = self.key(k);
+                self.problems.push(Problem::UnknownKey { key });
             }
         }
     }
@@ -264,21 +268,16 @@ fn valid_hostname(name: &str) -> bool {
         })
 }
 
-fn valid_tool_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-}
-
 /// Reads and parses the file at `path`; `None` (with the problem) when it cannot be read or is
 /// not TOML.
-pub fn load(path: &Path, problems: &mut Vec<String>) -> Option<Config> {
+pub fn load(path: &Path, problems: &mut Vec<Problem>) -> Option<Config> {
     match std::fs::read_to_string(path) {
         Ok(text) => parse(&text, path, problems),
         Err(e) => {
-            problems.push(format!("{}: cannot read: {e}", path.display()));
+            problems.push(Problem::Unreadable {
+                path: path.to_path_buf(),
+                why: e.to_string(),
+            });
             None
         }
     }
@@ -286,18 +285,17 @@ pub fn load(path: &Path, problems: &mut Vec<String>) -> Option<Config> {
 
 /// Parses `text` (the file at `path`). Unless the TOML itself is broken, returns a best-effort
 /// configuration even when it has mistakes, so that later checks (files, keys) can still report
-/// their own problems; `problems` gets one line per mistake.
-pub fn parse(text: &str, path: &Path, problems: &mut Vec<String>) -> Option<Config> {
+/// their own problems; `problems` gets one entry per mistake.
+pub fn parse(text: &str, path: &Path, problems: &mut Vec<Problem>) -> Option<Config> {
     let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let root: Table = match text.parse() {
         Ok(t) => t,
         Err(e) => {
             let msg = e.to_string().replace('\n', " ");
-            problems.push(format!(
-                "{}: not valid TOML: {}",
-                path.display(),
-                msg.trim()
-            ));
+            problems.push(Problem::Syntax {
+                path: path.to_path_buf(),
+                why: msg.trim().to_owned(),
+            });
             // Nothing more can be said of a file that does not parse.
             return None;
         }
@@ -312,11 +310,10 @@ pub fn parse(text: &str, path: &Path, problems: &mut Vec<String>) -> Option<Conf
     let authority_t = top.table("authority").cloned();
     let (had_server, had_auth) = (root.contains_key("server"), auth_t.is_some());
     top.finish();
-    if !had_server {
-        problems.push("server: the [server] section is required".into());
-    }
-    if !had_auth {
-        problems.push("auth: the [auth] section is required".into());
+    for (key, had) in [("server", had_server), ("auth", had_auth)] {
+        if !had {
+            problems.push(Problem::MissingSection { key: key.into() });
+        }
     }
 
     let server = parse_server(&server_t, &dir, problems);
@@ -329,7 +326,7 @@ pub fn parse(text: &str, path: &Path, problems: &mut Vec<String>) -> Option<Conf
         let (file, root_key) = (s.path("file", &dir), s.path("root_key", &dir));
         for (k, v) in [("file", &file), ("root_key", &root_key)] {
             if v.is_none() && !t.contains_key(k) {
-                s.problem(k, "is required");
+                s.missing(k);
             }
         }
         s.finish();
@@ -355,8 +352,11 @@ pub fn parse(text: &str, path: &Path, problems: &mut Vec<String>) -> Option<Conf
         && server.listen.is_empty()
         && authority_listen.is_empty()
         && !server_t.is_empty();
-    if nothing_to_listen_on && !problems.iter().any(|p| p.starts_with("server.listen:")) {
-        problems.push("server: set listen_interfaces or listen (nothing to listen on)".into());
+    if nothing_to_listen_on && !problems.iter().any(|p| p.key() == Some("server.listen")) {
+        problems.push(Problem::invalid(
+            "server",
+            "set listen_interfaces or listen (nothing to listen on)",
+        ));
     }
     Some(Config {
         authority_listen,
@@ -370,7 +370,7 @@ pub fn parse(text: &str, path: &Path, problems: &mut Vec<String>) -> Option<Conf
     })
 }
 
-fn parse_server(t: &Table, dir: &Path, problems: &mut Vec<String>) -> Server {
+fn parse_server(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> Server {
     let mut s = Section::new("server", t, problems);
     let listen_interfaces = s.strings("listen_interfaces");
     for i in &listen_interfaces {
@@ -410,7 +410,7 @@ fn parse_server(t: &Table, dir: &Path, problems: &mut Vec<String>) -> Server {
     let key = s.path("key", dir);
     for (k, v) in [("cert", &cert), ("key", &key)] {
         if v.is_none() && !s.table.contains_key(k) {
-            s.problem(k, "is required");
+            s.missing(k);
         }
     }
     let max_connections = s.int("max_connections", 64, 1, 100_000) as usize;
@@ -431,7 +431,20 @@ fn parse_server(t: &Table, dir: &Path, problems: &mut Vec<String>) -> Server {
     }
     if let Some(u) = &user {
         if let Err(e) = crate::privs::resolve(u, group.as_deref()) {
-            s.problems.push(e.to_string());
+            s.problems.push(match e {
+                PrivError::UnknownUser(name) => Problem::NoSuchAccount {
+                    key: "server.user".into(),
+                    kind: "user",
+                    name,
+                },
+                PrivError::UnknownGroup(name) => Problem::NoSuchAccount {
+                    key: "server.group".into(),
+                    kind: "group",
+                    name,
+                },
+                // `resolve` reports only unknown accounts; anything else still names the key.
+                other => Problem::invalid("server.user", other),
+            });
         }
     }
     s.finish();
@@ -453,7 +466,7 @@ fn parse_server(t: &Table, dir: &Path, problems: &mut Vec<String>) -> Server {
     }
 }
 
-fn parse_auth(t: &Table, dir: &Path, problems: &mut Vec<String>) -> Auth {
+fn parse_auth(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> Auth {
     let mut s = Section::new("auth", t, problems);
     let audience = if t.is_empty() {
         String::new()
@@ -476,10 +489,7 @@ fn parse_auth(t: &Table, dir: &Path, problems: &mut Vec<String>) -> Auth {
             900
         }
         Some(other) => {
-            s.problem(
-                "max_token_lifetime",
-                format_args!("expected an integer, found {}", other.type_str()),
-            );
+            s.wrong_type("max_token_lifetime", "an integer", &other);
             900
         }
     };
@@ -502,34 +512,34 @@ fn parse_auth(t: &Table, dir: &Path, problems: &mut Vec<String>) -> Auth {
     }
 }
 
-fn parse_tools(v: Option<&Value>, dir: &Path, problems: &mut Vec<String>) -> Vec<ToolConfig> {
+fn parse_tools(v: Option<&Value>, dir: &Path, problems: &mut Vec<Problem>) -> Vec<ToolConfig> {
     let items = match v {
         None => return Vec::new(),
         Some(Value::Array(items)) => items,
         Some(_) => {
-            problems.push("tool: use [[tool]] tables, one per tool".into());
+            problems.push(Problem::invalid(
+                "tool",
+                "use [[tool]] tables, one per tool",
+            ));
             return Vec::new();
         }
     };
     let mut tools: Vec<ToolConfig> = Vec::new();
     for (n, item) in items.iter().enumerate() {
         let Value::Table(t) = item else {
-            problems.push(format!("tool[{n}]: expected a table"));
+            problems.push(Problem::invalid(format!("tool[{n}]"), "expected a table"));
             continue;
         };
         let label = format!("tool[{n}]");
         let mut s = Section::new(&label, t, problems);
         let id = s.required_string("id");
         if !id.is_empty() && !valid_tool_id(&id) {
-            s.problem(
-                "id",
-                format_args!("{id:?} must be 1-64 of A-Z a-z 0-9 . _ -"),
-            );
+            s.problem("id", format_args!("{id:?} must be {TOOL_ID_RULE}"));
         }
         let name = s.string("name").unwrap_or_else(|| id.clone());
         let origins = s.strings("origins");
         for o in &origins {
-            if let Err(why) = crate::cors::check_origin_syntax(o) {
+            if let Err(why) = check_origin_syntax(o) {
                 s.problem("origins", format_args!("{o:?}: {why}"));
             }
         }
@@ -570,13 +580,16 @@ fn parse_tools(v: Option<&Value>, dir: &Path, problems: &mut Vec<String>) -> Vec
         });
         s.finish();
         if tools.iter().any(|t| t.id == id) && !id.is_empty() {
-            problems.push(format!("{label}.id: {id:?} is registered twice"));
+            problems.push(Problem::invalid(
+                format!("{label}.id"),
+                format_args!("{id:?} is registered twice"),
+            ));
         }
         for o in &origins {
             if let Some(other) = tools.iter().find(|t| t.origins.contains(o)) {
-                problems.push(format!(
-                    "{label}.origins: {o:?} already belongs to tool {:?}",
-                    other.id
+                problems.push(Problem::invalid(
+                    format!("{label}.origins"),
+                    format_args!("{o:?} already belongs to tool {:?}", other.id),
                 ));
             }
         }
@@ -595,7 +608,7 @@ fn parse_tools(v: Option<&Value>, dir: &Path, problems: &mut Vec<String>) -> Vec
     tools
 }
 
-fn parse_metrics(t: &Table, dir: &Path, problems: &mut Vec<String>) -> Metrics {
+fn parse_metrics(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> Metrics {
     let mut s = Section::new("metrics", t, problems);
     let wan_interface = s.string("wan_interface");
     if let Some(w) = &wan_interface {
@@ -634,7 +647,7 @@ fn parse_metrics(t: &Table, dir: &Path, problems: &mut Vec<String>) -> Metrics {
 fn parse_token_endpoint(
     t: &Table,
     dir: &Path,
-    problems: &mut Vec<String>,
+    problems: &mut Vec<Problem>,
 ) -> Option<TokenEndpoint> {
     let mut s = Section::new("token_endpoint", t, problems);
     let enabled = s.boolean("enabled");
@@ -644,7 +657,7 @@ fn parse_token_endpoint(
     }
     let signing_key = s.path("signing_key", dir);
     if signing_key.is_none() && !t.contains_key("signing_key") {
-        s.problem("signing_key", "is required");
+        s.missing("signing_key");
     }
     let tokens_per_hour = s.int("tokens_per_hour", 60, 1, 100_000) as u32;
     s.finish();
@@ -662,7 +675,7 @@ mod tests {
     fn problems_of(text: &str) -> Vec<String> {
         let mut p = Vec::new();
         parse(text, Path::new("/etc/boxapi/boxapi.toml"), &mut p);
-        p
+        lines(&p)
     }
 
     const GOOD: &str = r#"
@@ -718,6 +731,39 @@ mod tests {
     }
 
     #[test]
+    fn problems_are_typed_and_name_their_keys() {
+        let bad = GOOD
+            .replace("key = \"key.pem\"", "port = \"443\"\nmax_connections = 0")
+            .replace("id = \"nperf\"", "id = \"n perf\"\ncolour = 1");
+        let mut p = Vec::new();
+        parse(&bad, Path::new("/etc/boxapi/boxapi.toml"), &mut p);
+        let want = [
+            Problem::Type {
+                key: "server.port".into(),
+                expected: "an integer",
+                found: "string",
+            },
+            Problem::OutOfRange {
+                key: "server.max_connections".into(),
+                value: 0,
+                min: 1,
+                max: 100_000,
+            },
+            Problem::Missing {
+                key: "server.key".into(),
+            },
+            Problem::invalid("tool[0].id", "\"n perf\" must be 1-64 of A-Z a-z 0-9 . _ -"),
+            Problem::UnknownKey {
+                key: "tool[0].colour".into(),
+            },
+        ];
+        for w in &want {
+            assert!(p.contains(w), "{w} not in {:?}", lines(&p));
+        }
+        assert_eq!(p.len(), want.len(), "{:?}", lines(&p));
+    }
+
+    #[test]
     fn refuses_duplicates_and_bad_origins() {
         let two = format!("{GOOD}\n[[tool]]\nid = \"nperf\"\norigins = [\"https://www.nperf.com\", \"https://x.example/\"]\n");
         let joined = problems_of(&two).join("\n");
@@ -731,6 +777,9 @@ mod tests {
         let mut p = Vec::new();
         assert!(parse("[server\n", Path::new("/etc/boxapi/boxapi.toml"), &mut p).is_none());
         assert_eq!(p.len(), 1);
-        assert!(p[0].starts_with("/etc/boxapi/boxapi.toml: not valid TOML"));
+        assert!(matches!(p[0], Problem::Syntax { .. }));
+        assert!(p[0]
+            .to_string()
+            .starts_with("/etc/boxapi/boxapi.toml: not valid TOML"));
     }
 }

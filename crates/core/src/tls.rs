@@ -1,4 +1,5 @@
 //! TLS: TLS 1.2 and 1.3 only, forward-secret AEAD suites only, ring as the one crypto provider.
+use crate::config::Problem;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
@@ -24,35 +25,33 @@ pub fn provider() -> rustls::crypto::CryptoProvider {
     p
 }
 
-fn read(path: &Path, what: &str, problems: &mut Vec<String>) -> Option<Vec<u8>> {
+/// The configuration keys naming the two files (problems name them).
+const CERT: &str = "server.cert";
+const KEY: &str = "server.key";
+
+fn read(path: &Path, key: &str, problems: &mut Vec<Problem>) -> Option<Vec<u8>> {
     match std::fs::read(path) {
         Ok(b) => Some(b),
         Err(e) => {
-            problems.push(format!(
-                "server.{what} ({}): cannot read: {e}",
-                path.display()
-            ));
+            problems.push(Problem::file(key, path, format_args!("cannot read: {e}")));
             None
         }
     }
 }
 
 /// Loads the certificate chain and key; every problem is pushed, naming the key and file.
-pub fn load(cert: &Path, key: &Path, problems: &mut Vec<String>) -> Option<Identity> {
-    let cert_pem = read(cert, "cert", problems);
-    let key_pem = read(key, "key", problems);
+pub fn load(cert: &Path, key: &Path, problems: &mut Vec<Problem>) -> Option<Identity> {
+    let cert_pem = read(cert, CERT, problems);
+    let key_pem = read(key, KEY, problems);
     let chain: Vec<CertificateDer<'static>> = match cert_pem {
         Some(pem) => match CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>() {
             Ok(c) if !c.is_empty() => c,
             Ok(_) => {
-                problems.push(format!(
-                    "server.cert ({}): no CERTIFICATE block",
-                    cert.display()
-                ));
+                problems.push(Problem::file(CERT, cert, "no CERTIFICATE block"));
                 return None;
             }
             Err(e) => {
-                problems.push(format!("server.cert ({}): not PEM: {e}", cert.display()));
+                problems.push(Problem::file(CERT, cert, format_args!("not PEM: {e}")));
                 return None;
             }
         },
@@ -62,9 +61,10 @@ pub fn load(cert: &Path, key: &Path, problems: &mut Vec<String>) -> Option<Ident
         Ok(k) => k,
         Err(e) => {
             // The message names the PEM problem, never the key material.
-            problems.push(format!(
-                "server.key ({}): no usable private key: {e}",
-                key.display()
+            problems.push(Problem::file(
+                KEY,
+                key,
+                format_args!("no usable private key: {e}"),
             ));
             return None;
         }
@@ -75,10 +75,10 @@ pub fn load(cert: &Path, key: &Path, problems: &mut Vec<String>) -> Option<Ident
     let config = match builder.map(|b| b.with_no_client_auth().with_single_cert(chain, key_der)) {
         Ok(Ok(c)) => c,
         Ok(Err(e)) | Err(e) => {
-            problems.push(format!(
-                "server.key ({}): does not fit the certificate {}: {e}",
-                key.display(),
-                cert.display()
+            problems.push(Problem::file(
+                KEY,
+                key,
+                format_args!("does not fit the certificate {}: {e}", cert.display()),
             ));
             return None;
         }
@@ -121,7 +121,12 @@ mod tests {
         )
         .is_none());
         assert_eq!(p.len(), 2);
-        assert!(p[0].starts_with("server.cert (/nonexistent/c.pem)"));
-        assert!(p[1].starts_with("server.key (/nonexistent/k.pem)"));
+        assert_eq!(p[0].key(), Some("server.cert"));
+        assert!(p[0]
+            .to_string()
+            .starts_with("server.cert (/nonexistent/c.pem): cannot read"));
+        assert!(p[1]
+            .to_string()
+            .starts_with("server.key (/nonexistent/k.pem)"));
     }
 }

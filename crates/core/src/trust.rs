@@ -4,7 +4,7 @@
 use crate::auth::jwk::{self, PublicJwk};
 use crate::auth::signed;
 use crate::auth::{Registry, Rules, Tool, Verifier};
-use crate::config::Config;
+use crate::config::{Config, Problem};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -20,64 +20,99 @@ pub struct Trust {
     pub signing_key: Option<jwk::PrivateJwk>,
 }
 
-pub fn load_keys(path: &Path, key: &str, problems: &mut Vec<String>) -> Vec<PublicJwk> {
+/// Reads the public keys (a JWK or a JWKS) of the file that configuration key `key` names.
+pub fn load_keys(path: &Path, key: &str, problems: &mut Vec<Problem>) -> Vec<PublicJwk> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
-            problems.push(format!("{key} ({}): cannot read: {e}", path.display()));
+            problems.push(Problem::file(key, path, format_args!("cannot read: {e}")));
             return Vec::new();
         }
     };
     jwk::parse_public_set(&text).unwrap_or_else(|e| {
-        problems.push(format!("{key} ({}): {e}", path.display()));
+        problems.push(Problem::file(key, path, e));
         Vec::new()
     })
 }
 
-/// Reads a private JWK (a signing key); a problem naming `label` on failure.
+/// Reads a private JWK (a signing key); a problem naming configuration key `key` on failure.
 pub fn load_private(
     path: &Path,
-    label: &str,
-    problems: &mut Vec<String>,
+    key: &str,
+    problems: &mut Vec<Problem>,
 ) -> Option<jwk::PrivateJwk> {
-    let label = format!("{label} ({})", path.display());
     std::fs::read_to_string(path)
-        .map_err(|e| format!("{label}: cannot read: {e}"))
-        .and_then(|t| jwk::parse_private(&t).map_err(|e| format!("{label}: {e}")))
+        .map_err(|e| Problem::file(key, path, format_args!("cannot read: {e}")))
+        .and_then(|t| jwk::parse_private(&t).map_err(|e| Problem::file(key, path, e)))
         .map_err(|p| problems.push(p))
         .ok()
 }
 
+/// Who already uses a key id: the configuration key and file holding it, and the registry tool
+/// when the key came from the signed registry.
+struct KidOwner<'a> {
+    key: &'a str,
+    path: &'a Path,
+    tool: Option<&'a str>,
+}
+
+impl std::fmt::Display for KidOwner<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.key, self.path.display())?;
+        match self.tool {
+            Some(t) => write!(f, ": tool {t:?}"),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Trust {
-    /// Loads every key and registry `config` names; problems are pushed, one line each.
-    pub fn build(config: &Config, problems: &mut Vec<String>) -> Trust {
+    /// Loads every key and registry `config` names; problems are pushed, one per mistake.
+    pub fn build(config: &Config, problems: &mut Vec<Problem>) -> Trust {
+        // Key id → its first owner, written as problems name it.
         let mut kids: HashMap<String, String> = HashMap::new();
-        let mut claim_kid = |k: &PublicJwk, owner: String, problems: &mut Vec<String>| {
-            if let Some(prev) = kids.insert(k.kid.clone(), owner.clone()) {
-                problems.push(format!(
-                    "{owner}: key id {:?} is also used by {prev}; kids must be unique",
-                    k.kid
+        let mut claim_kid = |k: &PublicJwk, owner: KidOwner, problems: &mut Vec<Problem>| {
+            if let Some(prev) = kids.insert(k.kid.clone(), owner.to_string()) {
+                let tool = owner
+                    .tool
+                    .map(|t| format!("tool {t:?}: "))
+                    .unwrap_or_default();
+                problems.push(Problem::file(
+                    owner.key,
+                    owner.path,
+                    format_args!(
+                        "{tool}key id {:?} is also used by {prev}; kids must be unique",
+                        k.kid
+                    ),
                 ));
             }
         };
         let mut tool_keys = Vec::new();
         for (i, t) in config.tools.iter().enumerate() {
+            let key = format!("tool[{i}].keys");
             for path in &t.keys {
-                for k in load_keys(path, &format!("tool[{i}].keys"), problems) {
-                    claim_kid(&k, format!("tool[{i}].keys ({})", path.display()), problems);
+                for k in load_keys(path, &key, problems) {
+                    let owner = KidOwner {
+                        key: &key,
+                        path,
+                        tool: None,
+                    };
+                    claim_kid(&k, owner, problems);
                     tool_keys.push((k, i));
                 }
             }
         }
         let mut issuer_keys = match &config.auth.issuer_keys {
             Some(path) => {
-                let keys = load_keys(path, "auth.issuer_keys", problems);
+                let key = "auth.issuer_keys";
+                let keys = load_keys(path, key, problems);
                 for k in &keys {
-                    claim_kid(
-                        k,
-                        format!("auth.issuer_keys ({})", path.display()),
-                        problems,
-                    );
+                    let owner = KidOwner {
+                        key,
+                        path,
+                        tool: None,
+                    };
+                    claim_kid(k, owner, problems);
                 }
                 keys
             }
@@ -86,12 +121,14 @@ impl Trust {
         // The on-box authorization server signs with its own key; the API trusts it like an
         // issuer key, and its issuer like a configured one.
         let signing_key = config.token_endpoint.as_ref().and_then(|te| {
-            let k = load_private(&te.signing_key, "token_endpoint.signing_key", problems)?;
-            claim_kid(
-                &k.key,
-                format!("token_endpoint.signing_key ({})", te.signing_key.display()),
-                problems,
-            );
+            let key = "token_endpoint.signing_key";
+            let k = load_private(&te.signing_key, key, problems)?;
+            let owner = KidOwner {
+                key,
+                path: &te.signing_key,
+                tool: None,
+            };
+            claim_kid(&k.key, owner, problems);
             issuer_keys.push(k.key.clone());
             Some(k)
         });
@@ -120,18 +157,18 @@ impl Trust {
             .collect();
         let registry_version = match &config.registry {
             Some(rc) => {
-                let label = format!("registry.file ({})", rc.file.display());
+                let key = "registry.file";
+                let bad = |why: &dyn std::fmt::Display| Problem::file(key, &rc.file, why);
                 let signed = load_keys(&rc.root_key, "registry.root_key", problems)
                     .into_iter()
                     .next()
                     .ok_or(())
                     .and_then(|root| {
                         let jws = std::fs::read(&rc.file)
-                            .map_err(|e| problems.push(format!("{label}: cannot read: {e}")))?;
-                        let r = signed::verify(&root, &jws)
-                            .map_err(|e| problems.push(format!("{label}: {e}")))?;
+                            .map_err(|e| problems.push(bad(&format_args!("cannot read: {e}"))))?;
+                        let r = signed::verify(&root, &jws).map_err(|e| problems.push(bad(&e)))?;
                         signed::check_rollback(&config.server.state_dir, r.version)
-                            .map_err(|e| problems.push(format!("{label}: {e}")))?;
+                            .map_err(|e| problems.push(bad(&e)))?;
                         Ok(r)
                     });
                 match signed {
@@ -141,15 +178,20 @@ impl Trust {
                                 t.id == tool.id
                                     || t.origins.iter().any(|o| tool.origins.contains(o))
                             }) {
-                                problems.push(format!(
-                                    "{label}: tool {:?} clashes with [[tool]] {:?} (id or origin)",
+                                problems.push(bad(&format_args!(
+                                    "tool {:?} clashes with [[tool]] {:?} (id or origin)",
                                     tool.id, t.id
-                                ));
+                                )));
                                 continue;
                             }
                             let index = tools.len();
                             for k in keys {
-                                claim_kid(&k, format!("{label}: tool {:?}", tool.id), problems);
+                                let owner = KidOwner {
+                                    key,
+                                    path: &rc.file,
+                                    tool: Some(&tool.id),
+                                };
+                                claim_kid(&k, owner, problems);
                                 tool_keys.push((k, index));
                             }
                             tools.push(tool);

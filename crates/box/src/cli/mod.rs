@@ -4,6 +4,7 @@ pub mod ctl;
 use crate::snapshot::Snapshot;
 use boxapi_core::auth::jwk::{self, Alg};
 use boxapi_core::auth::mint;
+use boxapi_core::config::Problem;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -131,7 +132,8 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32
     }
 }
 
-fn print_problems(problems: &[String]) {
+/// Contract §2: every problem on stderr, one per line, naming the key or file.
+fn print_problems(problems: &[Problem]) {
     for p in problems {
         eprintln!("{p}");
     }
@@ -163,7 +165,11 @@ fn serve_with(config: &Path, announce: impl FnOnce(&[SocketAddr])) -> i32 {
     };
     let server = &snapshot.config.server;
     if server.listen_interfaces.is_empty() && server.listen.is_empty() {
-        eprintln!("server: set listen_interfaces or listen (nothing to listen on; [authority] listen is for boxapi authority)");
+        // A valid configuration for the authority alone: not one the box can serve.
+        print_problems(&[Problem::invalid(
+            "server",
+            "set listen_interfaces or listen (nothing to listen on; [authority] listen is for boxapi-authority)",
+        )]);
         return EXIT_USAGE;
     }
     match crate::daemon::run(snapshot, announce) {
@@ -213,13 +219,7 @@ fn demo(dir: &Path, listen: SocketAddr) -> i32 {
 }
 
 fn keygen(alg: AlgArg, kid: &str, out: &Path) -> i32 {
-    if kid.is_empty()
-        || kid.len() > 128
-        || !kid
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        || kid.starts_with('.')
-    {
+    if !mint::valid_file_kid(kid) {
         eprintln!("--kid: use 1-128 of A-Z a-z 0-9 . _ - (it names the files)");
         return EXIT_USAGE;
     }

@@ -15,6 +15,14 @@ pub enum MintError {
     Ttl,
 }
 
+/// A key id that `boxapi keygen` may turn into file names (`KID.jwk`): the tool-id characters
+/// (`registry::is_id_char`), 1-128 of them, and no leading `.` (no hidden or `..` names).
+pub fn valid_file_kid(kid: &str) -> bool {
+    (1..=128).contains(&kid.len())
+        && kid.bytes().all(super::registry::is_id_char)
+        && !kid.starts_with('.')
+}
+
 /// Generates a new signing key with the given key id.
 pub fn generate(alg: Alg, kid: &str) -> Result<PrivateJwk, MintError> {
     let rng = SystemRandom::new();

@@ -44,6 +44,69 @@ impl Scopes {
     }
 }
 
+/// The tool-id rule in words, for error messages.
+pub const TOOL_ID_RULE: &str = "1-64 of A-Z a-z 0-9 . _ -";
+
+/// A character allowed in a tool id (and in a key id that names files): safe in a URL, a file
+/// name, a log line and a JSON string without escaping.
+pub fn is_id_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"._-".contains(&b)
+}
+
+/// A tool id (the tokens' `client_id`), the same rule in `[[tool]]` and the signed registry.
+pub fn valid_tool_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(is_id_char)
+}
+
+/// Checks that a tool's registered origin is a serialised origin exactly as browsers send it
+/// (CORS then compares them byte for byte), in `[[tool]]` and in the signed registry alike.
+pub fn check_origin_syntax(origin: &str) -> Result<(), &'static str> {
+    let (rest, https) = if let Some(r) = origin.strip_prefix("https://") {
+        (r, true)
+    } else if let Some(r) = origin.strip_prefix("http://") {
+        (r, false)
+    } else {
+        return Err("an origin starts with https:// (or http:// for a loopback host)");
+    };
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let end = v6.find(']').ok_or("unterminated IPv6 literal")?;
+        if v6[..end].parse::<std::net::Ipv6Addr>().is_err() {
+            return Err("invalid IPv6 literal");
+        }
+        (&rest[..end + 2], &v6[end + 1..])
+    } else {
+        match rest.find(':') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        }
+    };
+    if host.is_empty()
+        || !host.starts_with('[')
+            && !host
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    {
+        return Err("the host must be lower-case letters, digits, '-' and '.', with no path or trailing '/'");
+    }
+    if let Some(p) = port.strip_prefix(':') {
+        let n: u16 = p
+            .parse()
+            .map_err(|_| "the port must be a number from 1 to 65535")?;
+        if n == 0 || p.starts_with('0') {
+            return Err("the port must be a number from 1 to 65535, without leading zeros");
+        }
+        if (https && n == 443) || (!https && n == 80) {
+            return Err("browsers omit the default port; write the origin without it");
+        }
+    } else if !port.is_empty() {
+        return Err("nothing may follow the host but :port");
+    }
+    if !https && !matches!(host, "localhost" | "127.0.0.1" | "[::1]") {
+        return Err("http:// origins are allowed for loopback hosts only; a tool's page must be served over https");
+    }
+    Ok(())
+}
+
 /// One registered measurement tool.
 #[derive(Clone, Debug)]
 pub struct Tool {
@@ -111,6 +174,42 @@ mod tests {
         assert!(s.contains(Scopes::ACCESS) && s.contains(Scopes::COUNTERS));
         assert_eq!(Scopes::from_claim("accessx  COUNTERS"), Scopes::default());
         assert_eq!(s.intersect(Scopes::COUNTERS).names(), vec!["counters"]);
+    }
+
+    #[test]
+    fn tool_ids() {
+        for good in ["nperf", "a", "A.b_c-9", &"x".repeat(64)] {
+            assert!(valid_tool_id(good), "{good}");
+        }
+        for bad in ["", "a b", "a/b", "é", "a:b", &"x".repeat(65)] {
+            assert!(!valid_tool_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn origin_syntax() {
+        for ok in [
+            "https://www.nperf.com",
+            "https://a.example:8443",
+            "http://localhost:8080",
+            "https://[::1]:4443",
+        ] {
+            assert_eq!(check_origin_syntax(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "https://www.nperf.com/",
+            "https://WWW.nperf.com",
+            "https://a.example:443",
+            "http://a.example",
+            "null",
+            "https://a.example:0",
+            "https://a.example:08443",
+            "https://a.example/path",
+            "*",
+            "https://",
+        ] {
+            assert!(check_origin_syntax(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! accepts a registry only if the signature verifies and the version is not older than the one it
 //! already accepted (no rollback).
 use super::jwk::{self, PrivateJwk, PublicJwk};
-use super::registry::{Scopes, Tool};
+use super::registry::{check_origin_syntax, valid_tool_id, Scopes, Tool, TOOL_ID_RULE};
 use super::token::{verify_jws, TokenError};
+use serde::Deserialize;
 use serde_json::Value;
 use std::path::Path;
 
@@ -35,49 +36,51 @@ fn bad(what: String) -> SignedError {
     SignedError::Payload(what)
 }
 
+/// The payload's members. Unknown members are refused, as unknown keys are in the TOML
+/// configuration: a misspelt `"revokd": true` must not leave a tool trusted.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    version: u64,
+    /// Kept raw so that each entry's problem can name its index.
+    tools: Vec<Value>,
+}
+
+/// One tool of the registry, typed: a `"revoked": "true"` is an error, not a silent `false`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    id: String,
+    name: Option<String>,
+    #[serde(default)]
+    origins: Vec<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    /// JWKs, read by `jwk::parse_public_set`.
+    keys: Option<Vec<Value>>,
+    #[serde(default)]
+    revoked: bool,
+    tokens_per_hour: Option<u64>,
+}
+
 /// Checks a registry payload (JSON) and returns it parsed.
 pub fn parse_payload(payload: &[u8]) -> Result<SignedRegistry, SignedError> {
-    let v: Value = serde_json::from_slice(payload).map_err(|e| bad(format!("not JSON: {e}")))?;
-    let version = v.get("version").and_then(Value::as_u64).filter(|&n| n > 0);
-    let version = version.ok_or_else(|| bad("\"version\" must be a positive integer".into()))?;
-    let items = v
-        .get("tools")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("\"tools\" must be an array".into()))?;
+    let doc: Document =
+        serde_json::from_slice(payload).map_err(|e| bad(format!("not a registry: {e}")))?;
+    if doc.version == 0 {
+        return Err(bad("\"version\" must be a positive integer".into()));
+    }
     let mut tools: Vec<(Tool, Vec<PublicJwk>)> = Vec::new();
-    for (n, t) in items.iter().enumerate() {
-        let field = |k: &str| t.get(k);
-        let id = field("id").and_then(Value::as_str).unwrap_or("").to_owned();
-        let valid = !id.is_empty()
-            && id.len() <= 64
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if !valid {
-            return Err(bad(format!(
-                "tools[{n}].id is missing or not 1-64 of A-Z a-z 0-9 . _ -"
-            )));
+    for (n, item) in doc.tools.into_iter().enumerate() {
+        let e = Entry::deserialize(item).map_err(|e| bad(format!("tools[{n}]: {e}")))?;
+        if !valid_tool_id(&e.id) {
+            return Err(bad(format!("tools[{n}].id must be {TOOL_ID_RULE}")));
         }
-        if tools.iter().any(|(x, _)| x.id == id) {
-            return Err(bad(format!("tools[{n}].id {id:?} appears twice")));
+        if tools.iter().any(|(x, _)| x.id == e.id) {
+            return Err(bad(format!("tools[{n}].id {:?} appears twice", e.id)));
         }
-        let strings = |k: &str| -> Result<Vec<String>, SignedError> {
-            match field(k) {
-                None => Ok(Vec::new()),
-                Some(Value::Array(a)) => a
-                    .iter()
-                    .map(|s| {
-                        s.as_str()
-                            .map(str::to_owned)
-                            .ok_or_else(|| bad(format!("tools[{n}].{k} must hold strings")))
-                    })
-                    .collect(),
-                Some(_) => Err(bad(format!("tools[{n}].{k} must be an array"))),
-            }
-        };
-        let origins = strings("origins")?;
-        for o in &origins {
-            crate::cors::check_origin_syntax(o)
+        for o in &e.origins {
+            check_origin_syntax(o)
                 .map_err(|why| bad(format!("tools[{n}].origins {o:?}: {why}")))?;
             if tools.iter().any(|(x, _)| x.origins.contains(o)) {
                 return Err(bad(format!(
@@ -86,44 +89,44 @@ pub fn parse_payload(payload: &[u8]) -> Result<SignedRegistry, SignedError> {
             }
         }
         let mut scopes = Scopes::default();
-        for s in strings("scopes")? {
+        for s in &e.scopes {
             scopes = scopes.union(
-                Scopes::from_name(&s)
+                Scopes::from_name(s)
                     .ok_or_else(|| bad(format!("tools[{n}].scopes {s:?} is unknown")))?,
             );
         }
-        let keys = match field("keys") {
+        let keys = match e.keys {
             None => Vec::new(),
             Some(k) => jwk::parse_public_set(&serde_json::json!({ "keys": k }).to_string())
                 .map_err(|e| bad(format!("tools[{n}].keys: {e}")))?,
         };
-        let name = field("name")
-            .and_then(Value::as_str)
-            .unwrap_or(&id)
-            .to_owned();
-        let revoked = field("revoked").and_then(Value::as_bool).unwrap_or(false);
-        let tokens_per_hour = match field("tokens_per_hour") {
+        let tokens_per_hour = match e.tokens_per_hour {
             None => None,
             Some(q) => Some(
-                q.as_u64()
-                    .filter(|n| (1..=100_000).contains(n))
-                    .ok_or_else(|| bad(format!("tools[{n}].tokens_per_hour must be 1 to 100000")))?
-                    as u32,
+                u32::try_from(q)
+                    .ok()
+                    .filter(|q| (1..=100_000).contains(q))
+                    .ok_or_else(|| {
+                        bad(format!("tools[{n}].tokens_per_hour must be 1 to 100000"))
+                    })?,
             ),
         };
         tools.push((
             Tool {
-                id,
-                name,
-                origins,
+                name: e.name.unwrap_or_else(|| e.id.clone()),
+                id: e.id,
+                origins: e.origins,
                 scopes,
-                revoked,
+                revoked: e.revoked,
                 tokens_per_hour,
             },
             keys,
         ));
     }
-    Ok(SignedRegistry { version, tools })
+    Ok(SignedRegistry {
+        version: doc.version,
+        tools,
+    })
 }
 
 /// Verifies a signed registry with the operator's root key.
@@ -206,5 +209,32 @@ mod tests {
             br#"{"version": 1, "tools": [{"id": "a"}, {"id": "a"}]}"#
         )
         .is_err());
+    }
+
+    fn payload_error(json: &str) -> String {
+        match parse_payload(json.as_bytes()) {
+            Err(SignedError::Payload(why)) => why,
+            other => panic!("{json}: expected a payload error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_members_are_refused_like_unknown_config_keys() {
+        let ok = r#"{"version": 1, "tools": [{"id": "a", "name": "A", "origins": ["https://a.example"],
+            "scopes": ["access"], "revoked": false, "tokens_per_hour": 10}]}"#;
+        let r = parse_payload(ok.as_bytes()).unwrap();
+        assert_eq!(r.tools[0].0.tokens_per_hour, Some(10));
+        // A misspelt member would otherwise leave the tool trusted.
+        let why = payload_error(r#"{"version": 1, "tools": [{"id": "a", "revokd": true}]}"#);
+        assert!(why.starts_with("tools[0]: unknown field `revokd`"), "{why}");
+        let why = payload_error(r#"{"version": 1, "tools": [], "signed_by": "x"}"#);
+        assert!(why.contains("unknown field `signed_by`"), "{why}");
+        // Wrong types are errors, not defaults.
+        let why = payload_error(r#"{"version": 1, "tools": [{"id": "a", "revoked": "true"}]}"#);
+        assert!(why.starts_with("tools[0]: invalid type"), "{why}");
+        let why = payload_error(r#"{"version": 1, "tools": [{"id": "a b"}]}"#);
+        assert_eq!(why, "tools[0].id must be 1-64 of A-Z a-z 0-9 . _ -");
+        let why = payload_error(r#"{"version": 0, "tools": []}"#);
+        assert_eq!(why, "\"version\" must be a positive integer");
     }
 }
