@@ -15,11 +15,27 @@ pub struct App {
     pub control: Control,
     pub lan: Lan,
     pub limiter: Limiter,
+    /// The box's own certificate: when it renews next and what went wrong last (`ctl status`).
+    pub renewal: std::sync::Mutex<Renewal>,
     /// Replay cache and quotas of the on-box token endpoint.
     pub authz: boxapi_core::authz::State,
     /// One permit per open connection (`server.max_connections`).
     pub(crate) connections: Arc<Semaphore>,
     pub(crate) pending: Arc<Pending>,
+}
+
+/// Where the box's own certificate renewal stands.
+#[derive(Debug, Clone, Default)]
+pub struct Renewal {
+    /// When the next renewal is due (Unix seconds), once `[enrol]` is configured.
+    pub renew_at: Option<i64>,
+    /// The CA's suggested renewal time (ACME ARI) from the last enrolment.
+    pub ari: Option<i64>,
+    /// The last renewal error, cleared by a success.
+    pub last_error: Option<String>,
+    /// Failed attempts in a row, and when to try again (jittered exponential backoff).
+    pub failures: u32,
+    pub retry_at: Option<i64>,
 }
 
 impl App {
@@ -33,6 +49,7 @@ impl App {
             lan: Lan::default(),
             limiter,
             authz: Default::default(),
+            renewal: Default::default(),
             connections,
             pending: Arc::default(),
         })

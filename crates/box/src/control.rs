@@ -69,6 +69,11 @@ fn status(app: &App) -> Value {
         })
         .collect();
     let mode = state::to_json(&st);
+    let renewal = app
+        .renewal
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let warnings: Vec<String> = certificate_warning(snap.cert_not_after)
         .into_iter()
         .collect();
@@ -78,6 +83,9 @@ fn status(app: &App) -> Value {
         "retry_after": mode["retry_after"],
         "tools": tools,
         "cert_not_after": snap.cert_not_after.map(boxapi_core::time::rfc3339),
+        "cert_name": snap.box_name,
+        "cert_renew_at": renewal.renew_at.map(boxapi_core::time::rfc3339),
+        "cert_last_error": renewal.last_error,
         "warnings": warnings,
         "config": snap.config.path.display().to_string(),
         "version": env!("CARGO_PKG_VERSION"),

@@ -84,6 +84,92 @@ async fn watch_certificate(app: Arc<App>) {
     }
 }
 
+/// How often the LAN addresses behind the box's name are compared with what was published.
+const ADDRESS_CHECK: Duration = Duration::from_secs(10);
+
+/// Renews the box's own certificate by itself (contract §10): at its renewal time, or after a
+/// failure when the backoff says so; the current certificate keeps serving until a new one is
+/// installed. Also keeps the authority told of the box's LAN addresses (its name's A/AAAA).
+async fn renew_certificate(app: Arc<App>) {
+    let mut published: Option<Vec<std::net::IpAddr>> = None;
+    loop {
+        let snap = app.snapshot();
+        let Some(e) = snap.config.enrol.clone() else {
+            // `[enrol]` removed by a reload: look again later.
+            tokio::time::sleep(ADDRESS_CHECK).await;
+            continue;
+        };
+        let now = boxapi_core::time::unix_now() as i64;
+        let due = {
+            let mut r = app.renewal.lock().unwrap_or_else(|p| p.into_inner());
+            let scheduled = match (snap.cert_not_before, snap.cert_not_after) {
+                (Some(nb), Some(na)) => crate::enrol::renew_at(nb, na, e.renew_fraction, r.ari),
+                _ => now,
+            };
+            let due = r.retry_at.filter(|_| r.failures > 0).unwrap_or(scheduled);
+            r.renew_at = Some(due);
+            due
+        };
+        let server = &snap.config.server;
+        let addrs = crate::lan::published_addrs(server, &crate::lan::interface_addrs());
+        if now >= due {
+            match crate::enrol::enrol(&snap.config, &addrs).await {
+                Ok(done) => {
+                    {
+                        let mut r = app.renewal.lock().unwrap_or_else(|p| p.into_inner());
+                        r.failures = 0;
+                        r.retry_at = None;
+                        r.last_error = None;
+                        r.ari = done.renew_after;
+                    }
+                    published = Some(addrs);
+                    log::event(
+                        "certificate_renewed",
+                        &[
+                            ("name", &done.name),
+                            ("not_after", &boxapi_core::time::rfc3339(done.not_after)),
+                        ],
+                    );
+                    // New connections get the new certificate now; established ones keep theirs.
+                    let _ = reload(&app);
+                }
+                Err(err) => {
+                    let wait = {
+                        let mut r = app.renewal.lock().unwrap_or_else(|p| p.into_inner());
+                        let wait = crate::enrol::backoff(r.failures, e.retry_min, e.retry_max);
+                        r.failures = r.failures.saturating_add(1);
+                        r.retry_at = Some(now + wait.as_secs() as i64);
+                        r.last_error = Some(err.to_string());
+                        wait
+                    };
+                    log::event(
+                        "certificate_renewal_failed",
+                        &[
+                            ("error", &err.to_string()),
+                            ("retry_in_s", &wait.as_secs().to_string()),
+                        ],
+                    );
+                }
+            }
+            continue;
+        }
+        if published.as_ref() != Some(&addrs) && !addrs.is_empty() {
+            match crate::enrol::publish_addresses(&e, &addrs).await {
+                Ok(()) => {
+                    log::event(
+                        "addresses_published",
+                        &[("count", &addrs.len().to_string())],
+                    );
+                    published = Some(addrs);
+                }
+                Err(err) => log::event("addresses_not_published", &[("error", &err.to_string())]),
+            }
+        }
+        let until_due = Duration::from_secs((due - now).max(1) as u64);
+        tokio::time::sleep(until_due.min(ADDRESS_CHECK)).await;
+    }
+}
+
 async fn sighup(app: Arc<App>, mut hup: tokio::signal::unix::Signal) {
     while hup.recv().await.is_some() {
         let _ = reload(&app);
@@ -138,6 +224,9 @@ pub fn start(snapshot: Snapshot) -> Result<(Arc<App>, server::Bound), StartError
         Err(e) => log::event("signal_error", &[("error", &e.to_string())]),
     }
     tokio::spawn(watch_certificate(app.clone()));
+    if app.snapshot().config.enrol.is_some() {
+        tokio::spawn(renew_certificate(app.clone()));
+    }
     let listeners = server::bind_initial(&app).map_err(StartError::Bind)?;
     if app.control.mode() == Mode::Disabled {
         log::event("disabled", &[("hint", "boxapi ctl enable")]);

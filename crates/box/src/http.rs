@@ -167,6 +167,7 @@ fn name_accepted(name: &str, snap: &Snapshot, conn: &ConnInfo) -> bool {
     if server
         .server_names
         .iter()
+        .chain(snap.box_name.as_ref())
         .any(|n| n.eq_ignore_ascii_case(name))
     {
         return true;

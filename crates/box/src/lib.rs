@@ -9,6 +9,7 @@ pub mod control;
 pub mod daemon;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod enrol;
 pub mod http;
 pub mod lan;
 pub mod ratelimit;

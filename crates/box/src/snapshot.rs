@@ -13,6 +13,9 @@ pub struct Snapshot {
     pub config: Config,
     pub tls: Arc<ServerConfig>,
     pub cert_not_after: Option<i64>,
+    pub cert_not_before: Option<i64>,
+    /// The box's own name (`<label>.<zone>`, from `[enrol]`), accepted in Host and SNI.
+    pub box_name: Option<String>,
     pub trust: Trust,
     pub file_layer: Option<FileLayer>,
     pub command_layer: Option<CommandLayer>,
@@ -52,6 +55,16 @@ impl Snapshot {
             }
         }
         let trust = Trust::build(&config, &mut problems);
+        let box_name = match &config.enrol {
+            Some(e) => match crate::enrol::box_name(e) {
+                Ok(n) => Some(n),
+                Err(err) => {
+                    problems.push(err.to_string());
+                    None
+                }
+            },
+            None => None,
+        };
         let identity = match identity {
             Some(id) if problems.is_empty() => id,
             _ => return Err(problems),
@@ -60,6 +73,8 @@ impl Snapshot {
         Ok(Snapshot {
             tls: identity.config,
             cert_not_after: identity.not_after,
+            cert_not_before: identity.not_before,
+            box_name,
             trust,
             file_layer: m.provider_file.clone().map(FileLayer::new),
             command_layer: m

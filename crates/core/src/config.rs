@@ -25,6 +25,27 @@ pub struct Config {
     pub registry: Option<SignedRegistryConfig>,
     /// Addresses of `boxapi authority` (the central token server); not used by `serve`.
     pub authority_listen: Vec<SocketAddr>,
+    /// The box's own name and certificate from the operator's authority (`[enrol]`), if enabled.
+    pub enrol: Option<Enrol>,
+}
+
+/// `[enrol]`: how the box obtains and renews its own publicly trusted certificate (contract §10).
+#[derive(Clone, Debug)]
+pub struct Enrol {
+    /// Base URL of the operator's authority; the box posts to `{authority}/v1/enrol`.
+    pub authority: String,
+    /// Trust anchors for the authority's TLS certificate (PEM).
+    pub authority_ca: PathBuf,
+    /// The device certificate (PEM, chain leaf first) and its key, provisioned at manufacture.
+    pub device_cert: PathBuf,
+    pub device_key: PathBuf,
+    /// The operator's zone: the box's name is `<label>.<zone>`.
+    pub zone: String,
+    /// Renew when this fraction of the certificate's lifetime has passed (default two thirds).
+    pub renew_fraction: f64,
+    /// Backoff after a failed renewal: from `retry_min` doubling up to `retry_max`, jittered.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -224,6 +245,27 @@ impl<'a> Section<'a> {
         }
     }
 
+    fn float(&mut self, key: &'static str, default: f64, min: f64, max: f64) -> f64 {
+        match self.get(key) {
+            None => default,
+            Some(Value::Float(f)) if *f > min && *f < max => *f,
+            Some(Value::Float(f)) => {
+                self.problem(
+                    key,
+                    format_args!("{f} is out of range ({min} to {max}, exclusive)"),
+                );
+                default
+            }
+            Some(other) => {
+                self.problem(
+                    key,
+                    format_args!("expected a number, found {}", other.type_str()),
+                );
+                default
+            }
+        }
+    }
+
     fn path(&mut self, key: &'static str, dir: &Path) -> Option<PathBuf> {
         self.string(key).map(|p| dir.join(p))
     }
@@ -308,6 +350,7 @@ pub fn parse(text: &str, path: &Path, problems: &mut Vec<Problem>) -> Option<Con
     let token_t = top.table("token_endpoint").cloned();
     let registry_t = top.table("registry").cloned();
     let authority_t = top.table("authority").cloned();
+    let enrol_t = top.table("enrol").cloned();
     let (had_server, had_auth) = (root.contains_key("server"), auth_t.is_some());
     top.finish();
     for (key, had) in [("server", had_server), ("auth", had_auth)] {
@@ -335,6 +378,7 @@ pub fn parse(text: &str, path: &Path, problems: &mut Vec<Problem>) -> Option<Con
             root_key: root_key?,
         })
     });
+    let enrol = enrol_t.and_then(|t| parse_enrol(&t, &dir, problems));
     let mut authority_listen = Vec::new();
     if let Some(t) = authority_t {
         let mut s = Section::new("authority", &t, problems);
@@ -359,6 +403,7 @@ pub fn parse(text: &str, path: &Path, problems: &mut Vec<Problem>) -> Option<Con
         ));
     }
     Some(Config {
+        enrol,
         authority_listen,
         registry,
         token_endpoint,
@@ -642,6 +687,51 @@ fn parse_metrics(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> Metrics 
         provider_timeout,
         static_layer,
     }
+}
+
+fn parse_enrol(t: &Table, dir: &Path, problems: &mut Vec<String>) -> Option<Enrol> {
+    let mut s = Section::new("enrol", t, problems);
+    let authority = s.required_string("authority");
+    if !authority.is_empty() && (!authority.starts_with("https://") || authority.ends_with('/')) {
+        s.problem(
+            "authority",
+            "must be an https:// URL without a trailing '/'",
+        );
+    }
+    let file = |s: &mut Section, key: &'static str| {
+        let p = s.path(key, dir);
+        if p.is_none() && !t.contains_key(key) {
+            s.problem(key, "is required");
+        }
+        p
+    };
+    let authority_ca = file(&mut s, "authority_ca");
+    let device_cert = file(&mut s, "device_cert");
+    let device_key = file(&mut s, "device_key");
+    let zone = s.required_string("zone");
+    if !zone.is_empty() && !valid_hostname(&zone) {
+        s.problem(
+            "zone",
+            format_args!("{zone:?} is not a lower-case DNS name"),
+        );
+    }
+    let renew_fraction = s.float("renew_fraction", 2.0 / 3.0, 0.0, 1.0);
+    let retry_min = Duration::from_secs(s.int("retry_min_secs", 60, 1, 86_400) as u64);
+    let retry_max = Duration::from_secs(s.int("retry_max_secs", 6 * 3600, 1, 7 * 86_400) as u64);
+    if retry_max < retry_min {
+        s.problem("retry_max_secs", "must not be below retry_min_secs");
+    }
+    s.finish();
+    Some(Enrol {
+        authority,
+        authority_ca: authority_ca?,
+        device_cert: device_cert?,
+        device_key: device_key?,
+        zone,
+        renew_fraction,
+        retry_min,
+        retry_max,
+    })
 }
 
 fn parse_token_endpoint(

@@ -13,6 +13,7 @@ pub mod cors;
 pub mod der;
 pub mod files;
 pub mod log;
+pub mod names;
 pub mod privs;
 pub mod problem;
 pub mod time;

@@ -91,6 +91,59 @@ pub fn rfc3339(secs: i64) -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
+/// Parses an RFC 3339 date-time (`2026-11-23T18:00:00Z`, fractional seconds and a `±HH:MM`
+/// offset allowed) to Unix seconds; `None` for anything else.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    if b.len() < 20 || !text.is_ascii() {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let s = text.get(r)?;
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())?
+    };
+    let sep = |i: usize, c: &[u8]| c.contains(&b[i]);
+    if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let mut rest = &text[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        rest = &frac[digits..];
+    }
+    let digits2 = |t: &str| -> Option<i64> {
+        (t.len() == 2 && t.bytes().all(|c| c.is_ascii_digit())).then(|| t.parse().ok())?
+    };
+    let offset = match rest.as_bytes().first() {
+        Some(b'Z' | b'z') if rest.len() == 1 => 0,
+        Some(&sign @ (b'+' | b'-')) if rest.len() == 6 && &rest[3..4] == ":" => {
+            let (oh, om) = (digits2(&rest[1..3])?, digits2(&rest[4..6])?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let secs = oh * 3600 + om * 60;
+            if sign == b'+' {
+                secs
+            } else {
+                -secs
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(y, mo as u32, d as u32);
+    Some(days * 86_400 + h * 3600 + mi * 60 + s - offset)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +178,27 @@ mod tests {
         let a = monotonic_us();
         std::thread::sleep(Duration::from_millis(2));
         assert!(monotonic_us() > a);
+    }
+
+    #[test]
+    fn rfc3339_round_trip_and_refusals() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339(&rfc3339(1_800_000_000)), Some(1_800_000_000));
+        assert_eq!(
+            parse_rfc3339("2027-01-15T12:00:00.123+01:00"),
+            parse_rfc3339("2027-01-15T11:00:00Z")
+        );
+        for bad in [
+            "",
+            "2027-01-15",
+            "2027-13-01T00:00:00Z",
+            "2027-01-15T12:00:00",
+            "2027-01-15T12:00:00+1:00",
+            "2027-01-15T12:00:00.Z",
+            "２０２７-01-15T12:00:00Z",
+            "2027-01-15T12:00:00Zjunk",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 }

@@ -11,6 +11,8 @@ pub struct Identity {
     pub config: Arc<ServerConfig>,
     /// The leaf certificate's notAfter, Unix seconds (None if it could not be read).
     pub not_after: Option<i64>,
+    /// The leaf certificate's notBefore (renewal is scheduled from the lifetime).
+    pub not_before: Option<i64>,
 }
 
 /// The crypto provider with only ECDHE + AEAD suites (ring's defaults are exactly these; the filter
@@ -69,7 +71,8 @@ pub fn load(cert: &Path, key: &Path, problems: &mut Vec<Problem>) -> Option<Iden
             return None;
         }
     };
-    let not_after = crate::cert::validity(&chain[0]).map(|(_, na)| na);
+    let validity = crate::cert::validity(&chain[0]);
+    let (not_before, not_after) = (validity.map(|v| v.0), validity.map(|v| v.1));
     let builder = ServerConfig::builder_with_provider(Arc::new(provider()))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12]);
     let config = match builder.map(|b| b.with_no_client_auth().with_single_cert(chain, key_der)) {
@@ -90,6 +93,7 @@ pub fn load(cert: &Path, key: &Path, problems: &mut Vec<Problem>) -> Option<Iden
     Some(Identity {
         config: Arc::new(config),
         not_after,
+        not_before,
     })
 }
 

@@ -40,6 +40,11 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Obtain (or renew) the box's own certificate now from the operator's authority
+    Enrol {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Validate the configuration and every file it names; list all problems
     CheckConfig {
         #[arg(long)]
@@ -117,6 +122,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32
     match cli.command {
         Command::Serve { config } => serve(&config),
         Command::CheckConfig { config } => check_config(&config),
+        Command::Enrol { config } => enrol(&config),
         Command::Demo { dir, listen } => demo(&dir, listen),
         Command::Keygen { alg, kid, out } => keygen(alg, &kid, &out),
         Command::Token {
@@ -157,8 +163,71 @@ fn load(config: &Path) -> Result<Snapshot, i32> {
     })
 }
 
+/// `boxapi enrol`: one enrolment now (first boot, tests, or a renewal by hand). A running daemon
+/// picks the new certificate up by itself (it watches the files).
+fn enrol(path: &Path) -> i32 {
+    let mut problems = Vec::new();
+    let config = boxapi_core::config::load(path, &mut problems);
+    let config = match config {
+        Some(c) if problems.is_empty() => c,
+        _ => {
+            print_problems(&problems);
+            return EXIT_USAGE;
+        }
+    };
+    if config.enrol.is_none() {
+        eprintln!(
+            "{}: enrol: add an [enrol] section (docs/certificates.md)",
+            path.display()
+        );
+        return EXIT_USAGE;
+    }
+    match enrol_now(&config) {
+        Ok(done) => {
+            println!(
+                "{}: certificate installed in {} (valid until {})",
+                done.name,
+                config.server.cert.display(),
+                boxapi_core::time::rfc3339(done.not_after)
+            );
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("enrol: {e}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+fn enrol_now(
+    config: &boxapi_core::config::Config,
+) -> Result<crate::enrol::Enrolled, Box<dyn std::error::Error>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let addrs = crate::lan::published_addrs(&config.server, &crate::lan::interface_addrs());
+    Ok(rt.block_on(crate::enrol::enrol(config, &addrs))?)
+}
+
+/// First boot of an enrolling box: no certificate yet, so obtain one before serving.
+fn enrol_if_missing(path: &Path) {
+    let mut problems = Vec::new();
+    let Some(config) = boxapi_core::config::load(path, &mut problems) else {
+        return;
+    };
+    if config.enrol.is_none() || config.server.cert.exists() {
+        return;
+    }
+    match enrol_now(&config) {
+        Ok(done) => boxapi_core::log::event("enrolled", &[("name", &done.name)]),
+        // The start that follows reports the missing certificate with the rest.
+        Err(e) => boxapi_core::log::event("enrol_failed", &[("error", &e.to_string())]),
+    }
+}
+
 /// Loads, binds and serves; `announce` runs once the listeners are bound.
 fn serve_with(config: &Path, announce: impl FnOnce(&[SocketAddr])) -> i32 {
+    enrol_if_missing(config);
     let snapshot = match load(config) {
         Ok(s) => s,
         Err(code) => return code,

@@ -1,7 +1,7 @@
 //! `boxapi demo`: a zero-setup local run with a generated CA, certificate, tool key and config.
 use boxapi_core::auth::jwk::{self, Alg};
 use boxapi_core::auth::mint;
-mod x509;
+pub(crate) mod x509;
 
 use std::fs;
 use std::net::SocketAddr;

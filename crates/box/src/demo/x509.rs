@@ -1,13 +1,10 @@
 //! Writing the demo's certificates: its local CA and the server certificate it signs.
+use crate::enrol::csr::{name, OID_ECDSA_SHA256};
+pub use crate::enrol::csr::{EcKey, KeyError as X509Error};
 use boxapi_core::der::{self, seq, tlv, uint};
 use ring::rand::{SecureRandom, SystemRandom};
-use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
 use std::net::IpAddr;
 
-const OID_EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
-const OID_P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-const OID_ECDSA_SHA256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
-const OID_CN: &[u8] = &[0x55, 0x04, 0x03];
 const OID_BASIC_CONSTRAINTS: &[u8] = &[0x55, 0x1d, 0x13];
 const OID_KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x0f];
 const OID_EXT_KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x25];
@@ -15,58 +12,6 @@ const OID_SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01]
 const OID_SAN: &[u8] = &[0x55, 0x1d, 0x11];
 const OID_SKI: &[u8] = &[0x55, 0x1d, 0x0e];
 const OID_AKI: &[u8] = &[0x55, 0x1d, 0x23];
-
-#[derive(Debug, thiserror::Error)]
-pub enum X509Error {
-    #[error("key generation failed")]
-    KeyGen,
-    #[error("signing failed")]
-    Sign,
-}
-
-/// A generated ECDSA P-256 key with its PKCS#8 encoding.
-pub struct EcKey {
-    pub pkcs8: Vec<u8>,
-    pair: EcdsaKeyPair,
-}
-
-impl EcKey {
-    pub fn generate() -> Result<Self, X509Error> {
-        let rng = SystemRandom::new();
-        let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
-            .map_err(|_| X509Error::KeyGen)?;
-        Self::from_pkcs8(doc.as_ref())
-    }
-
-    pub fn from_pkcs8(pkcs8: &[u8]) -> Result<Self, X509Error> {
-        let rng = SystemRandom::new();
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8, &rng)
-            .map_err(|_| X509Error::KeyGen)?;
-        Ok(Self {
-            pkcs8: pkcs8.to_vec(),
-            pair,
-        })
-    }
-
-    fn spki(&self) -> Vec<u8> {
-        let mut bits = vec![0u8];
-        bits.extend_from_slice(self.pair.public_key().as_ref());
-        seq(&[
-            &seq(&[&tlv(der::OID, OID_EC_PUBLIC_KEY), &tlv(der::OID, OID_P256)]),
-            &tlv(der::BIT_STRING, &bits),
-        ])
-    }
-
-    /// RFC 5280 method 1 key identifier: SHA-1 of the public key bits (an identifier, not a security use).
-    fn key_id(&self) -> Vec<u8> {
-        ring::digest::digest(
-            &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
-            self.pair.public_key().as_ref(),
-        )
-        .as_ref()
-        .to_vec()
-    }
-}
 
 /// What to put in a certificate.
 pub struct CertSpec<'a> {
@@ -87,14 +32,6 @@ fn time(secs: i64) -> Vec<u8> {
         let text = format!("{y:04}{mo:02}{d:02}{h:02}{mi:02}{s:02}Z");
         tlv(der::GENERALIZED_TIME, text.as_bytes())
     }
-}
-
-fn name(cn: &str) -> Vec<u8> {
-    let atv = seq(&[
-        &tlv(der::OID, OID_CN),
-        &tlv(der::UTF8_STRING, cn.as_bytes()),
-    ]);
-    seq(&[&tlv(der::SET, &atv)])
 }
 
 fn extension(oid: &[u8], critical: bool, value: &[u8]) -> Vec<u8> {
@@ -174,23 +111,14 @@ pub fn issue(
         &subject.spki(),
         &tlv(0xa3, &tlv(der::SEQUENCE, &exts.concat())),
     ]);
-    let sig = issuer.pair.sign(&rng, &tbs).map_err(|_| X509Error::Sign)?;
+    let sig = issuer.sign(&tbs)?;
     let mut bits = vec![0u8];
     bits.extend_from_slice(sig.as_ref());
     Ok(seq(&[&tbs, &alg, &tlv(der::BIT_STRING, &bits)]))
 }
 
 /// PEM armour with 64-column lines.
-pub fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = boxapi_core::b64::std_encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
+pub use boxapi_core::cert::pem;
 
 #[cfg(test)]
 mod tests {
