@@ -41,7 +41,8 @@ unit-security:
 	awk -v s="$$score" 'BEGIN { exit !(s != "" && s < 2.0) }'
 
 test: deps lint unit-security
-	$(CARGO) test --locked
+	$(CARGO) build --workspace --locked
+	$(CARGO) test --workspace --locked
 	$(MAKE) test-e2e
 
 # Real clients: Chromium via Playwright with the example tool page, schemathesis, testssl.sh,
