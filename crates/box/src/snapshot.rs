@@ -58,8 +58,12 @@ impl Snapshot {
         let box_name = match &config.enrol {
             Some(e) => match crate::enrol::box_name(e) {
                 Ok(n) => Some(n),
-                Err(err) => {
-                    problems.push(err.to_string());
+                Err(crate::enrol::EnrolError::DeviceCert(_, why)) => {
+                    problems.push(Problem::file("enrol.device_cert", &e.device_cert, why));
+                    None
+                }
+                Err(other) => {
+                    problems.push(Problem::invalid("enrol", other));
                     None
                 }
             },

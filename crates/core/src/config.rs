@@ -689,7 +689,7 @@ fn parse_metrics(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> Metrics 
     }
 }
 
-fn parse_enrol(t: &Table, dir: &Path, problems: &mut Vec<String>) -> Option<Enrol> {
+fn parse_enrol(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> Option<Enrol> {
     let mut s = Section::new("enrol", t, problems);
     let authority = s.required_string("authority");
     if !authority.is_empty() && (!authority.starts_with("https://") || authority.ends_with('/')) {
