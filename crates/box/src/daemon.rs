@@ -92,6 +92,7 @@ const ADDRESS_CHECK: Duration = Duration::from_secs(10);
 /// installed. Also keeps the authority told of the box's LAN addresses (its name's A/AAAA).
 async fn renew_certificate(app: Arc<App>) {
     let mut published: Option<Vec<std::net::IpAddr>> = None;
+    let mut hosts_written: Option<String> = None;
     loop {
         let snap = app.snapshot();
         let Some(e) = snap.config.enrol.clone() else {
@@ -112,6 +113,15 @@ async fn renew_certificate(app: Arc<App>) {
         };
         let server = &snap.config.server;
         let addrs = crate::lan::published_addrs(server, &crate::lan::interface_addrs());
+        if let (Some(file), Some(name)) = (&e.hosts_file, &snap.box_name) {
+            let lines = crate::enrol::hosts_lines(name, &addrs);
+            if hosts_written.as_deref() != Some(lines.as_str()) {
+                match crate::enrol::write_atomic(file, lines.as_bytes(), 0o644) {
+                    Ok(()) => hosts_written = Some(lines),
+                    Err(err) => log::event("hosts_file_error", &[("error", &err.to_string())]),
+                }
+            }
+        }
         if now >= due {
             match crate::enrol::enrol(&snap.config, &addrs).await {
                 Ok(done) => {

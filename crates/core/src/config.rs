@@ -46,6 +46,9 @@ pub struct Enrol {
     /// Backoff after a failed renewal: from `retry_min` doubling up to `retry_max`, jittered.
     pub retry_min: Duration,
     pub retry_max: Duration,
+    /// A hosts file the box's own resolver reads (dnsmasq `hostsdir`), kept holding the box's
+    /// name and LAN addresses so that LAN clients resolve it locally too.
+    pub hosts_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -721,6 +724,7 @@ fn parse_enrol(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> Option<Enr
     if retry_max < retry_min {
         s.problem("retry_max_secs", "must not be below retry_min_secs");
     }
+    let hosts_file = s.path("hosts_file", dir);
     s.finish();
     Some(Enrol {
         authority,
@@ -731,6 +735,7 @@ fn parse_enrol(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> Option<Enr
         renew_fraction,
         retry_min,
         retry_max,
+        hosts_file,
     })
 }
 

@@ -90,7 +90,7 @@ fn check_leaf(
 
 /// Writes `content` to `path` atomically: a temporary file in the same directory, flushed to
 /// disk, then renamed over the old one (readers see the old file or the new one, never half).
-fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<(), EnrolError> {
+pub(crate) fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<(), EnrolError> {
     let err = |e: std::io::Error| EnrolError::Install(format!("{}: {e}", path.display()));
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
@@ -171,6 +171,11 @@ pub async fn publish_addresses(e: &Enrol, addresses: &[IpAddr]) -> Result<(), En
     let body = json!({ "addresses": addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>() });
     client::post_json(&identity, &e.authority, "/v1/address", &body).await?;
     Ok(())
+}
+
+/// The hosts-file lines that make the box's resolver answer its name with its LAN addresses.
+pub fn hosts_lines(name: &str, addresses: &[IpAddr]) -> String {
+    addresses.iter().map(|a| format!("{a} {name}\n")).collect()
 }
 
 /// When to renew a certificate valid from `not_before` to `not_after`: at `fraction` of its life,
