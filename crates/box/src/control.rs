@@ -2,6 +2,8 @@
 //! status, each persisted before it takes effect. The socket and its protocol are in
 //! `boxapi_core::control`; reload and start-up are the daemon's (`crate::daemon`).
 use crate::app::App;
+use boxapi_core::auth::registry::Validity;
+use boxapi_core::auth::Tool;
 use boxapi_core::cert::certificate_warning;
 use boxapi_core::control::{error_reply, state, Command, Mode, State};
 use boxapi_core::log;
@@ -48,9 +50,26 @@ pub fn execute(app: &App, cmd: Command) -> Value {
     }
 }
 
+/// A tool's standing for `ctl tools` and `ctl status`: a revocation wins over the dates.
+pub fn tool_state(tool: &Tool, st: &State, now: i64) -> &'static str {
+    if tool.revoked || st.revoked.contains(&tool.id) {
+        return "revoked";
+    }
+    match tool.validity(now) {
+        Validity::Valid => "active",
+        Validity::NotYetValid(_) => "not_yet_valid",
+        Validity::Expired(_) => "expired",
+    }
+}
+
+fn date(t: Option<i64>) -> Value {
+    t.map_or(Value::Null, |s| json!(boxapi_core::time::rfc3339(s)))
+}
+
 fn status(app: &App) -> Value {
     let snap = app.snapshot();
     let st = app.control.state();
+    let now = boxapi_core::time::unix_now() as i64;
     let tools: Vec<Value> = snap
         .trust
         .registry
@@ -65,7 +84,8 @@ fn status(app: &App) -> Value {
                 Value::Null
             };
             json!({ "id": t.id, "name": t.name, "origins": t.origins, "scopes": t.scopes.names(),
-                    "revoked": !by.is_null(), "revoked_by": by })
+                    "revoked": !by.is_null(), "revoked_by": by, "state": tool_state(t, &st, now),
+                    "not_before": date(t.not_before), "expires": date(t.expires) })
         })
         .collect();
     let mode = state::to_json(&st);
@@ -76,6 +96,13 @@ fn status(app: &App) -> Value {
         .clone();
     let warnings: Vec<String> = certificate_warning(snap.cert_not_after)
         .into_iter()
+        .chain(
+            snap.trust
+                .registry
+                .tools()
+                .iter()
+                .filter_map(|t| t.expiry_warning(now)),
+        )
         .collect();
     json!({
         "ok": true,

@@ -28,6 +28,16 @@ fn command(app: &App, line: &[u8]) -> Value {
     }
 }
 
+/// Logs each tool whose habilitation has lapsed or lapses within 30 days.
+fn warn_tool_expiry(snap: &Snapshot) {
+    let now = boxapi_core::time::unix_now() as i64;
+    for t in snap.trust.registry.tools() {
+        if let Some(w) = t.expiry_warning(now) {
+            log::event("tool_expiry_warning", &[("tool", &t.id), ("warning", &w)]);
+        }
+    }
+}
+
 /// Builds a whole new snapshot from the same config file and swaps it in; on any problem the
 /// running one stays and the problems are returned (and logged).
 pub fn reload(app: &App) -> Result<(), Vec<Problem>> {
@@ -38,6 +48,7 @@ pub fn reload(app: &App) -> Result<(), Vec<Problem>> {
             if let Some(w) = certificate_warning(new.cert_not_after) {
                 log::event("certificate_warning", &[("warning", &w)]);
             }
+            warn_tool_expiry(&new);
             app.replace_snapshot(new);
             log::event("reloaded", &[("config", &path.display().to_string())]);
             Ok(())
@@ -52,6 +63,9 @@ pub fn reload(app: &App) -> Result<(), Vec<Problem>> {
 
 /// How often the certificate and key files are checked for replacement.
 const CERT_CHECK: Duration = Duration::from_secs(10);
+
+/// Habilitation expiry is logged once a day (in checks of `CERT_CHECK`).
+const TOOL_EXPIRY_CHECKS: u64 = 86_400 / CERT_CHECK.as_secs();
 
 /// Reloads when the certificate or key file changes on disk; warns about expiry.
 async fn watch_certificate(app: Arc<App>) {
@@ -69,6 +83,9 @@ async fn watch_certificate(app: Arc<App>) {
         let expired = snap
             .cert_not_after
             .is_some_and(|na| na <= boxapi_core::time::unix_now() as i64);
+        if checks % TOOL_EXPIRY_CHECKS == 0 {
+            warn_tool_expiry(&snap);
+        }
         if expired || checks % 60 == 0 {
             if let Some(w) = certificate_warning(snap.cert_not_after) {
                 log::event(
@@ -222,6 +239,7 @@ pub fn start(snapshot: Snapshot) -> Result<(Arc<App>, server::Bound), StartError
     if let Some(w) = certificate_warning(snapshot.cert_not_after) {
         log::event("certificate_warning", &[("warning", &w)]);
     }
+    warn_tool_expiry(&snapshot);
     let app = App::new(snapshot, initial);
     let handler_app = app.clone();
     let handler = move |line: &[u8]| command(&handler_app, line);

@@ -300,11 +300,9 @@ pub fn token(
         .registry
         .get(index)
         .ok_or(OAuthError::InvalidClient("unknown client".into()))?;
-    if tool.revoked || revoked(&tool.id) {
-        return Err(OAuthError::InvalidClient(
-            "this tool's access has been revoked".into(),
-        ));
-    }
+    // Revoked, or outside its validity window: the same words as the API's 401.
+    crate::auth::token::check_tool(tool, now, revoked)
+        .map_err(|e| OAuthError::InvalidClient(e.to_string()))?;
     if page_tool.is_some_and(|p| p != index) {
         return Err(OAuthError::InvalidClient(
             "this page's origin belongs to another tool".into(),

@@ -116,6 +116,9 @@ pub struct ToolConfig {
     /// The private key a token server signs this tool's tokens with (per-tool keys, so that boxes
     /// can drop one tool's key without touching any other).
     pub signing_key: Option<PathBuf>,
+    /// The habilitation's validity window (Unix seconds), like the signed registry's.
+    pub not_before: Option<i64>,
+    pub expires: Option<i64>,
 }
 
 #[derive(Clone, Debug)]
@@ -267,6 +270,28 @@ impl<'a> Section<'a> {
                 default
             }
         }
+    }
+
+    /// An RFC 3339 date-time with an offset, as a string or a TOML offset date-time.
+    fn date(&mut self, key: &'static str) -> Option<i64> {
+        let text = match self.get(key)? {
+            Value::String(s) => s.clone(),
+            Value::Datetime(d) => d.to_string(),
+            other => {
+                self.wrong_type(key, "an RFC 3339 date-time", other);
+                return None;
+            }
+        };
+        let parsed = crate::time::parse_rfc3339(&text);
+        if parsed.is_none() {
+            self.problem(
+                key,
+                format_args!(
+                    "{text:?} is not an RFC 3339 date-time with an offset (e.g. 2027-01-31T00:00:00Z)"
+                ),
+            );
+        }
+        parsed
     }
 
     fn path(&mut self, key: &'static str, dir: &Path) -> Option<PathBuf> {
@@ -603,6 +628,13 @@ fn parse_tools(v: Option<&Value>, dir: &Path, problems: &mut Vec<Problem>) -> Ve
         }
         let keys = s.strings("keys").into_iter().map(|k| dir.join(k)).collect();
         let revoked = s.boolean("revoked");
+        let not_before = s.date("not_before");
+        let expires = s.date("expires");
+        if let (Some(nb), Some(exp)) = (not_before, expires) {
+            if exp <= nb {
+                s.problem("expires", "must be after not_before");
+            }
+        }
         let signing_key = s.path("signing_key", dir);
         let tokens_per_hour = t
             .contains_key("tokens_per_hour")
@@ -651,6 +683,8 @@ fn parse_tools(v: Option<&Value>, dir: &Path, problems: &mut Vec<Problem>) -> Ve
             client_secret_sha256,
             signing_key,
             tokens_per_hour,
+            not_before,
+            expires,
         });
     }
     tools
@@ -865,6 +899,32 @@ mod tests {
         assert!(joined.contains("registered twice"), "{joined}");
         assert!(joined.contains("already belongs to tool"), "{joined}");
         assert!(joined.contains("https://x.example/"), "{joined}");
+    }
+
+    #[test]
+    fn tool_validity_dates_as_strings_or_toml_dates() {
+        let text = format!(
+            "{GOOD}not_before = 2020-01-01T00:00:00Z\nexpires = \"2021-01-01T00:00:00+01:00\"\n"
+        );
+        let mut p = Vec::new();
+        let c = parse(&text, Path::new("/etc/boxapi/boxapi.toml"), &mut p).unwrap();
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(c.tools[0].not_before, Some(1_577_836_800));
+        assert_eq!(c.tools[0].expires, Some(1_609_455_600));
+        let bad = format!("{GOOD}not_before = \"2021-01-01T00:00:00Z\"\nexpires = 2020-01-01\n");
+        let joined = problems_of(&bad).join("\n");
+        assert!(
+            joined.contains("tool[0].expires: \"2020-01-01\" is not an RFC 3339"),
+            "{joined}"
+        );
+        let inverted = format!(
+            "{GOOD}not_before = \"2021-01-01T00:00:00Z\"\nexpires = \"2020-01-01T00:00:00Z\"\n"
+        );
+        let joined = problems_of(&inverted).join("\n");
+        assert!(
+            joined.contains("tool[0].expires: must be after not_before"),
+            "{joined}"
+        );
     }
 
     #[test]

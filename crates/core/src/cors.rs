@@ -102,7 +102,7 @@ mod tests {
             origins: vec![o.into()],
             scopes: Scopes::ACCESS,
             revoked,
-            tokens_per_hour: None,
+            ..Tool::default()
         };
         let r = Registry::new(vec![
             tool("a", "https://a.example", false),

@@ -91,29 +91,39 @@ pub fn rfc3339(secs: i64) -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
-/// Parses an RFC 3339 date-time (`2026-11-23T18:00:00Z`, fractional seconds and a `±HH:MM`
-/// offset allowed) to Unix seconds; `None` for anything else.
-pub fn parse_rfc3339(text: &str) -> Option<i64> {
-    let b = text.as_bytes();
-    if b.len() < 20 || !text.is_ascii() {
+/// Parses an RFC 3339 date-time (`2027-01-31T23:59:59Z`, fractions and `±HH:MM` offsets
+/// allowed) into Unix seconds; fractions are dropped. A date without a time or a time without an
+/// offset is refused: a validity date must not depend on the box's time zone.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b.len() > 40 || !s.is_ascii() {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let s = text.get(r)?;
-        s.bytes()
+    let num = |from: usize, to: usize| -> Option<u32> {
+        let part = &s[from..to];
+        part.bytes()
             .all(|c| c.is_ascii_digit())
-            .then(|| s.parse().ok())?
+            .then(|| part.parse().ok())
+            .flatten()
     };
-    let sep = |i: usize, c: &[u8]| c.contains(&b[i]);
-    if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
+    let seps = [(4, b'-'), (7, b'-'), (13, b':'), (16, b':')];
+    if seps.iter().any(|&(i, c)| b[i] != c) || !matches!(b[10], b'T' | b't' | b' ') {
         return None;
     }
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+    let (y, mo, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (h, mi, sec) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    let days_in_month = match mo {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) => 29,
+        2 => 28,
+        _ => return None,
+    };
+    // 60 is a leap second; it is read as the next second's start.
+    if d == 0 || d > days_in_month || h > 23 || mi > 59 || sec > 60 {
         return None;
     }
-    let mut rest = &text[19..];
+    let mut rest = &s[19..];
     if let Some(frac) = rest.strip_prefix('.') {
         let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
         if digits == 0 {
@@ -121,27 +131,28 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
         }
         rest = &frac[digits..];
     }
-    let digits2 = |t: &str| -> Option<i64> {
-        (t.len() == 2 && t.bytes().all(|c| c.is_ascii_digit())).then(|| t.parse().ok())?
-    };
-    let offset = match rest.as_bytes().first() {
-        Some(b'Z' | b'z') if rest.len() == 1 => 0,
-        Some(&sign @ (b'+' | b'-')) if rest.len() == 6 && &rest[3..4] == ":" => {
-            let (oh, om) = (digits2(&rest[1..3])?, digits2(&rest[4..6])?);
+    let offset: i64 = match rest.as_bytes() {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let two = |a: u8, b: u8| -> Option<i64> {
+                (a.is_ascii_digit() && b.is_ascii_digit())
+                    .then(|| i64::from((a - b'0') * 10 + (b - b'0')))
+            };
+            let (oh, om) = (two(*h1, *h2)?, two(*m1, *m2)?);
             if oh > 23 || om > 59 {
                 return None;
             }
-            let secs = oh * 3600 + om * 60;
-            if sign == b'+' {
-                secs
+            let o = oh * 3600 + om * 60;
+            if *sign == b'-' {
+                -o
             } else {
-                -secs
+                o
             }
         }
         _ => return None,
     };
-    let days = days_from_civil(y, mo as u32, d as u32);
-    Some(days * 86_400 + h * 3600 + mi * 60 + s - offset)
+    let days = days_from_civil(i64::from(y), mo, d);
+    Some(days * 86_400 + i64::from(h * 3600 + mi * 60 + sec) - offset)
 }
 
 #[cfg(test)]
@@ -155,6 +166,37 @@ mod tests {
         assert_eq!(rfc3339_millis(t), "2026-11-22T07:31:02.123Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn parses_rfc3339() {
+        assert_eq!(parse_rfc3339("2000-02-29T00:00:00Z"), Some(951_782_400));
+        assert_eq!(
+            parse_rfc3339("2000-02-29T01:30:00.123+01:30"),
+            Some(951_782_400)
+        );
+        assert_eq!(
+            parse_rfc3339("2000-02-28T23:00:00-01:00"),
+            Some(951_782_400)
+        );
+        assert_eq!(parse_rfc3339("2000-02-29t00:00:00z"), Some(951_782_400));
+        for bad in [
+            "2000-02-29",
+            "2000-02-29T00:00:00",
+            "2001-02-29T00:00:00Z",
+            "2000-13-01T00:00:00Z",
+            "2000-02-29T24:00:00Z",
+            "2000-02-29T00:00:00.Z",
+            "2000-02-29T00:00:00+0100",
+            "+2000-02-29T00:00:00Z",
+            "2000-02-29T00:00:00Zjunk",
+            "２000-02-29T00:00:00Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+        for t in [0, 951_782_400, 1_795_332_662, 4_102_444_800] {
+            assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t));
+        }
     }
 
     #[test]

@@ -153,6 +153,8 @@ impl Trust {
                 scopes: t.scopes,
                 revoked: t.revoked,
                 tokens_per_hour: t.tokens_per_hour,
+                not_before: t.not_before,
+                expires: t.expires,
             })
             .collect();
         let registry_version = match &config.registry {

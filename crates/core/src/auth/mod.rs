@@ -32,8 +32,7 @@ mod tests {
             name: id.into(),
             origins: vec![],
             scopes: Scopes::ACCESS.union(Scopes::COUNTERS),
-            revoked: false,
-            tokens_per_hour: None,
+            ..Tool::default()
         };
         let mut c = tool("c");
         c.scopes = Scopes::COUNTERS;
@@ -151,6 +150,28 @@ mod tests {
         assert_eq!(
             v.verify(good.as_bytes(), NOW, &r, &|id| id == "a"),
             Err(TokenError::Revoked)
+        );
+    }
+
+    #[test]
+    fn a_lapsed_habilitation_refuses_good_tokens_even_cached() {
+        let (v, mut r, a, _, _) = setup();
+        let never = |_: &str| false;
+        let t = mint::token(&a, &spec("a")).unwrap();
+        assert!(v.verify_cached(t.as_bytes(), NOW, &r, &never).is_ok());
+        let mut tools = r.tools().to_vec();
+        tools[0].expires = Some(NOW as i64 + 10);
+        r = Registry::new(tools.clone());
+        assert!(v.verify_cached(t.as_bytes(), NOW + 9, &r, &never).is_ok());
+        let e = v.verify_cached(t.as_bytes(), NOW + 10, &r, &never);
+        assert_eq!(e, Err(TokenError::ToolExpired(NOW as i64 + 10)));
+        assert!(e.unwrap_err().to_string().contains("not valid now"));
+        tools[0].expires = None;
+        tools[0].not_before = Some(NOW as i64 + 100);
+        r = Registry::new(tools);
+        assert_eq!(
+            v.verify(t.as_bytes(), NOW, &r, &never),
+            Err(TokenError::ToolNotYetValid(NOW as i64 + 100))
         );
     }
 

@@ -108,7 +108,7 @@ pub fn check_origin_syntax(origin: &str) -> Result<(), &'static str> {
 }
 
 /// One registered measurement tool.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Tool {
     pub id: String,
     pub name: String,
@@ -118,6 +118,54 @@ pub struct Tool {
     pub revoked: bool,
     /// This tool's own hourly token quota, overriding the token server's default.
     pub tokens_per_hour: Option<u32>,
+    /// The habilitation's validity window (Unix seconds): its tokens are refused before
+    /// `not_before` and from `expires` on, whatever they say themselves.
+    pub not_before: Option<i64>,
+    pub expires: Option<i64>,
+}
+
+/// Where a tool stands in its validity window at some instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Validity {
+    Valid,
+    NotYetValid(i64),
+    Expired(i64),
+}
+
+/// From this many days before a habilitation expires, status and the log warn about it.
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+impl Tool {
+    /// The habilitation's standing at `now` (Unix seconds). No leeway: these are administrative
+    /// dates set by the operator, judged by the box's clock alone.
+    pub fn validity(&self, now: i64) -> Validity {
+        match (self.not_before, self.expires) {
+            (Some(nb), _) if now < nb => Validity::NotYetValid(nb),
+            (_, Some(exp)) if now >= exp => Validity::Expired(exp),
+            _ => Validity::Valid,
+        }
+    }
+
+    /// A warning when the habilitation has expired or expires within [`EXPIRY_WARNING_DAYS`].
+    pub fn expiry_warning(&self, now: i64) -> Option<String> {
+        let exp = self.expires?;
+        let when = crate::time::rfc3339(exp);
+        let left = exp - now;
+        if left <= 0 {
+            Some(format!(
+                "tool {:?}: its authorisation expired at {when}; its tokens are refused",
+                self.id
+            ))
+        } else if left < EXPIRY_WARNING_DAYS * 86_400 {
+            Some(format!(
+                "tool {:?}: its authorisation expires in {} days ({when})",
+                self.id,
+                left / 86_400
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 /// Tools indexed by id and by origin; built once per configuration snapshot.
@@ -213,14 +261,35 @@ mod tests {
     }
 
     #[test]
+    fn validity_window_and_warnings() {
+        let t = Tool {
+            id: "t".into(),
+            not_before: Some(1000),
+            expires: Some(1000 + 40 * 86_400),
+            ..Tool::default()
+        };
+        assert_eq!(t.validity(999), Validity::NotYetValid(1000));
+        assert_eq!(t.validity(1000), Validity::Valid);
+        assert_eq!(
+            t.validity(1000 + 40 * 86_400),
+            Validity::Expired(1000 + 40 * 86_400)
+        );
+        assert_eq!(t.expiry_warning(1000), None);
+        let soon = t.expiry_warning(1000 + 20 * 86_400).unwrap();
+        assert!(soon.contains("expires in 20 days"), "{soon}");
+        let past = t.expiry_warning(1000 + 41 * 86_400).unwrap();
+        assert!(past.contains("expired at"), "{past}");
+        assert_eq!(Tool::default().validity(0), Validity::Valid);
+    }
+
+    #[test]
     fn origin_lookup_is_exact() {
         let r = Registry::new(vec![Tool {
             id: "t".into(),
             name: "T".into(),
             origins: vec!["https://a.example".into()],
             scopes: Scopes::ACCESS,
-            revoked: false,
-            tokens_per_hour: None,
+            ..Tool::default()
         }]);
         assert_eq!(r.by_origin("https://a.example"), Some(0));
         for near in [

@@ -61,6 +61,9 @@ struct Entry {
     #[serde(default)]
     revoked: bool,
     tokens_per_hour: Option<u64>,
+    /// The habilitation's validity window, RFC 3339 (null or absent: unbounded).
+    not_before: Option<String>,
+    expires: Option<String>,
 }
 
 /// Checks a registry payload (JSON) and returns it parsed.
@@ -111,6 +114,25 @@ pub fn parse_payload(payload: &[u8]) -> Result<SignedRegistry, SignedError> {
                     })?,
             ),
         };
+        let date = |k: &str, v: &Option<String>| -> Result<Option<i64>, SignedError> {
+            match v {
+                None => Ok(None),
+                Some(text) => crate::time::parse_rfc3339(text).map(Some).ok_or_else(|| {
+                    bad(format!(
+                        "tools[{n}].{k} must be an RFC 3339 date-time with an offset, e.g. 2027-01-31T00:00:00Z"
+                    ))
+                }),
+            }
+        };
+        let not_before = date("not_before", &e.not_before)?;
+        let expires = date("expires", &e.expires)?;
+        // An expires in the past is fine (the registry is accepted, the tool refused); a window
+        // that ends before it starts is a mistake the operator should hear about when signing.
+        if let (Some(nb), Some(exp)) = (not_before, expires) {
+            if exp <= nb {
+                return Err(bad(format!("tools[{n}].expires must be after not_before")));
+            }
+        }
         tools.push((
             Tool {
                 name: e.name.unwrap_or_else(|| e.id.clone()),
@@ -119,6 +141,8 @@ pub fn parse_payload(payload: &[u8]) -> Result<SignedRegistry, SignedError> {
                 scopes,
                 revoked: e.revoked,
                 tokens_per_hour,
+                not_before,
+                expires,
             },
             keys,
         ));
@@ -236,5 +260,24 @@ mod tests {
         assert_eq!(why, "tools[0].id must be 1-64 of A-Z a-z 0-9 . _ -");
         let why = payload_error(r#"{"version": 0, "tools": []}"#);
         assert_eq!(why, "\"version\" must be a positive integer");
+    }
+
+    #[test]
+    fn validity_dates() {
+        let r = parse_payload(
+            br#"{"version": 1, "tools": [{"id": "a", "not_before": "2020-01-01T00:00:00Z",
+                "expires": "2021-01-01T01:00:00+01:00"}, {"id": "b", "expires": null}]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.tools[0].0.not_before, Some(1_577_836_800));
+        assert_eq!(r.tools[0].0.expires, Some(1_609_459_200));
+        assert_eq!(r.tools[1].0.expires, None);
+        for bad in [
+            r#"{"version": 1, "tools": [{"id": "a", "expires": "2021-01-01"}]}"#,
+            r#"{"version": 1, "tools": [{"id": "a", "expires": 1609459200}]}"#,
+            r#"{"version": 1, "tools": [{"id": "a", "not_before": "2021-01-01T00:00:00Z", "expires": "2020-01-01T00:00:00Z"}]}"#,
+        ] {
+            assert!(parse_payload(bad.as_bytes()).is_err(), "{bad}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Verification of JWT access tokens (RFC 9068 style, JWS compact, ES256 or EdDSA only).
 use super::jwk::{Alg, PublicJwk};
-use super::registry::{Registry, Scopes};
+use super::registry::{Registry, Scopes, Tool, Validity};
 use crate::b64;
 use ring::signature::{UnparsedPublicKey, VerificationAlgorithm, ECDSA_P256_SHA256_FIXED, ED25519};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -42,6 +42,12 @@ pub enum TokenError {
     KeyNotForTool,
     #[error("this tool's access has been revoked")]
     Revoked,
+    /// The tool's habilitation (registry or `[[tool]]` `expires`) has lapsed: distinct from a
+    /// token that expired, so that a tool developer knows a new token will not help.
+    #[error("this tool's authorisation expired at {}: it is not valid now, whatever the token says; the operator must renew it", crate::time::rfc3339(*.0))]
+    ToolExpired(i64),
+    #[error("this tool's authorisation is not valid now: it starts at {}", crate::time::rfc3339(*.0))]
+    ToolNotYetValid(i64),
     #[error("the token has expired")]
     Expired,
     #[error("the token is not valid yet (nbf or iat in the future)")]
@@ -168,6 +174,19 @@ impl<'de: 'a, 'a> Deserialize<'de> for Audience<'a> {
     }
 }
 
+/// Whether a tool may use the API at `now`: not revoked (in its registration or at run time) and
+/// inside its validity window. Checked on every use of a token, cached or not.
+pub fn check_tool(tool: &Tool, now: u64, revoked: &dyn Fn(&str) -> bool) -> Result<(), TokenError> {
+    if tool.revoked || revoked(&tool.id) {
+        return Err(TokenError::Revoked);
+    }
+    match tool.validity(i64::try_from(now).unwrap_or(i64::MAX)) {
+        Validity::Valid => Ok(()),
+        Validity::NotYetValid(at) => Err(TokenError::ToolNotYetValid(at)),
+        Validity::Expired(at) => Err(TokenError::ToolExpired(at)),
+    }
+}
+
 /// A NumericDate as whole seconds; negative, fractional-overflowing or non-finite values are malformed.
 fn seconds(v: f64) -> Result<u64, TokenError> {
     if v.is_finite() && (0.0..1e15).contains(&v) {
@@ -227,9 +246,7 @@ impl Verifier {
         let key = super::cache::digest(token);
         if let Some(grant) = self.cache.get(&key, now, self.leeway) {
             let tool = registry.get(grant.tool).ok_or(TokenError::UnknownTool)?;
-            if tool.revoked || revoked(&tool.id) {
-                return Err(TokenError::Revoked);
-            }
+            check_tool(tool, now, revoked)?;
             return Ok(grant);
         }
         let grant = self.verify(token, now, registry, revoked)?;
@@ -382,9 +399,7 @@ impl Verifier {
             return Err(TokenError::KeyNotForTool);
         }
         let tool = registry.get(tool_index).ok_or(TokenError::UnknownTool)?;
-        if tool.revoked || revoked(&tool.id) {
-            return Err(TokenError::Revoked);
-        }
+        check_tool(tool, now, revoked)?;
         let iat = seconds(claims.iat.ok_or(TokenError::MissingClaim("iat"))?)?;
         let exp = seconds(claims.exp.ok_or(TokenError::MissingClaim("exp"))?)?;
         if exp.saturating_sub(iat) > self.max_lifetime {
