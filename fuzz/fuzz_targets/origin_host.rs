@@ -14,8 +14,7 @@ fuzz_target!(|data: &[u8]| {
         name: "t".into(),
         origins: vec!["https://a.example".into()],
         scopes: Scopes::ACCESS,
-        revoked: false,
-            tokens_per_hour: None,
+        ..Tool::default()
     }]);
     if let Ok(v) = HeaderValue::from_bytes(data) {
         let mut h = HeaderMap::new();

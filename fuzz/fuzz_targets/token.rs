@@ -21,8 +21,7 @@ fn setup() -> &'static Setup {
             name: "t".into(),
             origins: vec![],
             scopes: Scopes::ACCESS,
-            revoked: false,
-            tokens_per_hour: None,
+            ..Tool::default()
         }]);
         let rules = Rules { audience: "a".into(), issuers: vec!["i".into()], max_lifetime: 900, leeway: 30 };
         Setup { verifier: Verifier::new(rules, vec![(key.key.clone(), 0)], vec![]), registry, key }
