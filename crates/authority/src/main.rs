@@ -2,5 +2,8 @@
 #![forbid(unsafe_code)]
 
 fn main() {
-    std::process::exit(boxapi_authority::cli::main_with_args(std::env::args_os()));
+    let code = boxapi_authority::cli::main_with_args(std::env::args_os());
+    // Log lines are written by a thread: let it finish before the process ends.
+    boxapi_core::log::flush();
+    std::process::exit(code);
 }

@@ -3,10 +3,12 @@
 //! control commands change it.
 use crate::lan::{self, Endpoint, Lan};
 use crate::ratelimit::Limiter;
+use crate::server::Active;
 use crate::slots::Pending;
 use crate::snapshot::Snapshot;
 use boxapi_core::control::{Control, Mode, State};
-use std::sync::{Arc, RwLock};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use tokio::sync::Semaphore;
 
 /// Everything the request path shares.
@@ -22,6 +24,8 @@ pub struct App {
     /// One permit per open connection (`server.max_connections`).
     pub(crate) connections: Arc<Semaphore>,
     pub(crate) pending: Arc<Pending>,
+    /// The listeners open now (the server loop and `ctl enable` both open them).
+    listeners: Mutex<BTreeMap<Endpoint, Active>>,
 }
 
 /// Where the box's own certificate renewal stands.
@@ -52,6 +56,7 @@ impl App {
             renewal: Default::default(),
             connections,
             pending: Arc::default(),
+            listeners: Mutex::default(),
         })
     }
 
@@ -68,8 +73,21 @@ impl App {
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
     }
 
+    pub(crate) fn listeners(&self) -> MutexGuard<'_, BTreeMap<Endpoint, Active>> {
+        self.listeners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The endpoints to listen on now (none while disabled), refreshing the LAN prefixes.
     pub fn desired_endpoints(&self) -> Vec<Endpoint> {
+        if self.control.mode() == Mode::Disabled {
+            let _ = self.endpoints();
+            return Vec::new();
+        }
+        self.endpoints()
+    }
+
+    /// The endpoints the configuration asks for, whatever the mode, refreshing the LAN prefixes.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
         let snap = self.snapshot();
         let server = &snap.config.server;
         // Interface addresses matter only for listen_interfaces and for explicit non-loopback
@@ -81,10 +99,6 @@ impl App {
         } else {
             Vec::new()
         };
-        let endpoints = self.lan.refresh(server, &addrs);
-        if self.control.mode() == Mode::Disabled {
-            return Vec::new();
-        }
-        endpoints.into_iter().collect()
+        self.lan.refresh(server, &addrs).into_iter().collect()
     }
 }

@@ -8,6 +8,7 @@ use boxapi_core::cert::certificate_warning;
 use boxapi_core::control::{error_reply, state, Command, Mode, State};
 use boxapi_core::log;
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 /// Persists a state change first, then applies it: a failed write changes nothing.
 fn change(app: &App, f: impl FnOnce(&mut State)) -> Value {
@@ -29,10 +30,10 @@ fn change(app: &App, f: impl FnOnce(&mut State)) -> Value {
 }
 
 /// Runs one control command and returns the reply; `Reload` belongs to the daemon.
-pub fn execute(app: &App, cmd: Command) -> Value {
+pub fn execute(app: &Arc<App>, cmd: Command) -> Value {
     match cmd {
         Command::Status => status(app),
-        Command::Enable | Command::Resume => change(app, |s| s.mode = Mode::Enabled),
+        Command::Enable | Command::Resume => enable(app),
         Command::Disable => change(app, |s| s.mode = Mode::Disabled),
         Command::Suspend { retry_after } => {
             change(app, |s| s.mode = Mode::Suspended { retry_after })
@@ -64,6 +65,28 @@ pub fn tool_state(tool: &Tool, st: &State, now: i64) -> &'static str {
 
 fn date(t: Option<i64>) -> Value {
     t.map_or(Value::Null, |s| json!(boxapi_core::time::rfc3339(s)))
+}
+
+/// Switches the API on: the listeners are bound first, and a bind failure (port 443 without the
+/// capability, an address in use) is the command's failure, with nothing changed. An interface
+/// address that is not usable yet (a tentative IPv6 address) is not a failure: it is retried.
+fn enable(app: &Arc<App>) -> Value {
+    if app.control.mode() == Mode::Disabled {
+        let failed: Vec<String> = crate::server::reconcile(app, &app.endpoints())
+            .into_iter()
+            .filter(|(ep, e)| {
+                ep.device.is_none() || e.kind() != std::io::ErrorKind::AddrNotAvailable
+            })
+            .map(|(ep, e)| format!("{}: {e}", ep.addr))
+            .collect();
+        if !failed.is_empty() {
+            // Still disabled: close whatever this attempt opened.
+            let _ = crate::server::reconcile(app, &app.desired_endpoints());
+            log::event("enable_failed", &[("error", &failed.join("; "))]);
+            return json!({ "ok": false, "error": format!("cannot listen, still disabled: {}", failed.join("; ")), "problems": failed });
+        }
+    }
+    change(app, |s| s.mode = Mode::Enabled)
 }
 
 fn status(app: &App) -> Value {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// One control line: reload is the daemon's; every other command is `control`'s.
-fn command(app: &App, line: &[u8]) -> Value {
+fn command(app: &Arc<App>, line: &[u8]) -> Value {
     match parse_command(line) {
         Ok(Command::Reload) => match reload(app) {
             Ok(()) => json!({ "ok": true, "reloaded": true }),
@@ -49,6 +49,9 @@ pub fn reload(app: &App) -> Result<(), Vec<Problem>> {
                 log::event("certificate_warning", &[("warning", &w)]);
             }
             warn_tool_expiry(&new);
+            let s = &new.config.server;
+            app.limiter
+                .configure(s.rate_limit_per_second, s.rate_limit_burst);
             app.replace_snapshot(new);
             log::event("reloaded", &[("config", &path.display().to_string())]);
             Ok(())
@@ -74,9 +77,19 @@ async fn watch_certificate(app: Arc<App>) {
         tokio::time::sleep(CERT_CHECK).await;
         checks += 1;
         let snap = app.snapshot();
-        if snap.files_changed() {
-            log::event("certificate_changed", &[]);
-            let _ = reload(&app);
+        // stat() and a reload read files: off the runtime.
+        let (check, app2) = (snap.clone(), app.clone());
+        let changed = tokio::task::spawn_blocking(move || {
+            let changed = check.files_changed();
+            if changed {
+                log::event("certificate_changed", &[]);
+                let _ = reload(&app2);
+            }
+            changed
+        })
+        .await
+        .unwrap_or(false);
+        if changed {
             continue;
         }
         // An expired certificate is logged at every check; one about to expire every ten minutes.
@@ -199,7 +212,8 @@ async fn renew_certificate(app: Arc<App>) {
 
 async fn sighup(app: Arc<App>, mut hup: tokio::signal::unix::Signal) {
     while hup.recv().await.is_some() {
-        let _ = reload(&app);
+        let app = app.clone();
+        let _ = tokio::task::spawn_blocking(move || reload(&app)).await;
     }
 }
 

@@ -5,6 +5,7 @@ use crate::snapshot::Snapshot;
 use boxapi_core::auth::{Scopes, TokenError};
 use boxapi_core::control::Mode;
 use boxapi_core::cors::{self, Origin};
+use boxapi_core::fair::Terminal;
 use boxapi_core::{authz, problem};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -15,6 +16,9 @@ use std::time::Instant;
 
 pub type Body = Full<Bytes>;
 
+/// A request body (a token request's form, a few hundred bytes) must arrive within this time.
+pub const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What the connection knows about itself.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
@@ -22,6 +26,8 @@ pub struct ConnInfo {
     pub local: SocketAddr,
     /// The TLS server name the client sent, if any.
     pub sni: Option<String>,
+    /// Who this connection counts against (rate limit, connection share).
+    pub terminal: Terminal,
 }
 
 /// Every refusal the API can answer; `Display` is the problem's `detail`.
@@ -190,7 +196,14 @@ fn host_ok<B>(req: &Request<B>, snap: &Snapshot, conn: &ConnInfo) -> bool {
         _ => None,
     };
     let Some(host) = host else { return false };
-    name_accepted(host_name(host), snap, conn)
+    // An absolute-form target (`GET https://other/v1/access`) names a host too: it must name
+    // this box as well, whatever the Host header says.
+    let target_ok = req
+        .uri()
+        .authority()
+        .is_none_or(|a| name_accepted(host_name(a.as_str()), snap, conn));
+    target_ok
+        && name_accepted(host_name(host), snap, conn)
         && conn
             .sni
             .as_deref()
@@ -243,7 +256,7 @@ async fn decide(
         ));
     }
     app.limiter
-        .check(conn.peer.ip(), Instant::now())
+        .check(conn.terminal, Instant::now())
         .map_err(Problem::RateLimited)?;
     let token_endpoint =
         snap.config.token_endpoint.is_some() && req.uri().path() == authz::TOKEN_PATH;
@@ -324,13 +337,16 @@ async fn token_request(
     if boxapi_core::time::clock_is_unset(now) {
         return Err(Problem::ClockUnsynchronized);
     }
-    let body = match http_body_util::Limited::new(req.body_mut(), authz::MAX_BODY)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
+    // Size and time bounded: a slow body must not hold a connection slot.
+    let limited = http_body_util::Limited::new(req.body_mut(), authz::MAX_BODY);
+    let body = match tokio::time::timeout(BODY_DEADLINE, limited.collect()).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(_)) => {
             let e = authz::OAuthError::InvalidRequest("the body is too large or unreadable");
+            return Ok(oauth_error(&e));
+        }
+        Err(_) => {
+            let e = authz::OAuthError::InvalidRequest("the body did not arrive in time");
             return Ok(oauth_error(&e));
         }
     };

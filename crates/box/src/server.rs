@@ -9,7 +9,6 @@ use boxapi_core::log;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -55,7 +54,8 @@ fn bind_error(ep: &Endpoint, e: &std::io::Error) {
 /// Listeners bound before the server loop starts.
 pub type Bound = Vec<(Endpoint, TcpListener)>;
 
-struct Active {
+/// A listener being served: its address and its accept loop.
+pub(crate) struct Active {
     local: SocketAddr,
     task: JoinHandle<()>,
 }
@@ -63,9 +63,8 @@ struct Active {
 /// Serves until `shutdown` completes. `listeners` are already bound (tests bind port 0); further
 /// listeners are opened and closed as interface addresses and the control state change.
 pub async fn run(app: Arc<App>, listeners: Bound, shutdown: impl Future<Output = ()>) {
-    let mut active: BTreeMap<Endpoint, Active> = BTreeMap::new();
     for (ep, l) in listeners {
-        start_listener(&app, &mut active, ep, l);
+        start_listener(&app, ep, l);
     }
     let mut state_changes = app.control.subscribe();
     tokio::pin!(shutdown);
@@ -76,9 +75,17 @@ pub async fn run(app: Arc<App>, listeners: Bound, shutdown: impl Future<Output =
             _ = tokio::time::sleep(poll) => {}
             changed = state_changes.changed() => if changed.is_err() { break },
         }
-        reconcile(&app, &mut active);
+        // Reading interface addresses (getifaddrs) is a netlink round trip: off the runtime.
+        let app2 = app.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let desired = app2.desired_endpoints();
+            for (ep, e) in reconcile(&app2, &desired) {
+                bind_error(&ep, &e);
+            }
+        })
+        .await;
     }
-    for (_, a) in active {
+    for (_, a) in std::mem::take(&mut *app.listeners()) {
         a.task.abort();
     }
     // In-flight requests get a bounded grace period: each connection holds one permit.
@@ -97,12 +104,7 @@ pub async fn run(app: Arc<App>, listeners: Bound, shutdown: impl Future<Output =
     );
 }
 
-fn start_listener(
-    app: &Arc<App>,
-    active: &mut BTreeMap<Endpoint, Active>,
-    ep: Endpoint,
-    l: TcpListener,
-) {
+fn start_listener(app: &Arc<App>, ep: Endpoint, l: TcpListener) {
     let local = l.local_addr().unwrap_or(ep.addr);
     let dev = ep.device.clone().unwrap_or_default();
     log::event(
@@ -110,36 +112,38 @@ fn start_listener(
         &[("addr", &local.to_string()), ("device", &dev)],
     );
     let task = tokio::spawn(accept_loop(app.clone(), l));
-    active.insert(ep, Active { local, task });
+    app.listeners().insert(ep, Active { local, task });
 }
 
-/// Opens listeners for new endpoints and closes those whose address went away (or when disabled).
-fn reconcile(app: &Arc<App>, active: &mut BTreeMap<Endpoint, Active>) {
-    let desired = app.desired_endpoints();
-    let gone: Vec<Endpoint> = active
-        .keys()
-        .filter(|ep| !desired.contains(ep))
-        .cloned()
-        .collect();
-    for ep in gone {
-        if let Some(a) = active.remove(&ep) {
-            a.task.abort();
-            log::event("closed", &[("addr", &a.local.to_string())]);
-        }
+/// Opens listeners for the `desired` endpoints not yet open and closes those not desired (an
+/// address that went away, or the API disabled). Returns the endpoints that could not be bound
+/// (a fresh IPv6 address may still be tentative: the next poll tries again). Must run inside the
+/// runtime (a blocking thread is fine).
+pub(crate) fn reconcile(app: &Arc<App>, desired: &[Endpoint]) -> Vec<(Endpoint, std::io::Error)> {
+    let gone: Vec<Active> = {
+        let mut active = app.listeners();
+        let keys: Vec<Endpoint> = active
+            .keys()
+            .filter(|ep| !desired.contains(ep))
+            .cloned()
+            .collect();
+        keys.iter().filter_map(|k| active.remove(k)).collect()
+    };
+    for a in gone {
+        a.task.abort();
+        log::event("closed", &[("addr", &a.local.to_string())]);
     }
+    let mut failed = Vec::new();
     for ep in desired {
-        if active.contains_key(&ep) {
+        if app.listeners().contains_key(ep) {
             continue;
         }
-        match lan::bind(&ep) {
-            Ok(l) => start_listener(app, active, ep, l),
-            // A fresh IPv6 address may still be tentative: try again at the next poll.
-            Err(e) => log::event(
-                "bind_error",
-                &[("addr", &ep.addr.to_string()), ("error", &e.to_string())],
-            ),
+        match lan::bind(ep) {
+            Ok(l) => start_listener(app, ep.clone(), l),
+            Err(e) => failed.push((ep.clone(), e)),
         }
     }
+    failed
 }
 
 async fn accept_loop(app: Arc<App>, listener: TcpListener) {
@@ -218,7 +222,13 @@ async fn connection(
         _ = slot.evicted() => return,
     };
     let sni = tls.get_ref().1.server_name().map(str::to_owned);
-    let info = Arc::new(ConnInfo { peer, local, sni });
+    let terminal = boxapi_core::fair::Terminal::of_ip(peer.ip());
+    let info = Arc::new(ConnInfo {
+        peer,
+        local,
+        sni,
+        terminal,
+    });
     let first_request = Arc::new(AtomicBool::new(false));
     let (seen, svc_slot, svc_app) = (first_request.clone(), slot.clone(), app.clone());
     let svc = service_fn(move |req| {

@@ -433,3 +433,114 @@ fn status_warns_before_expiry_and_log_shouts_after() {
         assert!(d.logged("certificate_warning"), "{name}");
     }
 }
+
+#[test]
+fn non_ascii_config_through_reload_is_refused_and_the_daemon_keeps_serving() {
+    let d = Daemon::start("nonascii", "", "");
+    let path = d.dir.join("boxapi.toml");
+    let good = std::fs::read_to_string(&path).unwrap();
+    let t = fixtures().a.token("a", "access");
+    // 64 bytes whose 33rd is inside a two-byte character: slicing it by byte pairs would panic.
+    let digest = format!("{}é{}", "a".repeat(31), "b".repeat(31));
+    let bad = good.replacen(
+        "name = \"Tool A\"",
+        &format!("name = \"Tool A\"\nclient_secret_sha256 = \"{digest}\""),
+        1,
+    );
+    std::fs::write(&path, &bad).unwrap();
+    let (code, _, err) = d.ctl(&["reload"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("tool[0].client_secret_sha256"), "{err}");
+    assert_eq!(d.get_token("/v1/access", &t).status, 200, "still serving");
+    // SIGHUP takes the same path.
+    let pid = d.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(d.logged("reload_failed"));
+    assert_eq!(d.get_token("/v1/access", &t).status, 200, "still serving");
+    assert_eq!(status(&d)["state"], "enabled");
+}
+
+#[test]
+fn idle_control_clients_never_block_ctl() {
+    let d = Daemon::start("ctlidle", "", "");
+    // More idle clients than the socket serves at once, each connected and silent.
+    let idle: Vec<UnixStream> = (0..20)
+        .map(|_| UnixStream::connect(d.dir.join("control.sock")).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let t = std::time::Instant::now();
+    assert_eq!(status(&d)["state"], "enabled");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "ctl waited {:?} behind idle clients",
+        t.elapsed()
+    );
+    drop(idle);
+}
+
+#[test]
+fn ctl_times_out_on_a_silent_daemon_with_exit_69() {
+    let dir = temp_dir("ctlsilent");
+    let sock = dir.join("silent.sock");
+    // Accepts and never answers: a hung daemon.
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let t = std::time::Instant::now();
+    let out = Command::new(BIN)
+        .args([
+            "ctl",
+            "--timeout",
+            "1",
+            "--socket",
+            sock.to_str().unwrap(),
+            "status",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    assert!(err.contains("did not answer within 1 s"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(10));
+    drop(listener);
+}
+
+#[test]
+fn reload_applies_rate_limits() {
+    let d = Daemon::start("ratereload", "", "");
+    let path = d.dir.join("boxapi.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "rate_limit_per_second = 1000\nrate_limit_burst = 1000",
+        "rate_limit_per_second = 1\nrate_limit_burst = 2",
+    );
+    std::fs::write(&path, text).unwrap();
+    assert_eq!(d.ctl(&["reload"]).0, 0);
+    let statuses: Vec<u16> = (0..4).map(|_| d.get("/v1/access", &[]).status).collect();
+    assert_eq!(&statuses[..2], &[401, 401], "{statuses:?}");
+    assert!(statuses[2..].contains(&429), "{statuses:?}");
+}
+
+#[test]
+fn enable_reports_a_port_it_cannot_bind_as_failure() {
+    let port = free_port();
+    let dir = temp_dir("enablefail");
+    let text = config(&dir, "", "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    std::fs::write(dir.join("boxapi.toml"), &text).unwrap();
+    let d = Daemon::start_in(dir, &[]);
+    assert_eq!(d.ctl(&["disable"]).0, 0);
+    assert!(wait_for(Duration::from_secs(3), || {
+        std::net::TcpStream::connect(d.addr).is_err()
+    }));
+    // Someone else takes the port meanwhile.
+    let squatter = std::net::TcpListener::bind(d.addr).unwrap();
+    let (code, _, err) = d.ctl(&["enable"]);
+    assert_eq!(code, 1, "enable said ok without a listener: {err}");
+    assert!(err.contains("cannot listen"), "{err}");
+    assert_eq!(status(&d)["state"], "disabled", "nothing changed");
+    drop(squatter);
+    assert_eq!(d.ctl(&["enable"]).0, 0);
+    assert_eq!(status(&d)["state"], "enabled");
+    assert_eq!(d.get("/v1/access", &[]).status, 401);
+}

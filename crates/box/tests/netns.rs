@@ -311,3 +311,128 @@ fn bridged_lan_reports_the_bridge_port() {
         );
     }
 }
+
+#[test]
+fn after_the_root_drop_enable_and_new_addresses_still_bind_port_443() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root for network namespaces (make test runs as root in CI)");
+        return;
+    }
+    let net = Net::new("p", &["box", "lan"]);
+    let (bx, lan) = (net.ns(0), net.ns(1));
+    sh(&format!(
+        "ip link add lan0 netns {bx} type veth peer name eth0 netns {lan} && \
+         ip -n {bx} addr add 192.168.80.1/24 dev lan0 && ip -n {bx} link set lan0 up && \
+         ip -n {lan} addr add 192.168.80.2/24 dev eth0 && ip -n {lan} addr add 192.168.81.2/24 dev eth0 && \
+         ip -n {lan} link set eth0 up"
+    ));
+    let dir = temp_dir("privs443");
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let certs = dir.join("certs");
+    assert!(Command::new(root.join("certs/make-dev-certs.sh"))
+        .arg(&certs)
+        .args(["DNS:box.test", "IP:192.168.80.1", "IP:192.168.81.1"])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    // The unprivileged user must be able to read its files.
+    sh(&format!(
+        "chmod -R a+rX {} {}",
+        dir.display(),
+        fixtures().dir.display()
+    ));
+    let text = format!(
+        r#"[server]
+listen_interfaces = ["lan0"]
+port = 443
+server_names = ["box.test"]
+cert = "certs/server.pem"
+key = "certs/server.key"
+state_dir = "state"
+control_socket = "control.sock"
+interface_poll_ms = 200
+user = "nobody"
+group = "nogroup"
+[auth]
+audience = "{AUD}"
+issuers = ["{ISS}"]
+[[tool]]
+id = "a"
+origins = ["https://a.example"]
+scopes = ["access", "counters"]
+keys = ["{d}/a.jwk"]
+"#,
+        d = fixtures().dir.display()
+    );
+    std::fs::write(dir.join("boxapi.toml"), text).unwrap();
+    let child = Command::new("ip")
+        .args(["netns", "exec", bx, BIN, "serve", "--config"])
+        .arg(dir.join("boxapi.toml"))
+        .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let d = BoxDaemon { child, dir };
+    let sock = d.dir.join("control.sock");
+    let ctl = |cmd: &str| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", bx, BIN, "ctl", "--socket"])
+            .arg(&sock)
+            .arg(cmd)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // ss writes a device-bound socket as ADDR%DEVICE:PORT.
+    let on_443 = |ip: &str| {
+        listening_sockets(bx).iter().any(|s| {
+            s.starts_with(&format!("{ip}%")) && s.ends_with(":443") || *s == format!("{ip}:443")
+        })
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || d
+            .log()
+            .contains("privileges_dropped")
+            && on_443("192.168.80.1")),
+        "{}",
+        d.log()
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.child.id())).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && !l.contains("\t0\t")),
+        "{status}"
+    );
+    let cap_eff = status.lines().find(|l| l.starts_with("CapEff:")).unwrap();
+    // CAP_NET_BIND_SERVICE (bit 10) only.
+    assert_eq!(
+        cap_eff.split_whitespace().nth(1),
+        Some("0000000000000400"),
+        "{cap_eff}"
+    );
+
+    assert_eq!(ctl("disable").0, Some(0));
+    assert!(wait_for(Duration::from_secs(3), || !on_443("192.168.80.1")));
+    let (code, err) = ctl("enable");
+    assert_eq!(code, Some(0), "enable as nobody: {err}\n{}", d.log());
+    assert!(on_443("192.168.80.1"), "{:?}", listening_sockets(bx));
+    // A LAN address that appears after the drop is bound too.
+    sh(&format!("ip -n {bx} addr add 192.168.81.1/24 dev lan0"));
+    assert!(
+        wait_for(Duration::from_secs(5), || on_443("192.168.81.1")),
+        "{:?}\n{}",
+        listening_sockets(bx),
+        d.log()
+    );
+    let token = fixtures().a.token("a", "access");
+    let cmd = format!(
+        "ip netns exec {lan} curl -sS --max-time 4 --cacert {ca} --resolve box.test:443:192.168.81.1 \
+         -H 'Authorization: Bearer {token}' -o /dev/null -w '%{{http_code}}' https://box.test/v1/access",
+        ca = d.dir.join("certs/ca.pem").display()
+    );
+    assert_eq!(sh_out(&cmd).1, "200", "{}", d.log());
+}

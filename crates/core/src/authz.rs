@@ -14,16 +14,17 @@ pub const DISCOVERY_PATH: &str = "/.well-known/oauth-authorization-server";
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// A client assertion is made for one request: it may not live longer than this.
 const MAX_ASSERTION_LIFE: u64 = 300;
-/// Bounds the replay cache: assertions live 5 minutes, a LAN has few tools.
-const MAX_REPLAY_ENTRIES: usize = 4096;
+/// Bounds each tool's replay set: assertions live 5 minutes, and an assertion only enters the set
+/// once the tool's quota has room, so a tool fills at most its own set, never another tool's.
+const MAX_REPLAY_PER_TOOL: usize = 1024;
 /// Form bodies of the token endpoint are a few hundred bytes (an assertion is under 4 KiB).
 pub const MAX_BODY: usize = 16 * 1024;
 
 /// Run-time state of the token endpoint, kept across reloads.
 #[derive(Default)]
 pub struct State {
-    /// (tool, jti) of assertions already used, until their expiry.
-    used: Mutex<HashMap<(String, String), u64>>,
+    /// Per tool: the jti of assertions already used, until their expiry (one bounded set each).
+    used: Mutex<HashMap<String, HashMap<String, u64>>>,
     /// Per tool: (start of the current hour window, tokens issued in it).
     issued: Mutex<HashMap<String, (u64, u32)>>,
 }
@@ -94,8 +95,9 @@ fn percent_decode(s: &str) -> Option<String> {
         match b[i] {
             b'+' => out.push(b' '),
             b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+                // Exactly two hex digits: `from_str_radix` alone would take "+1" as a number.
+                let digit = |k: usize| b.get(k).and_then(|&c| (c as char).to_digit(16));
+                out.push((digit(i + 1)? * 16 + digit(i + 2)?) as u8);
                 i += 2;
             }
             c => out.push(c),
@@ -155,14 +157,18 @@ pub fn discovery(config: &Config) -> Value {
     })
 }
 
-/// Authenticates the client of a token request: returns its tool index.
+/// A verified client assertion not yet recorded as used: (jti, exp).
+type Assertion = (String, u64);
+
+/// Authenticates the client of a token request: returns its tool index and, for
+/// `private_key_jwt`, the assertion to record as used once the quota has room.
 fn authenticate(
     Issuer { config, trust }: Issuer<'_>,
     state: &State,
     headers: &HeaderMap,
     form: &HashMap<String, String>,
     now: u64,
-) -> Result<usize, OAuthError> {
+) -> Result<(usize, Option<Assertion>), OAuthError> {
     let basic = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -172,7 +178,7 @@ fn authenticate(
         });
     let assertion = form.get("client_assertion");
     let bad = |why: &str| OAuthError::InvalidClient(why.to_owned());
-    let tool = match (basic, assertion) {
+    let (tool, used) = match (basic, assertion) {
         (Some(_), Some(_)) => {
             return Err(OAuthError::InvalidRequest(
                 "use one client authentication method",
@@ -208,7 +214,7 @@ fn authenticate(
                         .fold(0u8, |acc, (a, b)| acc | (a ^ b))
                         == 0 =>
                 {
-                    index
+                    (index, None)
                 }
                 _ => return Err(bad("unknown client or wrong secret")),
             }
@@ -234,20 +240,16 @@ fn authenticate(
                     &trust.registry,
                 )
                 .map_err(|e| OAuthError::InvalidClient(format!("client assertion refused: {e}")))?;
-            let id = trust
-                .registry
-                .get(a.tool)
-                .map(|t| t.id.clone())
-                .unwrap_or_default();
-            let mut used = state.used.lock().unwrap_or_else(|p| p.into_inner());
-            used.retain(|_, exp| *exp + 60 > now);
-            if used.len() >= MAX_REPLAY_ENTRIES {
-                return Err(OAuthError::Quota(60));
-            }
-            if used.insert((id, a.jti), a.exp).is_some() {
+            // A replay is refused here already; the assertion is recorded after the quota check.
+            let id = trust.registry.get(a.tool).map(|t| t.id.as_str());
+            let seen = state.used.lock().unwrap_or_else(|p| p.into_inner());
+            if id.and_then(|id| seen.get(id)).is_some_and(|set| {
+                set.get(&a.jti)
+                    .is_some_and(|exp| exp.saturating_add(60) > now)
+            }) {
                 return Err(bad("this client assertion was already used"));
             }
-            a.tool
+            (a.tool, Some((a.jti, a.exp)))
         }
     };
     let id = &trust
@@ -258,7 +260,7 @@ fn authenticate(
     if form.get("client_id").is_some_and(|c| c != id) {
         return Err(bad("client_id does not match the authenticated client"));
     }
-    Ok(tool)
+    Ok((tool, used))
 }
 
 /// Handles a token request. `revoked` tells run-time revocations; `page_tool` is the tool whose
@@ -295,7 +297,7 @@ pub fn token(
         Some(_) => return Err(OAuthError::UnsupportedGrantType),
         None => return Err(OAuthError::InvalidRequest("grant_type is required")),
     }
-    let index = authenticate(issuer, state, headers, &form, now)?;
+    let (index, assertion) = authenticate(issuer, state, headers, &form, now)?;
     let tool = trust
         .registry
         .get(index)
@@ -331,6 +333,8 @@ pub fn token(
         }
     };
     {
+        // Quota first, then the replay set: a tool whose quota is spent records nothing, and
+        // each tool's set is its own, so no tool can lock another out.
         let mut issued = state.issued.lock().unwrap_or_else(|p| p.into_inner());
         let (start, count) = issued
             .entry(tool.id.clone())
@@ -342,6 +346,9 @@ pub fn token(
             return Err(OAuthError::Quota(
                 (*start + 3600).saturating_sub(now).max(1),
             ));
+        }
+        if let Some((jti, exp)) = assertion {
+            record_assertion(state, &tool.id, jti, exp, now)?;
         }
         *count += 1;
     }
@@ -362,9 +369,65 @@ pub fn token(
     )
 }
 
+/// Records a used assertion in its tool's set; refuses a replay, and a set that is full of
+/// unexpired assertions (that tool's problem only: retry once some expire).
+fn record_assertion(
+    state: &State,
+    tool: &str,
+    jti: String,
+    exp: u64,
+    now: u64,
+) -> Result<(), OAuthError> {
+    let mut used = state.used.lock().unwrap_or_else(|p| p.into_inner());
+    let set = used.entry(tool.to_owned()).or_default();
+    set.retain(|_, e| e.saturating_add(60) > now);
+    if set.contains_key(&jti) {
+        return Err(OAuthError::InvalidClient(
+            "this client assertion was already used".into(),
+        ));
+    }
+    if set.len() >= MAX_REPLAY_PER_TOOL {
+        return Err(OAuthError::Quota(60));
+    }
+    set.insert(jti, exp);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replay_sets_are_per_tool_and_bounded() {
+        let st = State::default();
+        for i in 0..MAX_REPLAY_PER_TOOL {
+            record_assertion(&st, "a", format!("j{i}"), 1000, 10).unwrap();
+        }
+        assert_eq!(
+            record_assertion(&st, "a", "one more".into(), 1000, 10),
+            Err(OAuthError::Quota(60)),
+            "tool a's set is full"
+        );
+        assert!(
+            record_assertion(&st, "b", "j0".into(), 1000, 10).is_ok(),
+            "tool b is not locked out by a"
+        );
+        assert!(matches!(
+            record_assertion(&st, "b", "j0".into(), 1000, 10),
+            Err(OAuthError::InvalidClient(_))
+        ));
+        // Once a's assertions expire, its set empties again.
+        assert!(record_assertion(&st, "a", "later".into(), 5000, 1100).is_ok());
+    }
+
+    #[test]
+    fn percent_decoding_takes_exactly_two_hex_digits() {
+        assert!(parse_form(b"a=%+1").is_err());
+        assert!(parse_form(b"a=%-1").is_err());
+        assert!(parse_form(b"a=%1").is_err());
+        assert!(parse_form("a=%é1".as_bytes()).is_err());
+        assert_eq!(parse_form(b"a=%2B%2b").unwrap()["a"], "++");
+    }
 
     #[test]
     fn form_decoding() {

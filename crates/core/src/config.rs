@@ -338,6 +338,21 @@ fn valid_hostname(name: &str) -> bool {
         })
 }
 
+/// 64 hex digits as 32 bytes. Works on bytes, never slicing the `str`: a multi-byte character
+/// in a pushed config must be a reported problem, not a panic at a char boundary.
+pub fn parse_sha256_hex(h: &str) -> Option<[u8; 32]> {
+    let b = h.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
+        *o = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Some(out)
+}
+
 /// Reads and parses the file at `path`; `None` (with the problem) when it cannot be read or is
 /// not TOML.
 pub fn load(path: &Path, problems: &mut Vec<Problem>) -> Option<Config> {
@@ -639,25 +654,18 @@ fn parse_tools(v: Option<&Value>, dir: &Path, problems: &mut Vec<Problem>) -> Ve
         let tokens_per_hour = t
             .contains_key("tokens_per_hour")
             .then(|| s.int("tokens_per_hour", 60, 1, 100_000) as u32);
-        let client_secret_sha256 = s.string("client_secret_sha256").and_then(|h| {
-            let bytes: Option<Vec<u8>> = (h.len() == 64)
-                .then(|| {
-                    (0..32)
-                        .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).ok())
-                        .collect()
-                })
-                .flatten();
-            match bytes.and_then(|b| <[u8; 32]>::try_from(b).ok()) {
-                Some(d) => Some(d),
-                None => {
-                    s.problem(
-                        "client_secret_sha256",
-                        "expected 64 hex digits (the SHA-256 of the secret)",
-                    );
-                    None
-                }
-            }
-        });
+        let client_secret_sha256 =
+            s.string("client_secret_sha256")
+                .and_then(|h| match parse_sha256_hex(&h) {
+                    Some(d) => Some(d),
+                    None => {
+                        s.problem(
+                            "client_secret_sha256",
+                            "expected 64 hex digits (the SHA-256 of the secret)",
+                        );
+                        None
+                    }
+                });
         s.finish();
         if tools.iter().any(|t| t.id == id) && !id.is_empty() {
             problems.push(Problem::invalid(
@@ -925,6 +933,19 @@ mod tests {
             joined.contains("tool[0].expires: must be after not_before"),
             "{joined}"
         );
+    }
+
+    #[test]
+    fn non_ascii_secret_digest_is_a_problem_not_a_panic() {
+        // 64 bytes, but 'é' is two of them: slicing by byte pairs would cut it in half.
+        let secret = format!("{}é{}", "a".repeat(31), "b".repeat(31));
+        assert_eq!(secret.len(), 64);
+        let text = format!("{GOOD}client_secret_sha256 = \"{secret}\"\n");
+        let joined = problems_of(&text).join("\n");
+        assert!(joined.contains("tool[0].client_secret_sha256"), "{joined}");
+        assert_eq!(parse_sha256_hex(&"0f".repeat(32)), Some([0x0f; 32]));
+        assert_eq!(parse_sha256_hex(&"+f".repeat(32)), None);
+        assert_eq!(parse_sha256_hex("ab"), None);
     }
 
     #[test]

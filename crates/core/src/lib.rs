@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod cors;
 pub mod der;
+pub mod fair;
 pub mod files;
 pub mod log;
 pub mod names;

@@ -16,6 +16,8 @@ pub enum PrivError {
     Drop(nix::Error),
     #[error("root could be regained after dropping privileges; refusing to run")]
     Regained,
+    #[error("cannot keep CAP_NET_BIND_SERVICE across the drop: {0}")]
+    Capability(String),
 }
 
 /// Resolves the configured user and group (the user's primary group when none is given).
@@ -37,7 +39,9 @@ pub fn resolve(user: &str, group: Option<&str>) -> Result<(Uid, Gid), PrivError>
     Ok((u.uid, gid))
 }
 
-/// Gives `writable` paths to the user, then becomes it for good, and checks that root is gone.
+/// Gives `writable` paths to the user, then becomes it for good, keeping one capability:
+/// CAP_NET_BIND_SERVICE, so that `ctl enable` and LAN addresses that appear later can still bind
+/// port 443. Every other capability is dropped, and it checks that root is gone.
 pub fn drop_to(user: &str, group: Option<&str>, writable: &[&Path]) -> Result<(), PrivError> {
     let (uid, gid) = resolve(user, group)?;
     if !geteuid().is_root() {
@@ -53,9 +57,27 @@ pub fn drop_to(user: &str, group: Option<&str>, writable: &[&Path]) -> Result<()
     }
     setgroups(&[gid]).map_err(PrivError::Drop)?;
     setgid(gid).map_err(PrivError::Drop)?;
+    // Without KEEPCAPS, setuid from root to a user empties the permitted set.
+    nix::sys::prctl::set_keepcaps(true).map_err(PrivError::Drop)?;
     setuid(uid).map_err(PrivError::Drop)?;
+    keep_only_bind_capability()?;
     if setuid(Uid::from_raw(0)).is_ok() || geteuid().is_root() {
         return Err(PrivError::Regained);
     }
+    Ok(())
+}
+
+/// After the setuid: permitted and effective sets reduced to CAP_NET_BIND_SERVICE, nothing
+/// inheritable or ambient, KEEPCAPS off again.
+fn keep_only_bind_capability() -> Result<(), PrivError> {
+    use caps::{CapSet, Capability, CapsHashSet};
+    let err = |e: caps::errors::CapsError| PrivError::Capability(e.to_string());
+    let bind: CapsHashSet = [Capability::CAP_NET_BIND_SERVICE].into_iter().collect();
+    caps::set(None, CapSet::Inheritable, &CapsHashSet::new()).map_err(err)?;
+    caps::set(None, CapSet::Permitted, &bind).map_err(err)?;
+    caps::set(None, CapSet::Effective, &bind).map_err(err)?;
+    // Not on every kernel (ambient capabilities are Linux 4.3+); nothing to clear without them.
+    let _ = caps::clear(None, CapSet::Ambient);
+    nix::sys::prctl::set_keepcaps(false).map_err(PrivError::Drop)?;
     Ok(())
 }

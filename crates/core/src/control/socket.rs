@@ -9,9 +9,12 @@ use tokio::net::{UnixListener, UnixStream};
 
 /// A command line is tens of bytes; this bounds what a client can make the daemon buffer.
 pub const MAX_LINE: usize = 4096;
-/// An idle control connection is closed after this long.
-const IDLE: Duration = Duration::from_secs(30);
-/// Control clients are local tools; a handful at once is plenty.
+/// A client must send a complete line within this time of connecting (or of its last answer):
+/// `boxapi ctl` sends its line at once, so only a stalled client ever waits this long.
+pub const LINE_DEADLINE: Duration = Duration::from_secs(5);
+/// Control clients are local tools; a handful at once is plenty. When all are taken, the client
+/// that has waited longest without sending a command is closed to make room: an idle client
+/// never keeps `boxapi ctl` out.
 const MAX_CLIENTS: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,45 +47,121 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
     bound.map_err(err)
 }
 
-/// What a daemon answers to one command line.
+/// What a daemon answers to one command line. It may block (fsync, reading files): it runs on a
+/// blocking thread, never on the runtime that serves connections, one command at a time.
 pub type Handler = Arc<dyn Fn(&[u8]) -> Value + Send + Sync>;
+
+/// Connected clients and which of them are idle (waiting for a line), oldest first.
+#[derive(Default)]
+struct Clients {
+    next: u64,
+    count: usize,
+    idle: std::collections::VecDeque<(u64, Arc<tokio::sync::Notify>)>,
+}
+
+impl Clients {
+    fn set_idle(&mut self, id: u64, kick: &Arc<tokio::sync::Notify>, idle: bool) {
+        self.idle.retain(|(i, _)| *i != id);
+        if idle {
+            self.idle.push_back((id, kick.clone()));
+        }
+    }
+}
+
+type Shared = Arc<std::sync::Mutex<Clients>>;
+
+fn lock(c: &Shared) -> std::sync::MutexGuard<'_, Clients> {
+    c.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Serves the control socket: each line goes to `handler`, each answer goes back as one line.
 pub async fn serve(listener: UnixListener, handler: Handler) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
+    let clients: Shared = Arc::default();
+    // One command at a time: state changes are read-modify-write.
+    let serial = Arc::new(std::sync::Mutex::new(()));
+    let room = Arc::new(tokio::sync::Notify::new());
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let handler = handler.clone();
-                tokio::spawn(async move {
-                    client(handler, stream).await;
-                    drop(permit);
-                });
-            }
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
             Err(e) => {
                 crate::log::event("control_error", &[("error", &e.to_string())]);
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
+        };
+        // At capacity: close the longest-idle client; if every client is in a command, wait for
+        // one to finish (commands are short).
+        loop {
+            let evicted = {
+                let mut c = lock(&clients);
+                if c.count < MAX_CLIENTS {
+                    None
+                } else {
+                    Some(c.idle.pop_front())
+                }
+            };
+            match evicted {
+                None => break,
+                Some(Some((_, kick))) => kick.notify_one(),
+                Some(None) => {}
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(100), room.notified()).await;
         }
+        let id = {
+            let mut c = lock(&clients);
+            c.count += 1;
+            c.next += 1;
+            c.next
+        };
+        let (handler, clients, serial, room) = (
+            handler.clone(),
+            clients.clone(),
+            serial.clone(),
+            room.clone(),
+        );
+        tokio::spawn(async move {
+            let kick = Arc::new(tokio::sync::Notify::new());
+            client(handler, stream, id, &kick, &clients, serial).await;
+            let mut c = lock(&clients);
+            c.count -= 1;
+            c.set_idle(id, &kick, false);
+            drop(c);
+            room.notify_one();
+        });
     }
 }
 
 async fn reply(stream: &mut UnixStream, v: Value) -> bool {
     let mut line = v.to_string();
     line.push('\n');
-    stream.write_all(line.as_bytes()).await.is_ok()
+    matches!(
+        tokio::time::timeout(LINE_DEADLINE, stream.write_all(line.as_bytes())).await,
+        Ok(Ok(()))
+    )
 }
 
-async fn client(handler: Handler, mut stream: UnixStream) {
+async fn client(
+    handler: Handler,
+    mut stream: UnixStream,
+    id: u64,
+    kick: &Arc<tokio::sync::Notify>,
+    clients: &Shared,
+    serial: Arc<std::sync::Mutex<()>>,
+) {
     let mut buf: Vec<u8> = Vec::with_capacity(256);
     let mut chunk = [0u8; 1024];
     loop {
         while let Some(end) = buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=end).collect();
-            let answer = handler(&line[..line.len() - 1]);
+            let mut line: Vec<u8> = buf.drain(..=end).collect();
+            line.pop();
+            lock(clients).set_idle(id, kick, false);
+            let (h, serial) = (handler.clone(), serial.clone());
+            let answer = tokio::task::spawn_blocking(move || {
+                let _one_at_a_time = serial.lock().unwrap_or_else(|p| p.into_inner());
+                h(&line)
+            })
+            .await
+            .unwrap_or_else(|_| super::error_reply("the command failed inside the daemon"));
             if !reply(&mut stream, answer).await {
                 return;
             }
@@ -95,9 +174,13 @@ async fn client(handler: Handler, mut stream: UnixStream) {
             .await;
             return;
         }
-        match tokio::time::timeout(IDLE, stream.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+        lock(clients).set_idle(id, kick, true);
+        tokio::select! {
+            r = tokio::time::timeout(LINE_DEADLINE, stream.read(&mut chunk)) => match r {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+                Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            },
+            _ = kick.notified() => return,
         }
     }
 }
