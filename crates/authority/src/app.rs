@@ -1,5 +1,6 @@
 //! The authority's shared state: the configuration in force, the control state (suspension,
-//! run-time revocations), the token endpoint's replay cache and quotas, connection slots.
+//! run-time revocations), the token endpoint's replay cache and quotas, connection slots, the ACME
+//! account.
 use crate::snapshot::Snapshot;
 use boxapi_core::control::{Control, State};
 use std::sync::{Arc, RwLock};
@@ -11,6 +12,8 @@ pub struct App {
     pub authz: boxapi_core::authz::State,
     /// One permit per open connection (`server.max_connections`).
     pub connections: Arc<Semaphore>,
+    /// The ACME account and the bound on concurrent issuance (kept across reloads).
+    pub issuer: crate::acme::Issuer,
 }
 
 impl App {
@@ -21,6 +24,7 @@ impl App {
             control: Control::new(state),
             authz: Default::default(),
             connections,
+            issuer: Default::default(),
         })
     }
 

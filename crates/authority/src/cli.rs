@@ -121,6 +121,16 @@ fn run(snapshot: Snapshot) -> Result<(), StartError> {
                 }
             });
         }
+        // The ACME account is loaded (or created) now rather than by the first enrolment; a CA
+        // that cannot be reached yet is tried again by each enrolment.
+        if let Some(settings) = app.snapshot().enrolment.clone() {
+            let app = app.clone();
+            tokio::spawn(async move {
+                if let Err(e) = app.issuer.account(&settings.acme).await {
+                    log::event("acme_account_unavailable", &[("error", &e.to_string())]);
+                }
+            });
+        }
         log::event("authority_started", &[]);
         crate::server::run(app, listeners, stop).await;
         Ok(())

@@ -1,6 +1,8 @@
 //! The authority's routes: `POST /v1/token` (RFC 6749 client credentials, CORS for registered
-//! tools' pages), discovery (RFC 8414), and problem+json for everything else.
+//! tools' pages), discovery (RFC 8414), the boxes' `POST /v1/enrol` and `POST /v1/address` (when
+//! `[enrolment]` is configured; `crate::enrol`), and problem+json for everything else.
 use crate::app::App;
+use crate::enrol::{self, Refusal};
 use boxapi_core::authz::{self, OAuthError};
 use boxapi_core::control::Mode;
 use boxapi_core::cors::{self, Origin};
@@ -18,6 +20,8 @@ pub const BODY_DEADLINE: Duration = Duration::from_secs(10);
 
 const TOKEN_ALLOW: &str = "POST, OPTIONS";
 const DISCOVERY_ALLOW: &str = "GET, HEAD, OPTIONS";
+/// Boxes are not browsers: no preflight.
+const ENROL_ALLOW: &str = "POST";
 
 fn json(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Body> {
     let len = body.len();
@@ -50,7 +54,8 @@ fn not_found() -> Response<Body> {
         StatusCode::NOT_FOUND,
         "not_found",
         "Not found",
-        "no such endpoint: the authority serves /v1/token and /.well-known/oauth-authorization-server",
+        "no such endpoint: the authority serves /v1/token, /.well-known/oauth-authorization-server \
+         and, for boxes when enrolment is configured, /v1/enrol and /v1/address",
         None,
     )
 }
@@ -82,12 +87,15 @@ async fn route(
     app: &App,
     req: &mut Request<hyper::body::Incoming>,
     origin: Origin,
+    device: Option<&[u8]>,
 ) -> Response<Body> {
     let snap = app.snapshot();
     let path = req.uri().path();
+    let enrolment = snap.enrolment.clone();
     let allow = match path {
         authz::TOKEN_PATH => TOKEN_ALLOW,
         authz::DISCOVERY_PATH => DISCOVERY_ALLOW,
+        enrol::ENROL_PATH | enrol::ADDRESS_PATH if enrolment.is_some() => ENROL_ALLOW,
         _ => return not_found(),
     };
     if !allow.split(", ").any(|m| m == req.method().as_str()) {
@@ -132,10 +140,46 @@ async fn route(
             "suspended",
             "Suspended by the operator",
             &format!(
-                "the operator has suspended token issuance for now; retry after {retry_after} s"
+                "the operator has suspended the authority for now; retry after {retry_after} s"
             ),
             Some((header::RETRY_AFTER, HeaderValue::from(retry_after))),
         );
+    }
+    if let (Some(settings), true) = (&enrolment, allow == ENROL_ALLOW) {
+        let started = Instant::now();
+        let enrolling = path == enrol::ENROL_PATH;
+        let mut name = String::new();
+        let result = async {
+            name = enrol::device_name(settings, device)?;
+            let body = read_json_body(req).await?;
+            if enrolling {
+                enrol::enrol(app, settings, &name, &body).await
+            } else {
+                enrol::address(settings, &name, &body).await
+            }
+        }
+        .await;
+        let event = if enrolling {
+            "enrolment"
+        } else {
+            "address_update"
+        };
+        enrol::log_outcome(event, &name, &result, started);
+        return match result {
+            Ok(v) => json(
+                StatusCode::OK,
+                "application/json",
+                v.to_string().into_bytes(),
+            ),
+            Err(r) => problem(
+                r.status,
+                r.code,
+                r.title,
+                &r.detail,
+                r.retry_after
+                    .map(|s| (header::RETRY_AFTER, HeaderValue::from(s))),
+            ),
+        };
     }
     if !token_endpoint {
         let body = authz::discovery(&snap.config).to_string().into_bytes();
@@ -182,13 +226,46 @@ async fn route(
     }
 }
 
-/// Answers one request: route it, add the headers every answer carries, log it.
-pub async fn handle(app: &App, mut req: Request<hyper::body::Incoming>) -> Response<Body> {
+/// A box's JSON body: `Content-Type: application/json`, at most `enrol::MAX_BODY` bytes, within
+/// `BODY_DEADLINE`.
+async fn read_json_body(req: &mut Request<hyper::body::Incoming>) -> Result<Bytes, Refusal> {
+    let json_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if !json_type {
+        return Err(enrol::invalid(
+            "the body must be Content-Type: application/json",
+        ));
+    }
+    let limited = http_body_util::Limited::new(req.body_mut(), enrol::MAX_BODY);
+    match tokio::time::timeout(BODY_DEADLINE, limited.collect()).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(_)) => Err(enrol::invalid(format!(
+            "the body is unreadable or larger than {} bytes",
+            enrol::MAX_BODY
+        ))),
+        Err(_) => Err(enrol::invalid(format!(
+            "the body did not arrive within {} s",
+            BODY_DEADLINE.as_secs()
+        ))),
+    }
+}
+
+/// Answers one request: route it, add the headers every answer carries, log it. `device` is the
+/// client's verified device certificate (DER), if it presented one.
+pub async fn handle(
+    app: &App,
+    mut req: Request<hyper::body::Incoming>,
+    device: Option<&[u8]>,
+) -> Response<Body> {
     let started = Instant::now();
     let snap = app.snapshot();
     let revoked = |id: &str| app.control.is_revoked(id);
     let origin = cors::classify(req.headers(), &snap.trust.registry, &revoked);
-    let mut resp = route(app, &mut req, origin).await;
+    let mut resp = route(app, &mut req, origin, device).await;
     let cors_allowed = matches!(origin, Origin::Allowed { .. })
         && !(req.method() == Method::OPTIONS && resp.status() == StatusCode::FORBIDDEN);
     let h = resp.headers_mut();

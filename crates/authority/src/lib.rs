@@ -3,9 +3,11 @@
 //! never reach a box binary. What it shares with the box lives in `boxapi-core`.
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod app;
 pub mod cli;
 pub mod control;
+pub mod enrol;
 pub mod http;
 pub mod server;
 pub mod snapshot;

@@ -100,10 +100,19 @@ async fn connection(
         Ok(Ok(tls)) => tls,
         _ => return,
     };
+    // The client's certificate, already verified against the device CA and its CRLs during the
+    // handshake (absent for tool clients): the box's identity on every request of the connection.
+    let device: Option<Arc<[u8]>> = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| Arc::from(leaf.as_ref()));
     let svc_app = app.clone();
     let svc = service_fn(move |req| {
         let app = svc_app.clone();
-        async move { Ok::<_, Infallible>(http::handle(&app, req).await) }
+        let device = device.clone();
+        async move { Ok::<_, Infallible>(http::handle(&app, req, device.as_deref()).await) }
     });
     let _ = http1::Builder::new()
         .timer(TokioTimer::new())

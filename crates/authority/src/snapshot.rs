@@ -1,7 +1,9 @@
 //! One immutable configuration of the authority: config, TLS identity, whom it trusts and the keys
 //! it signs with. Built whole or not at all; swapped as an `Arc` on reload.
+use crate::enrol::Settings;
 use boxapi_core::config::{self, Config, Problem};
 use boxapi_core::trust::Trust;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::ServerConfig;
 use std::path::Path;
 use std::sync::Arc;
@@ -11,6 +13,9 @@ pub struct Snapshot {
     pub tls: Arc<ServerConfig>,
     pub cert_not_after: Option<i64>,
     pub trust: Trust,
+    /// Enrolment of boxes (`[enrolment]`), when configured; then `tls` asks clients for a device
+    /// certificate.
+    pub enrolment: Option<Arc<Settings>>,
 }
 
 impl Snapshot {
@@ -36,14 +41,35 @@ impl Snapshot {
         let identity =
             boxapi_core::tls::load(&config.server.cert, &config.server.key, &mut problems);
         let trust = Trust::build(&config, &mut problems);
+        let enrolment = Settings::load(&config, &mut problems).map(Arc::new);
         match identity {
             Some(id) if problems.is_empty() => Ok(Snapshot {
+                tls: match &enrolment {
+                    Some(e) => with_client_verifier(&id.config, e.verifier.clone())
+                        .map_err(|e| vec![Problem::invalid("server.cert", e)])?,
+                    None => id.config,
+                },
                 config,
-                tls: id.config,
                 cert_not_after: id.not_after,
                 trust,
+                enrolment,
             }),
             _ => Err(problems),
         }
     }
+}
+
+/// The same server identity and settings, asking clients for a certificate that `verifier`
+/// checks (boxes' device certificates; tool clients may still connect without one).
+fn with_client_verifier(
+    base: &ServerConfig,
+    verifier: Arc<dyn ClientCertVerifier>,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let mut config = ServerConfig::builder_with_provider(Arc::new(boxapi_core::tls::provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(base.cert_resolver.clone());
+    config.alpn_protocols = base.alpn_protocols.clone();
+    config.ignore_client_order = base.ignore_client_order;
+    Ok(Arc::new(config))
 }

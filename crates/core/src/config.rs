@@ -1,6 +1,8 @@
 //! The TOML configuration: parsed and validated in one pass that reports every problem, never just the first.
+mod enrolment;
 mod problem;
 
+pub use enrolment::{Acme, Dns, Enrolment};
 pub use problem::{lines, Problem};
 
 use crate::auth::registry::{check_origin_syntax, valid_tool_id, TOOL_ID_RULE};
@@ -27,6 +29,10 @@ pub struct Config {
     pub authority_listen: Vec<SocketAddr>,
     /// The box's own name and certificate from the operator's authority (`[enrol]`), if enabled.
     pub enrol: Option<Enrol>,
+    /// The authority's enrolment of boxes (`[enrolment]`, `[acme]`, `[dns]`; authority only).
+    pub enrolment: Option<Enrolment>,
+    pub acme: Option<Acme>,
+    pub dns: Option<Dns>,
 }
 
 /// `[enrol]`: how the box obtains and renews its own publicly trusted certificate (contract §10).
@@ -394,6 +400,9 @@ pub fn parse(text: &str, path: &Path, problems: &mut Vec<Problem>) -> Option<Con
     let registry_t = top.table("registry").cloned();
     let authority_t = top.table("authority").cloned();
     let enrol_t = top.table("enrol").cloned();
+    let enrolment_t = top.table("enrolment").cloned();
+    let acme_t = top.table("acme").cloned();
+    let dns_t = top.table("dns").cloned();
     let (had_server, had_auth) = (root.contains_key("server"), auth_t.is_some());
     top.finish();
     for (key, had) in [("server", had_server), ("auth", had_auth)] {
@@ -434,6 +443,23 @@ pub fn parse(text: &str, path: &Path, problems: &mut Vec<Problem>) -> Option<Con
         }
         s.finish();
     }
+    let enrolment = enrolment_t.map(|t| enrolment::parse_enrolment(&t, &dir, problems));
+    let acme = acme_t.map(|t| enrolment::parse_acme(&t, &dir, problems));
+    let dns = dns_t.map(|t| enrolment::parse_dns(&t, &dir, problems));
+    if enrolment.is_some() || acme.is_some() || dns.is_some() {
+        for (key, present) in [
+            ("enrolment", enrolment.is_some()),
+            ("acme", acme.is_some()),
+            ("dns", dns.is_some()),
+        ] {
+            if !present {
+                problems.push(Problem::invalid(
+                    key,
+                    "[enrolment] needs [acme] and [dns]; the three come together",
+                ));
+            }
+        }
+    }
     // Checked here, where `[authority] listen` is known too.
     let nothing_to_listen_on = server.listen_interfaces.is_empty()
         && server.listen.is_empty()
@@ -448,6 +474,9 @@ pub fn parse(text: &str, path: &Path, problems: &mut Vec<Problem>) -> Option<Con
     Some(Config {
         enrol,
         authority_listen,
+        enrolment,
+        acme,
+        dns,
         registry,
         token_endpoint,
         path: path.to_path_buf(),

@@ -1,0 +1,376 @@
+//! RFC 8555 issuance with instant-acme, the DNS-01 challenge published through RFC 2136; the
+//! account, loaded or created once (creation is serialised); ARI (RFC 9773) renewal windows.
+use super::dns::{name_in_zone, txt_add, txt_delete, wait_txt_visible, zone_name};
+use super::http::BoundedHttp;
+use super::x509::{check_chain, check_csr};
+use super::{AcmeSettings, DnsSettings, Error, Result};
+use boxapi_core::log;
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, ExternalAccountKey,
+    Identifier, NewAccount, NewOrder, Order, OrderStatus, RetryPolicy,
+};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::{Mutex, Semaphore, SemaphorePermit};
+
+/// Issuances running at once; more wait (bounded) for a turn.
+pub const MAX_CONCURRENT: usize = 4;
+
+/// What one issuance gives back.
+#[derive(Debug)]
+pub struct Issued {
+    /// PEM chain, leaf first, checked against the name and the CSR's key.
+    pub chain: String,
+    /// Start of the CA's suggested renewal window (ARI), Unix seconds; `None` when the CA has no
+    /// ARI or did not answer it.
+    pub renew_after: Option<i64>,
+}
+
+/// The authority's ACME client state, kept across configuration reloads: the account (created or
+/// loaded once, under a lock, so two first enrolments cannot create two accounts) and the bound
+/// on concurrent issuance.
+pub struct Issuer {
+    account: Mutex<Option<(AccountKey, Account)>>,
+    slots: Semaphore,
+}
+
+/// Which configuration an account belongs to: a change of CA or credentials file loads anew.
+#[derive(Clone, PartialEq, Eq)]
+struct AccountKey {
+    directory: String,
+    credentials: PathBuf,
+}
+
+impl Default for Issuer {
+    fn default() -> Self {
+        Issuer {
+            account: Mutex::new(None),
+            slots: Semaphore::new(MAX_CONCURRENT),
+        }
+    }
+}
+
+impl Issuer {
+    /// Waits at most `wait` for one of the issuance slots.
+    pub async fn slot(&self, wait: Duration) -> Option<SemaphorePermit<'_>> {
+        tokio::time::timeout(wait, self.slots.acquire())
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// The account: the one in use, else loaded from its credentials file, else created (with
+    /// EAB when configured) and stored there (mode 0600).
+    pub async fn account(&self, acme: &AcmeSettings) -> Result<Account> {
+        let key = AccountKey {
+            directory: acme.directory_url.clone(),
+            credentials: acme.credentials_path.clone(),
+        };
+        let mut held = self.account.lock().await;
+        if let Some((k, account)) = held.as_ref() {
+            if *k == key {
+                return Ok(account.clone());
+            }
+        }
+        let account = tokio::time::timeout(acme.total_timeout, load_or_create(acme))
+            .await
+            .map_err(|_| Error::Timeout {
+                what: "loading or creating the ACME account",
+                after: acme.total_timeout,
+            })??;
+        *held = Some((key, account.clone()));
+        Ok(account)
+    }
+
+    /// Obtains a certificate for exactly `name` (under `dns.zone`) for the box's CSR, proving
+    /// control with DNS-01 through RFC 2136. The CSR is checked before any network exchange; the
+    /// chain is checked against `name` and the CSR's key before it is returned.
+    pub async fn issue(
+        &self,
+        acme: &AcmeSettings,
+        dns: &DnsSettings,
+        csr_der: &[u8],
+        name: &str,
+    ) -> Result<Issued> {
+        let zone = zone_name(&dns.zone)?;
+        let name = name_in_zone(name, &zone)?.to_string();
+        let name = name.trim_end_matches('.');
+        let csr_spki = check_csr(csr_der, name)?;
+        let work = async {
+            let account = self.account(acme).await?;
+            let chain = issue_with(&account, acme, dns, csr_der, name).await?;
+            Ok::<_, Error>((account, chain))
+        };
+        let (account, chain) = tokio::time::timeout(acme.total_timeout, work)
+            .await
+            .map_err(|_| Error::Timeout {
+                what: "issuance",
+                after: acme.total_timeout,
+            })??;
+        let leaf = check_chain(&chain, name, &csr_spki)?;
+        // ARI is advice: a CA that fails to answer it does not fail the enrolment.
+        let renew_after = match tokio::time::timeout(
+            acme.request_timeout,
+            renewal_window(&account, &acme.directory_url, &leaf),
+        )
+        .await
+        {
+            Ok(Ok(w)) => w,
+            Ok(Err(e)) => {
+                log::event("acme_renewal_info_failed", &[("error", &e.to_string())]);
+                None
+            }
+            Err(_) => None,
+        };
+        Ok(Issued { chain, renew_after })
+    }
+}
+
+async fn issue_with(
+    account: &Account,
+    acme: &AcmeSettings,
+    dns: &DnsSettings,
+    csr_der: &[u8],
+    name: &str,
+) -> Result<String> {
+    let ids = [Identifier::Dns(name.to_owned())];
+    let mut order = account
+        .new_order(&NewOrder::new(&ids))
+        .await
+        .map_err(|source| Error::Acme {
+            directory: acme.directory_url.clone(),
+            step: "new order",
+            source,
+        })?;
+    let mut published = Vec::new();
+    let res = authorize_and_finalize(acme, dns, &mut order, csr_der, name, &mut published).await;
+    // Always withdraw the challenge records (each bounded by the DNS request timeout).
+    for (fqdn, value) in published {
+        if let Err(e) = txt_delete(dns, &fqdn, &value).await {
+            log::event(
+                "acme_challenge_cleanup_failed",
+                &[("record", &fqdn), ("error", &e.to_string())],
+            );
+        }
+    }
+    res
+}
+
+async fn authorize_and_finalize(
+    acme: &AcmeSettings,
+    dns: &DnsSettings,
+    order: &mut Order,
+    csr_der: &[u8],
+    name: &str,
+    published: &mut Vec<(String, String)>,
+) -> Result<String> {
+    let dir = || acme.directory_url.clone();
+    let err = |step: &'static str| {
+        move |source| Error::Acme {
+            directory: dir(),
+            step,
+            source,
+        }
+    };
+    let state = |step: &'static str, reason: String| Error::AcmeState {
+        directory: dir(),
+        step,
+        reason,
+    };
+    let retry = RetryPolicy::new().timeout(acme.order_timeout);
+
+    let mut authzs = order.authorizations();
+    while let Some(authz) = authzs.next().await {
+        let mut authz = authz.map_err(err("fetch authorization"))?;
+        match authz.status {
+            AuthorizationStatus::Valid => continue, // an authorization the CA reuses
+            AuthorizationStatus::Pending => {}
+            other => {
+                return Err(state(
+                    "authorization",
+                    format!("authorization is {other:?}"),
+                ))
+            }
+        }
+        let mut challenge = authz
+            .challenge(ChallengeType::Dns01)
+            .ok_or_else(|| state("authorization", "the CA offers no dns-01 challenge".into()))?;
+        let ident = challenge.identifier().to_string();
+        if !ident.eq_ignore_ascii_case(name) {
+            return Err(state(
+                "authorization",
+                format!("authorization for {ident}, expected {name}"),
+            ));
+        }
+        let fqdn = format!("_acme-challenge.{name}");
+        let value = challenge.key_authorization().dns_value();
+        txt_add(dns, &fqdn, &value).await?;
+        published.push((fqdn.clone(), value.clone()));
+        wait_txt_visible(dns, &fqdn, &value).await?;
+        challenge
+            .set_ready()
+            .await
+            .map_err(err("set challenge ready"))?;
+    }
+
+    let status = order
+        .poll_ready(&retry)
+        .await
+        .map_err(err("wait for the order to be ready"))?;
+    if status != OrderStatus::Ready {
+        return Err(state("validation", invalid_reason(order).await));
+    }
+    order.finalize_csr(csr_der).await.map_err(err("finalize"))?;
+    order
+        .poll_certificate(&retry)
+        .await
+        .map_err(err("download the certificate"))
+}
+
+/// Best effort: the CA's reasons for an invalid order (challenge errors).
+async fn invalid_reason(order: &mut Order) -> String {
+    let mut reasons = Vec::new();
+    if let Some(e) = &order.state().error {
+        reasons.push(e.to_string());
+    }
+    let mut authzs = order.authorizations();
+    while let Some(Ok(mut a)) = authzs.next().await {
+        if let Ok(state) = a.refresh().await {
+            reasons.extend(
+                state
+                    .challenges
+                    .iter()
+                    .filter_map(|c| c.error.as_ref())
+                    .map(|p| p.to_string()),
+            );
+        }
+    }
+    if reasons.is_empty() {
+        "the order became invalid".into()
+    } else {
+        format!("the order is invalid: {}", reasons.join("; "))
+    }
+}
+
+async fn load_or_create(acme: &AcmeSettings) -> Result<Account> {
+    let path = &acme.credentials_path;
+    let cred_err = |reason: String| Error::Credentials {
+        path: path.clone(),
+        reason,
+    };
+    let acme_err = |step: &'static str| {
+        move |source| Error::Acme {
+            directory: acme.directory_url.clone(),
+            step,
+            source,
+        }
+    };
+    let http = Box::new(BoundedHttp::new(acme)?);
+    // A small local file: read directly.
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            // serde_json's messages name the position, never the content.
+            let creds = parse_credentials(&bytes, &acme.directory_url).map_err(cred_err)?;
+            Account::builder_with_http(http)
+                .from_credentials(creds)
+                .await
+                .map_err(acme_err("load the account (directory)"))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let contact: Vec<&str> = acme.contact.iter().map(String::as_str).collect();
+            let eab = acme
+                .eab
+                .as_ref()
+                .map(|e| ExternalAccountKey::new(e.key_id.clone(), &e.hmac_key));
+            let (account, creds) = Account::builder_with_http(http)
+                .create(
+                    &NewAccount {
+                        contact: &contact,
+                        terms_of_service_agreed: true,
+                        only_return_existing: false,
+                    },
+                    acme.directory_url.clone(),
+                    eab.as_ref(),
+                )
+                .await
+                .map_err(acme_err("create the account"))?;
+            let json = serde_json::to_vec_pretty(&creds).map_err(|e| cred_err(e.to_string()))?;
+            write_private_atomic(path, &json).map_err(|e| cred_err(e.to_string()))?;
+            log::event(
+                "acme_account_created",
+                &[
+                    ("account", account.id()),
+                    ("directory", &acme.directory_url),
+                ],
+            );
+            Ok(account)
+        }
+        Err(e) => Err(cred_err(e.to_string())),
+    }
+}
+
+/// The stored credentials, refused when they belong to another CA than the configured one.
+pub(crate) fn parse_credentials(
+    bytes: &[u8],
+    directory: &str,
+) -> Result<AccountCredentials, String> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if let Some(d) = value.get("directory").and_then(|d| d.as_str()) {
+        if d != directory {
+            return Err(format!("the account belongs to {d}, not {directory}"));
+        }
+    }
+    serde_json::from_value(value).map_err(|e| format!("not ACME account credentials: {e}"))
+}
+
+/// Written beside its final name with mode 0600, synced, then renamed: never half a file, never
+/// readable by others.
+fn write_private_atomic(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("credentials"),
+        std::process::id()
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    let res = f
+        .write_all(data)
+        .and_then(|()| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// ACME ARI (RFC 9773): the start of the CA's suggested renewal window for `leaf_der`, Unix
+/// seconds; `Ok(None)` when the CA has no ARI (Pebble 2.4 has none).
+async fn renewal_window(
+    account: &Account,
+    directory: &str,
+    leaf_der: &[u8],
+) -> Result<Option<i64>> {
+    let cert = rustls::pki_types::CertificateDer::from(leaf_der.to_vec());
+    let id = instant_acme::CertificateIdentifier::try_from(&cert)
+        .map_err(|e| Error::Chain(format!("certificate identifier: {e}")))?;
+    match account.renewal_info(&id).await {
+        Ok((info, _retry_after)) => Ok(Some(info.suggested_window.start.unix_timestamp())),
+        Err(instant_acme::Error::Unsupported(_)) => Ok(None),
+        Err(source) => Err(Error::Acme {
+            directory: directory.to_owned(),
+            step: "renewal information",
+            source,
+        }),
+    }
+}

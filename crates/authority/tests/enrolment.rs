@@ -1,0 +1,967 @@
+//! Enrolment against real components (docs/certificates.md): Knot (authoritative, RFC 2136 with
+//! TSIG) and Pebble (ACME test CA validating DNS-01 against that Knot), both started by
+//! `tests/field/start-field.sh`, and `boxapi-authority serve` with mutual TLS. The box is played by
+//! curl with a device certificate made here by openssl (device CA, a revoked device in a CRL, a
+//! device of another CA).
+use boxapi_core::{b64, names};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+const ZONE: &str = "box.test";
+
+fn field_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/field")
+        .join(name)
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("boxapi-enrol-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs a shell command in `dir`; panics with its stderr when it fails.
+fn sh(dir: &Path, cmd: &str) -> String {
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", cmd])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Knot + Pebble + EAB Pebble, stopped when dropped.
+struct Field {
+    dir: PathBuf,
+    env: HashMap<String, String>,
+}
+
+impl Field {
+    fn start(dir: &Path) -> Field {
+        let dir = dir.join("field");
+        let out = Command::new(field_script("start-field.sh"))
+            .arg(&dir)
+            .env("FIELD_ZONE", ZONE)
+            .env("FIELD_MAX_SECONDS", "300")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "start-field: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = std::fs::read_to_string(dir.join("env"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
+            .collect();
+        Field { dir, env }
+    }
+
+    fn get(&self, key: &str) -> &str {
+        &self.env[key]
+    }
+
+    /// Stops one daemon (`KNOT_PID`, `PEBBLE_PID`): it no longer answers.
+    fn kill(&self, pid_key: &str) {
+        let pid = self.get(pid_key);
+        sh(&self.dir, &format!("kill -TERM {pid}; for i in $(seq 50); do kill -0 {pid} 2>/dev/null || exit 0; sleep 0.1; done; pkill -KILL -P {pid}; kill -KILL {pid} || true"));
+    }
+
+    /// `kdig` at the field's Knot: the answers' data, sorted.
+    fn dig(&self, name: &str, rtype: &str) -> Vec<String> {
+        let out = sh(
+            &self.dir,
+            &format!(
+                "kdig +timeout=2 +retry=0 +short @127.0.0.1 -p {} {name} {rtype}",
+                self.get("KNOT_PORT")
+            ),
+        );
+        let mut v: Vec<String> = out
+            .lines()
+            .map(|l| l.trim_matches('"').to_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Pebble's (random, per start) root: what a browser trusts in these tests.
+    fn root(&self, mgmt_key: &str) -> PathBuf {
+        let path = self.dir.join(format!("{mgmt_key}-root.pem"));
+        sh(
+            &self.dir,
+            &format!(
+                "curl -fsS --max-time 5 --cacert {} {}/roots/0 -o {}",
+                self.get("PEBBLE_LISTENER_CA"),
+                self.get(mgmt_key),
+                path.display()
+            ),
+        );
+        path
+    }
+}
+
+impl Drop for Field {
+    fn drop(&mut self) {
+        let _ = Command::new(field_script("stop-field.sh"))
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .output();
+    }
+}
+
+/// The operator's CA and the authority's server certificate; the device CA with its CRL; a second,
+/// unrelated CA. Devices are made on demand.
+struct Pki {
+    dir: PathBuf,
+}
+
+const DEVICE_EXT: &str =
+    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n";
+
+impl Pki {
+    fn new(dir: &Path) -> Pki {
+        let ca = |name: &str, cn: &str| {
+            format!(
+                "openssl ecparam -name prime256v1 -genkey -noout -out {name}.key
+                 openssl req -x509 -new -key {name}.key -sha256 -days 30 -subj '/CN={cn}' \
+                   -addext 'basicConstraints=critical,CA:TRUE' \
+                   -addext 'keyUsage=critical,keyCertSign,cRLSign' -out {name}.pem\n"
+            )
+        };
+        let script = format!(
+            "{}{}{}
+             openssl ecparam -name prime256v1 -genkey -noout -out server.key
+             openssl req -new -key server.key -subj /CN=authority -out server.csr
+             printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\nextendedKeyUsage=serverAuth\\n' > server.ext
+             openssl x509 -req -in server.csr -CA operator-ca.pem -CAkey operator-ca.key -set_serial 2 \
+               -days 30 -extfile server.ext -out server.pem 2>/dev/null
+             touch index.txt; echo 01 > crlnumber
+             cat > device-ca.cnf <<EOF
+[ ca ]
+default_ca = device
+[ device ]
+database = $PWD/index.txt
+crlnumber = $PWD/crlnumber
+certificate = $PWD/device-ca.pem
+private_key = $PWD/device-ca.key
+default_md = sha256
+default_crl_days = 30
+EOF
+             openssl ca -config device-ca.cnf -gencrl -out device-ca.crl 2>/dev/null",
+            ca("operator-ca", "operator CA"),
+            ca("device-ca", "device CA"),
+            ca("other-ca", "another CA"),
+        );
+        sh(dir, &script);
+        Pki {
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// A device certificate `name`.pem / `name`.key from `ca`; its DER.
+    fn device(&self, name: &str, ca: &str, serial: u32) -> Device {
+        sh(
+            &self.dir,
+            &format!(
+                "openssl ecparam -name prime256v1 -genkey -noout -out {name}.key
+                 openssl req -new -key {name}.key -subj /CN={name} -out {name}.csr
+                 printf '{DEVICE_EXT}' > {name}.ext
+                 openssl x509 -req -in {name}.csr -CA {ca}.pem -CAkey {ca}.key -set_serial {serial} \
+                   -days 30 -extfile {name}.ext -out {name}.pem 2>/dev/null"
+            ),
+        );
+        let pem = std::fs::read(self.dir.join(format!("{name}.pem"))).unwrap();
+        let der = CertificateDer::from_pem_slice(&pem).unwrap().to_vec();
+        Device {
+            cert: self.dir.join(format!("{name}.pem")),
+            key: self.dir.join(format!("{name}.key")),
+            name: names::box_name(&der, ZONE).unwrap(),
+        }
+    }
+
+    /// Revokes a device of the device CA and regenerates the CRL.
+    fn revoke(&self, name: &str) {
+        sh(
+            &self.dir,
+            &format!(
+                "openssl ca -config device-ca.cnf -revoke {name}.pem 2>/dev/null
+                 openssl ca -config device-ca.cnf -gencrl -out device-ca.crl 2>/dev/null"
+            ),
+        );
+    }
+}
+
+struct Device {
+    cert: PathBuf,
+    key: PathBuf,
+    /// `<label>.box.test`, as both sides derive it.
+    name: String,
+}
+
+/// A box's key and CSR (DER), made by openssl: `subj` and `san` as openssl takes them.
+fn csr(dir: &Path, file: &str, curve: &str, subj: &str, san: &str) -> (Vec<u8>, Vec<u8>) {
+    let ext = if san.is_empty() {
+        String::new()
+    } else {
+        format!("-addext 'subjectAltName={san}'")
+    };
+    sh(
+        dir,
+        &format!(
+            "openssl ecparam -name {curve} -genkey -noout -out {file}.key
+             openssl req -new -key {file}.key -subj '{subj}' {ext} -outform DER -out {file}.csr
+             openssl pkey -in {file}.key -pubout -outform DER -out {file}.spki"
+        ),
+    );
+    (
+        std::fs::read(dir.join(format!("{file}.csr"))).unwrap(),
+        std::fs::read(dir.join(format!("{file}.spki"))).unwrap(),
+    )
+}
+
+fn box_csr(dir: &Path, file: &str, name: &str) -> (Vec<u8>, Vec<u8>) {
+    csr(
+        dir,
+        file,
+        "prime256v1",
+        &format!("/CN={name}"),
+        &format!("DNS:{name}"),
+    )
+}
+
+fn enrol_body(csr: &[u8], addresses: &[&str]) -> String {
+    json!({ "csr": b64::url_encode(csr), "addresses": addresses }).to_string()
+}
+
+/// `boxapi-authority serve`, killed when dropped.
+struct Authority {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Authority {
+    fn start(dir: &Path) -> Authority {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_boxapi-authority"))
+            .args(["serve", "--config"])
+            .arg(dir.join("authority.toml"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if v["event"] == "listening" {
+                        let _ = tx.send(v["addr"].as_str().unwrap().parse::<SocketAddr>().unwrap());
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let Ok(addr) = rx.recv_timeout(Duration::from_secs(20)) else {
+            let _ = child.kill();
+            std::thread::sleep(Duration::from_millis(200));
+            panic!("authority did not start: {:?}", log.lock().unwrap());
+        };
+        Authority {
+            child,
+            addr,
+            dir: dir.to_owned(),
+            log,
+        }
+    }
+
+    fn log_lines(&self) -> Vec<Value> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// POST `body` to `path` with curl, as the box holding `device` (or no client certificate).
+    /// `None` when no HTTP answer came (the handshake was refused).
+    fn post(&self, path: &str, device: Option<&Device>, ctype: &str, body: &str) -> Reply {
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let body_file = self.dir.join(format!("req-{n}.json"));
+        let out_file = self.dir.join(format!("resp-{n}"));
+        std::fs::write(&body_file, body).unwrap();
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "60", "-X", "POST", "-D", "-"])
+            .arg("--cacert")
+            .arg(self.dir.join("operator-ca.pem"))
+            .args(["-H", &format!("Content-Type: {ctype}")])
+            .arg("--data-binary")
+            .arg(format!("@{}", body_file.display()))
+            .arg("-o")
+            .arg(&out_file);
+        if let Some(d) = device {
+            cmd.arg("--cert").arg(&d.cert).arg("--key").arg(&d.key);
+        }
+        let out = cmd
+            .arg(format!("https://127.0.0.1:{}{path}", self.addr.port()))
+            .output()
+            .unwrap();
+        let head = String::from_utf8_lossy(&out.stdout).to_string();
+        let status = head
+            .lines()
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok());
+        Reply {
+            status: if out.status.success() { status } else { None },
+            head,
+            body: std::fs::read_to_string(&out_file).unwrap_or_default(),
+            curl_error: String::from_utf8_lossy(&out.stderr).to_string(),
+        }
+    }
+
+    fn enrol(&self, device: &Device, body: &str) -> Reply {
+        self.post("/v1/enrol", Some(device), "application/json", body)
+    }
+
+    /// One command on the control socket.
+    fn control(&self, line: &str) -> Value {
+        use std::os::unix::net::UnixStream;
+        let mut s = UnixStream::connect(self.dir.join("control.sock")).unwrap();
+        s.write_all(format!("{line}\n").as_bytes()).unwrap();
+        let mut reply = String::new();
+        BufReader::new(s).read_line(&mut reply).unwrap();
+        serde_json::from_str(&reply).unwrap()
+    }
+}
+
+impl Drop for Authority {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+#[derive(Debug)]
+struct Reply {
+    status: Option<u16>,
+    head: String,
+    body: String,
+    curl_error: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    #[track_caller]
+    fn assert_problem(&self, status: u16, code: &str) -> String {
+        assert_eq!(self.status, Some(status), "{self:?}");
+        assert!(
+            self.head
+                .to_ascii_lowercase()
+                .contains("content-type: application/problem+json"),
+            "{self:?}"
+        );
+        let v = self.json();
+        assert_eq!(v["code"], code, "{self:?}");
+        v["detail"].as_str().unwrap().to_owned()
+    }
+
+    #[track_caller]
+    fn assert_refused_handshake(&self) {
+        assert_eq!(self.status, None, "{self:?}");
+        assert!(!self.curl_error.is_empty(), "{self:?}");
+    }
+}
+
+/// An Ed25519 JWK made by openssl (the token endpoint's signing key; unused here but required).
+fn ed25519_jwk(dir: &Path, kid: &str) {
+    sh(
+        dir,
+        &format!(
+            "openssl genpkey -algorithm ed25519 -outform DER -out {kid}.p8
+             openssl pkey -inform DER -in {kid}.p8 -pubout -outform DER -out {kid}.spki"
+        ),
+    );
+    let d = std::fs::read(dir.join(format!("{kid}.p8"))).unwrap();
+    let x = std::fs::read(dir.join(format!("{kid}.spki"))).unwrap();
+    let (d, x) = (
+        b64::url_encode(&d[d.len() - 32..]),
+        b64::url_encode(&x[x.len() - 32..]),
+    );
+    let jwk = |d: Option<&str>| {
+        let mut v = json!({"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "kid": kid, "x": x});
+        if let Some(d) = d {
+            v["d"] = json!(d);
+        }
+        v.to_string()
+    };
+    std::fs::write(dir.join(format!("{kid}.private.jwk")), jwk(Some(&d))).unwrap();
+    std::fs::write(dir.join(format!("{kid}.jwk")), jwk(None)).unwrap();
+}
+
+struct Acme<'a> {
+    directory: &'a str,
+    /// EAB key id and MAC key (base64url), written to a file.
+    eab: Option<(&'a str, &'a str)>,
+}
+
+/// The authority's configuration: token endpoint (required), `[enrolment]`, `[acme]`, `[dns]`.
+fn write_config(dir: &Path, field: &Field, acme: Acme<'_>) {
+    if !dir.join("op.jwk").exists() {
+        ed25519_jwk(dir, "op");
+        ed25519_jwk(dir, "tool");
+    }
+    std::fs::write(
+        dir.join("tsig.key"),
+        format!("{}\n", field.get("TSIG_SECRET")),
+    )
+    .unwrap();
+    let eab = match acme.eab {
+        Some((kid, key)) => {
+            std::fs::write(dir.join("eab.key"), key).unwrap();
+            format!("eab_kid = \"{kid}\"\neab_hmac_key_file = \"eab.key\"\n")
+        }
+        None => String::new(),
+    };
+    let text = format!(
+        r#"
+[server]
+cert = "server.pem"
+key = "server.key"
+state_dir = "state"
+control_socket = "control.sock"
+
+[auth]
+audience = "https://authority.test"
+issuers = ["https://authority.test"]
+
+[[tool]]
+id = "t"
+origins = ["https://tool.example"]
+scopes = ["access"]
+keys = ["tool.jwk"]
+
+[token_endpoint]
+enabled = true
+issuer = "https://authority.test"
+signing_key = "op.private.jwk"
+
+[authority]
+listen = ["127.0.0.1:0"]
+
+[enrolment]
+device_ca = "device-ca.pem"
+device_crls = ["device-ca.crl"]
+zone = "{ZONE}"
+
+[acme]
+directory = "{directory}"
+account = "acme-account.json"
+contact = ["mailto:ops@isp.example"]
+ca = "{ca}"
+{eab}
+[dns]
+server = "{knot}"
+tsig_name = "{tsig_name}"
+tsig_secret_file = "tsig.key"
+ttl = 30
+"#,
+        directory = acme.directory,
+        ca = field.get("PEBBLE_LISTENER_CA"),
+        knot = field.get("KNOT_ADDR"),
+        tsig_name = field.get("TSIG_NAME"),
+    );
+    std::fs::write(dir.join("authority.toml"), text).unwrap();
+}
+
+/// Checks an issued chain: the leaf names exactly `name`, carries the CSR's key, and verifies to
+/// Pebble's root.
+fn assert_chain(dir: &Path, chain: &str, name: &str, csr_spki: &[u8], root: &Path) {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(chain.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(certs.len() >= 2, "leaf and intermediate: {chain}");
+    let (_, leaf) = X509Certificate::from_der(&certs[0]).unwrap();
+    assert_eq!(
+        leaf.public_key().raw,
+        csr_spki,
+        "the leaf carries the CSR's key"
+    );
+    let san = leaf.subject_alternative_name().unwrap().unwrap();
+    let names: Vec<String> = san
+        .value
+        .general_names
+        .iter()
+        .map(|g| match g {
+            GeneralName::DNSName(d) => d.to_string(),
+            other => panic!("unexpected SAN {other}"),
+        })
+        .collect();
+    assert_eq!(names, [name]);
+    let leaf_pem = dir.join("leaf.pem");
+    let rest_pem = dir.join("intermediates.pem");
+    let split = chain.find("-----END CERTIFICATE-----").unwrap() + 25;
+    std::fs::write(&leaf_pem, &chain[..split]).unwrap();
+    std::fs::write(&rest_pem, chain[split..].trim_start()).unwrap();
+    let out = sh(
+        dir,
+        &format!(
+            "openssl verify -CAfile {} -untrusted {} {}",
+            root.display(),
+            rest_pem.display(),
+            leaf_pem.display()
+        ),
+    );
+    assert!(out.trim_end().ends_with(": OK"), "{out}");
+}
+
+/// A good enrolment end to end, concurrent first enrolments sharing one account, the address
+/// endpoint, then every bad input refused with a clear error and nothing changed.
+#[test]
+fn enrolment_issues_for_the_box_name_only() {
+    let t0 = Instant::now();
+    let dir = temp_dir("main");
+    let field = Field::start(&dir);
+    let pki = Pki::new(&dir);
+    let a = pki.device("dev-a", "device-ca", 10);
+    let b = pki.device("dev-b", "device-ca", 11);
+    let c = pki.device("dev-c", "device-ca", 12);
+    let revoked = pki.device("dev-r", "device-ca", 13);
+    let stranger = pki.device("dev-x", "other-ca", 10);
+    pki.revoke("dev-r");
+    write_config(
+        &dir,
+        &field,
+        Acme {
+            directory: field.get("ACME_DIRECTORY"),
+            eab: None,
+        },
+    );
+    let auth = Arc::new(Authority::start(&dir));
+    assert_eq!(a.name.len(), names::LABEL_LEN + 1 + ZONE.len());
+
+    // Three boxes enrol at once, before the ACME account exists: one account is created.
+    let mut handles = Vec::new();
+    for (i, dev) in [a, b, c].into_iter().enumerate() {
+        let auth = auth.clone();
+        let dir = dir.clone();
+        handles.push(std::thread::spawn(move || {
+            let (csr, spki) = box_csr(&dir, &format!("box-{i}"), &dev.name);
+            let v4 = format!("192.168.1.{}", 10 + i);
+            let v6 = format!("fd00::{}", 10 + i);
+            let r = auth.enrol(&dev, &enrol_body(&csr, &[&v4, &v6]));
+            (dev, spki, r)
+        }));
+    }
+    let mut boxes: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    for (dev, _, r) in &boxes {
+        assert_eq!(r.status, Some(200), "{r:?}");
+        assert_eq!(r.json()["name"], dev.name.as_str());
+        // Pebble offers no ARI: no renewal window.
+        assert_eq!(r.json()["renew_after"], Value::Null, "{r:?}");
+    }
+    let created = auth
+        .log_lines()
+        .iter()
+        .filter(|l| l["event"] == "acme_account_created")
+        .count();
+    assert_eq!(created, 1, "account creation is serialised");
+    let mode = std::fs::metadata(dir.join("acme-account.json")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+    let (a, a_spki, a_reply) = boxes.remove(0);
+    let (b, _, _) = boxes.remove(0);
+    let root = field.root("PEBBLE_MGMT");
+    assert_chain(
+        &dir,
+        a_reply.json()["chain"].as_str().unwrap(),
+        &a.name,
+        &a_spki,
+        &root,
+    );
+    assert_eq!(field.dig(&a.name, "A"), ["192.168.1.10"]);
+    assert_eq!(field.dig(&a.name, "AAAA"), ["fd00::10"]);
+    assert_eq!(
+        field.dig(&format!("_acme-challenge.{}", a.name), "TXT"),
+        Vec::<String>::new()
+    );
+    // One log event per enrolment, with the name, and no secret.
+    let events: Vec<Value> = auth
+        .log_lines()
+        .into_iter()
+        .filter(|l| l["event"] == "enrolment" && l["name"] == a.name.as_str())
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["result"], "ok");
+    assert!(events[0]["duration_ms"].as_str().is_some());
+    let all_log = auth.log.lock().unwrap().join("\n");
+    assert!(!all_log.contains(field.get("TSIG_SECRET")));
+    let account = std::fs::read_to_string(dir.join("acme-account.json")).unwrap();
+    let account_key: Value = serde_json::from_str(&account).unwrap();
+    let key_b64 = account_key["key_pkcs8"].as_str().unwrap_or("-").to_owned();
+    assert!(!all_log.contains(&key_b64));
+
+    // The address endpoint: DNS only.
+    let r = auth.post(
+        "/v1/address",
+        Some(&a),
+        "application/json",
+        &json!({"addresses": ["10.1.2.3", "2a01:db8::3", "10.1.2.3"]}).to_string(),
+    );
+    assert_eq!(r.status, Some(200), "{r:?}");
+    assert_eq!(
+        r.json(),
+        json!({"name": a.name, "addresses": ["10.1.2.3", "2a01:db8::3"]})
+    );
+    assert_eq!(field.dig(&a.name, "A"), ["10.1.2.3"]);
+    assert_eq!(field.dig(&a.name, "AAAA"), ["2a01:db8::3"]);
+
+    // Bad input: a clear error, and nothing changes.
+    let unchanged = |what: &str| {
+        assert_eq!(field.dig(&a.name, "A"), ["10.1.2.3"], "{what}");
+        assert_eq!(field.dig(&a.name, "AAAA"), ["2a01:db8::3"], "{what}");
+        assert_eq!(field.dig(&b.name, "A"), ["192.168.1.11"], "{what}");
+        assert_eq!(
+            field.dig(&format!("_acme-challenge.{}", a.name), "TXT"),
+            Vec::<String>::new(),
+            "{what}"
+        );
+    };
+    let addrs = ["192.168.7.7"];
+    let (other, _) = box_csr(&dir, "other", &b.name);
+    let detail = auth
+        .enrol(&a, &enrol_body(&other, &addrs))
+        .assert_problem(403, "name_not_allowed");
+    assert!(
+        detail.contains(&b.name) && detail.contains(&a.name),
+        "{detail}"
+    );
+    let (extra, _) = csr(
+        &dir,
+        "extra",
+        "prime256v1",
+        &format!("/CN={}", a.name),
+        &format!("DNS:{},DNS:www.{ZONE}", a.name),
+    );
+    let detail = auth
+        .enrol(&a, &enrol_body(&extra, &addrs))
+        .assert_problem(403, "name_not_allowed");
+    assert!(detail.contains(&format!("www.{ZONE}")), "{detail}");
+    let (cn_other, _) = csr(
+        &dir,
+        "cn-other",
+        "prime256v1",
+        "/CN=evil.example",
+        &format!("DNS:{}", a.name),
+    );
+    auth.enrol(&a, &enrol_body(&cn_other, &addrs))
+        .assert_problem(403, "name_not_allowed");
+    let (ip_san, _) = csr(
+        &dir,
+        "ip-san",
+        "prime256v1",
+        &format!("/CN={}", a.name),
+        &format!("DNS:{},IP:192.168.1.1", a.name),
+    );
+    auth.enrol(&a, &enrol_body(&ip_san, &addrs))
+        .assert_problem(403, "name_not_allowed");
+    let (p384, _) = csr(
+        &dir,
+        "p384",
+        "secp384r1",
+        &format!("/CN={}", a.name),
+        &format!("DNS:{}", a.name),
+    );
+    let detail = auth
+        .enrol(&a, &enrol_body(&p384, &addrs))
+        .assert_problem(400, "invalid_request");
+    assert!(detail.contains("P-256"), "{detail}");
+    let (mut forged, _) = box_csr(&dir, "forged", &a.name);
+    let last = forged.len() - 3;
+    forged[last] ^= 0x01;
+    auth.enrol(&a, &enrol_body(&forged, &addrs))
+        .assert_problem(400, "invalid_request");
+    auth.enrol(&a, &enrol_body(b"not a CSR at all", &addrs))
+        .assert_problem(400, "invalid_request");
+    let (good, _) = box_csr(&dir, "good", &a.name);
+    for body in [
+        json!({"csr": "!!not base64url!!", "addresses": addrs}).to_string(),
+        json!({"addresses": addrs}).to_string(),
+        "{\"csr\": ".to_owned(),
+        "[]".to_owned(),
+    ] {
+        auth.enrol(&a, &body).assert_problem(400, "invalid_request");
+    }
+    auth.post(
+        "/v1/enrol",
+        Some(&a),
+        "text/plain",
+        &enrol_body(&good, &addrs),
+    )
+    .assert_problem(400, "invalid_request");
+    let nine: Vec<String> = (1..=9).map(|i| format!("10.0.0.{i}")).collect();
+    let nine: Vec<&str> = nine.iter().map(String::as_str).collect();
+    for bad in [
+        &[][..],
+        &["127.0.0.1"],
+        &["8.8.8.8"],
+        &["169.254.0.1"],
+        &["fe80::1"],
+        &["ff02::1"],
+        &["::"],
+        &["192.168.1.1", "box.lan"],
+        &nine,
+    ] {
+        let detail = auth
+            .enrol(&a, &enrol_body(&good, bad))
+            .assert_problem(400, "invalid_request");
+        assert!(detail.contains("address"), "{detail}");
+        auth.post(
+            "/v1/address",
+            Some(&a),
+            "application/json",
+            &json!({ "addresses": bad }).to_string(),
+        )
+        .assert_problem(400, "invalid_request");
+    }
+    // No device certificate: 401 on both endpoints; the token endpoint's discovery still answers.
+    for path in ["/v1/enrol", "/v1/address"] {
+        let detail = auth
+            .post(path, None, "application/json", &enrol_body(&good, &addrs))
+            .assert_problem(401, "device_certificate_required");
+        assert!(detail.contains("device certificate"), "{detail}");
+    }
+    // Devices of another CA, and revoked ones, do not get through the handshake.
+    auth.enrol(&stranger, &enrol_body(&good, &addrs))
+        .assert_refused_handshake();
+    auth.enrol(&revoked, &enrol_body(&good, &addrs))
+        .assert_refused_handshake();
+    // Suspended: 503 with Retry-After, for boxes too.
+    assert_eq!(
+        auth.control(r#"{"cmd":"suspend","retry_after":120}"#)["ok"],
+        true
+    );
+    let r = auth.enrol(&a, &enrol_body(&good, &addrs));
+    r.assert_problem(503, "suspended");
+    assert!(
+        r.head.to_ascii_lowercase().contains("retry-after: 120"),
+        "{r:?}"
+    );
+    assert_eq!(auth.control(r#"{"cmd":"resume"}"#)["ok"], true);
+    unchanged("after every refusal");
+    let refusals = auth
+        .log_lines()
+        .into_iter()
+        .filter(|l| l["event"] == "enrolment" && l["result"] != "ok")
+        .count();
+    assert!(
+        refusals >= 20,
+        "each refused enrolment is logged: {refusals}"
+    );
+    eprintln!("enrolment_issues_for_the_box_name_only: {:?}", t0.elapsed());
+}
+
+/// The DNS server or the ACME CA down: 502 with the cause named, no challenge record left, and
+/// the authority keeps answering.
+#[test]
+fn upstream_failures_are_bad_gateway() {
+    let t0 = Instant::now();
+    let dir = temp_dir("upstream");
+    let field = Field::start(&dir);
+    let pki = Pki::new(&dir);
+    let a = pki.device("dev-a", "device-ca", 10);
+    write_config(
+        &dir,
+        &field,
+        Acme {
+            directory: field.get("ACME_DIRECTORY"),
+            eab: None,
+        },
+    );
+    let auth = Authority::start(&dir);
+    let (csr, _) = box_csr(&dir, "box", &a.name);
+
+    field.kill("PEBBLE_PID");
+    let detail = auth
+        .enrol(&a, &enrol_body(&csr, &["192.168.1.2"]))
+        .assert_problem(502, "acme_failed");
+    assert!(detail.contains(field.get("ACME_DIRECTORY")), "{detail}");
+    assert_eq!(
+        field.dig(&format!("_acme-challenge.{}", a.name), "TXT"),
+        Vec::<String>::new()
+    );
+
+    field.kill("KNOT_PID");
+    let knot = field.get("KNOT_ADDR");
+    for r in [
+        auth.enrol(&a, &enrol_body(&csr, &["192.168.1.3"])),
+        auth.post(
+            "/v1/address",
+            Some(&a),
+            "application/json",
+            &json!({"addresses": ["192.168.1.3"]}).to_string(),
+        ),
+    ] {
+        let detail = r.assert_problem(502, "dns_update_failed");
+        assert!(detail.contains(knot), "{detail}");
+    }
+    let last = auth
+        .log_lines()
+        .into_iter()
+        .rfind(|l| l["event"] == "enrolment")
+        .unwrap();
+    assert_eq!(last["result"], "dns_update_failed");
+    assert_eq!(last["name"], a.name.as_str());
+    eprintln!("upstream_failures_are_bad_gateway: {:?}", t0.elapsed());
+}
+
+/// External Account Binding against the Pebble that requires it: the right key enrols; no key or
+/// a wrong key is `acme_failed` with the CA's reason.
+#[test]
+fn external_account_binding() {
+    let t0 = Instant::now();
+    let dir = temp_dir("eab");
+    let field = Field::start(&dir);
+    let pki = Pki::new(&dir);
+    let a = pki.device("dev-a", "device-ca", 10);
+    let (csr, spki) = box_csr(&dir, "box", &a.name);
+    let body = enrol_body(&csr, &["192.168.1.2", "fd00::2"]);
+    let directory = field.get("ACME_EAB_DIRECTORY");
+
+    for (eab, want) in [
+        (None, "externalAccountRequired"),
+        (
+            Some((field.get("EAB_KID"), "d3JvbmcgbWFjIGtleSB3cm9uZyBtYWMga2V5")),
+            "unauthorized",
+        ),
+    ] {
+        write_config(&dir, &field, Acme { directory, eab });
+        let auth = Authority::start(&dir);
+        let detail = auth.enrol(&a, &body).assert_problem(502, "acme_failed");
+        assert!(detail.contains(want), "{detail}");
+        assert!(!dir.join("acme-account.json").exists());
+    }
+    let key = field.get("EAB_HMAC_B64URL");
+    write_config(
+        &dir,
+        &field,
+        Acme {
+            directory,
+            eab: Some((field.get("EAB_KID"), key)),
+        },
+    );
+    let auth = Authority::start(&dir);
+    let r = auth.enrol(&a, &body);
+    assert_eq!(r.status, Some(200), "{r:?}");
+    assert_chain(
+        &dir,
+        r.json()["chain"].as_str().unwrap(),
+        &a.name,
+        &spki,
+        &field.root("PEBBLE_EAB_MGMT"),
+    );
+    assert!(!auth.log.lock().unwrap().join("\n").contains(key));
+    eprintln!("external_account_binding: {:?}", t0.elapsed());
+}
+
+/// `check-config` names every problem of the enrolment sections and their files at once.
+#[test]
+fn check_config_reports_every_enrolment_problem() {
+    let dir = temp_dir("check");
+    Pki::new(&dir);
+    ed25519_jwk(&dir, "op");
+    ed25519_jwk(&dir, "tool");
+    std::fs::write(dir.join("tsig.key"), "not base64 at all!\n").unwrap();
+    std::fs::write(
+        dir.join("bad.crl"),
+        "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("acme-account.json"), "{\"id\": 1}").unwrap();
+    sh(&dir, "chmod 600 acme-account.json");
+    let text = r#"
+[server]
+cert = "server.pem"
+key = "server.key"
+state_dir = "state"
+control_socket = "control.sock"
+[auth]
+audience = "https://authority.test"
+issuers = ["https://authority.test"]
+[[tool]]
+id = "t"
+origins = ["https://tool.example"]
+scopes = ["access"]
+keys = ["tool.jwk"]
+[token_endpoint]
+enabled = true
+issuer = "https://authority.test"
+signing_key = "op.private.jwk"
+[authority]
+listen = ["127.0.0.1:0"]
+[enrolment]
+device_ca = "missing-ca.pem"
+device_crls = ["bad.crl"]
+zone = "box.test"
+[acme]
+directory = "https://127.0.0.1:1/dir"
+account = "acme-account.json"
+ca = "missing-acme-ca.pem"
+eab_kid = "kid-1"
+eab_hmac_key_file = "missing-eab.key"
+[dns]
+server = "127.0.0.1:53"
+tsig_name = "boxapi-update"
+tsig_secret_file = "tsig.key"
+"#;
+    std::fs::write(dir.join("authority.toml"), text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_boxapi-authority"))
+        .args(["check-config", "--config"])
+        .arg(dir.join("authority.toml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    for want in [
+        "enrolment.device_ca (",
+        "enrolment.device_crls (",
+        "acme.account (",
+        "acme.ca (",
+        "acme.eab_hmac_key_file (",
+        "dns.tsig_secret_file (",
+    ] {
+        assert!(stderr.contains(want), "{want} missing from:\n{stderr}");
+    }
+    assert_eq!(stderr.lines().count(), 6, "{stderr}");
+}
