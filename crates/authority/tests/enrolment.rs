@@ -651,7 +651,7 @@ fn enrolment_issues_for_the_box_name_only() {
     let unchanged = |what: &str| {
         assert_eq!(field.dig(&a.name, "A"), ["10.1.2.3"], "{what}");
         assert_eq!(field.dig(&a.name, "AAAA"), ["2a01:db8::3"], "{what}");
-        assert_eq!(field.dig(&b.name, "A"), ["192.168.1.11"], "{what}");
+        assert_eq!(field.dig(&b.name, "A"), ["192.168.9.9"], "{what}");
         assert_eq!(
             field.dig(&format!("_acme-challenge.{}", a.name), "TXT"),
             Vec::<String>::new(),
@@ -767,6 +767,22 @@ fn enrolment_issues_for_the_box_name_only() {
         .assert_refused_handshake();
     auth.enrol(&revoked, &enrol_body(&good, &addrs))
         .assert_refused_handshake();
+    // A device revoked while the authority runs: refused once the new CRL is reloaded.
+    let late = pki.device("dev-l", "device-ca", 14);
+    let publish = |d: &Device| {
+        auth.post(
+            "/v1/address",
+            Some(d),
+            "application/json",
+            &json!({"addresses": ["192.168.9.9"]}).to_string(),
+        )
+    };
+    assert_eq!(publish(&late).status, Some(200));
+    pki.revoke("dev-l");
+    assert_eq!(auth.control(r#"{"cmd":"reload"}"#)["ok"], true);
+    publish(&late).assert_refused_handshake();
+    assert_eq!(publish(&b).status, Some(200), "other devices unaffected");
+    assert_eq!(field.dig(&b.name, "A"), ["192.168.9.9"]);
     // Suspended: 503 with Retry-After, for boxes too.
     assert_eq!(
         auth.control(r#"{"cmd":"suspend","retry_after":120}"#)["ok"],
