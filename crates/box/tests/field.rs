@@ -1,0 +1,366 @@
+//! Root-only, end to end with the real components of the field (contract §10): Knot (authoritative
+//! DNS accepting TSIG-signed RFC 2136 updates), Pebble (an ACME CA standing in for a public one),
+//! the operator's `boxapi-authority`, and a box on a LAN interface. The box enrols, serves the
+//! issued certificate under its own name (which Knot resolves to its LAN address) to a client that
+//! trusts Pebble's root only, renews by itself while a keep-alive connection opened before goes
+//! on, and keeps its certificate when the DNS server is down.
+mod common;
+use common::*;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Knot and Pebble, started by the repository's field script, stopped on drop.
+struct Field {
+    dir: PathBuf,
+    env: HashMap<String, String>,
+}
+
+impl Field {
+    fn start(dir: &Path) -> Field {
+        sh(&format!("{ROOT}/tests/field/start-field.sh {}", dir.display()));
+        let text = std::fs::read_to_string(dir.join("env")).unwrap();
+        let env = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').trim_matches('"').to_owned()))
+            .collect();
+        Field {
+            dir: dir.to_path_buf(),
+            env,
+        }
+    }
+
+    fn get(&self, k: &str) -> &str {
+        self.env
+            .get(k)
+            .unwrap_or_else(|| panic!("{k} not in the field's env"))
+    }
+}
+
+impl Drop for Field {
+    fn drop(&mut self) {
+        let _ = Command::new(format!("{ROOT}/tests/field/stop-field.sh"))
+            .arg(&self.dir)
+            .output();
+    }
+}
+
+/// A dummy interface standing for the box's LAN, removed on drop.
+struct Lan(String);
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
+    }
+}
+
+/// The operator's PKI for this test (tests/field/make-pki.sh): a CA for the authority's TLS
+/// certificate, and a device CA with one device certificate (the box's identity from the factory).
+fn operator_pki(dir: &Path) {
+    sh(&format!("{ROOT}/tests/field/make-pki.sh {}", dir.display()));
+}
+
+/// A TLS client that trusts Pebble's root only (the stand-in for a browser's public roots).
+fn pebble_client(root_pem: &[u8]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(root_pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    assert!(!roots.is_empty(), "no Pebble root");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A verified connection to the box by its name; returns it with the leaf it presented.
+fn open(addr: SocketAddr, name: &str, cfg: &Arc<rustls::ClientConfig>) -> (Tls, Vec<u8>) {
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let conn = rustls::ClientConnection::new(
+        cfg.clone(),
+        ServerName::try_from(name.to_owned()).unwrap(),
+    )
+    .unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    // Drive the handshake (verifying the chain against Pebble's root and the name).
+    s.flush().unwrap();
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock).unwrap();
+    }
+    let leaf = s.conn.peer_certificates().unwrap()[0].to_vec();
+    (s, leaf)
+}
+
+/// One keep-alive request: reads exactly one response (by Content-Length).
+fn keep_alive_get(s: &mut Tls, name: &str, path: &str, token: &str) -> Resp {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {name}\r\nAuthorization: Bearer {token}\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "connection closed: {}", String::from_utf8_lossy(&raw));
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap_or(0);
+            if raw.len() >= end + 4 + len {
+                return parse_response(&raw);
+            }
+        }
+    }
+}
+
+fn status_json(d: &Daemon) -> Value {
+    let (code, out, err) = d.ctl(&["status"]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn box_enrols_serves_its_public_name_and_renews_by_itself() {
+    if !is_root() {
+        eprintln!("skipped: needs root (network interface, Knot and Pebble)");
+        return;
+    }
+    let dir = temp_dir("field");
+    let field = Field::start(&dir.join("field"));
+    let zone = field.get("ZONE").trim_end_matches('.').to_owned();
+    operator_pki(&dir);
+    std::fs::write(dir.join("tsig.key"), field.get("TSIG_SECRET")).unwrap();
+
+    // The authority: token endpoint (required) plus enrolment, ACME and DNS.
+    let out = daemon_command()
+        .args(["keygen", "--alg", "ES256", "--kid", "authority-signer", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let auth_dir = dir.join("authority");
+    std::fs::create_dir_all(&auth_dir).unwrap();
+    let d = dir.display();
+    std::fs::write(
+        auth_dir.join("boxapi.toml"),
+        format!(
+            r#"[server]
+cert = "{d}/auth.pem"
+key = "{d}/auth.key"
+state_dir = "{d}/authority/state"
+control_socket = "{d}/authority/control.sock"
+[auth]
+audience = "https://box.test"
+issuers = ["https://auth.test"]
+[token_endpoint]
+enabled = true
+issuer = "https://auth.test"
+signing_key = "{d}/authority-signer.private.jwk"
+[authority]
+listen = ["127.0.0.1:0"]
+[enrolment]
+device_ca = "{d}/device-ca.pem"
+zone = "{zone}"
+[acme]
+directory = "{dir_url}"
+account = "{d}/authority/acme-account.json"
+ca = "{pebble_ca}"
+[dns]
+server = "{knot}"
+tsig_name = "{tsig_name}"
+tsig_algorithm = "{tsig_alg}"
+tsig_secret_file = "{d}/tsig.key"
+ttl = 60
+[metrics]
+"#,
+            dir_url = field.get("ACME_DIRECTORY"),
+            pebble_ca = field.get("PEBBLE_LISTENER_CA"),
+            knot = format!("{}:{}", field.get("KNOT_ADDR"), field.get("KNOT_PORT")),
+            tsig_name = field.get("TSIG_NAME"),
+            tsig_alg = field.get("TSIG_ALG"),
+        ),
+    )
+    .unwrap();
+    let authority = Daemon::start_command(auth_dir, &[], "authority");
+
+    // The box's LAN: a dummy interface with a private address.
+    let id = std::process::id() % 10_000;
+    let lan = Lan(format!("bxf{id}"));
+    let lan_ip = format!("10.213.{}.1", id % 250);
+    sh(&format!(
+        "ip link add {l} type dummy && ip addr add {lan_ip}/24 dev {l} && ip link set {l} up",
+        l = lan.0
+    ));
+    let port = {
+        let l = std::net::TcpListener::bind((lan_ip.as_str(), 0)).unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let box_dir = dir.join("box");
+    std::fs::create_dir_all(&box_dir).unwrap();
+    let fixture_dir = fixtures().dir.display().to_string();
+    let box_config = |fraction: f64| {
+        config(&box_dir, "", "")
+            .replace(&format!("cert = \"{fixture_dir}/server.pem\""), "cert = \"cert.pem\"")
+            .replace(&format!("key = \"{fixture_dir}/server.key\""), "key = \"key.pem\"")
+            .replace(
+                "listen = [\"127.0.0.1:0\"]\n",
+                &format!("listen_interfaces = [\"{}\"]\nport = {port}\n", lan.0),
+            )
+            .replace(
+                "[metrics]",
+                &format!(
+                    "[enrol]\nauthority = \"https://127.0.0.1:{ap}\"\nauthority_ca = \"{d}/op-ca.pem\"\n\
+                     device_cert = \"{d}/device.pem\"\ndevice_key = \"{d}/device.key\"\nzone = \"{zone}\"\n\
+                     renew_fraction = {fraction:e}\nretry_min_secs = 1\nretry_max_secs = 2\n\n[metrics]",
+                    ap = authority.addr.port()
+                ),
+            )
+    };
+    let cfg_path = box_dir.join("boxapi.toml");
+    std::fs::write(&cfg_path, box_config(2.0 / 3.0)).unwrap();
+    let cert_path = box_dir.join("cert.pem");
+    let _ = std::fs::remove_file(&cert_path);
+
+    // 1. One enrolment now.
+    let out = daemon_command()
+        .args(["enrol", "--config"])
+        .arg(&cfg_path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "enrol failed: {stdout}{}\nauthority: {}",
+        String::from_utf8_lossy(&out.stderr),
+        authority.log_text()
+    );
+    let name = stdout.split(':').next().unwrap().trim().to_owned();
+    assert!(name.ends_with(&format!(".{zone}")), "{stdout}");
+    assert_eq!(name.len(), 16 + 1 + zone.len(), "opaque 16-character label: {name}");
+    let chain = std::fs::read(&cert_path).unwrap();
+    let leaf = CertificateDer::pem_slice_iter(&chain).next().unwrap().unwrap();
+    let san = sh(&format!(
+        "openssl x509 -noout -ext subjectAltName -in {}",
+        cert_path.display()
+    ));
+    assert!(san.contains(&format!("DNS:{name}")) && san.matches("DNS:").count() == 1, "{san}");
+
+    // The name resolves to the box's LAN address through Knot.
+    let a = sh(&format!(
+        "kdig +short @{} -p {} {name} A",
+        field.get("KNOT_ADDR"),
+        field.get("KNOT_PORT")
+    ));
+    assert_eq!(a.trim(), lan_ip, "A record of {name}");
+
+    // Pebble's root: the only trust anchor of the client below (as a browser's public roots).
+    let root = sh(&format!(
+        "curl -sf --cacert {} {}/roots/0",
+        field.get("PEBBLE_LISTENER_CA"),
+        field.get("PEBBLE_MGMT")
+    ));
+    std::fs::write(dir.join("pebble-root.pem"), &root).unwrap();
+    sh(&format!(
+        "openssl verify -CAfile {d}/pebble-root.pem -untrusted {c} {c}",
+        c = cert_path.display()
+    ));
+    let client = pebble_client(root.as_bytes());
+
+    // 2. The box serves it under its own name; renewal made due a few seconds from now.
+    let (nb, na) = {
+        let text = sh(&format!(
+            "openssl x509 -noout -startdate -enddate -in {}",
+            cert_path.display()
+        ));
+        let parse = |k: &str| {
+            let v = text.lines().find_map(|l| l.strip_prefix(k)).unwrap().trim().to_owned();
+            sh(&format!("date -d '{v}' +%s")).trim().parse::<f64>().unwrap()
+        };
+        (parse("notBefore="), parse("notAfter="))
+    };
+    let fraction = (now() as f64 + 8.0 - nb) / (na - nb);
+    std::fs::write(&cfg_path, box_config(fraction)).unwrap();
+    let boxd = Daemon::start_in(box_dir.clone(), &[]);
+    assert_eq!(boxd.addr.ip().to_string(), lan_ip);
+    let token = fixtures().a.token("a", "access counters");
+    let (mut old, first_leaf) = open(boxd.addr, &name, &client);
+    assert_eq!(first_leaf, leaf.to_vec(), "the enrolled certificate is served");
+    let r = keep_alive_get(&mut old, &name, "/v1/access", &token);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let st = status_json(&boxd);
+    assert_eq!(st["cert_name"], name.as_str());
+    assert!(st["cert_renew_at"].is_string(), "{st}");
+    assert!(st["cert_last_error"].is_null(), "{st}");
+    // Another name is still refused (DNS-rebinding defence).
+    let (mut other, _) = open(boxd.addr, &name, &client);
+    let r = keep_alive_get(&mut other, "evil.example", "/v1/access", &token);
+    assert_eq!(r.status, 421);
+
+    // 3. Renewal by itself; the old keep-alive connection goes on, new ones get the new chain.
+    assert!(
+        wait_for(Duration::from_secs(60), || boxd
+            .log_text()
+            .contains("certificate_renewed")),
+        "no renewal: {}\nauthority: {}",
+        boxd.log_text(),
+        authority.log_text()
+    );
+    let r = keep_alive_get(&mut old, &name, "/v1/counters", &token);
+    assert_eq!(r.status, 200, "the connection opened before the renewal still works");
+    assert!(
+        wait_for(Duration::from_secs(10), || open(boxd.addr, &name, &client).1 != first_leaf),
+        "new connections get the new certificate"
+    );
+    let (mut fresh, _) = open(boxd.addr, &name, &client);
+    assert_eq!(keep_alive_get(&mut fresh, &name, "/v1/access", &token).status, 200);
+
+    // 4. DNS down: renewals fail, the error shows in status, the current certificate serves on.
+    sh(&format!("kill {}", field.get("KNOT_PID")));
+    assert!(
+        wait_for(Duration::from_secs(60), || !status_json(&boxd)["cert_last_error"].is_null()),
+        "no renewal error reported: {}",
+        boxd.log_text()
+    );
+    let st = status_json(&boxd);
+    assert!(
+        st["cert_last_error"].as_str().unwrap().contains("dns"),
+        "the error names the DNS failure: {st}"
+    );
+    let (mut after, leaf_now) = open(boxd.addr, &name, &client);
+    assert_ne!(leaf_now, first_leaf);
+    assert_eq!(keep_alive_get(&mut after, &name, "/v1/access", &token).status, 200);
+}
