@@ -126,6 +126,12 @@ fn status(app: &App) -> Value {
                 .iter()
                 .filter_map(|t| t.expiry_warning(now)),
         )
+        .chain(
+            renewal
+                .last_error
+                .as_ref()
+                .map(|e| format!("the last certificate renewal failed: {e}")),
+        )
         .collect();
     json!({
         "ok": true,

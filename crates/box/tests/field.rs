@@ -42,12 +42,20 @@ struct Field {
 
 impl Field {
     fn start(dir: &Path) -> Field {
-        sh(&format!("{ROOT}/tests/field/start-field.sh {}", dir.display()));
+        sh(&format!(
+            "{ROOT}/tests/field/start-field.sh {}",
+            dir.display()
+        ));
         let text = std::fs::read_to_string(dir.join("env")).unwrap();
         let env = text
             .lines()
             .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').trim_matches('"').to_owned()))
+            .map(|(k, v)| {
+                (
+                    k.to_owned(),
+                    v.trim_matches('\'').trim_matches('"').to_owned(),
+                )
+            })
             .collect();
         Field {
             dir: dir.to_path_buf(),
@@ -108,11 +116,9 @@ type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 fn open(addr: SocketAddr, name: &str, cfg: &Arc<rustls::ClientConfig>) -> (Tls, Vec<u8>) {
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    let conn = rustls::ClientConnection::new(
-        cfg.clone(),
-        ServerName::try_from(name.to_owned()).unwrap(),
-    )
-    .unwrap();
+    let conn =
+        rustls::ClientConnection::new(cfg.clone(), ServerName::try_from(name.to_owned()).unwrap())
+            .unwrap();
     let mut s = rustls::StreamOwned::new(conn, tcp);
     // Drive the handshake (verifying the chain against Pebble's root and the name).
     s.flush().unwrap();
@@ -125,13 +131,18 @@ fn open(addr: SocketAddr, name: &str, cfg: &Arc<rustls::ClientConfig>) -> (Tls, 
 
 /// One keep-alive request: reads exactly one response (by Content-Length).
 fn keep_alive_get(s: &mut Tls, name: &str, path: &str, token: &str) -> Resp {
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {name}\r\nAuthorization: Bearer {token}\r\n\r\n");
+    let req =
+        format!("GET {path} HTTP/1.1\r\nHost: {name}\r\nAuthorization: Bearer {token}\r\n\r\n");
     s.write_all(req.as_bytes()).unwrap();
     let mut raw = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
         let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "connection closed: {}", String::from_utf8_lossy(&raw));
+        assert!(
+            n > 0,
+            "connection closed: {}",
+            String::from_utf8_lossy(&raw)
+        );
         raw.extend_from_slice(&buf[..n]);
         if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
@@ -167,7 +178,14 @@ fn box_enrols_serves_its_public_name_and_renews_by_itself() {
 
     // The authority: token endpoint (required) plus enrolment, ACME and DNS.
     let out = daemon_command()
-        .args(["keygen", "--alg", "ES256", "--kid", "authority-signer", "--out"])
+        .args([
+            "keygen",
+            "--alg",
+            "ES256",
+            "--kid",
+            "authority-signer",
+            "--out",
+        ])
         .arg(&dir)
         .output()
         .unwrap();
@@ -270,14 +288,24 @@ ttl = 60
     );
     let name = stdout.split(':').next().unwrap().trim().to_owned();
     assert!(name.ends_with(&format!(".{zone}")), "{stdout}");
-    assert_eq!(name.len(), 16 + 1 + zone.len(), "opaque 16-character label: {name}");
+    assert_eq!(
+        name.len(),
+        16 + 1 + zone.len(),
+        "opaque 16-character label: {name}"
+    );
     let chain = std::fs::read(&cert_path).unwrap();
-    let leaf = CertificateDer::pem_slice_iter(&chain).next().unwrap().unwrap();
+    let leaf = CertificateDer::pem_slice_iter(&chain)
+        .next()
+        .unwrap()
+        .unwrap();
     let san = sh(&format!(
         "openssl x509 -noout -ext subjectAltName -in {}",
         cert_path.display()
     ));
-    assert!(san.contains(&format!("DNS:{name}")) && san.matches("DNS:").count() == 1, "{san}");
+    assert!(
+        san.contains(&format!("DNS:{name}")) && san.matches("DNS:").count() == 1,
+        "{san}"
+    );
 
     // The name resolves to the box's LAN address through Knot.
     let a = sh(&format!(
@@ -307,8 +335,16 @@ ttl = 60
             cert_path.display()
         ));
         let parse = |k: &str| {
-            let v = text.lines().find_map(|l| l.strip_prefix(k)).unwrap().trim().to_owned();
-            sh(&format!("date -d '{v}' +%s")).trim().parse::<f64>().unwrap()
+            let v = text
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .unwrap()
+                .trim()
+                .to_owned();
+            sh(&format!("date -d '{v}' +%s"))
+                .trim()
+                .parse::<f64>()
+                .unwrap()
         };
         (parse("notBefore="), parse("notAfter="))
     };
@@ -318,7 +354,11 @@ ttl = 60
     assert_eq!(boxd.addr.ip().to_string(), lan_ip);
     let token = fixtures().a.token("a", "access counters");
     let (mut old, first_leaf) = open(boxd.addr, &name, &client);
-    assert_eq!(first_leaf, leaf.to_vec(), "the enrolled certificate is served");
+    assert_eq!(
+        first_leaf,
+        leaf.to_vec(),
+        "the enrolled certificate is served"
+    );
     let r = keep_alive_get(&mut old, &name, "/v1/access", &token);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let st = status_json(&boxd);
@@ -340,18 +380,28 @@ ttl = 60
         authority.log_text()
     );
     let r = keep_alive_get(&mut old, &name, "/v1/counters", &token);
-    assert_eq!(r.status, 200, "the connection opened before the renewal still works");
+    assert_eq!(
+        r.status, 200,
+        "the connection opened before the renewal still works"
+    );
     assert!(
-        wait_for(Duration::from_secs(10), || open(boxd.addr, &name, &client).1 != first_leaf),
+        wait_for(Duration::from_secs(10), || open(boxd.addr, &name, &client)
+            .1
+            != first_leaf),
         "new connections get the new certificate"
     );
     let (mut fresh, _) = open(boxd.addr, &name, &client);
-    assert_eq!(keep_alive_get(&mut fresh, &name, "/v1/access", &token).status, 200);
+    assert_eq!(
+        keep_alive_get(&mut fresh, &name, "/v1/access", &token).status,
+        200
+    );
 
     // 4. DNS down: renewals fail, the error shows in status, the current certificate serves on.
     sh(&format!("kill {}", field.get("KNOT_PID")));
     assert!(
-        wait_for(Duration::from_secs(60), || !status_json(&boxd)["cert_last_error"].is_null()),
+        wait_for(Duration::from_secs(60), || !status_json(&boxd)
+            ["cert_last_error"]
+            .is_null()),
         "no renewal error reported: {}",
         boxd.log_text()
     );
@@ -362,5 +412,8 @@ ttl = 60
     );
     let (mut after, leaf_now) = open(boxd.addr, &name, &client);
     assert_ne!(leaf_now, first_leaf);
-    assert_eq!(keep_alive_get(&mut after, &name, "/v1/access", &token).status, 200);
+    assert_eq!(
+        keep_alive_get(&mut after, &name, "/v1/access", &token).status,
+        200
+    );
 }

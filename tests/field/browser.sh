@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# tests/field/browser.sh — the field in a browser (contract §10), run by `make test-e2e` as root:
+# Knot, Pebble and the operator's authority; a box on a LAN interface that enrols and serves its
+# own name; the example tool page; and Chromium in a network namespace on the box's LAN, whose
+# resolver is Knot and whose only trust anchor is Pebble's root.
+set -euo pipefail
+cd "$(dirname "$0")"
+here=$(pwd)
+root=$(cd ../.. && pwd)
+OUT=${OUT:-$root/tests/out}
+mkdir -p "$OUT"
+[ "$(id -u)" = 0 ] || { echo "tests/field/browser.sh: needs root (network namespace, port 443)" >&2; exit 1; }
+(cd "$root" && cargo build --workspace --locked -q)
+BOX=$root/target/debug/boxapi
+AUTH=$root/target/debug/boxapi-authority
+[ -d "$root/tests/e2e/node_modules/playwright-core" ] || (cd "$root/tests/e2e" && npm install --no-audit --no-fund >/dev/null)
+
+id=$(( $$ % 200 + 20 ))
+ns=bxbr$id; host_if=bxr$id; lan=10.79.$id
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    "$here/stop-field.sh" "$work/field" >/dev/null 2>&1 || true
+    ip netns del "$ns" 2>/dev/null || true
+    ip link del "$host_if" 2>/dev/null || true
+    rm -rf "/etc/netns/$ns" "$work"
+}
+trap cleanup EXIT
+
+# The LAN: the box's side in this namespace (where the box, Knot and the tool server listen),
+# the browser's side in its own namespace, resolving through Knot.
+ip netns add "$ns"
+ip link add "$host_if" type veth peer name eth0 netns "$ns"
+ip addr add "$lan.1/24" dev "$host_if"
+ip link set "$host_if" up
+ip -n "$ns" addr add "$lan.2/24" dev eth0
+ip -n "$ns" link set eth0 up
+ip -n "$ns" link set lo up
+mkdir -p "/etc/netns/$ns"
+echo "nameserver $lan.1" > "/etc/netns/$ns/resolv.conf"
+
+FIELD_KNOT_LISTEN="$lan.1@53" "$here/start-field.sh" "$work/field" >/dev/null
+# shellcheck disable=SC1091
+. "$work/field/env"
+zone=${ZONE%.}
+"$here/make-pki.sh" "$work" >/dev/null
+printf '%s' "$TSIG_SECRET" > "$work/tsig.key"
+"$BOX" keygen --alg ES256 --kid signer --out "$work" >/dev/null
+"$BOX" keygen --alg ES256 --kid demo --out "$work" >/dev/null
+
+cat > "$work/authority.toml" <<CONF
+[server]
+cert = "auth.pem"
+key = "auth.key"
+state_dir = "authority-state"
+control_socket = "authority.sock"
+[auth]
+audience = "https://boxapi.demo"
+issuers = ["https://boxapi.demo/issuer"]
+[token_endpoint]
+enabled = true
+issuer = "https://boxapi.demo/issuer"
+signing_key = "signer.private.jwk"
+[authority]
+listen = ["127.0.0.1:0"]
+[enrolment]
+device_ca = "device-ca.pem"
+zone = "$zone"
+[acme]
+directory = "$ACME_DIRECTORY"
+account = "acme-account.json"
+ca = "$PEBBLE_LISTENER_CA"
+[dns]
+server = "$KNOT_ADDR:$KNOT_PORT"
+tsig_name = "$TSIG_NAME"
+tsig_algorithm = "$TSIG_ALG"
+tsig_secret_file = "tsig.key"
+[metrics]
+CONF
+"$AUTH" serve --config "$work/authority.toml" 2>"$OUT/field-authority.log" & pids+=($!)
+auth_addr=""
+for _ in $(seq 100); do
+    auth_addr=$(sed -n 's/.*"event":"listening".*"addr":"\([^"]*\)".*/\1/p' "$OUT/field-authority.log" | head -n 1)
+    [ -n "$auth_addr" ] && break
+    sleep 0.1
+done
+[ -n "$auth_addr" ] || { echo "authority did not start:"; cat "$OUT/field-authority.log"; exit 1; }
+
+cat > "$work/boxapi.toml" <<CONF
+[server]
+listen_interfaces = ["$host_if"]
+port = 443
+cert = "cert.pem"
+key = "key.pem"
+state_dir = "box-state"
+control_socket = "box.sock"
+[auth]
+audience = "https://boxapi.demo"
+issuers = ["https://boxapi.demo/issuer"]
+[[tool]]
+id = "demo"
+origins = ["http://tool.test:8000"]
+scopes = ["access", "counters"]
+keys = ["demo.jwk"]
+[enrol]
+authority = "https://$auth_addr"
+authority_ca = "op-ca.pem"
+device_cert = "device.pem"
+device_key = "device.key"
+zone = "$zone"
+[metrics]
+wan_interface = "lo"
+[metrics.static]
+box = { model = "Field Box", firmware_version = "1.0" }
+subscription = { down_kbps = 1000000, up_kbps = 500000 }
+access = { technology = "ftth", down_kbps = 1244000, up_kbps = 1244000 }
+CONF
+name=$("$BOX" enrol --config "$work/boxapi.toml" | cut -d: -f1)
+echo "box enrolled as $name"
+"$BOX" serve --config "$work/boxapi.toml" 2>"$OUT/field-box.log" & pids+=($!)
+for _ in $(seq 100); do grep -q '"event":"listening"' "$OUT/field-box.log" && break; sleep 0.1; done
+
+BOX_URL=https://$name TOOL_ID=demo TOOL_KEY=$work/demo.private.jwk TOOL_KEY_DIR=$work HOST=$lan.1 PORT=8000 \
+    node "$root/examples/speedtest/server.mjs" >"$OUT/field-tool.log" 2>&1 & pids+=($!)
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/$lan.1/8000") 2>/dev/null && break; sleep 0.1; done
+
+# The browser's profile trusts Pebble's root and nothing else added.
+curl -sf --cacert "$PEBBLE_LISTENER_CA" "$PEBBLE_MGMT/roots/0" > "$work/pebble-root.pem"
+home=$work/home
+mkdir -p "$home/.pki/nssdb"
+certutil -d sql:"$home/.pki/nssdb" -N --empty-password
+certutil -d sql:"$home/.pki/nssdb" -A -t "C,," -n pebble-root -i "$work/pebble-root.pem"
+ip netns exec "$ns" env HOME="$home" BOX_NAME="$name" TOOL_IP="$lan.1" OUT="$OUT" \
+    node "$root/tests/e2e/field.mjs"
