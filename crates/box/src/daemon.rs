@@ -153,7 +153,15 @@ async fn renew_certificate(app: Arc<App>) {
             }
         }
         if now >= due {
-            match crate::enrol::enrol(&snap.config, &addrs).await {
+            // Installed files that the daemon cannot load count as a failure too (backoff),
+            // so a broken pair never makes it ask the CA again and again.
+            let result = match crate::enrol::enrol(&snap.config, &addrs).await {
+                Ok(done) => reload(&app).map(|()| done).map_err(|problems| {
+                    format!("installed, but not loadable: {}", problems.join("; "))
+                }),
+                Err(err) => Err(err.to_string()),
+            };
+            match result {
                 Ok(done) => {
                     {
                         let mut r = app.renewal.lock().unwrap_or_else(|p| p.into_inner());
@@ -163,6 +171,7 @@ async fn renew_certificate(app: Arc<App>) {
                         r.ari = done.renew_after;
                     }
                     published = Some(addrs);
+                    // New connections now get the new certificate; established ones keep theirs.
                     log::event(
                         "certificate_renewed",
                         &[
@@ -170,8 +179,6 @@ async fn renew_certificate(app: Arc<App>) {
                             ("not_after", &boxapi_core::time::rfc3339(done.not_after)),
                         ],
                     );
-                    // New connections get the new certificate now; established ones keep theirs.
-                    let _ = reload(&app);
                 }
                 Err(err) => {
                     let wait = {
@@ -179,15 +186,12 @@ async fn renew_certificate(app: Arc<App>) {
                         let wait = crate::enrol::backoff(r.failures, e.retry_min, e.retry_max);
                         r.failures = r.failures.saturating_add(1);
                         r.retry_at = Some(now + wait.as_secs() as i64);
-                        r.last_error = Some(err.to_string());
+                        r.last_error = Some(err.clone());
                         wait
                     };
                     log::event(
                         "certificate_renewal_failed",
-                        &[
-                            ("error", &err.to_string()),
-                            ("retry_in_s", &wait.as_secs().to_string()),
-                        ],
+                        &[("error", &err), ("retry_in_s", &wait.as_secs().to_string())],
                     );
                 }
             }
