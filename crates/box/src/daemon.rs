@@ -157,7 +157,10 @@ async fn renew_certificate(app: Arc<App>) {
             // so a broken pair never makes it ask the CA again and again.
             let result = match crate::enrol::enrol(&snap.config, &addrs).await {
                 Ok(done) => reload(&app).map(|()| done).map_err(|problems| {
-                    format!("installed, but not loadable: {}", problems.join("; "))
+                    format!(
+                        "installed, but not loadable: {}",
+                        boxapi_core::config::lines(&problems).join("; ")
+                    )
                 }),
                 Err(err) => Err(err.to_string()),
             };
