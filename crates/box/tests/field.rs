@@ -190,6 +190,7 @@ fn box_enrols_serves_its_public_name_and_renews_by_itself() {
         .output()
         .unwrap();
     assert!(out.status.success());
+    let knot_addr = format!("{}:{}", field.get("KNOT_ADDR"), field.get("KNOT_PORT"));
     let auth_dir = dir.join("authority");
     std::fs::create_dir_all(&auth_dir).unwrap();
     let d = dir.display();
@@ -227,7 +228,7 @@ ttl = 60
 "#,
             dir_url = field.get("ACME_DIRECTORY"),
             pebble_ca = field.get("PEBBLE_LISTENER_CA"),
-            knot = format!("{}:{}", field.get("KNOT_ADDR"), field.get("KNOT_PORT")),
+            knot = knot_addr,
             tsig_name = field.get("TSIG_NAME"),
             tsig_alg = field.get("TSIG_ALG"),
         ),
