@@ -72,7 +72,7 @@ directory = "$ACME_DIRECTORY"
 account = "acme-account.json"
 ca = "$PEBBLE_LISTENER_CA"
 [dns]
-server = "$KNOT_ADDR:$KNOT_PORT"
+server = "$KNOT_ADDR"
 tsig_name = "$TSIG_NAME"
 tsig_algorithm = "$TSIG_ALG"
 tsig_secret_file = "tsig.key"

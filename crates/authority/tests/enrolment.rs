@@ -20,9 +20,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 const ZONE: &str = "box.test";
 
 fn field_script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/field")
-        .join(name)
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/field")).join(name)
 }
 
 fn temp_dir(name: &str) -> PathBuf {

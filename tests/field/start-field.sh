@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # start-field.sh DIR — start a throw-away ACME + DNS field in DIR (used by the enrolment tests,
-# crates/authority/tests/enrolment.rs; `make deps` installs the packages, else this does):
+# crates/authority/tests/enrolment.rs, crates/box/tests/field.rs, tests/field/browser.sh; `make deps`
+# installs the packages, else this does):
 #   * Knot (authoritative for $ZONE, RFC 2136 updates allowed with one TSIG key)
 #   * Pebble (ACME test CA) validating DNS-01 against that Knot
 #   * a second Pebble that requires External Account Binding (EAB)
@@ -12,6 +13,7 @@ set -euo pipefail
 dir=${1:?usage: start-field.sh DIR}
 zone=${FIELD_ZONE:-box.test}
 max_seconds=${FIELD_MAX_SECONDS:-1800}
+# FIELD_KNOT_LISTEN: an extra address@port for Knot (a browser's resolver on a test LAN).
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 
@@ -90,7 +92,7 @@ cat > "$dir/knot/knot.conf" <<EOF
 server:
     rundir: "$dir/knot/run"
     pidfile: "$dir/knot/run/knot.pid"
-    listen: 127.0.0.1@$P_KNOT
+    listen: [ 127.0.0.1@$P_KNOT${FIELD_KNOT_LISTEN:+, $FIELD_KNOT_LISTEN} ]
 control:
     listen: "$dir/knot/run/knot.sock"
 database:
