@@ -52,6 +52,7 @@ test: deps lint unit-security
 test-e2e:
 	./tests/e2e/run.sh
 	./tests/interop/run.sh
+	./tests/field/browser.sh
 
 build:
 	$(CARGO) build --locked

@@ -4,7 +4,9 @@
 //
 //   BOX_URL=https://localhost:8443 TOOL_ID=demo TOOL_KEY=boxapi-demo/tools/demo.private.jwk \
 //   AUDIENCE=https://boxapi.demo ISSUER=https://boxapi.demo/issuer PORT=8000 node server.mjs
+// With TLS_CERT and TLS_KEY (PEM files), the page is served over HTTPS, as a real tool's is.
 import { createServer } from "node:http";
+import { createServer as createTlsServer } from "node:https";
 import { createPrivateKey, sign, randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -46,7 +48,7 @@ function mint(tool) {
 }
 
 const files = { "/": ["index.html", "text/html"], "/app.js": ["app.js", "text/javascript"] };
-createServer((req, res) => {
+const handler = (req, res) => {
   const url = new URL(req.url, "http://x");
   if (files[url.pathname]) {
     const [f, type] = files[url.pathname];
@@ -87,4 +89,9 @@ createServer((req, res) => {
     return res.end(Buffer.alloc(n));
   }
   res.writeHead(404).end();
-}).listen(cfg.port, cfg.host, () => console.log(`tool page on http://${cfg.host}:${cfg.port}/ (box ${cfg.box})`));
+};
+const tls = process.env.TLS_CERT
+  ? { cert: readFileSync(process.env.TLS_CERT), key: readFileSync(process.env.TLS_KEY) }
+  : null;
+(tls ? createTlsServer(tls, handler) : createServer(handler)).listen(cfg.port, cfg.host, () =>
+  console.log(`tool page on ${tls ? "https" : "http"}://${cfg.host}:${cfg.port}/ (box ${cfg.box})`));

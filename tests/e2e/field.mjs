@@ -7,16 +7,15 @@ import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
 
 const { BOX_NAME: name, TOOL_IP: toolIp, OUT: out } = process.env;
-const origin = "http://tool.test:8000";
+const origin = "https://tool.test:8443";
 const browser = await chromium.launch({
   executablePath: "/usr/bin/chromium",
   args: ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    // The tool's page: a public-looking name (resolved here to the test's tool server) that
-    // counts as a public address and a secure context, as a real https tool page would.
+    // The tool's page: a public-looking name (resolved here to the test's tool server) whose
+    // address counts as public, as a real tool's would.
     `--host-resolver-rules=MAP tool.test ${toolIp}`,
-    `--unsafely-treat-insecure-origin-as-secure=${origin}`,
-    `--ip-address-space-overrides=${toolIp}:8000=public`],
+    `--ip-address-space-overrides=${toolIp}:8443=public`],
 });
 let failed = 0;
 async function test(title, fn) {

@@ -10,6 +10,11 @@ root=$(cd ../.. && pwd)
 OUT=${OUT:-$root/tests/out}
 mkdir -p "$OUT"
 [ "$(id -u)" = 0 ] || { echo "tests/field/browser.sh: needs root (network namespace, port 443)" >&2; exit 1; }
+missing=""
+for p in chromium libnss3-tools curl openssl; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
 (cd "$root" && cargo build --workspace --locked -q)
 BOX=$root/target/debug/boxapi
 AUTH=$root/target/debug/boxapi-authority
@@ -81,7 +86,7 @@ CONF
 "$AUTH" serve --config "$work/authority.toml" 2>"$OUT/field-authority.log" & pids+=($!)
 auth_addr=""
 for _ in $(seq 100); do
-    auth_addr=$(sed -n 's/.*"event":"listening".*"addr":"\([^"]*\)".*/\1/p' "$OUT/field-authority.log" | head -n 1)
+    auth_addr=$(grep '"event":"listening"' "$OUT/field-authority.log" | sed -n 's/.*"addr":"\([^"]*\)".*/\1/p' | head -n 1 || true)
     [ -n "$auth_addr" ] && break
     sleep 0.1
 done
@@ -100,7 +105,7 @@ audience = "https://boxapi.demo"
 issuers = ["https://boxapi.demo/issuer"]
 [[tool]]
 id = "demo"
-origins = ["http://tool.test:8000"]
+origins = ["https://tool.test:8443"]
 scopes = ["access", "counters"]
 keys = ["demo.jwk"]
 [enrol]
@@ -121,12 +126,24 @@ echo "box enrolled as $name"
 "$BOX" serve --config "$work/boxapi.toml" 2>"$OUT/field-box.log" & pids+=($!)
 for _ in $(seq 100); do grep -q '"event":"listening"' "$OUT/field-box.log" && break; sleep 0.1; done
 
-BOX_URL=https://$name TOOL_ID=demo TOOL_KEY=$work/demo.private.jwk TOOL_KEY_DIR=$work HOST=$lan.1 PORT=8000 \
+# The tool's page is served over HTTPS under a public-looking name, with a certificate from the
+# same stand-in public CA (signed here with Pebble's intermediate, which its management
+# interface hands out: the tool's own certificate is not what this test is about).
+curl -sf --cacert "$PEBBLE_LISTENER_CA" "$PEBBLE_MGMT/roots/0" > "$work/pebble-root.pem"
+curl -sf --cacert "$PEBBLE_LISTENER_CA" "$PEBBLE_MGMT/intermediates/0" > "$work/pebble-int.pem"
+curl -sf --cacert "$PEBBLE_LISTENER_CA" "$PEBBLE_MGMT/intermediate-keys/0" > "$work/pebble-int.key"
+openssl ecparam -name prime256v1 -genkey -noout 2>/dev/null | openssl pkcs8 -topk8 -nocrypt -out "$work/tool.key"
+openssl req -new -key "$work/tool.key" -subj "/CN=tool.test" -out "$work/tool.csr" 2>/dev/null
+printf 'subjectAltName=DNS:tool.test\nextendedKeyUsage=serverAuth\n' > "$work/tool.ext"
+openssl x509 -req -in "$work/tool.csr" -CA "$work/pebble-int.pem" -CAkey "$work/pebble-int.key" \
+    -CAcreateserial -days 1 -sha256 -extfile "$work/tool.ext" -out "$work/tool.pem" 2>/dev/null
+cat "$work/pebble-int.pem" >> "$work/tool.pem"
+BOX_URL=https://$name TOOL_ID=demo TOOL_KEY=$work/demo.private.jwk TOOL_KEY_DIR=$work HOST=$lan.1 PORT=8443 \
+    TLS_CERT=$work/tool.pem TLS_KEY=$work/tool.key \
     node "$root/examples/speedtest/server.mjs" >"$OUT/field-tool.log" 2>&1 & pids+=($!)
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/$lan.1/8000") 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/$lan.1/8443") 2>/dev/null && break; sleep 0.1; done
 
 # The browser's profile trusts Pebble's root and nothing else added.
-curl -sf --cacert "$PEBBLE_LISTENER_CA" "$PEBBLE_MGMT/roots/0" > "$work/pebble-root.pem"
 home=$work/home
 mkdir -p "$home/.pki/nssdb"
 certutil -d sql:"$home/.pki/nssdb" -N --empty-password
