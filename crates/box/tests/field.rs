@@ -158,6 +158,91 @@ fn keep_alive_get(s: &mut Tls, name: &str, path: &str, token: &str) -> Resp {
     }
 }
 
+/// What a rogue authority answers.
+enum Rogue {
+    /// This chain, whatever was asked.
+    Chain(String),
+    /// A certificate for the CSR's key, but naming this other name (signed by the operator CA).
+    SignFor(String),
+}
+
+/// An authority gone wrong (a bug or a compromise), serving `count` enrolments over TLS with the
+/// operator's authority certificate.
+fn rogue_authority(dir: &Path, rogue: Rogue, count: usize) -> SocketAddr {
+    let dir = dir.to_path_buf();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("auth.pem"))
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join("auth.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(count) {
+            let Ok(tcp) = stream else { continue };
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
+            let mut s = rustls::StreamOwned::new(conn, tcp);
+            let mut raw = Vec::new();
+            let mut buf = [0u8; 4096];
+            // The request head and its body (Content-Length), then one answer.
+            let mut body_at = 0;
+            while let Ok(n @ 1..) = s.read(&mut buf) {
+                raw.extend_from_slice(&buf[..n]);
+                if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map(|v| v.trim().parse().unwrap())
+                        .unwrap_or(0);
+                    if raw.len() >= end + 4 + len {
+                        body_at = end + 4;
+                        break;
+                    }
+                }
+            }
+            let chain = match &rogue {
+                Rogue::Chain(c) => c.clone(),
+                Rogue::SignFor(other) => {
+                    let req: Value = serde_json::from_slice(&raw[body_at..]).unwrap();
+                    let b64 = req["csr"]
+                        .as_str()
+                        .unwrap()
+                        .replace('-', "+")
+                        .replace('_', "/");
+                    let pad = "=".repeat((4 - b64.len() % 4) % 4);
+                    sh(&format!(
+                        "cd {d} && printf %s '{b64}{pad}' | base64 -d > rogue.csr && \
+                         printf 'subjectAltName=DNS:{other}\\n' > rogue.ext && \
+                         openssl x509 -req -inform DER -in rogue.csr -CA op-ca.pem -CAkey op-ca.key \
+                         -CAcreateserial -days 1 -sha256 -extfile rogue.ext -out rogue.pem 2>/dev/null",
+                        d = dir.display()
+                    ));
+                    std::fs::read_to_string(dir.join("rogue.pem")).unwrap()
+                }
+            };
+            let body = serde_json::json!({ "name": "x", "chain": chain }).to_string();
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(resp.as_bytes());
+            let _ = s.flush();
+        }
+    });
+    addr
+}
+
 fn status_json(d: &Daemon) -> Value {
     let (code, out, err) = d.ctl(&["status"]);
     assert_eq!(code, 0, "{err}");
@@ -328,6 +413,39 @@ ttl = 60
         c = cert_path.display()
     ));
     let client = pebble_client(root.as_bytes());
+
+    // A chain for another key (the one just issued: every enrolment makes a new key) or for
+    // another name is refused by the box, and its current certificate stays.
+    let issued = String::from_utf8(chain.clone()).unwrap();
+    let other_box = format!("aaaaaaaaaaaaaaaa.{zone}");
+    for (bad, why) in [
+        (Rogue::Chain(issued), "not for this box's key"),
+        (Rogue::SignFor(other_box), "not exactly"),
+    ] {
+        let rogue = rogue_authority(&dir, bad, 1);
+        let text = std::fs::read_to_string(&cfg_path).unwrap().replace(
+            &format!(
+                "authority = \"https://127.0.0.1:{}\"",
+                authority.addr.port()
+            ),
+            &format!("authority = \"https://127.0.0.1:{}\"", rogue.port()),
+        );
+        let rogue_cfg = box_dir.join("rogue.toml");
+        std::fs::write(&rogue_cfg, text).unwrap();
+        let out = daemon_command()
+            .args(["enrol", "--config"])
+            .arg(&rogue_cfg)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(why), "{why}: {err}");
+        assert_eq!(
+            std::fs::read(&cert_path).unwrap(),
+            chain,
+            "the certificate stays"
+        );
+    }
 
     // 2. The box serves it under its own name; renewal made due a few seconds from now.
     let (nb, na) = {
