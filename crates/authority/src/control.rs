@@ -71,6 +71,12 @@ fn status(app: &App) -> Value {
         })
         .collect();
     let mode = state::to_json(&st);
+    let enrolment = snap.enrolment.as_ref().map(|e| {
+        let (issuing, account) = app.issuer.status();
+        json!({ "zone": e.zone, "acme_directory": e.acme.directory_url,
+                "acme_account": account, "dns_server": e.dns.server.to_string(),
+                "issuing": issuing })
+    });
     json!({
         "ok": true,
         "state": mode["state"],
@@ -79,6 +85,7 @@ fn status(app: &App) -> Value {
         "cert_not_after": snap.cert_not_after.map(boxapi_core::time::rfc3339),
         "warnings": certificate_warning(snap.cert_not_after).into_iter().collect::<Vec<_>>(),
         "config": snap.config.path.display().to_string(),
+        "enrolment": enrolment,
         "version": env!("CARGO_PKG_VERSION"),
     })
 }

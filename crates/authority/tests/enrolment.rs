@@ -765,6 +765,10 @@ fn enrolment_issues_for_the_box_name_only() {
         .assert_refused_handshake();
     auth.enrol(&revoked, &enrol_body(&good, &addrs))
         .assert_refused_handshake();
+    let status = auth.control(r#"{"cmd":"status"}"#);
+    assert_eq!(status["enrolment"]["zone"], ZONE, "{status}");
+    assert_eq!(status["enrolment"]["acme_account"], "loaded", "{status}");
+    assert_eq!(status["enrolment"]["issuing"], 0, "{status}");
     // A device revoked while the authority runs: refused once the new CRL is reloaded.
     let late = pki.device("dev-l", "device-ca", 14);
     let publish = |d: &Device| {

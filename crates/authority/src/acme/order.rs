@@ -51,6 +51,18 @@ impl Default for Issuer {
 }
 
 impl Issuer {
+    /// For `ctl status`: issuances running now, and the account's state (`"loaded"`, `"loading"`
+    /// while it is being loaded or created, `"not loaded"`), without waiting.
+    pub fn status(&self) -> (usize, &'static str) {
+        let running = MAX_CONCURRENT - self.slots.available_permits();
+        let account = match self.account.try_lock() {
+            Ok(held) if held.is_some() => "loaded",
+            Ok(_) => "not loaded",
+            Err(_) => "loading",
+        };
+        (running, account)
+    }
+
     /// Waits at most `wait` for one of the issuance slots.
     pub async fn slot(&self, wait: Duration) -> Option<SemaphorePermit<'_>> {
         tokio::time::timeout(wait, self.slots.acquire())
