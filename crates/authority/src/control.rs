@@ -19,6 +19,10 @@ pub fn execute(app: &App, line: &[u8]) -> Value {
         Ok(Command::Disable) => error_reply(
             "the authority has no subscriber switch-off: use suspend, or stop the service",
         ),
+        // The subscriber's choices and the tools' activity live on each box.
+        Ok(Command::Tools | Command::Withhold { .. } | Command::Allow { .. }) => {
+            error_reply("this is a box command: the authority keeps no subscriber choices")
+        }
         Ok(Command::Revoke(id)) if app.snapshot().trust.registry.index_of(&id).is_none() => {
             error_reply(&format!("no tool {id:?} is registered"))
         }

@@ -1,6 +1,7 @@
 //! The daemon's shared state: the configuration snapshot in force, the control state, the LAN
 //! view, rate limits and connection slots. The request path reads it; only the daemon and the
 //! control commands change it.
+use crate::activity::Activity;
 use crate::lan::{self, Endpoint, Lan};
 use crate::ratelimit::Limiter;
 use crate::server::Active;
@@ -21,6 +22,8 @@ pub struct App {
     pub renewal: std::sync::Mutex<Renewal>,
     /// Replay cache and quotas of the on-box token endpoint.
     pub authz: boxapi_core::authz::State,
+    /// Which tools read the card and when, for the subscriber (`ctl tools`).
+    pub activity: Activity,
     /// One permit per open connection (`server.max_connections`).
     pub(crate) connections: Arc<Semaphore>,
     pub(crate) pending: Arc<Pending>,
@@ -43,7 +46,7 @@ pub struct Renewal {
 }
 
 impl App {
-    pub fn new(snapshot: Snapshot, state: State) -> Arc<App> {
+    pub fn new(snapshot: Snapshot, state: State, activity: Activity) -> Arc<App> {
         let s = &snapshot.config.server;
         let limiter = Limiter::new(s.rate_limit_per_second, s.rate_limit_burst);
         let connections = Arc::new(Semaphore::new(s.max_connections));
@@ -52,6 +55,7 @@ impl App {
             control: Control::new(state),
             lan: Lan::default(),
             limiter,
+            activity,
             authz: Default::default(),
             renewal: Default::default(),
             connections,

@@ -5,7 +5,7 @@ use crate::app::App;
 use boxapi_core::auth::registry::Validity;
 use boxapi_core::auth::Tool;
 use boxapi_core::cert::certificate_warning;
-use boxapi_core::control::{error_reply, state, Command, Mode, State};
+use boxapi_core::control::{error_reply, state, Command, Mode, Section, State};
 use boxapi_core::log;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -26,7 +26,8 @@ fn change(app: &App, f: impl FnOnce(&mut State)) -> Value {
     app.snapshot().trust.verifier.forget_verified();
     let mode = state::to_json(&new);
     log::event("state", &[("state", mode["state"].as_str().unwrap_or(""))]);
-    json!({ "ok": true, "state": mode["state"], "retry_after": mode["retry_after"], "revoked": mode["revoked"] })
+    json!({ "ok": true, "state": mode["state"], "retry_after": mode["retry_after"],
+            "revoked": mode["revoked"], "withheld": mode["withheld"] })
 }
 
 /// Runs one control command and returns the reply; `Reload` belongs to the daemon.
@@ -47,8 +48,35 @@ pub fn execute(app: &Arc<App>, cmd: Command) -> Value {
         Command::Unrevoke(id) => change(app, |s| {
             s.revoked.remove(&id);
         }),
+        Command::Withhold { tool: Some(id), .. } | Command::Allow { tool: Some(id), .. }
+            if app.snapshot().trust.registry.index_of(&id).is_none() =>
+        {
+            error_reply(&format!("no tool {id:?} is registered"))
+        }
+        Command::Withhold { section, tool } => withhold(app, section, tool, false),
+        Command::Allow { section, tool } => withhold(app, section, tool, true),
+        Command::Tools => tools(app),
         Command::Reload => error_reply("reload is handled by the daemon"),
     }
+}
+
+/// The subscriber's `withhold` (`share == false`) or `allow`, persisted like any state change.
+fn withhold(app: &App, section: Section, tool: Option<String>, share: bool) -> Value {
+    let mut withheld = app.control.state().withheld;
+    if let Err(e) = withheld.set(section, tool.as_deref(), share) {
+        return error_reply(&e.to_string());
+    }
+    let reply = change(app, |s| s.withheld = withheld);
+    let what = if share { "allow" } else { "withhold" };
+    log::event(
+        "withheld",
+        &[
+            ("change", what),
+            ("section", section.name()),
+            ("tool", tool.as_deref().unwrap_or("*")),
+        ],
+    );
+    reply
 }
 
 /// A tool's standing for `ctl tools` and `ctl status`: a revocation wins over the dates.
@@ -87,6 +115,37 @@ fn enable(app: &Arc<App>) -> Value {
         }
     }
     change(app, |s| s.mode = Mode::Enabled)
+}
+
+/// `ctl tools`: every registered tool (configuration and signed registry) as the subscriber's
+/// box UI shows it: what it may read, what the subscriber withholds from it, and its activity.
+fn tools(app: &App) -> Value {
+    let snap = app.snapshot();
+    let st = app.control.state();
+    let now = boxapi_core::time::unix_now() as i64;
+    let list: Vec<Value> = snap
+        .trust
+        .registry
+        .tools()
+        .iter()
+        .map(|t| {
+            let seen = app.activity.get(&t.id);
+            json!({
+                "id": t.id,
+                "name": t.name,
+                "origins": t.origins,
+                "scopes": t.scopes.names(),
+                "state": tool_state(t, &st, now),
+                "not_before": date(t.not_before),
+                "expires": date(t.expires),
+                "withheld": st.withheld.for_tool(&t.id).names(),
+                "first_access": date(seen.map(|e| e.first)),
+                "last_access": date(seen.map(|e| e.last)),
+                "requests": seen.map_or(0, |e| e.requests),
+            })
+        })
+        .collect();
+    json!({ "ok": true, "tools": list })
 }
 
 fn status(app: &App) -> Value {

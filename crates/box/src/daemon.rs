@@ -1,5 +1,6 @@
 //! The daemon's life: start-up (state, control socket, signal and certificate watchers, first
 //! listeners, privilege drop), reload, and the run until a stop signal.
+use crate::activity::Activity;
 use crate::app::App;
 use crate::control;
 use crate::server;
@@ -9,6 +10,7 @@ use boxapi_core::config::{self, Problem};
 use boxapi_core::control::{error_reply, parse_command, socket, state, Command, Mode};
 use boxapi_core::log;
 use serde_json::{json, Value};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -261,7 +263,8 @@ pub fn start(snapshot: Snapshot) -> Result<(Arc<App>, server::Bound), StartError
         log::event("certificate_warning", &[("warning", &w)]);
     }
     warn_tool_expiry(&snapshot);
-    let app = App::new(snapshot, initial);
+    let activity = Activity::load_or_empty(&dir);
+    let app = App::new(snapshot, initial, activity);
     let handler_app = app.clone();
     let handler = move |line: &[u8]| command(&handler_app, line);
     tokio::spawn(socket::serve(control, Arc::new(handler)));
@@ -273,6 +276,7 @@ pub fn start(snapshot: Snapshot) -> Result<(Arc<App>, server::Bound), StartError
         Err(e) => log::event("signal_error", &[("error", &e.to_string())]),
     }
     tokio::spawn(watch_certificate(app.clone()));
+    tokio::spawn(save_activity_periodically(app.clone()));
     if app.snapshot().config.enrol.is_some() {
         tokio::spawn(renew_certificate(app.clone()));
     }
@@ -305,9 +309,11 @@ pub fn run(snapshot: Snapshot, announce: impl FnOnce(&[SocketAddr])) -> Result<(
         let server = &app.snapshot().config.server;
         if let Some(user) = &server.user {
             let state_file = server.state_dir.join(state::FILE);
+            let activity_file = server.state_dir.join(crate::activity::FILE);
             let writable = [
                 server.state_dir.as_path(),
                 state_file.as_path(),
+                activity_file.as_path(),
                 server.control_socket.as_path(),
             ];
             boxapi_core::privs::drop_to(user, server.group.as_deref(), &writable)?;
@@ -318,7 +324,57 @@ pub fn run(snapshot: Snapshot, announce: impl FnOnce(&[SocketAddr])) -> Result<(
             .filter_map(|(_, l)| l.local_addr().ok())
             .collect();
         announce(&addrs);
-        server::run(app, listeners, stop).await;
+        server::run(app.clone(), listeners, stop).await;
+        // Blocking is fine now: nothing else runs any more.
+        if let Some(content) = prune_activity(&app) {
+            write_activity(&app, &content);
+        }
         Ok(())
     })
+}
+
+/// Drops the activity of tools no longer registered or not seen for the retention period, and
+/// returns the file's new content if anything changed since the last save.
+fn prune_activity(app: &App) -> Option<Vec<u8>> {
+    let snap = app.snapshot();
+    let registered: HashSet<&str> = snap
+        .trust
+        .registry
+        .tools()
+        .iter()
+        .map(|t| t.id.as_str())
+        .collect();
+    let days = u64::from(snap.config.server.activity_retention_days);
+    let now = boxapi_core::time::unix_now();
+    // A box whose clock is not set yet would take every entry for decades old.
+    if !boxapi_core::time::clock_is_unset(now) {
+        app.activity
+            .prune(&registered, Duration::from_secs(days * 86_400), now as i64);
+    }
+    app.activity.take_changes()
+}
+
+/// Writes the activity file (blocking); on failure it stays to be saved next time.
+fn write_activity(app: &App, content: &[u8]) {
+    let dir = app.snapshot().config.server.state_dir.clone();
+    if let Err(e) = crate::activity::save(&dir, content) {
+        app.activity.mark_dirty();
+        log::event("state_error", &[("error", &format!("activity: {e}"))]);
+    }
+}
+
+/// Saves the activity at most once a minute, and only when it changed; the write and its fsync
+/// run on the blocking pool, never on the runtime's one thread.
+async fn save_activity_periodically(app: Arc<App>) {
+    loop {
+        tokio::time::sleep(crate::activity::SAVE_EVERY).await;
+        let Some(content) = prune_activity(&app) else {
+            continue;
+        };
+        let writer = app.clone();
+        let done = tokio::task::spawn_blocking(move || write_activity(&writer, &content)).await;
+        if done.is_err() {
+            app.activity.mark_dirty();
+        }
+    }
 }

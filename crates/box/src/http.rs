@@ -313,10 +313,22 @@ async fn decide(
     let peer = conn.peer.ip().to_canonical();
     let lan_device = app.lan.device_of(peer);
     let src = snap.sources();
+    // The rights in effect: the token's scopes ∩ the registration (checked above, 403) ∩ the
+    // subscriber's choices (withheld sections are null, not refused).
+    let withheld = snap
+        .trust
+        .registry
+        .get(grant.tool)
+        .map(|t| app.control.withheld_for(&t.id))
+        .unwrap_or_default();
     let body = if scope == Scopes::ACCESS {
-        src.access_card(peer, lan_device.as_deref()).await
+        let mut card = src.access_card(peer, lan_device.as_deref()).await;
+        crate::card::withhold::card(&mut card, withheld);
+        card
     } else {
-        src.counters(peer, lan_device.as_deref())
+        let mut counters = src.counters(peer, lan_device.as_deref());
+        crate::card::withhold::counters(&mut counters, withheld);
+        counters
     };
     Ok(json(
         StatusCode::OK,
@@ -445,6 +457,11 @@ pub async fn handle(
     let tool = tool
         .and_then(|i| snap.trust.registry.get(i))
         .map(|t| t.id.as_str());
+    // Activity counts what a verified tool was given (the subscriber's "who read my data").
+    if let Some(id) = tool.filter(|_| resp.status().is_success()) {
+        app.activity
+            .record(id, boxapi_core::time::unix_now() as i64);
+    }
     let elapsed = started.elapsed().as_micros() as u64;
     boxapi_core::log::access(
         tool,

@@ -309,3 +309,234 @@ fn a_registry_pushed_with_a_past_expiry_is_accepted_and_the_tool_refused() {
     assert_eq!(reg_status["state"], "expired");
     assert!(d.logged("its authorisation expired at"));
 }
+
+fn tools(d: &Daemon) -> Vec<Value> {
+    let (code, out, err) = d.ctl(&["tools"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    v.as_array().expect("ctl tools prints a JSON list").clone()
+}
+
+fn tool(list: &[Value], id: &str) -> Value {
+    list.iter()
+        .find(|t| t["id"] == id)
+        .unwrap_or_else(|| panic!("no {id} in {list:?}"))
+        .clone()
+}
+
+#[test]
+fn withholding_wifi_from_one_tool_nulls_it_for_that_tool_only() {
+    let d = Daemon::start("withhold", "", "");
+    let f = fixtures();
+    let (ta, tb) = (
+        f.a.token("a", "access counters"),
+        f.b.token("b", "access counters"),
+    );
+    let card = |t: &str| {
+        let r = d.get_token("/v1/access", t);
+        assert_eq!(r.status, 200, "{r:?}");
+        r.json()
+    };
+    let before = card(&ta);
+    assert!(before["wifi"].is_object());
+    assert_eq!(before["withheld"], serde_json::json!([]));
+
+    let (code, out, err) = d.ctl(&["withhold", "wifi", "--tool", "a"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let a = card(&ta);
+    assert_eq!(a["wifi"], Value::Null);
+    assert_eq!(a["withheld"], serde_json::json!(["wifi"]));
+    for member in [
+        "api_version",
+        "timestamp",
+        "box",
+        "subscription",
+        "access",
+        "client",
+        "counters",
+    ] {
+        assert!(!a[member].is_null(), "{member} is still shared: {a}");
+    }
+    let b = card(&tb);
+    assert!(b["wifi"].is_object(), "tool b is untouched: {b}");
+    assert_eq!(b["withheld"], serde_json::json!([]));
+    let list = tools(&d);
+    assert_eq!(tool(&list, "a")["withheld"], serde_json::json!(["wifi"]));
+    assert_eq!(tool(&list, "b")["withheld"], serde_json::json!([]));
+
+    // Persisted: a restart keeps the subscriber's choice.
+    let dir = d.terminate();
+    let d = Daemon::start_in(dir, &[]);
+    let r = d.get_token("/v1/access", &ta);
+    assert_eq!(r.json()["wifi"], Value::Null);
+    assert_eq!(d.ctl(&["allow", "wifi", "--tool", "a"]).0, 0);
+    let r = d.get_token("/v1/access", &ta).json();
+    assert!(r["wifi"].is_object());
+    assert_eq!(r["withheld"], serde_json::json!([]));
+
+    // Withheld from every tool: counters on /v1/access, and on /v1/counters the WAN and the
+    // terminal's counts; clock readings stay.
+    assert_eq!(d.ctl(&["withhold", "counters"]).0, 0);
+    for t in [&ta, &tb] {
+        let c = d.get_token("/v1/access", t).json();
+        assert_eq!(c["counters"], Value::Null);
+        assert_eq!(c["withheld"], serde_json::json!(["counters"]));
+        let r = d.get_token("/v1/counters", t);
+        assert_eq!(r.status, 200);
+        let c = r.json();
+        assert_eq!(
+            (c["wan"].clone(), c["client"].clone()),
+            (Value::Null, Value::Null)
+        );
+        assert!(c["monotonic_us"].is_u64() && c["timestamp"].is_string());
+        assert_eq!(c["withheld"], serde_json::json!(["counters"]));
+    }
+    // ...except for tool b, which the subscriber allows.
+    assert_eq!(d.ctl(&["allow", "counters", "--tool", "b"]).0, 0);
+    assert!(d.get_token("/v1/counters", &tb).json()["wan"].is_object());
+    assert_eq!(d.get_token("/v1/counters", &ta).json()["wan"], Value::Null);
+    // `client` withheld: the terminal's own counts on /v1/counters too.
+    assert_eq!(d.ctl(&["withhold", "client", "--tool", "b"]).0, 0);
+    let c = d.get_token("/v1/counters", &tb).json();
+    assert_eq!(c["client"], Value::Null);
+    assert_eq!(c["withheld"], serde_json::json!(["client"]));
+    assert_eq!(d.get_token("/v1/access", &tb).json()["client"], Value::Null);
+
+    // A scope-level refusal keeps its 403: withholding never widens or replaces it.
+    d.get_token("/v1/access", &f.c.token("c", "access counters"))
+        .assert_problem(403, "insufficient_scope");
+    // Mistakes: an unknown section is bad usage, an unknown tool a refusal; nothing changes.
+    assert_eq!(d.ctl(&["withhold", "secrets"]).0, 64);
+    let (code, _, err) = d.ctl(&["withhold", "wifi", "--tool", "nosuchtool"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("nosuchtool"), "{err}");
+    assert!(d.get_token("/v1/access", &tb).json()["wifi"].is_object());
+}
+
+#[test]
+fn ctl_tools_lists_every_tool_and_activity_survives_a_restart() {
+    let d = Daemon::start("activity", "", "");
+    let list = tools(&d);
+    let ids: Vec<&str> = list.iter().map(|t| t["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["a", "b", "c", "gone"]);
+    let a = tool(&list, "a");
+    assert_eq!(a["name"], "Tool A");
+    assert_eq!(
+        a["origins"],
+        serde_json::json!(["https://a.example", "https://a.example:8443"])
+    );
+    assert_eq!(a["scopes"], serde_json::json!(["access", "counters"]));
+    assert_eq!(a["state"], "active");
+    for k in ["not_before", "expires", "first_access", "last_access"] {
+        assert_eq!(a[k], Value::Null, "{k}");
+    }
+    assert_eq!(a["requests"], 0);
+    assert_eq!(tool(&list, "gone")["state"], "revoked");
+
+    let t = fixtures().a.token("a", "access counters");
+    assert_eq!(d.get_token("/v1/access", &t).status, 200);
+    assert_eq!(d.get_token("/v1/counters", &t).status, 200);
+    // A refused request is not a read.
+    d.get_token("/v1/access", &fixtures().c.token("c", "counters"))
+        .assert_problem(403, "insufficient_scope");
+    let a = tool(&tools(&d), "a");
+    assert_eq!(a["requests"], 2);
+    let first = a["first_access"].as_str().unwrap().to_owned();
+    assert!(first.ends_with('Z') && first.len() == 20, "{first}");
+    assert!(a["last_access"].as_str().unwrap() >= first.as_str());
+    assert_eq!(tool(&tools(&d), "c")["requests"], 0);
+
+    let dir = d.terminate();
+    let saved = std::fs::read_to_string(dir.join("state/activity.json")).unwrap();
+    assert!(saved.contains("\"a\""), "{saved}");
+    assert!(
+        !saved.contains("127.0.0.1") && !saved.contains(&t[..20]),
+        "{saved}"
+    );
+    let d = Daemon::start_in(dir, &[]);
+    let a = tool(&tools(&d), "a");
+    assert_eq!(a["requests"], 2);
+    assert_eq!(a["first_access"], first.as_str());
+    assert_eq!(d.get_token("/v1/counters", &t).status, 200);
+    assert_eq!(tool(&tools(&d), "a")["requests"], 3);
+}
+
+/// Sends `n` requests on one kept-alive connection, reading each answer fully.
+fn keep_alive_requests(d: &Daemon, path: &str, token: &str, n: usize, mut each: impl FnMut(usize)) {
+    use std::io::{Read, Write};
+    let mut s = connect(d.addr, "localhost", client_config(rustls::DEFAULT_VERSIONS));
+    let req =
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    for i in 0..n {
+        s.write_all(req.as_bytes()).unwrap();
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                assert!(head.starts_with("http/1.1 200"), "{head}");
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map(|v| v.trim().parse().unwrap())
+                    .unwrap();
+                if buf.len() >= end + 4 + len {
+                    buf.drain(..end + 4 + len);
+                    break;
+                }
+            }
+            let got = s.read(&mut chunk).unwrap();
+            assert!(got > 0, "connection closed after {i} requests");
+            buf.extend_from_slice(&chunk[..got]);
+        }
+        each(i);
+    }
+}
+
+#[test]
+fn ten_thousand_requests_leave_the_state_files_the_same_size() {
+    let d = Daemon::start("bounded", "rate_limit_per_second = 0", "");
+    let state = d.dir.join("state");
+    let t = fixtures().a.token("a", "counters");
+    keep_alive_requests(&d, "/v1/counters", &t, 1, |_| {});
+    let dir = d.terminate();
+    let sizes = || {
+        let mut v: Vec<(String, u64)> = std::fs::read_dir(&state)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    e.metadata().unwrap().len(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let after_one = sizes();
+    assert!(
+        after_one.iter().any(|(n, _)| n == "activity.json"),
+        "{after_one:?}"
+    );
+
+    let d = Daemon::start_in(dir, &[]);
+    let inode = || {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(state.join("activity.json"))
+            .unwrap()
+            .ino()
+    };
+    let mut files_written = std::collections::HashSet::new();
+    files_written.insert(inode());
+    keep_alive_requests(&d, "/v1/counters", &t, 10_000, |i| {
+        if i % 500 == 0 {
+            files_written.insert(inode());
+        }
+    });
+    // Not written per request: at most once a minute (and this loop takes seconds).
+    assert!(files_written.len() <= 2, "{} writes", files_written.len());
+    assert_eq!(tool(&tools(&d), "a")["requests"], 10_001);
+    d.terminate();
+    assert_eq!(sizes(), after_one);
+}

@@ -91,6 +91,9 @@ pub struct Server {
     pub rate_limit_burst: u32,
     /// How often interface addresses are re-read to follow DHCP and IPv6 prefix changes.
     pub interface_poll: Duration,
+    /// How long per-tool activity is kept after a tool's last access (and the retention the
+    /// access log should be given by the log system, which keeps it: docs/operations.md).
+    pub activity_retention_days: u32,
     /// Unprivileged user (and group) to become once the sockets are bound, when started as root.
     pub user: Option<String>,
     pub group: Option<String>,
@@ -541,6 +544,7 @@ fn parse_server(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> Server {
     let rate_limit_burst = s.int("rate_limit_burst", 40, 1, 1_000_000) as u32;
     let interface_poll =
         Duration::from_millis(s.int("interface_poll_ms", 2000, 100, 600_000) as u64);
+    let activity_retention_days = s.int("activity_retention_days", 365, 1, 3650) as u32;
     let user = s.string("user");
     let group = s.string("group");
     if group.is_some() && user.is_none() {
@@ -578,6 +582,7 @@ fn parse_server(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> Server {
         rate_limit_per_second,
         rate_limit_burst,
         interface_poll,
+        activity_retention_days,
         user,
         group,
     }
@@ -866,6 +871,7 @@ mod tests {
         assert!(p.is_empty(), "{p:?}");
         assert_eq!(c.server.cert, Path::new("/etc/boxapi/cert.pem"));
         assert_eq!(c.server.max_connections, 64);
+        assert_eq!(c.server.activity_retention_days, 365);
         assert_eq!(c.auth.max_token_lifetime, 900);
         assert_eq!(c.tools[0].keys[0], Path::new("/etc/boxapi/tools/nperf.jwk"));
         assert_eq!(c.tools[0].name, "nperf");

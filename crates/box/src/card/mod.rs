@@ -3,6 +3,7 @@ pub mod layer;
 pub mod neigh;
 pub mod provider;
 pub mod sys;
+pub mod withhold;
 
 pub use layer::{merge, project, validate_layer, TECHNOLOGIES};
 use serde_json::{json, Map, Value};

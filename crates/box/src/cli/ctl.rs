@@ -1,10 +1,13 @@
 //! `boxapi ctl`: sends one command to the daemon's control socket and prints the reply.
 use super::{EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE};
+use boxapi_core::control::withheld::SECTION_NAMES;
+use boxapi_core::control::Section;
+use clap::builder::PossibleValuesParser;
 use clap::{Args, Subcommand};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Args)]
@@ -18,6 +21,15 @@ pub struct CtlArgs {
     #[command(subcommand)]
     command: CtlCommand,
 }
+
+const SECTIONS: [&str; 6] = [
+    "box",
+    "subscription",
+    "access",
+    "wifi",
+    "client",
+    "counters",
+];
 
 #[derive(Subcommand)]
 enum CtlCommand {
@@ -40,6 +52,26 @@ enum CtlCommand {
     Unrevoke { tool: String },
     /// Re-read config, certificate and keys; keep the old ones on any error
     Reload,
+    /// Print every tool (JSON list): state, validity, what is withheld from it, its activity
+    Tools,
+    /// Subscriber: stop sharing a card section with every tool, or with one
+    Withhold {
+        #[arg(value_parser = PossibleValuesParser::new(SECTIONS))]
+        section: String,
+        #[arg(long)]
+        tool: Option<String>,
+    },
+    /// Subscriber: share a withheld card section again, with every tool or with one
+    Allow {
+        #[arg(value_parser = PossibleValuesParser::new(SECTIONS))]
+        section: String,
+        #[arg(long)]
+        tool: Option<String>,
+    },
+    /// For the OpenWrt rpcd plugin: run METHOD with its JSON arguments read on stdin and print
+    /// one JSON object, errors included ({"error": "..."})
+    #[command(hide = true)]
+    Rpc { method: String },
 }
 
 fn request(cmd: CtlCommand) -> Value {
@@ -54,6 +86,14 @@ fn request(cmd: CtlCommand) -> Value {
         CtlCommand::Revoke { tool } => json!({ "cmd": "revoke", "tool": tool }),
         CtlCommand::Unrevoke { tool } => json!({ "cmd": "unrevoke", "tool": tool }),
         CtlCommand::Reload => json!({ "cmd": "reload" }),
+        CtlCommand::Tools => json!({ "cmd": "tools" }),
+        CtlCommand::Withhold { section, tool } => {
+            json!({ "cmd": "withhold", "section": section, "tool": tool })
+        }
+        CtlCommand::Allow { section, tool } => {
+            json!({ "cmd": "allow", "section": section, "tool": tool })
+        }
+        CtlCommand::Rpc { method } => json!({ "cmd": method }),
     }
 }
 
@@ -61,59 +101,75 @@ fn request(cmd: CtlCommand) -> Value {
 /// state write or a reload (milliseconds to a second); a daemon silent this long is hung.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 
-pub fn run(args: CtlArgs) -> i32 {
-    let timeout = Duration::from_secs(args.timeout);
+#[derive(Debug, thiserror::Error)]
+enum CtlError {
+    #[error("boxapi daemon not reachable at {0}: {1}")]
+    Unreachable(String, std::io::Error),
+    #[error("boxapi daemon at {0} did not answer within {1} s (hung or overloaded)")]
+    Timeout(String, u64),
+    #[error("boxapi daemon at {0} closed the connection without answering")]
+    Closed(String),
+    #[error("unexpected reply from the daemon")]
+    BadReply,
+}
+
+/// Sends one command line and reads the one-line reply.
+fn call(socket: &Path, req: &Value, timeout: Duration) -> Result<Value, CtlError> {
+    let name = || socket.display().to_string();
     let unreachable = |e: std::io::Error| {
         if matches!(
             e.kind(),
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
         ) {
-            eprintln!(
-                "boxapi daemon at {} did not answer within {} s (hung or overloaded)",
-                args.socket.display(),
-                timeout.as_secs()
-            );
+            CtlError::Timeout(name(), timeout.as_secs())
         } else {
-            eprintln!(
-                "boxapi daemon not reachable at {}: {e}",
-                args.socket.display()
-            );
+            CtlError::Unreachable(name(), e)
         }
-        EXIT_UNAVAILABLE
     };
-    let mut stream = match UnixStream::connect(&args.socket) {
-        Ok(s) => s,
-        Err(e) => return unreachable(e),
-    };
-    if let Err(e) = stream
+    let mut stream = UnixStream::connect(socket).map_err(unreachable)?;
+    stream
         .set_read_timeout(Some(timeout))
         .and_then(|_| stream.set_write_timeout(Some(timeout)))
-    {
-        return unreachable(e);
-    }
-    let mut line = request(args.command).to_string();
+        .map_err(unreachable)?;
+    let mut line = req.to_string();
     line.push('\n');
-    if let Err(e) = stream.write_all(line.as_bytes()) {
-        return unreachable(e);
-    }
+    stream.write_all(line.as_bytes()).map_err(unreachable)?;
     let mut answer = String::new();
-    // Bounded: an answer is one line of at most a few kilobytes.
-    if let Err(e) = BufReader::new(&stream).take(1 << 20).read_line(&mut answer) {
-        return unreachable(e);
-    }
+    // Bounded: an answer is one line of at most a few hundred kilobytes (`ctl tools`).
+    BufReader::new(&stream)
+        .take(1 << 20)
+        .read_line(&mut answer)
+        .map_err(unreachable)?;
     if answer.is_empty() {
-        eprintln!(
-            "boxapi daemon at {} closed the connection without answering",
-            args.socket.display()
-        );
-        return EXIT_UNAVAILABLE;
+        return Err(CtlError::Closed(name()));
     }
-    let Ok(v) = serde_json::from_str::<Value>(&answer) else {
-        eprintln!("unexpected reply from the daemon");
-        return EXIT_FAILURE;
+    serde_json::from_str::<Value>(&answer).map_err(|_| CtlError::BadReply)
+}
+
+pub fn run(args: CtlArgs) -> i32 {
+    let timeout = Duration::from_secs(args.timeout);
+    if let CtlCommand::Rpc { method } = &args.command {
+        return rpc(&args.socket, method, timeout.min(RPC_TIMEOUT));
+    }
+    let list_only = matches!(args.command, CtlCommand::Tools);
+    let v = match call(&args.socket, &request(args.command), timeout) {
+        Ok(v) => v,
+        Err(e @ CtlError::BadReply) => {
+            eprintln!("{e}");
+            return EXIT_FAILURE;
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            return EXIT_UNAVAILABLE;
+        }
     };
     if v.get("ok") == Some(&Value::Bool(true)) {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        // `ctl tools` prints the list itself (contract §7); the other commands the whole reply.
+        let shown = if list_only { &v["tools"] } else { &v };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(shown).unwrap_or_default()
+        );
         EXIT_OK
     } else {
         let err = v.get("error").and_then(Value::as_str).unwrap_or("failed");
@@ -124,5 +180,140 @@ pub fn run(args: CtlArgs) -> i32 {
             }
         }
         EXIT_FAILURE
+    }
+}
+
+/// rpcd passes a method's arguments as one JSON object of a few bytes.
+const MAX_RPC_ARGS: u64 = 4096;
+/// rpcd gives a plugin 30 s by default; answer well within it.
+const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the rpcd plugin's methods are allowed to do: the subscriber's controls, nothing of the
+/// operator's (no suspend, revoke or reload from the box UI).
+fn rpc_request(method: &str, args: &Map<String, Value>) -> Result<Value, String> {
+    let string = |k: &str| -> Result<Option<&str>, String> {
+        match args.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(format!("argument {k:?} must be a string")),
+        }
+    };
+    let allowed: &[&str] = match method {
+        "status" | "tools" | "enable" | "disable" => &[],
+        "withhold" | "allow" => &["section", "tool"],
+        other => return Err(format!("unknown method {other:?}")),
+    };
+    if let Some(k) = args.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(format!("unknown argument {k:?} for {method}"));
+    }
+    if allowed.is_empty() {
+        return Ok(json!({ "cmd": method }));
+    }
+    let section = string("section")?.ok_or("argument \"section\" is required")?;
+    if Section::from_name(section).is_none() {
+        return Err(format!("section {section:?} is not one of {SECTION_NAMES}"));
+    }
+    let mut req = json!({ "cmd": method, "section": section });
+    if let Some(tool) = string("tool")?.filter(|t| !t.is_empty()) {
+        req["tool"] = json!(tool);
+    }
+    Ok(req)
+}
+
+/// `boxapi ctl rpc METHOD`: always prints exactly one JSON object (rpcd turns anything else into
+/// a bare ubus error), `{"error": ...}` when something is wrong; exit 0 on success, 1 otherwise.
+fn rpc(socket: &Path, method: &str, timeout: Duration) -> i32 {
+    let answer = rpc_answer(socket, method, timeout);
+    let ok = answer.get("error").is_none();
+    println!("{answer}");
+    if ok {
+        EXIT_OK
+    } else {
+        EXIT_FAILURE
+    }
+}
+
+fn rpc_answer(socket: &Path, method: &str, timeout: Duration) -> Value {
+    let fail = |e: String| json!({ "error": e });
+    let mut input = Vec::new();
+    if let Err(e) = std::io::stdin()
+        .take(MAX_RPC_ARGS + 1)
+        .read_to_end(&mut input)
+    {
+        return fail(format!("cannot read the arguments: {e}"));
+    }
+    if input.len() as u64 > MAX_RPC_ARGS {
+        return fail(format!("arguments larger than {MAX_RPC_ARGS} bytes"));
+    }
+    let args = if input.trim_ascii().is_empty() {
+        Map::new()
+    } else {
+        match serde_json::from_slice::<Value>(&input) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => return fail("the arguments must be a JSON object".into()),
+            Err(e) => return fail(format!("the arguments are not JSON: {e}")),
+        }
+    };
+    let req = match rpc_request(method, &args) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let reply = match call(socket, &req, timeout) {
+        Ok(v) => v,
+        Err(e) => return fail(e.to_string()),
+    };
+    match reply {
+        Value::Object(mut m) if m.get("ok") == Some(&Value::Bool(true)) => {
+            m.remove("ok");
+            Value::Object(m)
+        }
+        Value::Object(m) => {
+            let err = m.get("error").and_then(Value::as_str).unwrap_or("failed");
+            json!({ "error": err, "problems": m.get("problems") })
+        }
+        _ => fail(CtlError::BadReply.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn rpc_methods_map_to_subscriber_commands_only() {
+        assert_eq!(
+            rpc_request("tools", &Map::new()),
+            Ok(json!({"cmd": "tools"}))
+        );
+        assert_eq!(
+            rpc_request("withhold", &args(json!({"section": "wifi", "tool": "a"}))),
+            Ok(json!({"cmd": "withhold", "section": "wifi", "tool": "a"}))
+        );
+        assert_eq!(
+            rpc_request("allow", &args(json!({"section": "wifi", "tool": ""}))),
+            Ok(json!({"cmd": "allow", "section": "wifi"}))
+        );
+        for (m, a) in [
+            ("suspend", json!({})),
+            ("revoke", json!({"tool": "a"})),
+            ("reload", json!({})),
+            ("status", json!({"x": 1})),
+            ("withhold", json!({})),
+            ("withhold", json!({"section": "secrets"})),
+            ("withhold", json!({"section": ["wifi"]})),
+            ("allow", json!({"section": "wifi", "tool": 3})),
+        ] {
+            assert!(rpc_request(m, &args(a.clone())).is_err(), "{m} {a}");
+        }
+    }
+
+    #[test]
+    fn the_cli_knows_every_section() {
+        let names: Vec<&str> = Section::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(names, SECTIONS);
     }
 }

@@ -360,6 +360,22 @@ impl Daemon {
         let _ = self.child.wait();
         self.dir.clone()
     }
+
+    /// Stops the daemon as a service manager does (SIGTERM), so that it saves what it keeps in
+    /// memory; asserts a clean exit within 10 s.
+    pub fn terminate(mut self) -> PathBuf {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        let mut code = None;
+        let exited = wait_for(Duration::from_secs(10), || {
+            code = self.child.try_wait().unwrap().map(|s| s.code());
+            code.is_some()
+        });
+        assert!(exited, "no exit after SIGTERM: {}", self.log_text());
+        assert_eq!(code.flatten(), Some(0), "{}", self.log_text());
+        self.dir.clone()
+    }
 }
 
 impl Drop for Daemon {

@@ -1,7 +1,11 @@
 //! The control protocol both daemons speak on their Unix socket: the API's mode (enabled, disabled,
-//! suspended) and run-time revocations, their persistence, and the command lines.
+//! suspended), run-time revocations and the subscriber's withholdings, their persistence, and the
+//! command lines.
 pub mod socket;
 pub mod state;
+pub mod withheld;
+
+pub use withheld::{Section, Sections, Withheld};
 
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -24,6 +28,8 @@ pub enum Mode {
 pub struct State {
     pub mode: Mode,
     pub revoked: BTreeSet<String>,
+    /// Card sections the subscriber does not share.
+    pub withheld: Withheld,
 }
 
 impl Default for State {
@@ -31,6 +37,7 @@ impl Default for State {
         State {
             mode: Mode::Enabled,
             revoked: BTreeSet::new(),
+            withheld: Withheld::default(),
         }
     }
 }
@@ -66,6 +73,15 @@ impl Control {
             .contains(tool)
     }
 
+    /// The card sections withheld from this tool now (read on every request).
+    pub fn withheld_for(&self, tool: &str) -> Sections {
+        self.state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .withheld
+            .for_tool(tool)
+    }
+
     /// Applies a change and tells the watchers.
     pub fn update(&self, f: impl FnOnce(&mut State)) -> State {
         let mut guard = self.state.write().unwrap_or_else(|p| p.into_inner());
@@ -91,6 +107,7 @@ struct Request {
     cmd: String,
     tool: Option<String>,
     retry_after: Option<u64>,
+    section: Option<String>,
 }
 
 /// One control command, as parsed from a line of the socket.
@@ -99,11 +116,25 @@ pub enum Command {
     Status,
     Enable,
     Disable,
-    Suspend { retry_after: u64 },
+    Suspend {
+        retry_after: u64,
+    },
     Resume,
     Revoke(String),
     Unrevoke(String),
     Reload,
+    /// Every tool with its state, validity, withholdings and activity.
+    Tools,
+    /// The subscriber stops sharing a card section, with every tool or one.
+    Withhold {
+        section: Section,
+        tool: Option<String>,
+    },
+    /// Undoes `Withhold`.
+    Allow {
+        section: Section,
+        tool: Option<String>,
+    },
 }
 
 /// Parses a control line; the error is the reply's message.
@@ -114,6 +145,18 @@ pub fn parse_command(line: &[u8]) -> Result<Command, String> {
         req.tool
             .clone()
             .ok_or_else(|| "this command needs \"tool\"".to_owned())
+    };
+    let section = || {
+        let name = req
+            .section
+            .as_deref()
+            .ok_or_else(|| "this command needs \"section\"".to_owned())?;
+        Section::from_name(name).ok_or_else(|| {
+            format!(
+                "{name:?} is not a section of the card ({})",
+                withheld::SECTION_NAMES
+            )
+        })
     };
     Ok(match req.cmd.as_str() {
         "status" => Command::Status,
@@ -127,6 +170,15 @@ pub fn parse_command(line: &[u8]) -> Result<Command, String> {
         "revoke" => Command::Revoke(tool()?),
         "unrevoke" => Command::Unrevoke(tool()?),
         "reload" => Command::Reload,
+        "tools" => Command::Tools,
+        "withhold" => Command::Withhold {
+            section: section()?,
+            tool: req.tool.clone(),
+        },
+        "allow" => Command::Allow {
+            section: section()?,
+            tool: req.tool.clone(),
+        },
         other => return Err(format!("unknown command {other:?}")),
     })
 }
@@ -165,8 +217,25 @@ mod tests {
             parse_command(br#"{"cmd":"revoke","tool":"a"}"#),
             Ok(Command::Revoke("a".into()))
         );
+        assert_eq!(
+            parse_command(br#"{"cmd":"withhold","section":"wifi","tool":"a"}"#),
+            Ok(Command::Withhold {
+                section: Section::Wifi,
+                tool: Some("a".into())
+            })
+        );
+        assert_eq!(
+            parse_command(br#"{"cmd":"allow","section":"client"}"#),
+            Ok(Command::Allow {
+                section: Section::Client,
+                tool: None
+            })
+        );
         for bad in [
-            &b"{"[..],
+            &br#"{"cmd":"withhold"}"#[..],
+            br#"{"cmd":"withhold","section":"Wifi"}"#,
+            br#"{"cmd":"allow","section":3}"#,
+            b"{",
             br#"{"cmd":"revoke"}"#,
             br#"{"cmd":"suspend","retry_after":0}"#,
             br#"{"cmd":"x"}"#,

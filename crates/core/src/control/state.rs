@@ -1,10 +1,9 @@
 //! The persisted control state (`state_dir/state.json`): written to a temporary file, fsynced,
 //! renamed over the old one and the directory fsynced, so a power cut leaves the old or the new state.
-use super::{Mode, State};
+use super::{Mode, State, Withheld};
 use serde_json::{json, Value};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 pub const FILE: &str = "state.json";
@@ -17,7 +16,8 @@ pub fn to_json(s: &State) -> Value {
         Mode::Disabled => ("disabled", None),
         Mode::Suspended { retry_after } => ("suspended", Some(retry_after)),
     };
-    json!({ "version": 1, "state": mode, "retry_after": retry, "revoked": s.revoked })
+    json!({ "version": 1, "state": mode, "retry_after": retry, "revoked": s.revoked,
+            "withheld": s.withheld.to_json() })
 }
 
 pub fn from_json(v: &Value) -> Option<State> {
@@ -35,7 +35,16 @@ pub fn from_json(v: &Value) -> Option<State> {
         .iter()
         .map(|t| t.as_str().map(str::to_owned))
         .collect::<Option<_>>()?;
-    Some(State { mode, revoked })
+    // Absent in files written before the subscriber could withhold anything.
+    let withheld = match v.get("withheld") {
+        None => Withheld::default(),
+        Some(w) => Withheld::from_json(w)?,
+    };
+    Some(State {
+        mode,
+        revoked,
+        withheld,
+    })
 }
 
 /// What loading found.
@@ -78,22 +87,9 @@ pub fn load(dir: &Path) -> Loaded {
 
 /// Atomically replaces the state file.
 pub fn save(dir: &Path, s: &State) -> io::Result<()> {
-    let tmp = dir.join(format!(".{FILE}.tmp"));
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
     let mut text = to_json(s).to_string();
     text.push('\n');
-    let written = f.write_all(text.as_bytes()).and_then(|_| f.sync_all());
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    fs::rename(&tmp, dir.join(FILE))?;
-    File::open(dir)?.sync_all()
+    crate::files::write_atomic(&dir.join(FILE), text.as_bytes(), 0o600).map_err(|e| e.source)
 }
 
 /// The state at start: the saved one, or the default when there is none; an unreadable file is
@@ -138,9 +134,23 @@ mod tests {
             ..State::default()
         };
         s.revoked.insert("nperf".into());
+        s.withheld
+            .set(super::super::Section::Wifi, Some("nperf"), false)
+            .unwrap();
         save(&d, &s).unwrap();
         assert!(matches!(load(&d), Loaded::Read(r) if r == s));
         fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn reads_files_from_before_withholding() {
+        let v: Value = serde_json::from_str(
+            r#"{"version":1,"state":"disabled","retry_after":null,"revoked":["a"]}"#,
+        )
+        .unwrap();
+        let s = from_json(&v).unwrap();
+        assert_eq!(s.mode, Mode::Disabled);
+        assert_eq!(s.withheld, Withheld::default());
     }
 
     #[test]
