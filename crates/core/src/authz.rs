@@ -13,7 +13,7 @@ pub const TOKEN_PATH: &str = "/v1/token";
 pub const DISCOVERY_PATH: &str = "/.well-known/oauth-authorization-server";
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// A client assertion is made for one request: it may not live longer than this.
-const MAX_ASSERTION_LIFE: u64 = 300;
+pub const MAX_ASSERTION_LIFE: u64 = 300;
 /// Bounds each tool's replay set: assertions live 5 minutes, and an assertion only enters the set
 /// once the tool's quota has room, so a tool fills at most its own set, never another tool's.
 const MAX_REPLAY_PER_TOOL: usize = 1024;
@@ -157,18 +157,22 @@ pub fn discovery(config: &Config) -> Value {
     })
 }
 
-/// A verified client assertion not yet recorded as used: (jti, exp).
-type Assertion = (String, u64);
+/// How a token request's client proved who it is.
+enum Authenticated {
+    /// `client_secret_basic`: nothing to remember.
+    Secret(usize),
+    /// `private_key_jwt`: the assertion must be single use.
+    Assertion(crate::auth::Assertion),
+}
 
-/// Authenticates the client of a token request: returns its tool index and, for
-/// `private_key_jwt`, the assertion to record as used once the quota has room.
+/// Authenticates the client of a token request (signature or secret, `client_id`). Single use of
+/// an assertion is the caller's to check, with the quota (see [`PendingGrant`]).
 fn authenticate(
     Issuer { config, trust }: Issuer<'_>,
-    state: &State,
     headers: &HeaderMap,
     form: &HashMap<String, String>,
     now: u64,
-) -> Result<(usize, Option<Assertion>), OAuthError> {
+) -> Result<Authenticated, OAuthError> {
     let basic = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -178,7 +182,7 @@ fn authenticate(
         });
     let assertion = form.get("client_assertion");
     let bad = |why: &str| OAuthError::InvalidClient(why.to_owned());
-    let (tool, used) = match (basic, assertion) {
+    let authenticated = match (basic, assertion) {
         (Some(_), Some(_)) => {
             return Err(OAuthError::InvalidRequest(
                 "use one client authentication method",
@@ -214,7 +218,7 @@ fn authenticate(
                         .fold(0u8, |acc, (a, b)| acc | (a ^ b))
                         == 0 =>
                 {
-                    (index, None)
+                    Authenticated::Secret(index)
                 }
                 _ => return Err(bad("unknown client or wrong secret")),
             }
@@ -240,17 +244,12 @@ fn authenticate(
                     &trust.registry,
                 )
                 .map_err(|e| OAuthError::InvalidClient(format!("client assertion refused: {e}")))?;
-            // A replay is refused here already; the assertion is recorded after the quota check.
-            let id = trust.registry.get(a.tool).map(|t| t.id.as_str());
-            let seen = state.used.lock().unwrap_or_else(|p| p.into_inner());
-            if id.and_then(|id| seen.get(id)).is_some_and(|set| {
-                set.get(&a.jti)
-                    .is_some_and(|exp| exp.saturating_add(60) > now)
-            }) {
-                return Err(bad("this client assertion was already used"));
-            }
-            (a.tool, Some((a.jti, a.exp)))
+            Authenticated::Assertion(a)
         }
+    };
+    let tool = match &authenticated {
+        Authenticated::Secret(i) => *i,
+        Authenticated::Assertion(a) => a.tool,
     };
     let id = &trust
         .registry
@@ -260,20 +259,47 @@ fn authenticate(
     if form.get("client_id").is_some_and(|c| c != id) {
         return Err(bad("client_id does not match the authenticated client"));
     }
-    Ok((tool, used))
+    Ok(authenticated)
 }
 
-/// Handles a token request. `revoked` tells run-time revocations; `page_tool` is the tool whose
-/// allowed origin sent the request, if a browser did.
-pub fn token(
-    issuer: Issuer<'_>,
-    state: &State,
+/// A client assertion that authenticated a token request: it must be used once only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsedAssertion {
+    pub jti: String,
+    /// Until when (unix seconds) the assertion would still be accepted, leeway included: a
+    /// replay check must remember its `jti` at least this long.
+    pub valid_until: u64,
+    /// When the client says it made it (optional in RFC 7523).
+    pub iat: Option<u64>,
+}
+
+/// A token request that passed every check needing no run-time state: the client is
+/// authenticated, not revoked, within its validity, allowed from this page, and asks for
+/// registered scopes. Left before [`mint`]: single use of the assertion and the quota, checked
+/// together by the caller (the box in [`State::admit`]; a replicated authority in a shared store).
+pub struct PendingGrant<'a> {
+    pub tool_index: usize,
+    pub tool_id: &'a str,
+    pub assertion: Option<UsedAssertion>,
+    pub scopes: Scopes,
+    /// This tool's hourly token quota.
+    pub tokens_per_hour: u32,
+    key: &'a crate::auth::jwk::PrivateJwk,
+    issuer: &'a str,
+    ttl: u64,
+}
+
+/// Checks a token request up to (not including) single use and quota: see [`PendingGrant`].
+/// `revoked` tells run-time revocations; `page_tool` is the tool whose allowed origin sent the
+/// request, if a browser did.
+pub fn validate<'a>(
+    issuer: Issuer<'a>,
     headers: &HeaderMap,
     body: &[u8],
     page_tool: Option<usize>,
     revoked: &dyn Fn(&str) -> bool,
     now: u64,
-) -> Result<Value, OAuthError> {
+) -> Result<PendingGrant<'a>, OAuthError> {
     let Issuer { config, trust } = issuer;
     let te = config
         .token_endpoint
@@ -297,7 +323,17 @@ pub fn token(
         Some(_) => return Err(OAuthError::UnsupportedGrantType),
         None => return Err(OAuthError::InvalidRequest("grant_type is required")),
     }
-    let (index, assertion) = authenticate(issuer, state, headers, &form, now)?;
+    let (index, assertion) = match authenticate(issuer, headers, &form, now)? {
+        Authenticated::Secret(i) => (i, None),
+        Authenticated::Assertion(a) => (
+            a.tool,
+            Some(UsedAssertion {
+                valid_until: a.exp.saturating_add(trust.verifier.leeway()),
+                jti: a.jti,
+                iat: a.iat,
+            }),
+        ),
+    };
     let tool = trust
         .registry
         .get(index)
@@ -332,55 +368,104 @@ pub fn token(
             want
         }
     };
-    {
-        // Quota first, then the replay set: a tool whose quota is spent records nothing, and
-        // each tool's set is its own, so no tool can lock another out.
-        let mut issued = state.issued.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(PendingGrant {
+        tool_index: index,
+        tool_id: &tool.id,
+        assertion,
+        scopes,
+        tokens_per_hour: tool.tokens_per_hour.unwrap_or(te.tokens_per_hour),
+        key,
+        issuer: &te.issuer,
+        ttl: config.auth.max_token_lifetime,
+    })
+}
+
+impl State {
+    /// Single use and quota, in memory (the box): a replay is refused first; then the quota;
+    /// only a grant within the quota records its assertion, so a tool whose quota is spent
+    /// records nothing, and each tool's replay set is its own (no tool can lock another out).
+    pub fn admit(&self, grant: &PendingGrant<'_>, now: u64) -> Result<(), OAuthError> {
+        let tool = grant.tool_id;
+        if let Some(a) = &grant.assertion {
+            let seen = self.used.lock().unwrap_or_else(|p| p.into_inner());
+            if seen
+                .get(tool)
+                .and_then(|set| set.get(&a.jti))
+                .is_some_and(|until| *until > now)
+            {
+                return Err(OAuthError::InvalidClient(
+                    "this client assertion was already used".into(),
+                ));
+            }
+        }
+        let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
         let (start, count) = issued
-            .entry(tool.id.clone())
+            .entry(tool.to_owned())
             .or_insert((now - now % 3600, 0));
         if now >= *start + 3600 {
             (*start, *count) = (now - now % 3600, 0);
         }
-        if *count >= tool.tokens_per_hour.unwrap_or(te.tokens_per_hour) {
+        if *count >= grant.tokens_per_hour {
             return Err(OAuthError::Quota(
                 (*start + 3600).saturating_sub(now).max(1),
             ));
         }
-        if let Some((jti, exp)) = assertion {
-            record_assertion(state, &tool.id, jti, exp, now)?;
+        if let Some(a) = &grant.assertion {
+            record_assertion(self, tool, a.jti.clone(), a.valid_until, now)?;
         }
         *count += 1;
+        Ok(())
     }
-    let scope = scopes.names().join(" ");
-    let ttl = config.auth.max_token_lifetime;
+}
+
+/// Signs the access token of an admitted grant for `audience` (normally `[auth] audience`).
+pub fn mint(grant: &PendingGrant<'_>, audience: &str, now: u64) -> Result<Value, OAuthError> {
+    let scope = grant.scopes.names().join(" ");
     let spec = mint::TokenSpec {
-        tool: &tool.id,
+        tool: grant.tool_id,
         scope: &scope,
-        audience: &config.auth.audience,
-        issuer: &te.issuer,
-        ttl,
+        audience,
+        issuer: grant.issuer,
+        ttl: grant.ttl,
         now,
     };
     let access_token =
-        mint::token(key, &spec).map_err(|_| OAuthError::InvalidRequest("signing failed"))?;
+        mint::token(grant.key, &spec).map_err(|_| OAuthError::InvalidRequest("signing failed"))?;
     Ok(
-        json!({ "access_token": access_token, "token_type": "Bearer", "expires_in": ttl, "scope": scope }),
+        json!({ "access_token": access_token, "token_type": "Bearer", "expires_in": grant.ttl, "scope": scope }),
     )
 }
 
-/// Records a used assertion in its tool's set; refuses a replay, and a set that is full of
-/// unexpired assertions (that tool's problem only: retry once some expire).
+/// Handles a token request with the in-memory state (the box's token endpoint): [`validate`],
+/// [`State::admit`], [`mint`]. `revoked` tells run-time revocations; `page_tool` is the tool
+/// whose allowed origin sent the request, if a browser did.
+pub fn token(
+    issuer: Issuer<'_>,
+    state: &State,
+    headers: &HeaderMap,
+    body: &[u8],
+    page_tool: Option<usize>,
+    revoked: &dyn Fn(&str) -> bool,
+    now: u64,
+) -> Result<Value, OAuthError> {
+    let grant = validate(issuer, headers, body, page_tool, revoked, now)?;
+    state.admit(&grant, now)?;
+    mint(&grant, &issuer.config.auth.audience, now)
+}
+
+/// Records a used assertion in its tool's set until `valid_until` (its `exp` plus the leeway it
+/// is accepted with); refuses a replay, and a set that is full of unexpired assertions (that
+/// tool's problem only: retry once some expire).
 fn record_assertion(
     state: &State,
     tool: &str,
     jti: String,
-    exp: u64,
+    valid_until: u64,
     now: u64,
 ) -> Result<(), OAuthError> {
     let mut used = state.used.lock().unwrap_or_else(|p| p.into_inner());
     let set = used.entry(tool.to_owned()).or_default();
-    set.retain(|_, e| e.saturating_add(60) > now);
+    set.retain(|_, until| *until > now);
     if set.contains_key(&jti) {
         return Err(OAuthError::InvalidClient(
             "this client assertion was already used".into(),
@@ -389,7 +474,7 @@ fn record_assertion(
     if set.len() >= MAX_REPLAY_PER_TOOL {
         return Err(OAuthError::Quota(60));
     }
-    set.insert(jti, exp);
+    set.insert(jti, valid_until);
     Ok(())
 }
 

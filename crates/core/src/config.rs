@@ -8,7 +8,7 @@ pub use problem::{lines, Problem};
 use crate::auth::registry::{check_origin_syntax, valid_tool_id, TOOL_ID_RULE};
 use crate::auth::Scopes;
 use crate::privs::PrivError;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::{Table, Value};
@@ -33,6 +33,64 @@ pub struct Config {
     pub enrolment: Option<Enrolment>,
     pub acme: Option<Acme>,
     pub dns: Option<Dns>,
+    /// The rest of `[authority]` (shared store, locator, metrics); not used by `serve`.
+    pub authority: AuthoritySettings,
+}
+
+/// The central authority's settings beyond `listen`. Plain data: what uses them (Redis, metrics)
+/// lives in the authority's crate only.
+#[derive(Clone, Debug, Default)]
+pub struct AuthoritySettings {
+    /// Plain-HTTP listener answering `GET /metrics` (Prometheus), when set.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Tokens' `aud` is the caller's own box (its URL, from the locator) instead of `[auth] audience`.
+    pub per_box_audience: bool,
+    /// Peers (address, prefix length) whose `client_address_header` tells the caller's address:
+    /// the operator's load balancers. Nobody else's header is believed.
+    pub trusted_proxies: Vec<(IpAddr, u8)>,
+    /// Lower-case header name, `x-forwarded-for` by default.
+    pub client_address_header: String,
+    pub store: StoreConfig,
+    pub locator: Option<LocatorConfig>,
+}
+
+/// Where the authority keeps single-use assertions, quotas and run-time revocations.
+#[derive(Clone, Debug, Default)]
+pub enum StoreConfig {
+    /// In its own memory: one authority (the default).
+    #[default]
+    Memory,
+    /// In Redis, shared by every replica.
+    Redis(RedisConfig),
+}
+
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` or `rediss://…` (TLS); never with a password in it.
+    pub url: String,
+    /// ACL user (Redis 6+).
+    pub username: Option<String>,
+    /// File holding the password (the first line), so it stays out of the configuration.
+    pub password_file: Option<PathBuf>,
+    /// PEM CA of Redis' certificate when it is not under a system root (rediss:// only).
+    pub tls_ca_file: Option<PathBuf>,
+    pub key_prefix: String,
+    pub connect_timeout: Duration,
+    /// Bounds every store call: a token request waits at most this long on Redis.
+    pub response_timeout: Duration,
+    /// How often each replica re-reads the shared revocations.
+    pub revocation_poll: Duration,
+}
+
+/// The operator's mapping from a caller's public address to its box (`GET /v1/locate`).
+#[derive(Clone, Debug)]
+pub enum LocatorConfig {
+    /// A JSON object, address → box URL or host name; re-read when it changes.
+    File(PathBuf),
+    /// An executable given the address as its argument, printing the box URL or host name.
+    Command { path: PathBuf, timeout: Duration },
+    /// Keys `<key_prefix>locate:<address>` in the store's Redis.
+    Redis,
 }
 
 /// `[enrol]`: how the box obtains and renews its own publicly trusted certificate (contract §10).
@@ -434,18 +492,9 @@ pub fn parse(text: &str, path: &Path, problems: &mut Vec<Problem>) -> Option<Con
         })
     });
     let enrol = enrol_t.and_then(|t| parse_enrol(&t, &dir, problems));
-    let mut authority_listen = Vec::new();
-    if let Some(t) = authority_t {
-        let mut s = Section::new("authority", &t, problems);
-        for a in s.strings("listen") {
-            // A data-centre server: any address, the unspecified ones included.
-            match a.parse::<SocketAddr>() {
-                Ok(addr) => authority_listen.push(addr),
-                Err(_) => s.problem("listen", format_args!("{a:?} is not an IP:port address")),
-            }
-        }
-        s.finish();
-    }
+    let (authority_listen, authority) = authority_t
+        .map(|t| parse_authority(&t, &dir, problems))
+        .unwrap_or_default();
     let enrolment = enrolment_t.map(|t| enrolment::parse_enrolment(&t, &dir, problems));
     let acme = acme_t.map(|t| enrolment::parse_acme(&t, &dir, problems));
     let dns = dns_t.map(|t| enrolment::parse_dns(&t, &dir, problems));
@@ -480,6 +529,7 @@ pub fn parse(text: &str, path: &Path, problems: &mut Vec<Problem>) -> Option<Con
         enrolment,
         acme,
         dns,
+        authority,
         registry,
         token_endpoint,
         path: path.to_path_buf(),
@@ -488,6 +538,180 @@ pub fn parse(text: &str, path: &Path, problems: &mut Vec<Problem>) -> Option<Con
         tools,
         metrics,
     })
+}
+
+/// `address` or `address/length`.
+fn parse_prefix(text: &str) -> Option<(IpAddr, u8)> {
+    let (addr, len) = match text.split_once('/') {
+        Some((a, l)) => (a.parse::<IpAddr>().ok()?, Some(l.parse::<u8>().ok()?)),
+        None => (text.parse::<IpAddr>().ok()?, None),
+    };
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = len.unwrap_or(max);
+    (len <= max).then_some((addr, len))
+}
+
+fn parse_authority(
+    t: &Table,
+    dir: &Path,
+    problems: &mut Vec<Problem>,
+) -> (Vec<SocketAddr>, AuthoritySettings) {
+    let mut s = Section::new("authority", t, problems);
+    let mut listen = Vec::new();
+    for a in s.strings("listen") {
+        // A data-centre server: any address, the unspecified ones included.
+        match a.parse::<SocketAddr>() {
+            Ok(addr) => listen.push(addr),
+            Err(_) => s.problem("listen", format_args!("{a:?} is not an IP:port address")),
+        }
+    }
+    let metrics_listen = s
+        .string("metrics_listen")
+        .and_then(|a| match a.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                s.problem(
+                    "metrics_listen",
+                    format_args!("{a:?} is not an IP:port address"),
+                );
+                None
+            }
+        });
+    let per_box_audience = s.boolean("per_box_audience");
+    let mut trusted_proxies = Vec::new();
+    for p in s.strings("trusted_proxies") {
+        match parse_prefix(&p) {
+            Some(prefix) => trusted_proxies.push(prefix),
+            None => s.problem(
+                "trusted_proxies",
+                format_args!("{p:?} is not an address or address/length"),
+            ),
+        }
+    }
+    let client_address_header = s
+        .string("client_address_header")
+        .unwrap_or_else(|| "x-forwarded-for".into())
+        .to_ascii_lowercase();
+    if http::HeaderName::from_bytes(client_address_header.as_bytes()).is_err() {
+        s.problem("client_address_header", "is not a header name");
+    }
+    let store = match s.table("store") {
+        None => StoreConfig::Memory,
+        Some(st) => parse_store(st, dir, s.problems),
+    };
+    let locator = s
+        .table("locator")
+        .and_then(|lt| parse_locator(lt, dir, s.problems));
+    if per_box_audience && locator.is_none() {
+        s.problem(
+            "per_box_audience",
+            "needs [authority.locator] to know each caller's box",
+        );
+    }
+    if matches!(locator, Some(LocatorConfig::Redis)) && !matches!(store, StoreConfig::Redis(_)) {
+        s.problems.push(Problem::invalid(
+            "authority.locator.redis",
+            "needs [authority.store] kind = \"redis\"",
+        ));
+    }
+    s.finish();
+    (
+        listen,
+        AuthoritySettings {
+            metrics_listen,
+            per_box_audience,
+            trusted_proxies,
+            client_address_header,
+            store,
+            locator,
+        },
+    )
+}
+
+fn parse_store(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> StoreConfig {
+    let mut s = Section::new("authority.store", t, problems);
+    let kind = s.string("kind").unwrap_or_else(|| "memory".into());
+    let url = s.string("url");
+    let username = s.string("username");
+    let password_file = s.path("password_file", dir);
+    let tls_ca_file = s.path("tls_ca_file", dir);
+    let key_prefix = s.string("key_prefix").unwrap_or_else(|| "boxapi:".into());
+    let ms = |s: &mut Section, key, default, min, max| {
+        Duration::from_millis(s.int(key, default, min, max) as u64)
+    };
+    let connect_timeout = ms(&mut s, "connect_timeout_ms", 1000, 10, 60_000);
+    let response_timeout = ms(&mut s, "response_timeout_ms", 500, 10, 10_000);
+    // The contract: a revocation reaches every replica within a second.
+    let revocation_poll = ms(&mut s, "revocation_poll_ms", 250, 10, 750);
+    let config = match (kind.as_str(), url) {
+        ("memory", None) => StoreConfig::Memory,
+        ("memory", Some(_)) => {
+            s.problem("url", "is for kind = \"redis\"");
+            StoreConfig::Memory
+        }
+        ("redis", None) => {
+            s.problem("url", "is required with kind = \"redis\"");
+            StoreConfig::Memory
+        }
+        ("redis", Some(url)) => {
+            let authority = url
+                .split_once("://")
+                .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
+            if !url.starts_with("redis://") && !url.starts_with("rediss://") {
+                s.problem("url", "must start with redis:// or rediss://");
+            } else if authority.contains('@') {
+                // URLs end up in logs and process listings; a secret belongs in a 0600 file.
+                s.problem(
+                    "url",
+                    "must not carry credentials: use username and password_file",
+                );
+            }
+            if tls_ca_file.is_some() && !url.starts_with("rediss://") {
+                s.problem("tls_ca_file", "needs a rediss:// url");
+            }
+            StoreConfig::Redis(RedisConfig {
+                url,
+                username,
+                password_file,
+                tls_ca_file,
+                key_prefix,
+                connect_timeout,
+                response_timeout,
+                revocation_poll,
+            })
+        }
+        (other, _) => {
+            s.problem(
+                "kind",
+                format_args!("{other:?} is not \"memory\" or \"redis\""),
+            );
+            StoreConfig::Memory
+        }
+    };
+    s.finish();
+    config
+}
+
+fn parse_locator(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> Option<LocatorConfig> {
+    let mut s = Section::new("authority.locator", t, problems);
+    let file = s.path("file", dir);
+    let command = s.path("command", dir);
+    let timeout = Duration::from_millis(s.int("command_timeout_ms", 1000, 10, 60_000) as u64);
+    let redis = s.boolean("redis");
+    let out = match (file, command, redis) {
+        (Some(f), None, false) => Some(LocatorConfig::File(f)),
+        (None, Some(path), false) => Some(LocatorConfig::Command { path, timeout }),
+        (None, None, true) => Some(LocatorConfig::Redis),
+        _ => {
+            s.problems.push(Problem::invalid(
+                "authority.locator",
+                "set exactly one of file, command or redis = true",
+            ));
+            None
+        }
+    };
+    s.finish();
+    out
 }
 
 fn parse_server(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> Server {

@@ -85,6 +85,8 @@ pub struct Assertion {
     pub tool: usize,
     pub jti: String,
     pub exp: u64,
+    /// When the client says it made the assertion (optional in RFC 7523).
+    pub iat: Option<u64>,
 }
 
 struct Key {
@@ -304,11 +306,18 @@ impl Verifier {
                 return Err(TokenError::NotYetValid);
             }
         }
+        let iat = claims.iat.map(seconds).transpose()?;
         Ok(Assertion {
             tool,
             jti: jti.to_owned(),
             exp,
+            iat,
         })
+    }
+
+    /// Seconds of clock skew tolerated on `exp`, `nbf` and `iat`.
+    pub fn leeway(&self) -> u64 {
+        self.leeway
     }
 
     /// Forgets every verified token (after a revocation, so that nothing relies on a re-check).
