@@ -1,15 +1,24 @@
 //! The authority's shared state: the configuration in force, the control state (suspension,
-//! run-time revocations), the token endpoint's replay cache and quotas, connection slots, the ACME
-//! account.
+//! run-time revocations), the store of single-use assertions, quotas and shared revocations, the
+//! metrics, connection slots, the ACME account.
+use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
+use crate::store::Store;
 use boxapi_core::control::{Control, State};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use tokio::sync::Semaphore;
+
+/// This replica's copy of the shared (Redis) revocations, in `state_dir`: what it re-seeds into a
+/// Redis that lost its data, even after a restart of everything.
+const SHARED_REVOCATIONS: &str = "shared-revocations.json";
 
 pub struct App {
     snapshot: RwLock<Arc<Snapshot>>,
     pub control: Control,
-    pub authz: boxapi_core::authz::State,
+    pub store: Store,
+    pub metrics: Metrics,
     /// One permit per open connection (`server.max_connections`).
     pub connections: Arc<Semaphore>,
     /// The ACME account and the bound on concurrent issuance (kept across reloads).
@@ -17,12 +26,13 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(snapshot: Snapshot, state: State) -> Arc<App> {
+    pub fn new(snapshot: Snapshot, state: State, store: Store) -> Arc<App> {
         let connections = Arc::new(Semaphore::new(snapshot.config.server.max_connections));
         Arc::new(App {
             snapshot: RwLock::new(Arc::new(snapshot)),
             control: Control::new(state),
-            authz: Default::default(),
+            store,
+            metrics: Metrics::new(),
             connections,
             issuer: Default::default(),
         })
@@ -38,5 +48,47 @@ impl App {
 
     pub fn replace_snapshot(&self, new: Snapshot) {
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+    }
+
+    /// Revoked at run time, here or (shared store) on any replica, as last known. For decisions
+    /// that must not miss a revocation, the token endpoint also checks the copy is fresh.
+    pub fn is_revoked(&self, tool: &str) -> bool {
+        self.control.is_revoked(tool)
+            || self
+                .store
+                .watch_revoked()
+                .is_some_and(|w| w.borrow().contains(tool))
+    }
+}
+
+fn shared_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(SHARED_REVOCATIONS)
+}
+
+/// The saved copy of the shared revocations (empty when there is none or it is unreadable).
+pub fn load_shared_revocations(state_dir: &Path) -> BTreeSet<String> {
+    std::fs::read(shared_path(state_dir))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Keeps the saved copy in step with the shared revocations (atomically: temp file + rename).
+pub async fn save_shared_revocations(app: Arc<App>, state_dir: PathBuf) {
+    let Some(mut changes) = app.store.watch_revoked() else {
+        return;
+    };
+    while changes.changed().await.is_ok() {
+        let set = changes.borrow_and_update().clone();
+        let path = shared_path(&state_dir);
+        let tmp = path.with_extension("tmp");
+        let text = serde_json::to_vec(&*set).unwrap_or_default();
+        let result = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = result {
+            boxapi_core::log::event(
+                "state_error",
+                &[("error", &format!("{}: {e}", path.display()))],
+            );
+        }
     }
 }

@@ -2,11 +2,13 @@
 //! (0 ok, 1 failure, 64 usage or configuration).
 use crate::app::App;
 use crate::snapshot::Snapshot;
+use crate::store::Store;
 use boxapi_core::control::{socket, state};
 use boxapi_core::log;
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILURE: i32 = 1;
@@ -76,6 +78,10 @@ enum StartError {
     Control(#[from] socket::BindError),
     #[error("listen: {0}")]
     Bind(std::io::Error),
+    #[error("authority.metrics_listen: {0}")]
+    BindMetrics(std::io::Error),
+    #[error("authority.store: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 fn serve(config: &Path) -> i32 {
@@ -108,7 +114,33 @@ fn run(snapshot: Snapshot) -> Result<(), StartError> {
         let control = socket::bind(&server.control_socket)?;
         let listeners =
             crate::server::bind(&snapshot.config.authority_listen).map_err(StartError::Bind)?;
-        let app = App::new(snapshot, initial);
+        let metrics_listener = match snapshot.config.authority.metrics_listen {
+            Some(addr) => crate::server::bind(&[addr])
+                .map_err(StartError::BindMetrics)?
+                .pop(),
+            None => None,
+        };
+        let store = Store::open(
+            &snapshot.config.authority.store,
+            snapshot.store_password.clone(),
+            crate::app::load_shared_revocations(&dir),
+            boxapi_core::time::unix_now(),
+        )?;
+        // Not a start condition: an authority started while Redis is down answers 503 until it
+        // is up, then serves without a restart. Said once here for the operator.
+        match tokio::time::timeout(Duration::from_secs(2), store.refresh()).await {
+            Ok(Ok(())) => log::event("store_ready", &[("kind", store.kind())]),
+            Ok(Err(e)) => log::event("store_unavailable", &[("error", &e.to_string())]),
+            Err(_) => log::event("store_unavailable", &[("error", "no answer within 2 s")]),
+        }
+        let app = App::new(snapshot, initial, store);
+        if let Some(l) = metrics_listener {
+            tokio::spawn(crate::server::serve_metrics(app.clone(), l));
+        }
+        tokio::spawn(crate::app::save_shared_revocations(
+            app.clone(),
+            dir.clone(),
+        ));
         let handler_app = app.clone();
         let handler = move |line: &[u8]| crate::control::execute(&handler_app, line);
         tokio::spawn(socket::serve(control, Arc::new(handler)));

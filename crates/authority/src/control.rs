@@ -26,6 +26,8 @@ pub fn execute(app: &App, line: &[u8]) -> Value {
         Ok(Command::Revoke(id)) if app.snapshot().trust.registry.index_of(&id).is_none() => {
             error_reply(&format!("no tool {id:?} is registered"))
         }
+        Ok(Command::Revoke(id)) if app.store.shares_revocations() => shared(app, &id, true),
+        Ok(Command::Unrevoke(id)) if app.store.shares_revocations() => shared(app, &id, false),
         Ok(Command::Revoke(id)) => change(app, |s| {
             s.revoked.insert(id);
         }),
@@ -41,6 +43,45 @@ pub fn execute(app: &App, line: &[u8]) -> Value {
         },
         Err(e) => error_reply(&e),
     }
+}
+
+/// A revocation through the shared store, so that every replica applies it (within a second:
+/// they re-read the shared set every `revocation_poll`). A revocation this replica holds in its
+/// own state (from before the store was shared) is lifted too by `unrevoke`.
+fn shared(app: &App, id: &str, revoked: bool) -> Value {
+    // The control handler is synchronous and runs on a worker of the multi-threaded runtime; the
+    // store call is bounded by its response timeout.
+    let done = tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(app.store.set_revoked(id, revoked))
+    });
+    if let Err(e) = done {
+        log::event("state_error", &[("error", &e.to_string())]);
+        return error_reply(&format!(
+            "the shared store did not take the change: {e}; nothing changed"
+        ));
+    }
+    log::event(
+        if revoked { "revoked" } else { "unrevoked" },
+        &[("tool", id), ("scope", "all replicas")],
+    );
+    if !revoked && app.control.is_revoked(id) {
+        let id = id.to_owned();
+        return change(app, move |s| {
+            s.revoked.remove(&id);
+        });
+    }
+    let st = app.control.state();
+    let mode = state::to_json(&st);
+    json!({ "ok": true, "state": mode["state"], "retry_after": mode["retry_after"], "revoked": revoked_list(app) })
+}
+
+/// Every run-time revocation this replica applies: its own and the shared ones.
+fn revoked_list(app: &App) -> Vec<String> {
+    let mut all = app.control.state().revoked;
+    if let Some(w) = app.store.watch_revoked() {
+        all.extend(w.borrow().iter().cloned());
+    }
+    all.into_iter().collect()
 }
 
 /// Persists a state change first, then applies it: a failed write changes nothing.
@@ -71,7 +112,7 @@ fn status(app: &App) -> Value {
         .iter()
         .map(|t| {
             json!({ "id": t.id, "name": t.name, "origins": t.origins, "scopes": t.scopes.names(),
-                    "revoked": t.revoked || st.revoked.contains(&t.id) })
+                    "revoked": t.revoked || app.is_revoked(&t.id) })
         })
         .collect();
     let mode = state::to_json(&st);
@@ -90,6 +131,11 @@ fn status(app: &App) -> Value {
         "warnings": certificate_warning(snap.cert_not_after).into_iter().collect::<Vec<_>>(),
         "config": snap.config.path.display().to_string(),
         "enrolment": enrolment,
+        "store": {
+            "kind": app.store.kind(),
+            // Fresh: the shared revocations were read within the last second (else tokens get 503).
+            "fresh": app.store.revoked().is_ok(),
+        },
         "version": env!("CARGO_PKG_VERSION"),
     })
 }

@@ -1,8 +1,13 @@
 //! The authority's routes: `POST /v1/token` (RFC 6749 client credentials, CORS for registered
-//! tools' pages), discovery (RFC 8414), the boxes' `POST /v1/enrol` and `POST /v1/address` (when
-//! `[enrolment]` is configured; `crate::enrol`), and problem+json for everything else.
+//! tools' pages), `GET /v1/locate` (the caller's box), discovery (RFC 8414), the boxes' `POST
+//! /v1/enrol` and `POST /v1/address` (when `[enrolment]` is configured; `crate::enrol`), and
+//! problem+json for everything else.
 use crate::app::App;
 use crate::enrol::{self, Refusal};
+use crate::locator::{self, LocateError};
+use crate::metrics::{LocateResult, RefusedReason};
+use crate::snapshot::Snapshot;
+use crate::store::{self, JtiUse, RetryAfterSecs, StoreError};
 use boxapi_core::authz::{self, OAuthError};
 use boxapi_core::control::Mode;
 use boxapi_core::cors::{self, Origin};
@@ -11,6 +16,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 pub type Body = Full<Bytes>;
@@ -22,6 +28,8 @@ const TOKEN_ALLOW: &str = "POST, OPTIONS";
 const DISCOVERY_ALLOW: &str = "GET, HEAD, OPTIONS";
 /// Boxes are not browsers: no preflight.
 const ENROL_ALLOW: &str = "POST";
+/// Where a tool's page learns which box serves the line it runs on.
+pub const LOCATE_PATH: &str = "/v1/locate";
 
 fn json(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Body> {
     let len = body.len();
@@ -54,8 +62,9 @@ fn not_found() -> Response<Body> {
         StatusCode::NOT_FOUND,
         "not_found",
         "Not found",
-        "no such endpoint: the authority serves /v1/token, /.well-known/oauth-authorization-server \
-         and, for boxes when enrolment is configured, /v1/enrol and /v1/address",
+        "no such endpoint: the authority serves /v1/token, /v1/locate (when a locator is \
+         configured), /.well-known/oauth-authorization-server and, for boxes when enrolment is \
+         configured, /v1/enrol and /v1/address",
         None,
     )
 }
@@ -83,23 +92,58 @@ fn oauth_error(e: &OAuthError) -> Response<Body> {
     resp
 }
 
+/// 503 when the shared store (or the locator) could not be consulted: fail closed, come back soon.
+fn unavailable(detail: &str, retry_after: u64) -> Response<Body> {
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+        "Temporarily unavailable",
+        detail,
+        Some((header::RETRY_AFTER, HeaderValue::from(retry_after))),
+    )
+}
+
+fn reason(e: &OAuthError) -> RefusedReason {
+    match e {
+        OAuthError::InvalidRequest(_) => RefusedReason::invalid_request,
+        OAuthError::InvalidClient(_) => RefusedReason::invalid_client,
+        OAuthError::InvalidScope => RefusedReason::invalid_scope,
+        OAuthError::UnsupportedGrantType => RefusedReason::unsupported_grant_type,
+        OAuthError::Quota(_) => RefusedReason::quota,
+    }
+}
+
+/// A request's answer and, for the access log and metrics, the tool it was for.
+struct Answer {
+    resp: Response<Body>,
+    tool: Option<String>,
+}
+
+impl From<Response<Body>> for Answer {
+    fn from(resp: Response<Body>) -> Self {
+        Answer { resp, tool: None }
+    }
+}
+
 async fn route(
     app: &App,
+    snap: &Snapshot,
     req: &mut Request<hyper::body::Incoming>,
     origin: Origin,
+    peer: IpAddr,
     device: Option<&[u8]>,
-) -> Response<Body> {
-    let snap = app.snapshot();
+) -> Answer {
     let path = req.uri().path();
     let enrolment = snap.enrolment.clone();
     let allow = match path {
         authz::TOKEN_PATH => TOKEN_ALLOW,
         authz::DISCOVERY_PATH => DISCOVERY_ALLOW,
         enrol::ENROL_PATH | enrol::ADDRESS_PATH if enrolment.is_some() => ENROL_ALLOW,
-        _ => return not_found(),
+        LOCATE_PATH if snap.locator.is_some() => DISCOVERY_ALLOW,
+        _ => return not_found().into(),
     };
     if !allow.split(", ").any(|m| m == req.method().as_str()) {
-        return method_not_allowed(allow);
+        return method_not_allowed(allow).into();
     }
     if origin == Origin::Refused {
         return problem(
@@ -108,7 +152,8 @@ async fn route(
             "Origin not allowed",
             "this Origin is not the origin of an allowed measurement tool",
             None,
-        );
+        )
+        .into();
     }
     let token_endpoint = path == authz::TOKEN_PATH;
     if req.method() == Method::OPTIONS {
@@ -126,15 +171,19 @@ async fn route(
                     "the preflight asks for a method this endpoint does not answer",
                     None,
                 )
+                .into()
             }
             _ => {
                 resp.headers_mut()
                     .insert(header::ALLOW, HeaderValue::from_static(allow));
             }
         }
-        return resp;
+        return resp.into();
     }
     if let Mode::Suspended { retry_after } = app.control.mode() {
+        if token_endpoint {
+            app.metrics.token_refused("-", RefusedReason::suspended);
+        }
         return problem(
             StatusCode::SERVICE_UNAVAILABLE,
             "suspended",
@@ -143,7 +192,8 @@ async fn route(
                 "the operator has suspended the authority for now; retry after {retry_after} s"
             ),
             Some((header::RETRY_AFTER, HeaderValue::from(retry_after))),
-        );
+        )
+        .into();
     }
     if let (Some(settings), true) = (&enrolment, allow == ENROL_ALLOW) {
         let started = Instant::now();
@@ -165,7 +215,7 @@ async fn route(
             "address_update"
         };
         enrol::log_outcome(event, &name, &result, started);
-        return match result {
+        let resp = match result {
             Ok(v) => json(
                 StatusCode::OK,
                 "application/json",
@@ -180,12 +230,103 @@ async fn route(
                     .map(|s| (header::RETRY_AFTER, HeaderValue::from(s))),
             ),
         };
+        return resp.into();
     }
-    if !token_endpoint {
-        let body = authz::discovery(&snap.config).to_string().into_bytes();
-        return json(StatusCode::OK, "application/json", body);
+    match path {
+        authz::TOKEN_PATH => token(app, snap, req, origin, peer).await,
+        LOCATE_PATH => locate(app, snap, req, peer).await.into(),
+        _ => {
+            let body = authz::discovery(&snap.config).to_string().into_bytes();
+            json(StatusCode::OK, "application/json", body).into()
+        }
     }
-    let now = boxapi_core::time::unix_now();
+}
+
+/// The box serving the caller's line (`None`: not mapped, or the address is unknown).
+async fn caller_box(
+    app: &App,
+    snap: &Snapshot,
+    headers: &hyper::HeaderMap,
+    peer: IpAddr,
+) -> Result<Option<String>, LocateError> {
+    let Some(loc) = &snap.locator else {
+        return Ok(None);
+    };
+    let settings = &snap.config.authority;
+    let addr = locator::client_address(
+        peer,
+        headers,
+        &settings.client_address_header,
+        &settings.trusted_proxies,
+    );
+    match addr {
+        Some(a) => loc.locate(a, &app.store).await,
+        None => Ok(None),
+    }
+}
+
+async fn locate(
+    app: &App,
+    snap: &Snapshot,
+    req: &Request<hyper::body::Incoming>,
+    peer: IpAddr,
+) -> Response<Body> {
+    match caller_box(app, snap, req.headers(), peer).await {
+        Ok(Some(url)) => {
+            app.metrics.located(LocateResult::found);
+            let body = serde_json::json!({ "box_url": url })
+                .to_string()
+                .into_bytes();
+            json(StatusCode::OK, "application/json", body)
+        }
+        Ok(None) => {
+            app.metrics.located(LocateResult::not_found);
+            problem(
+                StatusCode::NOT_FOUND,
+                "box_not_found",
+                "No box known for this address",
+                "the operator maps no box to the address this request came from: call from the subscriber's own line (not through a VPN or another network)",
+                None,
+            )
+        }
+        Err(e) => {
+            app.metrics.located(LocateResult::error);
+            if let LocateError::Store(s) = &e {
+                app.metrics.store_error("locate", s);
+            }
+            log::event("locate_error", &[("error", &e.to_string())]);
+            unavailable(
+                "the box locator cannot answer right now; retry shortly",
+                e.retry_after_secs(),
+            )
+        }
+    }
+}
+
+/// The store could not check what it had to: 503, counted, never a token.
+fn store_failed(app: &App, tool: &str, op: &'static str, e: &StoreError) -> Answer {
+    app.metrics.store_error(op, e);
+    app.metrics
+        .token_refused(tool, RefusedReason::store_unavailable);
+    log::event("store_error", &[("op", op), ("error", &e.to_string())]);
+    Answer {
+        resp: unavailable(
+            "token issuance is briefly unavailable (its shared state cannot be reached); retry after the Retry-After delay",
+            e.retry_after_secs(),
+        ),
+        tool: (tool != "-").then(|| tool.to_owned()),
+    }
+}
+
+/// `POST /v1/token`: checks needing no state, then the caller's box, single use of the assertion
+/// and the quota in the store (any store failure is a 503, never an unchecked token), then signs.
+async fn token(
+    app: &App,
+    snap: &Snapshot,
+    req: &mut Request<hyper::body::Incoming>,
+    origin: Origin,
+    peer: IpAddr,
+) -> Answer {
     let limited = http_body_util::Limited::new(req.body_mut(), authz::MAX_BODY);
     let body = match tokio::time::timeout(BODY_DEADLINE, limited.collect()).await {
         Ok(Ok(b)) => b.to_bytes(),
@@ -193,36 +334,136 @@ async fn route(
             return oauth_error(&OAuthError::InvalidRequest(
                 "the body is too large or unreadable",
             ))
+            .into()
         }
         Err(_) => {
             return oauth_error(&OAuthError::InvalidRequest(
                 "the body did not arrive in time",
             ))
+            .into()
         }
     };
+    let now = boxapi_core::time::unix_now();
     let page_tool = match origin {
         Origin::Allowed { tool } => Some(tool),
         _ => None,
     };
-    let revoked = |id: &str| app.control.is_revoked(id);
-    match authz::token(
-        authz::Issuer {
-            config: &snap.config,
-            trust: &snap.trust,
-        },
-        &app.authz,
-        req.headers(),
-        &body,
-        page_tool,
-        &revoked,
-        now,
-    ) {
-        Ok(v) => json(
-            StatusCode::OK,
-            "application/json",
-            v.to_string().into_bytes(),
-        ),
-        Err(e) => oauth_error(&e),
+    // A stale copy of the shared revocations could miss one made on another replica: fail closed.
+    let shared = match app.store.revoked() {
+        Ok(s) => s,
+        Err(e) => return store_failed(app, "-", "revoked", &e),
+    };
+    let revoked = |id: &str| app.control.is_revoked(id) || shared.contains(id);
+    let issuer = authz::Issuer {
+        config: &snap.config,
+        trust: &snap.trust,
+    };
+    let grant = match authz::validate(issuer, req.headers(), &body, page_tool, &revoked, now) {
+        Ok(g) => g,
+        Err(e) => {
+            app.metrics.token_refused("-", reason(&e));
+            return oauth_error(&e).into();
+        }
+    };
+    let tool = grant.tool_id;
+    let refuse = |e: OAuthError, why: RefusedReason| {
+        app.metrics.token_refused(tool, why);
+        Answer {
+            resp: oauth_error(&e),
+            tool: Some(tool.to_owned()),
+        }
+    };
+    let settings = &snap.config.authority;
+    let box_url = match caller_box(app, snap, req.headers(), peer).await {
+        Ok(u) => u,
+        // Without per-box audiences the URL is a convenience: the token does without it.
+        Err(e) if !settings.per_box_audience => {
+            log::event("locate_error", &[("error", &e.to_string())]);
+            None
+        }
+        Err(e) => {
+            if let LocateError::Store(s) = &e {
+                return store_failed(app, tool, "locate", s);
+            }
+            app.metrics
+                .token_refused(tool, RefusedReason::store_unavailable);
+            log::event("locate_error", &[("error", &e.to_string())]);
+            return Answer {
+                resp: unavailable(
+                    "the box locator cannot answer right now; retry shortly",
+                    e.retry_after_secs(),
+                ),
+                tool: Some(tool.to_owned()),
+            };
+        }
+    };
+    let audience = match (&box_url, settings.per_box_audience) {
+        (_, false) => snap.config.auth.audience.clone(),
+        (Some(url), true) => url.clone(),
+        (None, true) => {
+            app.metrics
+                .token_refused(tool, RefusedReason::invalid_target);
+            let body = serde_json::json!({
+                "error": "invalid_target",
+                "error_description": "tokens here are for one box: request them from the subscriber's line (the operator maps no box to this address)",
+            });
+            return Answer {
+                resp: json(
+                    StatusCode::BAD_REQUEST,
+                    "application/json",
+                    body.to_string().into_bytes(),
+                ),
+                tool: Some(tool.to_owned()),
+            };
+        }
+    };
+    if let Some(a) = &grant.assertion {
+        let max_life = authz::MAX_ASSERTION_LIFE + snap.trust.verifier.leeway();
+        let made_at = store::made_at(a.iat, a.valid_until, max_life);
+        match app
+            .store
+            .use_jti(tool, &a.jti, a.valid_until, made_at, now)
+            .await
+        {
+            Ok(JtiUse::Fresh) => {}
+            Ok(JtiUse::Replayed) => {
+                return refuse(
+                    OAuthError::InvalidClient("this client assertion was already used".into()),
+                    RefusedReason::replayed_assertion,
+                )
+            }
+            Ok(JtiUse::PredatesStore) => {
+                return refuse(
+                    OAuthError::InvalidClient(
+                        "this client assertion was made before the authority's record of used assertions began: make a new one".into(),
+                    ),
+                    RefusedReason::replayed_assertion,
+                )
+            }
+            Err(e) => return store_failed(app, tool, "use_jti", &e),
+        }
+    }
+    match app.store.take_token(tool, grant.tokens_per_hour, now).await {
+        Ok(Ok(())) => {}
+        Ok(Err(RetryAfterSecs(s))) => return refuse(OAuthError::Quota(s), RefusedReason::quota),
+        Err(e) => return store_failed(app, tool, "take_token", &e),
+    }
+    match authz::mint(&grant, &audience, now) {
+        Ok(mut v) => {
+            if let Some(url) = box_url {
+                v["box_url"] = url.into();
+            }
+            app.metrics.token_issued(tool);
+            Answer {
+                resp: json(
+                    StatusCode::OK,
+                    "application/json",
+                    v.to_string().into_bytes(),
+                ),
+                tool: Some(tool.to_owned()),
+            }
+        }
+        Err(e) => refuse(e, RefusedReason::invalid_request),
     }
 }
 
@@ -254,18 +495,20 @@ async fn read_json_body(req: &mut Request<hyper::body::Incoming>) -> Result<Byte
     }
 }
 
-/// Answers one request: route it, add the headers every answer carries, log it. `device` is the
-/// client's verified device certificate (DER), if it presented one.
+/// Answers one request: route it, add the headers every answer carries, log it. `peer` is the
+/// connection's peer address; `device` the client's verified device certificate (DER), if it
+/// presented one.
 pub async fn handle(
     app: &App,
     mut req: Request<hyper::body::Incoming>,
+    peer: IpAddr,
     device: Option<&[u8]>,
 ) -> Response<Body> {
     let started = Instant::now();
     let snap = app.snapshot();
-    let revoked = |id: &str| app.control.is_revoked(id);
+    let revoked = |id: &str| app.is_revoked(id);
     let origin = cors::classify(req.headers(), &snap.trust.registry, &revoked);
-    let mut resp = route(app, &mut req, origin, device).await;
+    let Answer { mut resp, tool } = route(app, &snap, &mut req, origin, peer, device).await;
     let cors_allowed = matches!(origin, Origin::Allowed { .. })
         && !(req.method() == Method::OPTIONS && resp.status() == StatusCode::FORBIDDEN);
     let h = resp.headers_mut();
@@ -282,12 +525,49 @@ pub async fn handle(
     if req.method() == Method::HEAD {
         *resp.body_mut() = Body::default();
     }
+    let endpoint = match req.uri().path() {
+        authz::TOKEN_PATH => "token",
+        LOCATE_PATH => "locate",
+        authz::DISCOVERY_PATH => "discovery",
+        _ => "other",
+    };
+    app.metrics.observe_latency(endpoint, started.elapsed());
     log::access(
-        None,
+        tool.as_deref(),
         req.method().as_str(),
         req.uri().path(),
         resp.status().as_u16(),
         started.elapsed().as_micros() as u64,
     );
     resp
+}
+
+/// The metrics listener's only route: `GET /metrics` in the OpenMetrics text format.
+pub fn metrics<B>(app: &App, req: &Request<B>) -> Response<Body> {
+    if req.uri().path() != "/metrics" {
+        return not_found();
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return method_not_allowed("GET, HEAD");
+    }
+    match app.metrics.encode() {
+        Ok(text) => {
+            let mut resp = json(
+                StatusCode::OK,
+                crate::metrics::CONTENT_TYPE,
+                text.into_bytes(),
+            );
+            if req.method() == Method::HEAD {
+                *resp.body_mut() = Body::default();
+            }
+            resp
+        }
+        Err(_) => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "Internal error",
+            "the metrics could not be encoded",
+            None,
+        ),
+    }
 }

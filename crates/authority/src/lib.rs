@@ -9,5 +9,8 @@ pub mod cli;
 pub mod control;
 pub mod enrol;
 pub mod http;
+pub mod locator;
+pub mod metrics;
 pub mod server;
 pub mod snapshot;
+pub mod store;

@@ -91,7 +91,7 @@ async fn accept_loop(app: Arc<App>, listener: TcpListener) {
 async fn connection(
     app: Arc<App>,
     stream: TcpStream,
-    _peer: SocketAddr,
+    peer: SocketAddr,
     _permit: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
@@ -112,7 +112,7 @@ async fn connection(
     let svc = service_fn(move |req| {
         let app = svc_app.clone();
         let device = device.clone();
-        async move { Ok::<_, Infallible>(http::handle(&app, req, device.as_deref()).await) }
+        async move { Ok::<_, Infallible>(http::handle(&app, req, peer.ip(), device.as_deref()).await) }
     });
     let _ = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -120,4 +120,47 @@ async fn connection(
         .max_buf_size(MAX_HEAD_BYTES)
         .serve_connection(TokioIo::new(tls), svc)
         .await;
+}
+
+/// Scrapers are a handful of Prometheus servers: connections beyond this wait to be accepted.
+const MAX_METRICS_CONNECTIONS: usize = 8;
+
+/// Serves `GET /metrics` (plain HTTP, for the operator's Prometheus on an internal address) until
+/// the task is dropped.
+pub async fn serve_metrics(app: Arc<App>, listener: TcpListener) {
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    log::event("metrics_listening", &[("addr", &local)]);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_METRICS_CONNECTIONS));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                log::event("accept_error", &[("error", &e.to_string())]);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(http::metrics(&app, &req)) }
+            });
+            let serve = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), svc);
+            // A scrape answers at once; nothing may hold a slot for long.
+            let _ = tokio::time::timeout(HANDSHAKE, serve).await;
+            drop(permit);
+        });
+    }
 }

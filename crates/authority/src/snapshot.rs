@@ -1,7 +1,9 @@
 //! One immutable configuration of the authority: config, TLS identity, whom it trusts and the keys
-//! it signs with. Built whole or not at all; swapped as an `Arc` on reload.
+//! it signs with, the box locator. Built whole or not at all; swapped as an `Arc` on reload (the
+//! store is opened once, at start: its settings take effect at a restart).
 use crate::enrol::Settings;
-use boxapi_core::config::{self, Config, Problem};
+use crate::locator::Locator;
+use boxapi_core::config::{self, Config, Problem, StoreConfig};
 use boxapi_core::trust::Trust;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::ServerConfig;
@@ -16,6 +18,9 @@ pub struct Snapshot {
     /// Enrolment of boxes (`[enrolment]`), when configured; then `tls` asks clients for a device
     /// certificate.
     pub enrolment: Option<Arc<Settings>>,
+    pub locator: Option<Locator>,
+    /// The Redis password (`[authority.store] password_file`), when one is configured.
+    pub store_password: Option<String>,
 }
 
 impl Snapshot {
@@ -42,6 +47,28 @@ impl Snapshot {
             boxapi_core::tls::load(&config.server.cert, &config.server.key, &mut problems);
         let trust = Trust::build(&config, &mut problems);
         let enrolment = Settings::load(&config, &mut problems).map(Arc::new);
+        let locator = config
+            .authority
+            .locator
+            .as_ref()
+            .and_then(|l| Locator::new(l, &mut problems));
+        let store_password = match &config.authority.store {
+            StoreConfig::Redis(r) => r.password_file.as_ref().and_then(|f| {
+                match std::fs::read_to_string(f) {
+                    // The first line: a trailing newline is not part of the password.
+                    Ok(text) => Some(text.lines().next().unwrap_or("").to_owned()),
+                    Err(e) => {
+                        problems.push(Problem::file(
+                            "authority.store.password_file",
+                            f,
+                            format_args!("cannot read: {e}"),
+                        ));
+                        None
+                    }
+                }
+            }),
+            StoreConfig::Memory => None,
+        };
         match identity {
             Some(id) if problems.is_empty() => Ok(Snapshot {
                 tls: match &enrolment {
@@ -53,6 +80,8 @@ impl Snapshot {
                 cert_not_after: id.not_after,
                 trust,
                 enrolment,
+                locator,
+                store_password,
             }),
             _ => Err(problems),
         }

@@ -1,0 +1,168 @@
+//! The authority's run-time state (issue 15): single-use client-assertion `jti`s, per-tool hourly
+//! token quotas and run-time revocations, either in this process's memory (one authority) or in
+//! Redis (replicas behind a load balancer, no stickiness needed).
+//!
+//! Every store error means "not checked": the token endpoint answers 503 with
+//! `Retry-After: StoreError::retry_after_secs()` and never issues a token it could not check.
+//!
+//! An enum rather than a trait object: two known implementations, async methods without boxing,
+//! and dispatch stays explicit.
+pub mod error;
+pub mod memory;
+pub mod redis;
+
+pub use error::StoreError;
+pub use memory::MemoryStore;
+pub use redis::RedisStore;
+
+use boxapi_core::config::StoreConfig;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+pub(crate) const HOUR: u64 = 3600;
+
+/// A refused quota: seconds until the current hour window ends (the `Retry-After` of the 429).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryAfterSecs(pub u64);
+
+/// The answer to "may this client assertion be used now?".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JtiUse {
+    /// First use: go on.
+    Fresh,
+    /// Seen before: `invalid_client`.
+    Replayed,
+    /// Made before the store's memory of used assertions began (the authority started, or Redis
+    /// came back empty): it may have been used before, so it is refused like a replay.
+    PredatesStore,
+}
+
+/// Start of the fixed hour window containing `now` (unix seconds). Windows are aligned on the
+/// hour so every replica computes the same one from its own (NTP-synchronised) clock.
+pub(crate) fn hour_window(now: u64) -> u64 {
+    now - now % HOUR
+}
+
+/// The earliest time an assertion can have been made: its `iat`, else (RFC 7523 makes `iat`
+/// optional) its `exp` minus the longest assertion life, which is when it could first have been
+/// accepted.
+pub fn made_at(iat: Option<u64>, valid_until: u64, max_life: u64) -> u64 {
+    iat.unwrap_or_else(|| valid_until.saturating_sub(max_life))
+}
+
+pub enum Store {
+    Memory(MemoryStore),
+    Redis(RedisStore),
+}
+
+impl Store {
+    /// Builds the store the configuration names. For Redis this does not wait for the server (an
+    /// authority started while Redis is down answers 503 until it is up); `password` is read from
+    /// `password_file` by the caller; `revoked` is this replica's last known copy of the shared
+    /// revocations (re-seeded into a Redis that lost its data). Must run inside a tokio runtime.
+    pub fn open(
+        config: &StoreConfig,
+        password: Option<String>,
+        revoked: BTreeSet<String>,
+        now: u64,
+    ) -> Result<Self, StoreError> {
+        Ok(match config {
+            StoreConfig::Memory => Store::Memory(MemoryStore::new(memory::MAX_JTI, now)),
+            StoreConfig::Redis(r) => Store::Redis(RedisStore::connect(r, password, revoked)?),
+        })
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Store::Memory(_) => "memory",
+            Store::Redis(_) => "redis",
+        }
+    }
+
+    /// Marks a client assertion's `jti` used until `valid_until` (unix seconds, leeway included)
+    /// unless it was used before or made (`made_at`) before the store's memory began.
+    pub async fn use_jti(
+        &self,
+        tool: &str,
+        jti: &str,
+        valid_until: u64,
+        made_at: u64,
+        now: u64,
+    ) -> Result<JtiUse, StoreError> {
+        match self {
+            Store::Memory(m) => m.use_jti(tool, jti, valid_until, made_at, now),
+            Store::Redis(r) => r.use_jti(tool, jti, valid_until, made_at, now).await,
+        }
+    }
+
+    /// Counts one token against the tool's quota for the hour window containing `now`. Called
+    /// last, once everything else about the request is valid; refused attempts are not counted.
+    pub async fn take_token(
+        &self,
+        tool: &str,
+        limit_per_hour: u32,
+        now: u64,
+    ) -> Result<Result<(), RetryAfterSecs>, StoreError> {
+        match self {
+            Store::Memory(m) => m.take_token(tool, limit_per_hour, now),
+            Store::Redis(r) => r.take_token(tool, limit_per_hour, now).await,
+        }
+    }
+
+    /// Whether run-time revocations are shared through this store (Redis) rather than kept in
+    /// this authority's own control state (memory).
+    pub fn shares_revocations(&self) -> bool {
+        matches!(self, Store::Redis(_))
+    }
+
+    pub async fn set_revoked(&self, tool: &str, revoked: bool) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(_) => Ok(()),
+            Store::Redis(r) => r.set_revoked(tool, revoked).await,
+        }
+    }
+
+    /// Tools revoked through the store (empty for memory: the control state holds them). Cheap
+    /// (a local copy); with Redis it fails (`Stale`) when the copy could not be refreshed for a
+    /// second, so that a revocation made on another replica is never missed.
+    pub fn revoked(&self) -> Result<Arc<BTreeSet<String>>, StoreError> {
+        match self {
+            Store::Memory(_) => Ok(Arc::default()),
+            Store::Redis(r) => r.revoked(),
+        }
+    }
+
+    /// Changes of the shared revocations, whichever replica made them.
+    pub fn watch_revoked(&self) -> Option<watch::Receiver<Arc<BTreeSet<String>>>> {
+        match self {
+            Store::Memory(_) => None,
+            Store::Redis(r) => Some(r.watch_revoked()),
+        }
+    }
+
+    /// The box name or URL mapped to `keys` (most specific first), from Redis.
+    pub async fn locate(&self, keys: &[String]) -> Result<Option<String>, StoreError> {
+        match self {
+            Store::Memory(_) => Ok(None),
+            Store::Redis(r) => r.locate(keys).await,
+        }
+    }
+
+    /// Reads the shared state now (the poller does it every `revocation_poll`): at start, so the
+    /// first requests find a fresh copy.
+    pub async fn refresh(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(_) => Ok(()),
+            Store::Redis(r) => r.refresh().await,
+        }
+    }
+
+    /// Readiness: `Ok` when the store can be used now.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(_) => Ok(()),
+            Store::Redis(r) => r.ping().await,
+        }
+    }
+}

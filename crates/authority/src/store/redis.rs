@@ -1,0 +1,461 @@
+//! The Redis store: state shared by every replica of the authority.
+//!
+//! Connection handling: one `redis::aio::ConnectionManager` per replica (a multiplexed connection
+//! that reconnects by itself), and on top of it:
+//! - every call is wrapped in `tokio::time::timeout(response_timeout)`, connection wait
+//!   included, because the manager's own response timeout does not cover the time spent awaiting
+//!   a reconnection in progress;
+//! - the manager only reconnects on I/O errors; a handshake that fails for another reason
+//!   (WRONGPASS while an operator fixes the ACL, LOADING while Redis loads its dump, READONLY
+//!   after a failover) would stay failed forever, so on those errors the manager is dropped and
+//!   rebuilt (at most once a second);
+//! - a background task re-reads the revocation set every `revocation_poll` (250 ms). It also keeps
+//!   the connection exercised, so a Redis that comes back is noticed without waiting for a token
+//!   request.
+//!
+//! Redis need not persist anything (see docs/authorization.md): an `epoch` key records when the
+//! shared memory began. When it is missing, Redis has lost its data: the first replica to notice
+//! sets a new epoch and re-seeds the revocations it last knew; assertions made before the epoch
+//! are refused, since their earlier use may have been forgotten.
+use super::{hour_window, JtiUse, RetryAfterSecs, StoreError, HOUR};
+use boxapi_core::config::RedisConfig;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{IntoConnectionInfo, RedisResult, Script, Value};
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Hourly quota, atomically and exactly across replicas. Refused attempts are not counted, so a
+/// tool hammering the endpoint after its quota is spent does not eat into anything. The key
+/// lives a little past the window end (ARGV[2]).
+const QUOTA_LUA: &str = r#"
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n >= tonumber(ARGV[1]) then return 0 end
+redis.call('INCR', KEYS[1])
+redis.call('EXPIREAT', KEYS[1], ARGV[2])
+return 1
+"#;
+
+/// Single use of an assertion: -1 no epoch (Redis lost its data: sync, then retry), -2 made
+/// before the epoch, 0 replayed, 1 first use. Checking the epoch in the same script closes the
+/// window between Redis coming back empty and this replica noticing.
+const JTI_LUA: &str = r#"
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then return -1 end
+if tonumber(ARGV[2]) < tonumber(epoch) then return -2 end
+if redis.call('SET', KEYS[1], '1', 'NX', 'EXAT', ARGV[1]) then return 1 end
+return 0
+"#;
+
+/// Reads the epoch and the revocations; when the epoch is missing, first sets it and re-seeds
+/// this replica's last known revocations (ARGV[2..]), atomically, so no replica ever reads the
+/// emptied set as the truth.
+const SYNC_LUA: &str = r#"
+local reset = 0
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SET', KEYS[1], ARGV[1])
+  for i = 2, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
+  reset = 1
+end
+return {redis.call('GET', KEYS[1]), redis.call('SMEMBERS', KEYS[2]), reset}
+"#;
+
+/// After this long without a successful read, the local revocation view is not trusted (the
+/// contract: a revocation reaches every replica within a second).
+const REVOCATIONS_STALE_AFTER: Duration = Duration::from_secs(1);
+/// Rebuild the connection manager at most this often (see the module comment).
+const MIN_RESET_INTERVAL: Duration = Duration::from_secs(1);
+
+struct Inner {
+    client: redis::Client,
+    manager_config: ConnectionManagerConfig,
+    /// `None` until first used or after a reset. A tokio mutex because building a manager is
+    /// async; held only to clone the manager, or while connecting (bounded by the caller's timeout).
+    manager: tokio::sync::Mutex<Option<ConnectionManager>>,
+    last_reset: Mutex<Option<Instant>>,
+    prefix: String,
+    response_timeout: Duration,
+    quota: Script,
+    jti: Script,
+    sync: Script,
+    /// The shared revocations as last read (initially this replica's saved copy).
+    revoked_tx: watch::Sender<Arc<BTreeSet<String>>>,
+    /// When the revocations were last read successfully (`None`: never).
+    last_refresh: Mutex<Option<Instant>>,
+    created: Instant,
+    epoch: AtomicU64,
+}
+
+/// Handle on the Redis store. Dropping it stops its background task.
+pub struct RedisStore {
+    inner: Arc<Inner>,
+    poller: JoinHandle<()>,
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        self.poller.abort();
+    }
+}
+
+/// Lengths make keys unambiguous whatever the tool id or jti contain (`a:b`+`c` vs `a`+`b:c`).
+fn jti_key(prefix: &str, tool: &str, jti: &str) -> String {
+    format!("{prefix}jti:{}:{tool}:{jti}", tool.len())
+}
+
+fn quota_key(prefix: &str, tool: &str, window: u64) -> String {
+    format!("{prefix}quota:{}:{tool}:{window}", tool.len())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn unix_now() -> u64 {
+    boxapi_core::time::unix_now()
+}
+
+/// Errors after which the current connection (or connection attempt) cannot get better by
+/// itself: the manager reconnects only on I/O errors.
+fn needs_new_manager(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(
+            e.code(),
+            Some("WRONGPASS" | "NOAUTH" | "LOADING" | "READONLY" | "MASTERDOWN")
+        )
+}
+
+impl RedisStore {
+    /// Builds the client and starts the revocation poller. Does not wait for Redis.
+    pub fn connect(
+        settings: &RedisConfig,
+        password: Option<String>,
+        revoked: BTreeSet<String>,
+    ) -> Result<Self, StoreError> {
+        let config = |m: String| StoreError::Config(m);
+        let tls = settings.url.starts_with("rediss://");
+        if tls {
+            // The redis crate builds its rustls config from the process-wide provider; installing
+            // ring explicitly keeps working if another dependency ever enables aws-lc-rs too.
+            // Err = already installed.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let info = settings
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| config(format!("url: {e}")))?;
+        // No CLIENT SETINFO at each connection: one round trip less, and one command less for the
+        // ACL user (Redis 7.0 does not know it).
+        let mut redis_info = info.redis_settings().clone().set_skip_set_lib_name();
+        if let Some(user) = &settings.username {
+            redis_info = redis_info.set_username(user);
+        }
+        if let Some(pw) = &password {
+            redis_info = redis_info.set_password(pw);
+        }
+        let info = info.set_redis_settings(redis_info);
+        let client = match &settings.tls_ca_file {
+            None => redis::Client::open(info),
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| config(format!("tls_ca_file {}: {e}", path.display())))?;
+                redis::Client::build_with_tls(
+                    info,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem),
+                    },
+                )
+            }
+        }
+        .map_err(|e| config(e.to_string()))?;
+
+        // One connection attempt per reconnection round, no backoff inside the manager: its
+        // retries also retry authentication failures (a caller would only ever see a timeout, not
+        // "wrong password"), and a Redis that is back would be noticed only after a backoff
+        // sleep. Rounds are driven by our calls and by the poller instead.
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.connect_timeout))
+            .set_response_timeout(Some(settings.response_timeout))
+            .set_number_of_retries(0);
+
+        let (revoked_tx, _) = watch::channel(Arc::new(revoked));
+        let inner = Arc::new(Inner {
+            client,
+            manager_config,
+            manager: tokio::sync::Mutex::new(None),
+            last_reset: Mutex::new(None),
+            prefix: settings.key_prefix.clone(),
+            response_timeout: settings.response_timeout,
+            quota: Script::new(QUOTA_LUA),
+            jti: Script::new(JTI_LUA),
+            sync: Script::new(SYNC_LUA),
+            revoked_tx,
+            last_refresh: Mutex::new(None),
+            created: Instant::now(),
+            epoch: AtomicU64::new(0),
+        });
+        let poller = tokio::spawn(poll(Arc::downgrade(&inner), settings.revocation_poll));
+        Ok(RedisStore { inner, poller })
+    }
+
+    /// One round trip: readiness checks and start-up logs.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let cmd = redis::cmd("PING");
+        let _: Value = self
+            .inner
+            .call(|mut c| {
+                let cmd = &cmd;
+                async move { cmd.query_async(&mut c).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn use_jti(
+        &self,
+        tool: &str,
+        jti: &str,
+        valid_until: u64,
+        made_at: u64,
+        now: u64,
+    ) -> Result<JtiUse, StoreError> {
+        let key = jti_key(&self.inner.prefix, tool, jti);
+        let epoch_key = self.inner.key("epoch");
+        // An expiry in the past would make SET delete the key at once and report success to
+        // every replay: keep it at least a second ahead.
+        let exat = valid_until.max(now + 1);
+        let mut inv = self.inner.jti.key(&key);
+        inv.key(&epoch_key).arg(exat).arg(made_at);
+        for _ in 0..2 {
+            let answer: i64 = self
+                .inner
+                .call(|mut c| {
+                    let inv = &inv;
+                    async move { inv.invoke_async(&mut c).await }
+                })
+                .await?;
+            match answer {
+                1 => return Ok(JtiUse::Fresh),
+                0 => return Ok(JtiUse::Replayed),
+                -2 => return Ok(JtiUse::PredatesStore),
+                // Redis lost its data: set a new epoch (and re-seed revocations), then retry.
+                -1 => self.inner.sync().await?,
+                other => {
+                    return Err(StoreError::Protocol(format!(
+                        "the jti script answered {other}"
+                    )))
+                }
+            }
+        }
+        Err(StoreError::Protocol(
+            "the epoch vanished twice in a row".into(),
+        ))
+    }
+
+    pub async fn take_token(
+        &self,
+        tool: &str,
+        limit_per_hour: u32,
+        now: u64,
+    ) -> Result<Result<(), RetryAfterSecs>, StoreError> {
+        let window = hour_window(now);
+        let key = quota_key(&self.inner.prefix, tool, window);
+        let mut inv = self.inner.quota.key(&key);
+        // 5 minutes past the window end: replicas whose clocks differ a little still share it.
+        inv.arg(limit_per_hour).arg(window + HOUR + 300);
+        let granted: i64 = self
+            .inner
+            .call(|mut c| {
+                let inv = &inv;
+                async move { inv.invoke_async(&mut c).await }
+            })
+            .await?;
+        if granted == 1 {
+            Ok(Ok(()))
+        } else {
+            Ok(Err(RetryAfterSecs(
+                (window + HOUR).saturating_sub(now).max(1),
+            )))
+        }
+    }
+
+    /// Adds or removes a tool in the shared set, then re-reads it so this replica's view changes
+    /// at once (the others see it at their next poll). Synced first, so that a change made just
+    /// after Redis lost its data is not undone by the re-seed.
+    pub async fn set_revoked(&self, tool: &str, revoked: bool) -> Result<(), StoreError> {
+        self.inner.sync().await?;
+        let mut cmd = redis::cmd(if revoked { "SADD" } else { "SREM" });
+        cmd.arg(self.inner.key("revoked")).arg(tool);
+        let _: i64 = self
+            .inner
+            .call(|mut c| {
+                let cmd = &cmd;
+                async move { cmd.query_async(&mut c).await }
+            })
+            .await?;
+        self.inner.sync().await
+    }
+
+    /// The revocation set as last read, or `Stale` when it has not been read successfully for a
+    /// second: the caller must then fail closed rather than miss a revocation.
+    pub fn revoked(&self) -> Result<Arc<BTreeSet<String>>, StoreError> {
+        let last = *lock(&self.inner.last_refresh);
+        let age = last.map_or_else(|| self.inner.created.elapsed(), |t| t.elapsed());
+        if last.is_none() || age > REVOCATIONS_STALE_AFTER {
+            return Err(StoreError::Stale(age));
+        }
+        Ok(self.inner.revoked_tx.borrow().clone())
+    }
+
+    pub fn watch_revoked(&self) -> watch::Receiver<Arc<BTreeSet<String>>> {
+        self.inner.revoked_tx.subscribe()
+    }
+
+    pub async fn refresh(&self) -> Result<(), StoreError> {
+        self.inner.sync().await
+    }
+
+    /// When the shared memory of used assertions began (unix seconds; 0 before the first read).
+    pub fn epoch(&self) -> u64 {
+        self.inner.epoch.load(Ordering::Relaxed)
+    }
+
+    /// `GET` of the first of `keys` (under `<prefix>locate:`) that is set, in one round trip.
+    pub async fn locate(&self, keys: &[String]) -> Result<Option<String>, StoreError> {
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        let mut cmd = redis::cmd("MGET");
+        for k in keys {
+            cmd.arg(self.inner.key(&format!("locate:{k}")));
+        }
+        let found: Vec<Option<String>> = self
+            .inner
+            .call(|mut c| {
+                let cmd = &cmd;
+                async move { cmd.query_async(&mut c).await }
+            })
+            .await?;
+        Ok(found.into_iter().flatten().next())
+    }
+}
+
+impl Inner {
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    async fn manager(&self) -> Result<ConnectionManager, redis::RedisError> {
+        let mut slot = self.manager.lock().await;
+        if let Some(m) = slot.as_ref() {
+            return Ok(m.clone());
+        }
+        let m =
+            ConnectionManager::new_with_config(self.client.clone(), self.manager_config.clone())
+                .await?;
+        *slot = Some(m.clone());
+        Ok(m)
+    }
+
+    /// Drops the manager so the next call connects afresh (rate-limited).
+    async fn reset(&self) {
+        {
+            let mut last = lock(&self.last_reset);
+            if last.is_some_and(|t| t.elapsed() < MIN_RESET_INTERVAL) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        *self.manager.lock().await = None;
+    }
+
+    /// Runs one operation under the response timeout. A connection refusal is retried once: it
+    /// comes from a reconnection round that already failed (the command was never sent), and the
+    /// retry awaits the round the manager has just started, so the first request after Redis
+    /// comes back succeeds instead of failing on a stale error.
+    async fn call<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let attempt = async {
+            let mut retried = false;
+            loop {
+                let result = match self.manager().await {
+                    Ok(con) => op(con).await,
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(v) => return Ok(v),
+                    Err(e) if !retried && e.is_connection_refusal() => retried = true,
+                    Err(e) => {
+                        if needs_new_manager(&e) {
+                            self.reset().await;
+                        }
+                        return Err(StoreError::from(e));
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(self.response_timeout, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout(self.response_timeout)),
+        }
+    }
+
+    /// Reads the epoch and the revocations (re-seeding them if Redis lost its data).
+    async fn sync(&self) -> Result<(), StoreError> {
+        let mut inv = self.sync.key(self.key("epoch"));
+        inv.key(self.key("revoked")).arg(unix_now());
+        for tool in self.revoked_tx.borrow().iter() {
+            inv.arg(tool);
+        }
+        let (epoch, set, reset): (u64, BTreeSet<String>, i64) = self
+            .call(|mut c| {
+                let inv = &inv;
+                async move { inv.invoke_async(&mut c).await }
+            })
+            .await?;
+        if reset == 1 {
+            boxapi_core::log::event(
+                "store_reset",
+                &[
+                    ("epoch", &epoch.to_string()),
+                    ("revocations_reseeded", &set.len().to_string()),
+                ],
+            );
+        }
+        self.epoch.store(epoch, Ordering::Relaxed);
+        *lock(&self.last_refresh) = Some(Instant::now());
+        self.revoked_tx.send_if_modified(|cur| {
+            if **cur == set {
+                false
+            } else {
+                *cur = Arc::new(set);
+                true
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Polling rather than pub/sub: a read of a small set every 250 ms per replica is negligible load
+/// for Redis, needs no subscription state to restore after a reconnection (a message published
+/// while a replica was reconnecting would be lost and need a re-read anyway), and bounds
+/// propagation by `revocation_poll` + one round trip. Ends when the store is dropped.
+async fn poll(inner: Weak<Inner>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        // Failures show as a stale view (`revoked()` → Stale) and in the callers' errors.
+        let _ = inner.sync().await;
+    }
+}
