@@ -49,11 +49,14 @@ pub fn execute(app: &App, line: &[u8]) -> Value {
 /// they re-read the shared set every `revocation_poll`). A revocation this replica holds in its
 /// own state (from before the store was shared) is lifted too by `unrevoke`.
 fn shared(app: &App, id: &str, revoked: bool) -> Value {
-    // The control handler is synchronous and runs on a worker of the multi-threaded runtime; the
-    // store call is bounded by its response timeout.
-    let done = tokio::task::block_in_place(|| {
-        tokio::runtime::Handle::current().block_on(app.store.set_revoked(id, revoked))
-    });
+    // Control commands run on a blocking thread of the runtime (core's control socket): waiting
+    // here is fine, and the store call is bounded by its response timeout.
+    let done = match tokio::runtime::Handle::try_current() {
+        Ok(rt) => rt
+            .block_on(app.store.set_revoked(id, revoked))
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
     if let Err(e) = done {
         log::event("state_error", &[("error", &e.to_string())]);
         return error_reply(&format!(

@@ -1,18 +1,19 @@
 //! The in-memory store: one authority, no network, bounded maps.
-use super::{hour_window, JtiUse, RetryAfterSecs, StoreError, HOUR};
+use super::{hour_window, Admission, RetryAfterSecs, Single, StoreError, HOUR};
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-/// Bound of the replay cache. Assertions live at most 5 minutes, so this is the number of token
-/// requests per 5 minutes one authority can absorb (over 300 a second); past it requests get 503.
-pub const MAX_JTI: usize = 100_000;
-/// Bound of the quota table: one entry per tool, tools come from the registry.
+/// Bound of each tool's replay set. Assertions live at most 5 minutes and only granted ones are
+/// recorded, so a tool reaches it only with a quota above 100,000 tokens per 5 minutes; then its
+/// own requests (nobody else's) get 503 until some expire.
+pub const MAX_JTI_PER_TOOL: usize = 100_000;
+/// Bound of the tables: one entry per tool, tools come from the registry.
 const MAX_TOOLS: usize = 10_000;
 
 #[derive(Default)]
 struct Inner {
-    /// (tool, jti) → until when it is remembered (unix seconds).
-    jti: HashMap<(String, String), u64>,
+    /// tool → jti → until when it is remembered (unix seconds).
+    jti: HashMap<String, HashMap<String, u64>>,
     /// tool → (window start, tokens issued in it).
     quota: HashMap<String, (u64, u32)>,
 }
@@ -40,58 +41,49 @@ impl MemoryStore {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn use_jti(
+    pub fn admit(
         &self,
         tool: &str,
-        jti: &str,
-        valid_until: u64,
-        made_at: u64,
-        now: u64,
-    ) -> Result<JtiUse, StoreError> {
-        if made_at < self.since {
-            return Ok(JtiUse::PredatesStore);
-        }
-        let mut inner = self.lock();
-        let key = (tool.to_owned(), jti.to_owned());
-        if inner.jti.get(&key).is_some_and(|&until| until >= now) {
-            return Ok(JtiUse::Replayed);
-        }
-        if inner.jti.len() >= self.max_jti {
-            inner.jti.retain(|_, until| *until >= now);
-            if inner.jti.len() >= self.max_jti {
-                // Refusing is safer than forgetting a used jti.
-                return Err(StoreError::Full(self.max_jti));
-            }
-        }
-        inner.jti.insert(key, valid_until);
-        Ok(JtiUse::Fresh)
-    }
-
-    pub fn take_token(
-        &self,
-        tool: &str,
+        single: Option<Single<'_>>,
         limit_per_hour: u32,
         now: u64,
-    ) -> Result<Result<(), RetryAfterSecs>, StoreError> {
-        let window = hour_window(now);
+    ) -> Result<Admission, StoreError> {
+        if single.is_some_and(|a| a.made_at < self.since) {
+            return Ok(Admission::PredatesStore);
+        }
         let mut inner = self.lock();
-        if !inner.quota.contains_key(tool) && inner.quota.len() >= MAX_TOOLS {
-            inner.quota.retain(|_, (start, _)| *start >= window);
-            if inner.quota.len() >= MAX_TOOLS {
-                return Err(StoreError::Full(MAX_TOOLS));
+        let Inner { jti, quota } = &mut *inner;
+        if !quota.contains_key(tool) && quota.len() >= MAX_TOOLS {
+            return Err(StoreError::Full(MAX_TOOLS));
+        }
+        let set = jti.entry(tool.to_owned()).or_default();
+        if let Some(a) = single {
+            if set.get(a.jti).is_some_and(|&until| until >= now) {
+                return Ok(Admission::Replayed);
             }
         }
-        let entry = inner.quota.entry(tool.to_owned()).or_insert((window, 0));
+        let window = hour_window(now);
+        let entry = quota.entry(tool.to_owned()).or_insert((window, 0));
         if entry.0 != window {
             *entry = (window, 0);
         }
         if entry.1 >= limit_per_hour {
-            return Ok(Err(RetryAfterSecs(
+            return Ok(Admission::QuotaSpent(RetryAfterSecs(
                 (window + HOUR).saturating_sub(now).max(1),
             )));
         }
+        if let Some(a) = single {
+            if set.len() >= self.max_jti {
+                set.retain(|_, until| *until >= now);
+                if set.len() >= self.max_jti {
+                    // Refusing is safer than forgetting a used jti.
+                    return Err(StoreError::Full(self.max_jti));
+                }
+            }
+            set.insert(a.jti.to_owned(), a.valid_until);
+        }
         entry.1 += 1;
-        Ok(Ok(()))
+        Ok(Admission::Granted)
     }
 }
 
@@ -101,45 +93,60 @@ mod tests {
 
     const T: u64 = 1_800_000_000 + 100; // 100 s into an hour window
 
+    fn single(jti: &str, valid_until: u64, made_at: u64) -> Option<Single<'_>> {
+        Some(Single {
+            jti,
+            valid_until,
+            made_at,
+        })
+    }
+
     #[test]
-    fn jti_single_use_and_bounded() {
+    fn single_use_per_tool_and_bounded() {
         let m = MemoryStore::new(3, T);
-        let use_ = |tool, jti, until| m.use_jti(tool, jti, until, T, T).expect("room");
-        assert_eq!(use_("a", "1", T + 60), JtiUse::Fresh);
-        assert_eq!(use_("a", "1", T + 60), JtiUse::Replayed);
-        assert_eq!(use_("b", "1", T + 60), JtiUse::Fresh);
-        assert_eq!(use_("a", "2", T + 60), JtiUse::Fresh);
-        // Full of live entries: refuse (fail closed) rather than forget one.
+        let admit = |tool, jti, until| m.admit(tool, single(jti, until, T), 100, T).expect("room");
+        assert_eq!(admit("a", "1", T + 60), Admission::Granted);
+        assert_eq!(admit("a", "1", T + 60), Admission::Replayed);
+        assert_eq!(admit("b", "1", T + 60), Admission::Granted);
+        assert_eq!(admit("a", "2", T + 60), Admission::Granted);
+        assert_eq!(admit("a", "3", T + 60), Admission::Granted);
+        // a's set is full of live entries: refuse (fail closed) rather than forget one...
         assert!(matches!(
-            m.use_jti("a", "3", T + 60, T, T),
+            m.admit("a", single("4", T + 60, T), 100, T),
             Err(StoreError::Full(3))
         ));
+        // ...and b is not locked out by a.
+        assert_eq!(admit("b", "2", T + 60), Admission::Granted);
         // Expired entries make room again.
-        let m = MemoryStore::new(3, T);
-        for j in ["1", "2", "3"] {
-            assert_eq!(m.use_jti("a", j, T - 1, T, T).expect("room"), JtiUse::Fresh);
-        }
         assert_eq!(
-            m.use_jti("a", "4", T + 60, T, T).expect("room"),
-            JtiUse::Fresh
+            m.admit("a", single("4", T + 200, T), 100, T + 100)
+                .expect("room"),
+            Admission::Granted
         );
         // Made before this memory began: may have been used with the previous process.
         assert_eq!(
-            m.use_jti("a", "5", T + 60, T - 1, T).expect("room"),
-            JtiUse::PredatesStore
+            m.admit("a", single("5", T + 60, T - 1), 100, T)
+                .expect("room"),
+            Admission::PredatesStore
         );
     }
 
     #[test]
-    fn quota_window_and_retry_after() {
+    fn quota_first_refusals_record_nothing() {
         let m = MemoryStore::new(10, T);
-        assert_eq!(m.take_token("a", 2, T).expect("ok"), Ok(()));
-        assert_eq!(m.take_token("a", 2, T).expect("ok"), Ok(()));
+        let admit = |jti, now| m.admit("a", single(jti, T + 60, T), 2, now).expect("ok");
+        assert_eq!(admit("1", T), Admission::Granted);
+        assert_eq!(admit("2", T), Admission::Granted);
+        assert_eq!(admit("3", T), Admission::QuotaSpent(RetryAfterSecs(3500)));
+        // A replay is a replay even when the quota is spent.
+        assert_eq!(admit("1", T), Admission::Replayed);
+        // "3" was not recorded: usable in the next window.
+        assert_eq!(admit("3", T + 3500), Admission::Granted);
+        // Without an assertion (client_secret_basic): the quota only.
+        assert_eq!(m.admit("b", None, 1, T).expect("ok"), Admission::Granted);
         assert_eq!(
-            m.take_token("a", 2, T).expect("ok"),
-            Err(RetryAfterSecs(3500))
+            m.admit("b", None, 1, T).expect("ok"),
+            Admission::QuotaSpent(RetryAfterSecs(3500))
         );
-        assert_eq!(m.take_token("a", 2, T + 3500).expect("ok"), Ok(()));
-        assert_eq!(m.take_token("b", 1, T).expect("ok"), Ok(()));
     }
 }

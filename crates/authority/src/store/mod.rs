@@ -26,16 +26,28 @@ pub(crate) const HOUR: u64 = 3600;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryAfterSecs(pub u64);
 
-/// The answer to "may this client assertion be used now?".
+/// A client assertion to use once.
+#[derive(Debug, Clone, Copy)]
+pub struct Single<'a> {
+    pub jti: &'a str,
+    /// Remember it until then (unix seconds): its `exp` plus the leeway it is accepted with.
+    pub valid_until: u64,
+    /// The earliest it can have been made ([`made_at`]).
+    pub made_at: u64,
+}
+
+/// The store's answer to a token grant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JtiUse {
-    /// First use: go on.
-    Fresh,
-    /// Seen before: `invalid_client`.
+pub enum Admission {
+    /// Within the quota and (with an assertion) its first use: counted and recorded, sign.
+    Granted,
+    /// The assertion was used before: `invalid_client`.
     Replayed,
-    /// Made before the store's memory of used assertions began (the authority started, or Redis
-    /// came back empty): it may have been used before, so it is refused like a replay.
+    /// The assertion was made before the store's memory of used assertions began (the authority
+    /// started, or Redis came back empty): it may have been used before, so it is refused.
     PredatesStore,
+    /// The tool's quota for the hour is spent: 429 with this `Retry-After`.
+    QuotaSpent(RetryAfterSecs),
 }
 
 /// Start of the fixed hour window containing `now` (unix seconds). Windows are aligned on the
@@ -68,7 +80,7 @@ impl Store {
         now: u64,
     ) -> Result<Self, StoreError> {
         Ok(match config {
-            StoreConfig::Memory => Store::Memory(MemoryStore::new(memory::MAX_JTI, now)),
+            StoreConfig::Memory => Store::Memory(MemoryStore::new(memory::MAX_JTI_PER_TOOL, now)),
             StoreConfig::Redis(r) => Store::Redis(RedisStore::connect(r, password, revoked)?),
         })
     }
@@ -80,33 +92,20 @@ impl Store {
         }
     }
 
-    /// Marks a client assertion's `jti` used until `valid_until` (unix seconds, leeway included)
-    /// unless it was used before or made (`made_at`) before the store's memory began.
-    pub async fn use_jti(
+    /// Single use and quota in one atomic step, in the order the box's in-memory path uses too: a
+    /// replay is refused first, then a spent quota; only a granted request records its
+    /// assertion and counts against the quota (a refused one changes nothing, so a tool hammering
+    /// after its quota is spent, or replaying, costs nobody anything).
+    pub async fn admit(
         &self,
         tool: &str,
-        jti: &str,
-        valid_until: u64,
-        made_at: u64,
-        now: u64,
-    ) -> Result<JtiUse, StoreError> {
-        match self {
-            Store::Memory(m) => m.use_jti(tool, jti, valid_until, made_at, now),
-            Store::Redis(r) => r.use_jti(tool, jti, valid_until, made_at, now).await,
-        }
-    }
-
-    /// Counts one token against the tool's quota for the hour window containing `now`. Called
-    /// last, once everything else about the request is valid; refused attempts are not counted.
-    pub async fn take_token(
-        &self,
-        tool: &str,
+        single: Option<Single<'_>>,
         limit_per_hour: u32,
         now: u64,
-    ) -> Result<Result<(), RetryAfterSecs>, StoreError> {
+    ) -> Result<Admission, StoreError> {
         match self {
-            Store::Memory(m) => m.take_token(tool, limit_per_hour, now),
-            Store::Redis(r) => r.take_token(tool, limit_per_hour, now).await,
+            Store::Memory(m) => m.admit(tool, single, limit_per_hour, now),
+            Store::Redis(r) => r.admit(tool, single, limit_per_hour, now).await,
         }
     }
 

@@ -17,7 +17,7 @@
 //! shared memory began. When it is missing, Redis has lost its data: the first replica to notice
 //! sets a new epoch and re-seeds the revocations it last knew; assertions made before the epoch
 //! are refused, since their earlier use may have been forgotten.
-use super::{hour_window, JtiUse, RetryAfterSecs, StoreError, HOUR};
+use super::{hour_window, Admission, RetryAfterSecs, Single, StoreError, HOUR};
 use boxapi_core::config::RedisConfig;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, RedisResult, Script, Value};
@@ -29,26 +29,28 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Hourly quota, atomically and exactly across replicas. Refused attempts are not counted, so a
-/// tool hammering the endpoint after its quota is spent does not eat into anything. The key
-/// lives a little past the window end (ARGV[2]).
-const QUOTA_LUA: &str = r#"
+/// Single use and quota in one atomic step, exact across replicas. KEYS: quota, epoch, jti (the
+/// jti key is not touched without an assertion). ARGV: limit, quota key expiry, "1" with an
+/// assertion, jti expiry, when the assertion was made at the earliest.
+/// Answers: 1 granted, 0 replayed, -1 no epoch (Redis lost its data: sync, then retry), -2 made
+/// before the epoch, -3 quota spent. A replay is refused before the quota is looked at; only a
+/// grant records its jti and counts, so refusals change nothing. Checking the epoch in the same
+/// script closes the window between Redis coming back empty and this replica noticing. The quota
+/// key lives a little past its window (ARGV[2]).
+const ADMIT_LUA: &str = r#"
+local single = ARGV[3] == '1'
+if single then
+  local epoch = redis.call('GET', KEYS[2])
+  if not epoch then return -1 end
+  if tonumber(ARGV[5]) < tonumber(epoch) then return -2 end
+  if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+end
 local n = tonumber(redis.call('GET', KEYS[1]) or '0')
-if n >= tonumber(ARGV[1]) then return 0 end
+if n >= tonumber(ARGV[1]) then return -3 end
+if single then redis.call('SET', KEYS[3], '1', 'EXAT', ARGV[4]) end
 redis.call('INCR', KEYS[1])
 redis.call('EXPIREAT', KEYS[1], ARGV[2])
 return 1
-"#;
-
-/// Single use of an assertion: -1 no epoch (Redis lost its data: sync, then retry), -2 made
-/// before the epoch, 0 replayed, 1 first use. Checking the epoch in the same script closes the
-/// window between Redis coming back empty and this replica noticing.
-const JTI_LUA: &str = r#"
-local epoch = redis.call('GET', KEYS[2])
-if not epoch then return -1 end
-if tonumber(ARGV[2]) < tonumber(epoch) then return -2 end
-if redis.call('SET', KEYS[1], '1', 'NX', 'EXAT', ARGV[1]) then return 1 end
-return 0
 "#;
 
 /// Reads the epoch and the revocations; when the epoch is missing, first sets it and re-seeds
@@ -79,8 +81,7 @@ struct Inner {
     last_reset: Mutex<Option<Instant>>,
     prefix: String,
     response_timeout: Duration,
-    quota: Script,
-    jti: Script,
+    admit: Script,
     sync: Script,
     /// The shared revocations as last read (initially this replica's saved copy).
     revoked_tx: watch::Sender<Arc<BTreeSet<String>>>,
@@ -192,8 +193,7 @@ impl RedisStore {
             last_reset: Mutex::new(None),
             prefix: settings.key_prefix.clone(),
             response_timeout: settings.response_timeout,
-            quota: Script::new(QUOTA_LUA),
-            jti: Script::new(JTI_LUA),
+            admit: Script::new(ADMIT_LUA),
             sync: Script::new(SYNC_LUA),
             revoked_tx,
             last_refresh: Mutex::new(None),
@@ -217,21 +217,29 @@ impl RedisStore {
         Ok(())
     }
 
-    pub async fn use_jti(
+    pub async fn admit(
         &self,
         tool: &str,
-        jti: &str,
-        valid_until: u64,
-        made_at: u64,
+        single: Option<Single<'_>>,
+        limit_per_hour: u32,
         now: u64,
-    ) -> Result<JtiUse, StoreError> {
-        let key = jti_key(&self.inner.prefix, tool, jti);
-        let epoch_key = self.inner.key("epoch");
-        // An expiry in the past would make SET delete the key at once and report success to
-        // every replay: keep it at least a second ahead.
-        let exat = valid_until.max(now + 1);
-        let mut inv = self.inner.jti.key(&key);
-        inv.key(&epoch_key).arg(exat).arg(made_at);
+    ) -> Result<Admission, StoreError> {
+        let window = hour_window(now);
+        let prefix = &self.inner.prefix;
+        let mut inv = self.inner.admit.key(quota_key(prefix, tool, window));
+        inv.key(self.inner.key("epoch"));
+        // 5 minutes past the window end: replicas whose clocks differ a little still share it.
+        inv.arg(limit_per_hour).arg(window + HOUR + 300);
+        match single {
+            // An expiry in the past would make SET delete the key at once and let every replay
+            // through: keep it at least a second ahead.
+            Some(a) => inv
+                .key(jti_key(prefix, tool, a.jti))
+                .arg(1)
+                .arg(a.valid_until.max(now + 1))
+                .arg(a.made_at),
+            None => inv.key(self.inner.key("jti:-")).arg(0).arg(0).arg(0),
+        };
         for _ in 0..2 {
             let answer: i64 = self
                 .inner
@@ -240,49 +248,28 @@ impl RedisStore {
                     async move { inv.invoke_async(&mut c).await }
                 })
                 .await?;
-            match answer {
-                1 => return Ok(JtiUse::Fresh),
-                0 => return Ok(JtiUse::Replayed),
-                -2 => return Ok(JtiUse::PredatesStore),
+            return Ok(match answer {
+                1 => Admission::Granted,
+                0 => Admission::Replayed,
+                -2 => Admission::PredatesStore,
+                -3 => Admission::QuotaSpent(RetryAfterSecs(
+                    (window + HOUR).saturating_sub(now).max(1),
+                )),
                 // Redis lost its data: set a new epoch (and re-seed revocations), then retry.
-                -1 => self.inner.sync().await?,
+                -1 => {
+                    self.inner.sync().await?;
+                    continue;
+                }
                 other => {
                     return Err(StoreError::Protocol(format!(
-                        "the jti script answered {other}"
+                        "the admission script answered {other}"
                     )))
                 }
-            }
+            });
         }
         Err(StoreError::Protocol(
             "the epoch vanished twice in a row".into(),
         ))
-    }
-
-    pub async fn take_token(
-        &self,
-        tool: &str,
-        limit_per_hour: u32,
-        now: u64,
-    ) -> Result<Result<(), RetryAfterSecs>, StoreError> {
-        let window = hour_window(now);
-        let key = quota_key(&self.inner.prefix, tool, window);
-        let mut inv = self.inner.quota.key(&key);
-        // 5 minutes past the window end: replicas whose clocks differ a little still share it.
-        inv.arg(limit_per_hour).arg(window + HOUR + 300);
-        let granted: i64 = self
-            .inner
-            .call(|mut c| {
-                let inv = &inv;
-                async move { inv.invoke_async(&mut c).await }
-            })
-            .await?;
-        if granted == 1 {
-            Ok(Ok(()))
-        } else {
-            Ok(Err(RetryAfterSecs(
-                (window + HOUR).saturating_sub(now).max(1),
-            )))
-        }
     }
 
     /// Adds or removes a tool in the shared set, then re-reads it so this replica's view changes
