@@ -149,7 +149,7 @@ fn authority_dir(
 
 fn redis_store(r: &Redis) -> String {
     format!(
-        "[authority.store]\nkind = \"redis\"\nurl = \"{}\"\nkey_prefix = \"t:\"\nresponse_timeout_ms = 300\n",
+        "[authority.store]\nkind = \"redis\"\nurl = \"{}\"\nkey_prefix = \"t:\"\nresponse_timeout_ms = 1000\n",
         r.url()
     )
 }
@@ -280,7 +280,7 @@ fn quota_over_two_replicas_is_exact() {
     let issued = answers.iter().filter(|r| r.status == 200).count() as u32;
     assert_eq!(issued, N, "{answers:?}");
     for r in answers.iter().filter(|r| r.status != 200) {
-        assert_eq!(r.status, 429, "{r:?}");
+        assert_eq!(r.status, 429, "{r:?} {} {}", a.log_text(), b.log_text());
         assert_eq!(error_of(r), "slow_down");
         assert!(r.header("retry-after").is_some());
     }
