@@ -20,8 +20,14 @@ fn files() -> PathBuf {
 /// Runs the plugin as rpcd does (its stdin closed after the arguments); returns its stdout as
 /// JSON, asserting that it is one JSON object whatever happened.
 fn plugin(env: &[(&str, &Path)], args: &[&str], stdin: &str) -> Value {
-    let mut cmd = Command::new("sh");
-    cmd.arg(files().join("boxapi.rpcd"))
+    plugin_in(&["sh"], env, args, stdin)
+}
+
+/// The same, under a given shell (`busybox sh` is OpenWrt's ash).
+fn plugin_in(shell: &[&str], env: &[(&str, &Path)], args: &[&str], stdin: &str) -> Value {
+    let mut cmd = Command::new(shell[0]);
+    cmd.args(&shell[1..])
+        .arg(files().join("boxapi.rpcd"))
         .args(args)
         .env_remove("BOXAPI_SOCKET")
         .env("BOXAPI_BIN", BIN)
@@ -166,4 +172,34 @@ fn the_rpcd_plugin_answers_list_and_call_and_errors_in_json() {
         r["error"].as_str().unwrap().contains("not reachable"),
         "{r}"
     );
+}
+
+#[test]
+fn the_plugin_runs_under_busybox_ash_as_on_openwrt() {
+    if Command::new("busybox").arg("true").status().is_err() {
+        eprintln!("busybox is not installed: skipped");
+        return;
+    }
+    let d = Daemon::start("rpcd-ash", "", "");
+    let conf = d.dir.join("boxapi.toml");
+    let env: &[(&str, &Path)] = &[("BOXAPI_CONFIG", &conf)];
+    let ash = |args: &[&str], stdin: &str| plugin_in(&["busybox", "sh"], env, args, stdin);
+    assert!(ash(&["list"], "")["withhold"].is_object());
+    assert_eq!(ash(&["call", "status"], "{}")["state"], "enabled");
+    assert!(
+        ash(&["call", "withhold"], r#"{"section":"client","tool":"b"}"#)
+            .get("error")
+            .is_none()
+    );
+    let tools = ash(&["call", "tools"], "{}");
+    let b = tools["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "b")
+        .unwrap()
+        .clone();
+    assert_eq!(b["withheld"], json!(["client"]));
+    assert!(ash(&["call", "allow"], r#"{"section":"nope"}"#)["error"].is_string());
+    assert!(ash(&["call", "nope"], "{}")["error"].is_string());
 }
