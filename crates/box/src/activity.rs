@@ -3,9 +3,10 @@
 //! request count per tool. No address, no token, nothing per request.
 //!
 //! Recorded in memory on the request path (a lock and a map lookup); saved atomically in
-//! `state_dir/activity.json` by a task at most once a minute and only when something changed
-//! (a box's state often sits on flash), and once more on shutdown. A kill -9 or a power cut
-//! loses at most the last minute. Bounded: one entry per registered tool (at most
+//! `state_dir/activity.json` by a task, only when something changed (a box's state often sits on
+//! flash) and at most once a minute: the first change after a quiet minute is saved at once, later
+//! ones a minute after the previous save; once more on shutdown. A kill -9 or a power cut loses at
+//! most the last minute. Bounded: one entry per registered tool (at most
 //! [`MAX_TOOLS`]), dropped when the tool leaves the registry or has not been seen for
 //! `server.activity_retention_days`.
 //!
@@ -43,6 +44,8 @@ struct Inner {
 #[derive(Default)]
 pub struct Activity {
     inner: Mutex<Inner>,
+    /// Woken when there is something new to save.
+    changed: tokio::sync::Notify,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +89,16 @@ impl Activity {
         } else {
             return;
         }
-        inner.dirty = true;
+        if !inner.dirty {
+            inner.dirty = true;
+            self.changed.notify_one();
+        }
+    }
+
+    /// Resolves once something changed since the last save (immediately if a change came while
+    /// nobody was waiting).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     pub fn get(&self, tool: &str) -> Option<Entry> {
@@ -142,6 +154,7 @@ impl Activity {
                 tools,
                 dirty: false,
             }),
+            changed: tokio::sync::Notify::new(),
         })
     }
 

@@ -363,14 +363,25 @@ fn write_activity(app: &App, content: &[u8]) {
     }
 }
 
-/// Saves the activity at most once a minute, and only when it changed; the write and its fsync
-/// run on the blocking pool, never on the runtime's one thread.
+/// Saves the activity when it changed, at most once a minute: the first change after a quiet
+/// minute at once (so a request is on disk within moments), later ones a minute after the previous
+/// save. Each minute it also applies the retention, changes or not. The write and its fsync run on
+/// the blocking pool, never on the runtime's one thread.
 async fn save_activity_periodically(app: Arc<App>) {
+    let mut last_attempt: Option<tokio::time::Instant> = None;
     loop {
-        tokio::time::sleep(crate::activity::SAVE_EVERY).await;
+        tokio::select! {
+            _ = app.activity.changed() => {}
+            _ = tokio::time::sleep(crate::activity::SAVE_EVERY) => {}
+        }
+        if let Some(t) = last_attempt {
+            tokio::time::sleep_until(t + crate::activity::SAVE_EVERY).await;
+        }
         let Some(content) = prune_activity(&app) else {
             continue;
         };
+        // Set on failures too: a failing disk is retried once a minute, not in a loop.
+        last_attempt = Some(tokio::time::Instant::now());
         let writer = app.clone();
         let done = tokio::task::spawn_blocking(move || write_activity(&writer, &content)).await;
         if done.is_err() {

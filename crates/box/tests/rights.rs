@@ -540,3 +540,21 @@ fn ten_thousand_requests_leave_the_state_files_the_same_size() {
     d.terminate();
     assert_eq!(sizes(), after_one);
 }
+
+#[test]
+fn the_first_access_after_a_quiet_minute_is_on_disk_at_once() {
+    let d = Daemon::start("activity-kill", "", "");
+    let file = d.dir.join("state/activity.json");
+    let t = fixtures().b.token("b", "access");
+    assert_eq!(d.get_token("/v1/access", &t).status, 200);
+    assert!(
+        wait_for(std::time::Duration::from_secs(3), || {
+            std::fs::read_to_string(&file).is_ok_and(|s| s.contains("\"b\""))
+        }),
+        "not saved"
+    );
+    // A kill -9 (no shutdown save) keeps it.
+    let dir = d.stop();
+    let d = Daemon::start_in(dir, &[]);
+    assert_eq!(tool(&tools(&d), "b")["requests"], 1);
+}
