@@ -5,10 +5,10 @@ use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 use crate::store::Store;
 use boxapi_core::control::{Control, State};
+use boxapi_core::fair::Slots;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use tokio::sync::Semaphore;
 
 /// This replica's copy of the shared (Redis) revocations, in `state_dir`: what it re-seeds into a
 /// Redis that lost its data, even after a restart of everything.
@@ -19,21 +19,22 @@ pub struct App {
     pub control: Control,
     pub store: Store,
     pub metrics: Metrics,
-    /// One permit per open connection (`server.max_connections`).
-    pub connections: Arc<Semaphore>,
+    /// Connection slots: `server.max_connections`, a fair share per terminal.
+    pub slots: Arc<Slots>,
     /// The ACME account and the bound on concurrent issuance (kept across reloads).
     pub issuer: crate::acme::Issuer,
 }
 
 impl App {
     pub fn new(snapshot: Snapshot, state: State, store: Store) -> Arc<App> {
-        let connections = Arc::new(Semaphore::new(snapshot.config.server.max_connections));
+        let s = &snapshot.config.server;
+        let slots = Slots::new(s.max_connections, s.max_connections_per_terminal);
         Arc::new(App {
             snapshot: RwLock::new(Arc::new(snapshot)),
             control: Control::new(state),
             store,
             metrics: Metrics::new(),
-            connections,
+            slots,
             issuer: Default::default(),
         })
     }

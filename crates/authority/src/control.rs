@@ -148,6 +148,9 @@ pub fn reload(app: &App) -> Result<(), Vec<Problem>> {
     let path = app.snapshot().config.path.clone();
     match Snapshot::load(&path) {
         Ok(new) => {
+            let s = &new.config.server;
+            app.slots
+                .configure(s.max_connections, s.max_connections_per_terminal);
             app.replace_snapshot(new);
             log::event("reloaded", &[("config", &path.display().to_string())]);
             Ok(())

@@ -2,6 +2,8 @@
 //! balancer, not on a LAN), a bounded number of connections, deadlines on handshakes and heads.
 use crate::app::App;
 use crate::http;
+use boxapi_core::fair::{Phase, Terminal};
+use boxapi_core::guard::ParseErrorGuard;
 use boxapi_core::log;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -9,10 +11,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
 
 /// The TLS handshake must be over within this time.
 pub const HANDSHAKE: Duration = Duration::from_secs(10);
@@ -20,6 +23,13 @@ pub const HANDSHAKE: Duration = Duration::from_secs(10);
 pub const HEAD: Duration = Duration::from_secs(10);
 /// Request heads above this size are refused.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// A kept-alive connection must start its next request within this time of the last answer.
+pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(5);
+/// One request, body and answer included (a client that never reads its answer is cut here).
+pub const REQUEST_LIMIT: Duration = Duration::from_secs(30);
+/// How often a connection's deadlines are looked at (phases change without a wake-up: a
+/// deadline is kept to within this).
+const PHASE_CHECK: Duration = Duration::from_secs(1);
 /// On shutdown, open connections get this long to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -55,13 +65,12 @@ pub async fn run(app: Arc<App>, listeners: Vec<TcpListener>, shutdown: impl Futu
     for t in tasks {
         t.abort();
     }
-    let max = app.snapshot().config.server.max_connections as u32;
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, app.connections.acquire_many(max)).await;
+    let drained = app.slots.drained(SHUTDOWN_GRACE).await;
     log::event(
         "stopped",
         &[(
             "drained",
-            if drained.is_ok() {
+            if drained {
                 "yes"
             } else {
                 "no, grace period over"
@@ -72,12 +81,11 @@ pub async fn run(app: Arc<App>, listeners: Vec<TcpListener>, shutdown: impl Futu
 
 async fn accept_loop(app: Arc<App>, listener: TcpListener) {
     loop {
-        let Ok(permit) = app.connections.clone().acquire_owned().await else {
-            return;
-        };
+        // Never waits for room: each connection is admitted (or closed) in its own task, so one
+        // source's flood cannot hold others in the backlog.
         match listener.accept().await {
             Ok((stream, peer)) => {
-                tokio::spawn(connection(app.clone(), stream, peer, permit));
+                tokio::spawn(connection(app.clone(), stream, peer));
             }
             Err(e) => {
                 // Typically EMFILE: back off instead of spinning.
@@ -88,17 +96,21 @@ async fn accept_loop(app: Arc<App>, listener: TcpListener) {
     }
 }
 
-async fn connection(
-    app: Arc<App>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    _permit: OwnedSemaphorePermit,
-) {
+async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
+    let accepted = Instant::now();
+    // On the internet, a terminal is an IPv4 address or an IPv6 /64 (one subscriber's prefix).
+    let Some(slot) = app.slots.admit(Terminal::of_internet_ip(peer.ip())).await else {
+        return;
+    };
+    let slot = Arc::new(slot);
     let _ = stream.set_nodelay(true);
     let acceptor = tokio_rustls::TlsAcceptor::from(app.snapshot().tls.clone());
-    let tls = match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => tls,
-        _ => return,
+    let tls = tokio::select! {
+        r = tokio::time::timeout_at(accepted + HANDSHAKE, acceptor.accept(stream)) => match r {
+            Ok(Ok(tls)) => tls,
+            _ => return,
+        },
+        _ = slot.evicted() => return,
     };
     // The client's certificate, already verified against the device CA and its CRLs during the
     // handshake (absent for tool clients): the box's identity on every request of the connection.
@@ -108,18 +120,46 @@ async fn connection(
         .peer_certificates()
         .and_then(|chain| chain.first())
         .map(|leaf| Arc::from(leaf.as_ref()));
-    let svc_app = app.clone();
+    slot.set_phase(Phase::Idle);
+    let served = Arc::new(AtomicBool::new(false));
+    let (svc_app, svc_slot, svc_served) = (app.clone(), slot.clone(), served.clone());
     let svc = service_fn(move |req| {
-        let app = svc_app.clone();
-        let device = device.clone();
-        async move { Ok::<_, Infallible>(http::handle(&app, req, peer.ip(), device.as_deref()).await) }
+        svc_served.store(true, Ordering::Relaxed);
+        svc_slot.set_phase(Phase::Busy);
+        let (app, slot, device) = (svc_app.clone(), svc_slot.clone(), device.clone());
+        async move {
+            let resp = http::handle(&app, req, peer.ip(), device.as_deref()).await;
+            slot.set_phase(Phase::Idle);
+            Ok::<_, Infallible>(resp)
+        }
     });
-    let _ = http1::Builder::new()
+    let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEAD)
         .max_buf_size(MAX_HEAD_BYTES)
-        .serve_connection(TokioIo::new(tls), svc)
-        .await;
+        .serve_connection(TokioIo::new(ParseErrorGuard::new(tls)), svc);
+    tokio::pin!(conn);
+    let first_head = accepted + HANDSHAKE + HEAD;
+    loop {
+        let Some((phase, since)) = slot.phase() else {
+            return; // closed to make room
+        };
+        let until = match phase {
+            Phase::Busy => since + REQUEST_LIMIT,
+            _ if !served.load(Ordering::Relaxed) => first_head,
+            _ => since + KEEP_ALIVE_IDLE,
+        };
+        tokio::select! {
+            _ = &mut conn => return,
+            // Looked at least every second: phases change without waking this loop.
+            _ = tokio::time::sleep_until(until.min(Instant::now() + PHASE_CHECK)) => {
+                if slot.phase() == Some((phase, since)) && Instant::now() >= until {
+                    return;
+                }
+            }
+            _ = slot.evicted() => return,
+        }
+    }
 }
 
 /// Scrapers are a handful of Prometheus servers: connections beyond this wait to be accepted.

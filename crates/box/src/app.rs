@@ -5,12 +5,11 @@ use crate::activity::Activity;
 use crate::lan::{self, Endpoint, Lan};
 use crate::ratelimit::Limiter;
 use crate::server::Active;
-use crate::slots::Pending;
 use crate::snapshot::Snapshot;
 use boxapi_core::control::{Control, Mode, State};
+use boxapi_core::fair::Slots;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use tokio::sync::Semaphore;
 
 /// Everything the request path shares.
 pub struct App {
@@ -24,9 +23,8 @@ pub struct App {
     pub authz: boxapi_core::authz::State,
     /// Which tools read the card and when, for the subscriber (`ctl tools`).
     pub activity: Activity,
-    /// One permit per open connection (`server.max_connections`).
-    pub(crate) connections: Arc<Semaphore>,
-    pub(crate) pending: Arc<Pending>,
+    /// Connection slots: `server.max_connections`, a fair share per terminal.
+    pub slots: Arc<Slots>,
     /// The listeners open now (the server loop and `ctl enable` both open them).
     listeners: Mutex<BTreeMap<Endpoint, Active>>,
 }
@@ -49,7 +47,7 @@ impl App {
     pub fn new(snapshot: Snapshot, state: State, activity: Activity) -> Arc<App> {
         let s = &snapshot.config.server;
         let limiter = Limiter::new(s.rate_limit_per_second, s.rate_limit_burst);
-        let connections = Arc::new(Semaphore::new(s.max_connections));
+        let slots = Slots::new(s.max_connections, s.max_connections_per_terminal);
         Arc::new(App {
             snapshot: RwLock::new(Arc::new(snapshot)),
             control: Control::new(state),
@@ -58,8 +56,7 @@ impl App {
             activity,
             authz: Default::default(),
             renewal: Default::default(),
-            connections,
-            pending: Arc::default(),
+            slots,
             listeners: Mutex::default(),
         })
     }

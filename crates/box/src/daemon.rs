@@ -54,6 +54,8 @@ pub fn reload(app: &App) -> Result<(), Vec<Problem>> {
             let s = &new.config.server;
             app.limiter
                 .configure(s.rate_limit_per_second, s.rate_limit_burst);
+            app.slots
+                .configure(s.max_connections, s.max_connections_per_terminal);
             app.replace_snapshot(new);
             log::event("reloaded", &[("config", &path.display().to_string())]);
             Ok(())

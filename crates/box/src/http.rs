@@ -28,6 +28,9 @@ pub struct ConnInfo {
     pub sni: Option<String>,
     /// Who this connection counts against (rate limit, connection share).
     pub terminal: Terminal,
+    /// How the terminal reaches the box: found once per connection (neighbour table, bridge
+    /// database, sysfs), the same for every request on it.
+    pub client: crate::card::sys::Client,
 }
 
 /// Every refusal the API can answer; `Display` is the problem's `detail`.
@@ -310,8 +313,6 @@ async fn decide(
         };
         return Err(Problem::InsufficientScope(name));
     }
-    let peer = conn.peer.ip().to_canonical();
-    let lan_device = app.lan.device_of(peer);
     let src = snap.sources();
     // The rights in effect: the token's scopes ∩ the registration (checked above, 403) ∩ the
     // subscriber's choices (withheld sections are null, not refused).
@@ -322,11 +323,11 @@ async fn decide(
         .map(|t| app.control.withheld_for(&t.id))
         .unwrap_or_default();
     let body = if scope == Scopes::ACCESS {
-        let mut card = src.access_card(peer, lan_device.as_deref()).await;
+        let mut card = src.access_card(&conn.client).await;
         crate::card::withhold::card(&mut card, withheld);
         card
     } else {
-        let mut counters = src.counters(peer, lan_device.as_deref());
+        let mut counters = src.counters(&conn.client);
         crate::card::withhold::counters(&mut counters, withheld);
         counters
     };

@@ -15,5 +15,4 @@ pub mod http;
 pub mod lan;
 pub mod ratelimit;
 pub mod server;
-pub mod slots;
 pub mod snapshot;

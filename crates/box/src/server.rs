@@ -1,29 +1,41 @@
 //! The daemon's event loop: listeners opened and closed as LAN addresses and the control state
-//! change, a bounded number of connections, each with a deadline for its handshake and first request.
+//! change, and each connection's life: its slot (a fair share per terminal, `boxapi_core::fair`),
+//! its deadlines, the facts about its terminal (found once), and hyper serving it.
 use crate::app::App;
+use crate::card::sys::Client;
 use crate::http::{self, ConnInfo};
 use crate::lan::{self, Endpoint};
-use crate::slots::{PendingSlot, MIN_PENDING_AGE};
 use boxapi_core::control::Mode;
+use boxapi_core::fair::{Phase, Terminal};
+use boxapi_core::guard::ParseErrorGuard;
 use boxapi_core::log;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// A connection must finish its TLS handshake and send its first request head within this time.
 pub const HANDSHAKE_AND_HEAD: Duration = Duration::from_secs(10);
-/// Later request heads on a kept-alive connection (idle time included) must arrive within this time.
-pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(30);
+/// Every request head, the later ones on a kept-alive connection too, within this time once
+/// hyper starts reading it (hyper's own header timer).
+pub const HEAD: Duration = Duration::from_secs(10);
+/// A kept-alive connection must start its next request (its whole head read) within this time
+/// of the last answer: a page polling the counters does; an idle connection just holds a slot.
+pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(5);
+/// One request, body and answer included, may take at most this long (a `provider_command` may
+/// take up to a minute; a client that never reads its answer is cut here).
+pub const REQUEST_LIMIT: Duration = Duration::from_secs(75);
+/// How often a connection's deadlines are looked at (phases change without a wake-up: a
+/// deadline is kept to within this).
+const PHASE_CHECK: Duration = Duration::from_secs(1);
 /// On shutdown, open connections get this long to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Request heads (all headers) above this size get 431 or a closed connection.
@@ -88,14 +100,13 @@ pub async fn run(app: Arc<App>, listeners: Bound, shutdown: impl Future<Output =
     for (_, a) in std::mem::take(&mut *app.listeners()) {
         a.task.abort();
     }
-    // In-flight requests get a bounded grace period: each connection holds one permit.
-    let max = app.snapshot().config.server.max_connections as u32;
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, app.connections.acquire_many(max)).await;
+    // In-flight requests get a bounded grace period.
+    let drained = app.slots.drained(SHUTDOWN_GRACE).await;
     log::event(
         "stopped",
         &[(
             "drained",
-            if drained.is_ok() {
+            if drained {
                 "yes"
             } else {
                 "no, grace period over"
@@ -148,32 +159,10 @@ pub(crate) fn reconcile(app: &Arc<App>, desired: &[Endpoint]) -> Vec<(Endpoint, 
 
 async fn accept_loop(app: Arc<App>, listener: TcpListener) {
     loop {
-        let (permit, accepted) = match app.connections.clone().try_acquire_owned() {
-            Ok(permit) => (permit, listener.accept().await),
-            Err(_) => {
-                // At capacity: take the next connection. A client that has waited in the backlog
-                // and still sent nothing (not even its TLS hello) is closed at once; otherwise make
-                // room by closing the oldest connection that is slow to send its first request,
-                // and wait for its slot (or any other).
-                let accepted = listener.accept().await;
-                if let Ok((stream, _)) = &accepted {
-                    if !has_data(stream) {
-                        continue;
-                    }
-                }
-                let permit = loop {
-                    app.pending.evict_oldest();
-                    tokio::select! {
-                        p = app.connections.clone().acquire_owned() => break p,
-                        // The oldest may be too young to evict yet: look again shortly.
-                        _ = tokio::time::sleep(MIN_PENDING_AGE / 4) => {}
-                    }
-                };
-                let Ok(permit) = permit else { return };
-                (permit, accepted)
-            }
-        };
-        let (stream, peer) = match accepted {
+        // Never waits for room: the accept queue is drained at once, so a flood from one terminal
+        // cannot keep another terminal's connection waiting behind it in the kernel's backlog.
+        // Admission (and the wait for room, bounded) happens in the connection's own task.
+        let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
                 // Typically EMFILE: back off instead of spinning.
@@ -187,29 +176,61 @@ async fn accept_loop(app: Arc<App>, listener: TcpListener) {
             log::event("peer_refused", &[("reason", "not in a LAN prefix")]);
             continue;
         }
-        // Registered here, not in the task: a burst of accepts runs before any new task does, and
-        // an unregistered connection could not be evicted.
-        let slot = app.pending.register();
-        tokio::spawn(connection(app.clone(), stream, peer, permit, slot));
+        tokio::spawn(connection(app.clone(), stream, peer));
     }
 }
 
-/// Whether bytes are already waiting on the socket (MSG_PEEK, without blocking or consuming).
-fn has_data(stream: &TcpStream) -> bool {
-    use nix::sys::socket::{recv, MsgFlags};
-    use std::os::fd::AsRawFd;
-    let mut byte = [0u8; 1];
-    matches!(recv(stream.as_raw_fd(), &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT), Ok(n) if n > 0)
+/// The terminal of a connection from `ip`, given what is known of it: on the LAN, an IPv6
+/// address stands for the MAC behind it.
+fn terminal_of(ip: IpAddr, client: Option<&Client>) -> Terminal {
+    match (ip, client.and_then(|c| c.mac)) {
+        (IpAddr::V6(_), Some(mac)) => Terminal::Mac(mac),
+        _ => Terminal::of_ip(ip),
+    }
 }
 
-async fn connection(
-    app: Arc<App>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    _permit: OwnedSemaphorePermit,
-    slot: PendingSlot,
-) {
-    let deadline = Instant::now() + HANDSHAKE_AND_HEAD;
+/// Where the terminal is: from the cache if it was looked up lately, else read from the
+/// neighbour table, bridge database and sysfs on a blocking thread (never on the runtime).
+async fn client_facts(app: &App, ip: IpAddr) -> Client {
+    if ip.is_loopback() {
+        return Client::unknown();
+    }
+    let snap = app.snapshot();
+    if let Some(c) = snap.sys.client_cached(ip) {
+        return c;
+    }
+    let lan_device = app.lan.device_of(ip);
+    tokio::task::spawn_blocking(move || snap.sys.client(ip, lan_device.as_deref()))
+        .await
+        .unwrap_or_else(|_| Client::unknown())
+}
+
+async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
+    let accepted = Instant::now();
+    let deadline = accepted + HANDSHAKE_AND_HEAD;
+    let ip = peer.ip().to_canonical();
+    let cached = if ip.is_loopback() {
+        Some(Client::unknown())
+    } else {
+        app.snapshot().sys.client_cached(ip)
+    };
+    let mut terminal = terminal_of(ip, cached.as_ref());
+    // No room even after waiting a little: closed unanswered (the terminal is over its share
+    // with every connection busy, or the box is full of busy connections).
+    let Some(slot) = app.slots.admit(terminal).await else {
+        return;
+    };
+    let client = match cached {
+        Some(c) => c,
+        None => client_facts(&app, ip).await,
+    };
+    let found = terminal_of(ip, Some(&client));
+    if found != terminal {
+        if !slot.rekey(found) {
+            return;
+        }
+        terminal = found;
+    }
     let slot = Arc::new(slot);
     let local = stream.local_addr().unwrap_or(peer);
     let _ = stream.set_nodelay(true);
@@ -221,46 +242,54 @@ async fn connection(
         },
         _ = slot.evicted() => return,
     };
+    slot.set_phase(Phase::Idle);
     let sni = tls.get_ref().1.server_name().map(str::to_owned);
-    let terminal = boxapi_core::fair::Terminal::of_ip(peer.ip());
     let info = Arc::new(ConnInfo {
         peer,
         local,
         sni,
         terminal,
+        client,
     });
-    let first_request = Arc::new(AtomicBool::new(false));
-    let (seen, svc_slot, svc_app) = (first_request.clone(), slot.clone(), app.clone());
+    let served = Arc::new(AtomicBool::new(false));
+    let (svc_served, svc_slot, svc_app) = (served.clone(), slot.clone(), app.clone());
     let svc = service_fn(move |req| {
-        if !seen.swap(true, Ordering::Relaxed) {
-            svc_slot.release();
+        svc_served.store(true, Ordering::Relaxed);
+        svc_slot.set_phase(Phase::Busy);
+        let (app, info, slot) = (svc_app.clone(), info.clone(), svc_slot.clone());
+        async move {
+            let resp = http::handle(&app, &info, req).await;
+            slot.set_phase(Phase::Idle);
+            Ok::<_, Infallible>(resp)
         }
-        let (app, info) = (svc_app.clone(), info.clone());
-        async move { Ok::<_, Infallible>(http::handle(&app, &info, req).await) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(KEEP_ALIVE_IDLE)
+        .header_read_timeout(HEAD)
         .max_buf_size(MAX_HEAD_BYTES)
-        .serve_connection(TokioIo::new(tls), svc);
+        .serve_connection(TokioIo::new(ParseErrorGuard::new(tls)), svc);
     tokio::pin!(conn);
     let mut state = app.control.subscribe();
-    let mut head_deadline = true;
     loop {
-        let waiting = !first_request.load(Ordering::Relaxed);
+        // The deadline of the phase the connection is in; when it passes with the phase
+        // unchanged, the connection is closed.
+        let Some((phase, since)) = slot.phase() else {
+            return; // evicted to make room
+        };
+        let until = match phase {
+            Phase::Busy => since + REQUEST_LIMIT,
+            _ if !served.load(Ordering::Relaxed) => deadline,
+            _ => since + KEEP_ALIVE_IDLE,
+        };
         tokio::select! {
             _ = &mut conn => return,
-            _ = tokio::time::sleep_until(deadline), if head_deadline => {
-                if !first_request.load(Ordering::Relaxed) {
-                    return; // no request head within the deadline: close
-                }
-                head_deadline = false;
-            }
-            _ = slot.evicted(), if waiting => {
-                if !first_request.load(Ordering::Relaxed) {
-                    return; // room was needed and this client has not asked anything yet
+            // Looked at least every second: phases change without waking this loop.
+            _ = tokio::time::sleep_until(until.min(Instant::now() + PHASE_CHECK)) => {
+                if slot.phase() == Some((phase, since)) && Instant::now() >= until {
+                    return; // no (further) request in time, or a request that never ends
                 }
             }
+            _ = slot.evicted() => return,
             changed = state.changed() => {
                 // The subscriber's switch-off also ends connections already open.
                 if changed.is_err() || state.borrow().mode == Mode::Disabled {

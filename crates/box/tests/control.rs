@@ -275,8 +275,20 @@ fn replaced_certificate_is_served_to_new_connections_only() {
         .output()
         .unwrap();
     assert!(out.status.success());
+    // Meanwhile the old connection stays in use (an idle keep-alive connection is closed after
+    // a few seconds by design; an active one must survive the certificate change).
+    let keep_alive =
+        |old: &mut rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>| {
+            old.write_all(b"GET /v1/access HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .unwrap();
+            let mut buf = [0u8; 4096];
+            assert!(old.read(&mut buf).unwrap() > 0, "old connection dropped");
+        };
     assert!(
-        wait_for(Duration::from_secs(30), || served() != before),
+        wait_for(Duration::from_secs(30), || {
+            keep_alive(&mut old);
+            served() != before
+        }),
         "new certificate not served within 30 s"
     );
     // The old connection still works.

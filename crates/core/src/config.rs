@@ -142,6 +142,9 @@ pub struct Server {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub max_connections: usize,
+    /// Connection slots one terminal may hold (`max_connections_per_terminal`; default a quarter
+    /// of `max_connections`, at least 1).
+    pub max_connections_per_terminal: usize,
     pub state_dir: PathBuf,
     pub control_socket: PathBuf,
     /// Requests per second allowed per client address (0: no limit), with a burst allowance.
@@ -758,6 +761,12 @@ fn parse_server(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> Server {
         }
     }
     let max_connections = s.int("max_connections", 64, 1, 100_000) as usize;
+    let max_connections_per_terminal = s.int(
+        "max_connections_per_terminal",
+        (max_connections / 4).max(1) as i64,
+        1,
+        max_connections as i64,
+    ) as usize;
     let state_dir = s
         .path("state_dir", dir)
         .unwrap_or_else(|| "/var/lib/boxapi".into());
@@ -801,6 +810,7 @@ fn parse_server(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> Server {
         cert: cert.unwrap_or_default(),
         key: key.unwrap_or_default(),
         max_connections,
+        max_connections_per_terminal,
         state_dir,
         control_socket,
         rate_limit_per_second,

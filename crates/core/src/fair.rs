@@ -1,6 +1,25 @@
-//! Fair shares: who a connection belongs to (its terminal). Connection slots and rate limits are
-//! counted per terminal, so that one host cannot take what the others need.
+//! Fair shares: who a connection belongs to (its terminal), and the connection slots, counted
+//! per terminal so that one host cannot take what the others need. At capacity, unfinished
+//! handshakes and idle keep-alive connections are closed first (oldest first); a connection in
+//! the middle of a request is never cut to make room.
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// A TLS handshake on a LAN takes milliseconds, even on a box's CPU with many at once: one not
+/// finished after this long may be closed to make room.
+pub const MIN_HANDSHAKE_AGE: Duration = Duration::from_millis(100);
+/// A keep-alive connection idle this long may be closed to make room (a page polling the
+/// counters every few hundred milliseconds keeps its connection).
+pub const MIN_IDLE_AGE: Duration = Duration::from_millis(500);
+/// How long a newcomer finding no room waits for some before it is closed.
+pub const PARK: Duration = Duration::from_secs(1);
+/// A waiting newcomer looks again this often (connections age into evictability).
+const RETRY: Duration = Duration::from_millis(100);
 
 /// One client device, as well as the network lets us tell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -33,6 +52,270 @@ impl Terminal {
     }
 }
 
+/// Where a connection is in its life; what may be closed to make room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepted, TLS handshake not finished.
+    Handshake,
+    /// Waiting for a request head (the first one, or the next on a kept-alive connection).
+    Idle,
+    /// A request is being answered.
+    Busy,
+}
+
+struct Entry {
+    terminal: Terminal,
+    phase: Phase,
+    /// When the current phase began.
+    since: Instant,
+    /// Told when this connection must close.
+    kick: Arc<Notify>,
+}
+
+struct Table {
+    limit: usize,
+    share: usize,
+    next: u64,
+    /// Open connections by admission order.
+    conns: BTreeMap<u64, Entry>,
+    per_terminal: HashMap<Terminal, usize>,
+}
+
+impl Table {
+    fn count(&self, t: &Terminal) -> usize {
+        self.per_terminal.get(t).copied().unwrap_or(0)
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Entry> {
+        let e = self.conns.remove(&id)?;
+        if let Some(n) = self.per_terminal.get_mut(&e.terminal) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_terminal.remove(&e.terminal);
+            }
+        }
+        Some(e)
+    }
+
+    /// Closes the best victim (of `only` this terminal, or of anyone): the oldest unfinished
+    /// handshake, else the longest-idle keep-alive connection; never one that is too young or
+    /// busy, never `spare`. True if one was closed.
+    fn evict(&mut self, now: Instant, only: Option<Terminal>, spare: Option<u64>) -> bool {
+        let candidates = || {
+            self.conns
+                .iter()
+                .filter(|(id, e)| only.is_none_or(|t| e.terminal == t) && Some(**id) != spare)
+        };
+        let handshake = candidates()
+            .filter(|(_, e)| {
+                e.phase == Phase::Handshake && now.duration_since(e.since) >= MIN_HANDSHAKE_AGE
+            })
+            .min_by_key(|(_, e)| e.since)
+            .map(|(id, _)| *id);
+        let victim = handshake.or_else(|| {
+            candidates()
+                .filter(|(_, e)| {
+                    e.phase == Phase::Idle && now.duration_since(e.since) >= MIN_IDLE_AGE
+                })
+                .min_by_key(|(_, e)| e.since)
+                .map(|(id, _)| *id)
+        });
+        match victim.and_then(|id| self.remove(id)) {
+            Some(e) => {
+                e.kick.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The connection slots of one server: `max_connections` in all, a share per terminal.
+pub struct Slots {
+    table: Mutex<Table>,
+    /// Told when a slot is freed (a waiting newcomer may try again).
+    room: Notify,
+    /// Told when the last connection closes (shutdown drain).
+    empty: Notify,
+    /// Newcomers waiting in [`Slots::admit`].
+    parked: AtomicUsize,
+}
+
+/// One admitted connection's slot; freed when dropped.
+pub struct Slot {
+    id: u64,
+    kick: Arc<Notify>,
+    slots: Arc<Slots>,
+}
+
+impl Slots {
+    pub fn new(limit: usize, share: usize) -> Arc<Slots> {
+        Arc::new(Slots {
+            table: Mutex::new(Table {
+                limit: limit.max(1),
+                share: share.max(1),
+                next: 0,
+                conns: BTreeMap::new(),
+                per_terminal: HashMap::new(),
+            }),
+            room: Notify::new(),
+            empty: Notify::new(),
+            parked: AtomicUsize::new(0),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A reloaded `max_connections` and share: open connections keep their slot (a smaller limit
+    /// is reached as they close); new ones are admitted under the new values.
+    pub fn configure(&self, limit: usize, share: usize) {
+        let mut t = self.lock();
+        t.limit = limit.max(1);
+        t.share = share.max(1);
+        drop(t);
+        self.room.notify_waiters();
+    }
+
+    /// Admits a connection of `terminal` if there is room, making room when needed: within its
+    /// own share first (its own oldest handshake or idle connection), else in the whole table.
+    /// `None`: no room now (see [`Slots::wait_for_room`]).
+    pub fn try_admit(self: &Arc<Self>, terminal: Terminal) -> Option<Slot> {
+        let now = Instant::now();
+        let mut t = self.lock();
+        if t.count(&terminal) >= t.share {
+            if !t.evict(now, Some(terminal), None) {
+                return None;
+            }
+        } else if t.conns.len() >= t.limit && !t.evict(now, None, None) {
+            return None;
+        }
+        let id = t.next;
+        t.next += 1;
+        let kick = Arc::new(Notify::new());
+        t.conns.insert(
+            id,
+            Entry {
+                terminal,
+                phase: Phase::Handshake,
+                since: now,
+                kick: kick.clone(),
+            },
+        );
+        *t.per_terminal.entry(terminal).or_insert(0) += 1;
+        Some(Slot {
+            id,
+            kick,
+            slots: self.clone(),
+        })
+    }
+
+    /// Admits a connection of `terminal`, waiting up to [`PARK`] for room if there is none now
+    /// (a slot freed, or a connection aging into evictability). `None`: close it unanswered.
+    /// At most four times `max_connections` newcomers wait at once; beyond that they are closed
+    /// at once. A newcomer is never queued behind others: whoever finds room first gets it.
+    pub async fn admit(self: &Arc<Self>, terminal: Terminal) -> Option<Slot> {
+        if let Some(s) = self.try_admit(terminal) {
+            return Some(s);
+        }
+        let limit = self.lock().limit;
+        if self.parked.fetch_add(1, Ordering::Relaxed) >= limit.saturating_mul(4) {
+            self.parked.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        let until = Instant::now() + PARK;
+        let mut got = None;
+        while Instant::now() < until {
+            let _ = tokio::time::timeout(RETRY, self.room.notified()).await;
+            got = self.try_admit(terminal);
+            if got.is_some() {
+                break;
+            }
+        }
+        self.parked.fetch_sub(1, Ordering::Relaxed);
+        got
+    }
+
+    /// Open connections now.
+    pub fn open(&self) -> usize {
+        self.lock().conns.len()
+    }
+
+    /// Waits until every connection has closed, or `max` passes; true if all closed.
+    pub async fn drained(&self, max: Duration) -> bool {
+        let until = Instant::now() + max;
+        loop {
+            let notified = self.empty.notified();
+            if self.open() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return self.open() == 0;
+            }
+        }
+    }
+}
+
+impl Slot {
+    /// Enters a new phase (the clock of the eviction ages restarts).
+    pub fn set_phase(&self, phase: Phase) {
+        if let Some(e) = self.slots.lock().conns.get_mut(&self.id) {
+            e.phase = phase;
+            e.since = Instant::now();
+        }
+    }
+
+    /// The phase and since when; `None` once evicted.
+    pub fn phase(&self) -> Option<(Phase, Instant)> {
+        self.slots
+            .lock()
+            .conns
+            .get(&self.id)
+            .map(|e| (e.phase, e.since))
+    }
+
+    /// Resolves when this connection must close to make room.
+    pub async fn evicted(&self) {
+        self.kick.notified().await
+    }
+
+    /// The connection turned out to belong to `terminal` (the MAC behind an IPv6 address is known
+    /// only after a neighbour lookup). Over that terminal's share, its own oldest handshake or
+    /// idle connection makes room; false if none can, and this connection must close.
+    pub fn rekey(&self, terminal: Terminal) -> bool {
+        let mut t = self.slots.lock();
+        let Some(old) = t.conns.get(&self.id).map(|e| e.terminal) else {
+            return false;
+        };
+        if old == terminal {
+            return true;
+        }
+        if t.count(&terminal) >= t.share && !t.evict(Instant::now(), Some(terminal), Some(self.id))
+        {
+            return false;
+        }
+        if let Some(e) = t.remove(self.id) {
+            t.conns.insert(self.id, Entry { terminal, ..e });
+            *t.per_terminal.entry(terminal).or_insert(0) += 1;
+        }
+        true
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut t = self.slots.lock();
+        t.remove(self.id);
+        let empty = t.conns.is_empty();
+        drop(t);
+        self.slots.room.notify_one();
+        if empty {
+            self.slots.empty.notify_waiters();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,5 +340,69 @@ mod tests {
             Terminal::of_internet_ip(p("2001:db8:0:1::1")),
             Terminal::of_internet_ip(p("2001:db8:0:2::1"))
         );
+    }
+
+    fn v4(last: u8) -> Terminal {
+        Terminal::V4([10, 0, 0, last])
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_terminal_holds_at_most_its_share() {
+        let s = Slots::new(8, 2);
+        let a1 = s.try_admit(v4(1)).unwrap();
+        let a2 = s.try_admit(v4(1)).unwrap();
+        assert!(
+            s.try_admit(v4(1)).is_none(),
+            "young handshakes are not evicted"
+        );
+        let b = s.try_admit(v4(2));
+        assert!(b.is_some(), "another terminal still gets in");
+        tokio::time::advance(MIN_HANDSHAKE_AGE).await;
+        // Its own oldest unfinished handshake makes room.
+        let a3 = s.try_admit(v4(1)).unwrap();
+        assert!(a1.phase().is_none(), "a1 was closed");
+        assert!(a2.phase().is_some());
+        drop((a2, a3, b));
+        assert_eq!(s.open(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_capacity_handshakes_then_idle_go_first_never_busy() {
+        let s = Slots::new(3, 3);
+        let busy = s.try_admit(v4(1)).unwrap();
+        busy.set_phase(Phase::Busy);
+        let idle = s.try_admit(v4(1)).unwrap();
+        idle.set_phase(Phase::Idle);
+        let hs = s.try_admit(v4(1)).unwrap();
+        tokio::time::advance(MIN_IDLE_AGE).await;
+        busy.set_phase(Phase::Busy);
+        let n1 = s.try_admit(v4(2)).unwrap();
+        assert!(hs.phase().is_none(), "the handshake went first");
+        let n2 = s.try_admit(v4(3)).unwrap();
+        assert!(idle.phase().is_none(), "then the idle one");
+        assert!(s.try_admit(v4(4)).is_none(), "busy ones stay");
+        assert!(busy.phase().is_some());
+        drop((n1, n2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reconfigure_and_rekey() {
+        let s = Slots::new(4, 4);
+        let a = s.try_admit(Terminal::V6(1)).unwrap();
+        let b = s.try_admit(Terminal::V6(2)).unwrap();
+        s.configure(4, 1);
+        let mac = Terminal::Mac([2, 0, 0, 0, 0, 1]);
+        assert!(a.rekey(mac));
+        assert!(
+            !b.rekey(mac),
+            "the MAC's share is taken by a young handshake"
+        );
+        tokio::time::advance(MIN_HANDSHAKE_AGE).await;
+        assert!(b.rekey(mac), "now a is old enough to make room");
+        assert!(a.phase().is_none());
+        s.configure(1, 1);
+        assert!(s.try_admit(v4(9)).is_none() || s.open() <= 2);
+        drop(b);
+        assert!(s.drained(Duration::from_millis(10)).await);
     }
 }

@@ -7,7 +7,6 @@ pub mod withhold;
 
 pub use layer::{merge, project, validate_layer, TECHNOLOGIES};
 use serde_json::{json, Map, Value};
-use std::net::IpAddr;
 use std::time::SystemTime;
 
 /// Where the card's values come from, for one request.
@@ -44,8 +43,9 @@ impl Sources<'_> {
         }
     }
 
-    /// `GET /v1/access`: every layer merged, system first, `provider_command` last.
-    pub async fn access_card(&self, peer: IpAddr, lan_device: Option<&str>) -> Value {
+    /// `GET /v1/access`: every layer merged, system first, `provider_command` last. `client` is
+    /// the connection's terminal, found once per connection.
+    pub async fn access_card(&self, client: &sys::Client) -> Value {
         let mut merged = self.sys.layer();
         if merged.is_null() {
             merged = json!({});
@@ -59,7 +59,6 @@ impl Sources<'_> {
                 merge(&mut merged, &v);
             }
         }
-        let client = self.sys.client(peer, lan_device);
         let client_wifi = if client.connection == "wifi" {
             json!({ "band": null, "standard": null, "signal_dbm": null, "tx_kbps": null, "rx_kbps": null })
         } else {
@@ -91,13 +90,12 @@ impl Sources<'_> {
     }
 
     /// `GET /v1/counters`: cheap, read fresh, no provider involved.
-    pub fn counters(&self, peer: IpAddr, lan_device: Option<&str>) -> Value {
-        let client = self.sys.client(peer, lan_device);
+    pub fn counters(&self, client: &sys::Client) -> Value {
         json!({
             "timestamp": boxapi_core::time::rfc3339_millis(SystemTime::now()),
             "monotonic_us": boxapi_core::time::monotonic_us(),
             "wan": self.wan(),
-            "client": self.client_counters(&client),
+            "client": self.client_counters(client),
         })
     }
 }

@@ -51,6 +51,18 @@ pub struct Client {
     pub link_kbps: Option<u64>,
     /// The interface whose counters are the terminal's own (it is alone on it).
     pub counters_interface: Option<String>,
+    /// Its link-layer address, from the neighbour table (what identifies an IPv6 terminal).
+    pub mac: Option<[u8; 6]>,
+}
+
+impl Client {
+    /// Nothing known (loopback, or a lookup that failed).
+    pub fn unknown() -> Client {
+        Client {
+            connection: "unknown",
+            ..Client::default()
+        }
+    }
 }
 
 /// (rx_bytes, tx_bytes) as the box's interface sees them.
@@ -192,17 +204,26 @@ impl Sys {
         })
     }
 
+    /// The terminal with address `peer` if it was looked up recently; never blocks.
+    pub fn client_cached(&self, peer: IpAddr) -> Option<Client> {
+        let cache = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .get(&peer)
+            .filter(|(at, _)| at.elapsed() < CLIENT_TTL)
+            .map(|(_, c)| c.clone())
+    }
+
     /// Finds the terminal with address `peer`. `lan_device` is the LAN interface whose prefix
-    /// holds the peer, used when the neighbour table has no entry (e.g. IPv6).
+    /// holds the peer, used when the neighbour table has no entry (e.g. IPv6). Reads /proc, sysfs
+    /// and rtnetlink: call it off the runtime (a blocking thread), once per connection.
     pub fn client(&self, peer: IpAddr, lan_device: Option<&str>) -> Client {
+        if let Some(c) = self.client_cached(peer) {
+            return c;
+        }
+        // Looked up without the lock: other connections' cached answers are not held up.
+        let found = self.find_client(peer, lan_device);
         let now = Instant::now();
         let mut cache = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, c)) = cache.get(&peer) {
-            if now.duration_since(*at) < CLIENT_TTL {
-                return c.clone();
-            }
-        }
-        let found = self.find_client(peer, lan_device);
         if cache.len() >= MAX_CLIENTS {
             cache.retain(|_, (at, _)| now.duration_since(*at) < CLIENT_TTL);
             if cache.len() >= MAX_CLIENTS {
@@ -241,6 +262,7 @@ impl Sys {
                     return Client {
                         connection: "unknown",
                         interface: Some(device.to_owned()),
+                        mac,
                         ..Client::default()
                     }
                 }
@@ -256,6 +278,7 @@ impl Sys {
             (device.to_owned(), mac.is_some() && macs.len() == 1)
         };
         Client {
+            mac,
             connection: if self.is_wireless(&port) {
                 "wifi"
             } else {

@@ -1,0 +1,303 @@
+//! Fair shares and deadlines (contract §4, revision 2): one terminal cannot take every connection
+//! slot, stalled connections never block the others, every head and body has a deadline, and the
+//! errors hyper produces while parsing carry the contract's headers and are logged.
+//! A second terminal is another loopback address (127.0.0.2). Every loop is bounded in count
+//! and time.
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A TCP connection from a chosen loopback source address (another terminal).
+fn connect_from(src: &str, dst: SocketAddr) -> TcpStream {
+    use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    let src: std::net::SocketAddrV4 = format!("{src}:0").parse().unwrap();
+    bind(fd.as_raw_fd(), &SockaddrIn::from(src)).unwrap();
+    let SocketAddr::V4(dst) = dst else {
+        panic!("IPv4 only")
+    };
+    connect(fd.as_raw_fd(), &SockaddrIn::from(dst)).unwrap();
+    let s = TcpStream::from(fd);
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s
+}
+
+/// A TLS connection from `src` with the handshake done.
+fn tls_from(src: &str, dst: SocketAddr) -> Tls {
+    let conn = rustls::ClientConnection::new(
+        client_config(rustls::DEFAULT_VERSIONS),
+        "localhost".try_into().unwrap(),
+    )
+    .unwrap();
+    let mut s = rustls::StreamOwned::new(conn, connect_from(src, dst));
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock).unwrap();
+    }
+    s
+}
+
+/// Writes one request and reads one response (head and Content-Length body).
+fn exchange(s: &mut Tls, req: &str) -> Option<Resp> {
+    s.write_all(req.as_bytes()).ok()?;
+    read_response(s)
+}
+
+fn read_response(s: &mut impl Read) -> Option<Resp> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let r = parse_response(&got[..end + 4]);
+            let len: usize = r.header("content-length").map_or(0, |l| l.parse().unwrap());
+            if got.len() >= end + 4 + len {
+                return Some(parse_response(&got[..end + 4 + len]));
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Whether the server has closed `s` (EOF or reset) within `within`.
+fn closed_within(s: &mut Tls, within: Duration) -> bool {
+    s.sock.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 64];
+    matches!(s.read(&mut buf), Ok(0) | Err(_)) && {
+        // A timeout is an Err too: tell it apart.
+        let mut b = [0u8; 1];
+        s.sock.set_nonblocking(true).unwrap();
+        let r = s.sock.peek(&mut b);
+        s.sock.set_nonblocking(false).unwrap();
+        !matches!(r, Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
+const ACCESS: &str = "GET /v1/access HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+#[test]
+fn one_terminal_holding_every_slot_does_not_keep_another_out() {
+    // 16 slots, 4 per terminal by default.
+    let d = Daemon::start("exhaust", "max_connections = 16", "");
+    let addr = d.addr;
+    // The attacker: idle keep-alive connections (handshake done, one request answered, then
+    // silent) and unfinished handshakes (half a TLS record), far more than all the slots.
+    let mut idle = Vec::new();
+    for _ in 0..24 {
+        let mut s = tls_from("127.0.0.1", addr);
+        if exchange(&mut s, ACCESS).is_some() {
+            idle.push(s);
+        }
+    }
+    let mut silent = Vec::new();
+    for _ in 0..200 {
+        let mut s = connect_from("127.0.0.1", addr);
+        let _ = s.write_all(&[0x16, 3, 1]);
+        silent.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    // Another terminal is served, within a second, every time.
+    for i in 0..8 {
+        let t = Instant::now();
+        let mut s = tls_from("127.0.0.2", addr);
+        let r = exchange(&mut s, ACCESS).unwrap_or_else(|| panic!("probe {i} got no answer"));
+        assert_eq!(r.status, 401);
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "probe {i} took {:?}",
+            t.elapsed()
+        );
+    }
+    // And the attacker's own terminal is served too: its oldest stalled connection makes room.
+    let mut s = tls_from("127.0.0.1", addr);
+    assert_eq!(exchange(&mut s, ACCESS).map(|r| r.status), Some(401));
+    // It never held more than its share: most of its idle connections were closed.
+    let mut still_open = 0;
+    for s in &mut idle {
+        if !closed_within(s, Duration::from_millis(50)) {
+            still_open += 1;
+        }
+    }
+    assert!(
+        still_open <= 4,
+        "{still_open} idle connections of one terminal still open"
+    );
+    drop(silent);
+}
+
+#[test]
+fn idle_keep_alive_and_later_heads_have_deadlines() {
+    let d = Daemon::start("deadlines", "", "");
+    // Idle after an answer: closed within a few seconds.
+    let mut s = tls_from("127.0.0.1", d.addr);
+    assert!(exchange(&mut s, ACCESS).is_some());
+    let t = Instant::now();
+    assert!(
+        closed_within(&mut s, Duration::from_secs(12)),
+        "idle connection kept open"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "idle for {:?}",
+        t.elapsed()
+    );
+
+    // A second head sent one byte a second (a slowloris on a kept-alive connection): cut
+    // before it completes, well within the 10 s head limit.
+    let mut s = tls_from("127.0.0.1", d.addr);
+    assert!(exchange(&mut s, ACCESS).is_some());
+    let t = Instant::now();
+    let mut cut = false;
+    for b in ACCESS.bytes().take(20) {
+        if s.write_all(&[b]).and_then(|_| s.flush()).is_err() {
+            cut = true;
+            break;
+        }
+        if closed_within(&mut s, Duration::from_millis(900)) {
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "slow second head never cut");
+    assert!(
+        t.elapsed() < Duration::from_secs(11),
+        "cut after {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn a_slow_request_body_is_cut_by_its_deadline() {
+    let dir = temp_dir("slowbody");
+    let out = daemon_command()
+        .args(["keygen", "--alg", "EdDSA", "--kid", "box-signer", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = config(&dir, "", "").replace(
+        "[metrics]",
+        "[token_endpoint]\nenabled = true\nissuer = \"https://box.test\"\nsigning_key = \"box-signer.private.jwk\"\n\n[metrics]",
+    );
+    std::fs::write(dir.join("boxapi.toml"), text).unwrap();
+    let d = Daemon::start_in(dir, &[]);
+    let mut s = tls_from("127.0.0.1", d.addr);
+    let t = Instant::now();
+    // Announces 200 bytes, sends 10, then trickles nothing more.
+    s.write_all(
+        b"POST /v1/token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 200\r\n\r\ngrant_type",
+    )
+    .unwrap();
+    let r = read_response(&mut s);
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(14), "body waited {took:?}");
+    assert!(took >= Duration::from_secs(5), "cut too early ({took:?})");
+    if let Some(r) = r {
+        assert_eq!(r.status, 400, "{r:?}");
+        assert_eq!(r.json()["error"], "invalid_request");
+    }
+    // A body over the size limit is refused as well, without waiting for it all.
+    let mut s = tls_from("127.0.0.1", d.addr);
+    let _ = s.write_all(b"POST /v1/token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000000\r\n\r\n");
+    let _ = s.write_all(&vec![b'a'; 20_000]);
+    let r = read_response(&mut s).expect("an answer to an oversized body");
+    assert_eq!(r.status, 400, "{r:?}");
+}
+
+#[test]
+fn parse_errors_carry_the_contract_headers_a_problem_and_a_log_line() {
+    let d = Daemon::start("parse", "", "");
+    let cases: [(&[u8], u16); 3] = [
+        (
+            b"GET /v1/access HTTP/1.1\r\nHost: localhost\r\nno colon here\r\n\r\n",
+            400,
+        ),
+        (b"GET /v1/acc ess HTTP/1.1\r\nHost: localhost\r\n\r\n", 400),
+        (b"", 431),
+    ];
+    for (raw, status) in cases {
+        let mut raw = raw.to_vec();
+        if status == 431 {
+            raw = format!(
+                "GET /v1/big HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
+                "a".repeat(20_000)
+            )
+            .into_bytes();
+        }
+        let mut s = tls_from("127.0.0.1", d.addr);
+        let _ = s.write_all(&raw);
+        let r = read_response(&mut s).unwrap_or_else(|| panic!("no answer for {status}"));
+        r.assert_problem(status, "invalid_request");
+        assert_eq!(r.header("cache-control"), Some("no-store"), "{r:?}");
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{r:?}");
+        assert!(
+            d.logged(&format!("\"status\":{status}")),
+            "no access-log line for {status}: {}",
+            d.log_text()
+        );
+    }
+    assert!(d.logged("\"path\":\"/v1/big\""), "{}", d.log_text());
+    // The daemon is fine afterwards.
+    assert_eq!(d.get("/v1/access", &[]).status, 401);
+}
+
+#[test]
+fn an_absolute_form_target_must_name_the_box() {
+    let d = Daemon::start("absform", "", "");
+    let t = fixtures().a.token("a", "access");
+    let auth = format!("Authorization: Bearer {t}\r\n");
+    let mut s = tls_from("127.0.0.1", d.addr);
+    let r = exchange(
+        &mut s,
+        &format!("GET https://evil.example/v1/access HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n"),
+    )
+    .unwrap();
+    r.assert_problem(421, "misdirected_request");
+    let mut s = tls_from("127.0.0.1", d.addr);
+    let r = exchange(
+        &mut s,
+        &format!("GET https://localhost:8443/v1/access HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n"),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+#[test]
+fn reload_applies_max_connections_to_new_connections() {
+    let d = Daemon::start("maxreload", "", "");
+    let path = d.dir.join("boxapi.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "[server]\n",
+        "[server]\nmax_connections = 2\nmax_connections_per_terminal = 2\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    assert_eq!(d.ctl(&["reload"]).0, 0);
+    let mut a = tls_from("127.0.0.1", d.addr);
+    assert!(exchange(&mut a, ACCESS).is_some());
+    let mut b = tls_from("127.0.0.1", d.addr);
+    assert!(exchange(&mut b, ACCESS).is_some());
+    // Both slots taken: a third connection, from another terminal, is served once the oldest
+    // idle one may be closed to make room.
+    let mut c = tls_from("127.0.0.2", d.addr);
+    assert_eq!(exchange(&mut c, ACCESS).map(|r| r.status), Some(401));
+    assert!(
+        closed_within(&mut a, Duration::from_secs(2)),
+        "a was not closed for c"
+    );
+    assert!(
+        !closed_within(&mut b, Duration::from_millis(200)),
+        "b is younger and stays"
+    );
+}
