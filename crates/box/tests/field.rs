@@ -490,10 +490,14 @@ ttl = 60
     assert_eq!(r.status, 421);
 
     // 3. Renewal by itself; the old keep-alive connection goes on, new ones get the new chain.
+    // The old connection is kept in use meanwhile: an idle keep-alive connection is closed after
+    // a few seconds by design (contract §4), an active one must survive the renewal.
     assert!(
-        wait_for(Duration::from_secs(60), || boxd
-            .log_text()
-            .contains("certificate_renewed")),
+        wait_for(Duration::from_secs(60), || {
+            let r = keep_alive_get(&mut old, &name, "/v1/counters", &token);
+            assert_eq!(r.status, 200, "the old connection stays usable");
+            boxd.log_text().contains("certificate_renewed")
+        }),
         "no renewal: {}\nauthority: {}",
         boxd.log_text(),
         authority.log_text()
