@@ -124,6 +124,39 @@ scenario new 8 1
 scenario keepalive 32 0
 scenario flood 1000 0
 
+# A second terminal during a 1,000-connection flood from the first (127.0.0.1): probes from
+# 127.0.0.2, each on a new connection; the slowest is reported (goal: under a second).
+second_terminal_ms() {
+    local port=$1 worst=0 t
+    wrk -t2 -c1000 -d6s -H "Authorization: Bearer $token" "https://localhost:$port/v1/access" >/dev/null 2>&1 &
+    local wrk_pid=$!
+    sleep 1.5
+    for _ in 1 2 3 4 5 6 7 8; do
+        t=$(curl -s -o /dev/null -w '%{time_total}' --max-time 5 --interface 127.0.0.2 --cacert "$work/ca.pem" \
+            -H "Authorization: Bearer $token" "https://localhost:$port/v1/access" || echo 5)
+        t=$(awk -v t="$t" 'BEGIN { printf "%d", t * 1000 }')
+        [ "$t" -gt "$worst" ] && worst=$t
+        sleep 0.4
+    done
+    wait "$wrk_pid" 2>/dev/null || true
+    echo "$worst"
+}
+box_second=$(second_terminal_ms $box_port)
+nginx_second=$(second_terminal_ms $nginx_port)
+
+# Soak: RSS after warm-up, then after SOAK_REQUESTS more keep-alive requests (bounded in time).
+SOAK_REQUESTS=${SOAK_REQUESTS:-1000000}
+SOAK_MAX_SECONDS=${SOAK_MAX_SECONDS:-90}
+wrk -t2 -c32 -d3s -H "Authorization: Bearer $token" "https://localhost:$box_port/v1/access" >/dev/null
+rss_before=$(kb "$box_pid" VmRSS)
+soak_secs=$(awk -v n="$SOAK_REQUESTS" -v r="${R[keepalive,boxapi,1]}" -v m="$SOAK_MAX_SECONDS" \
+    'BEGIN { s = int(n / (r > 0 ? r : 1) * 1.15) + 1; if (s > m) s = m; print s }')
+soak_out=$(wrk -t2 -c32 -d"${soak_secs}s" -H "Authorization: Bearer $token" "https://localhost:$box_port/v1/access")
+soak_done=$(awk '/requests in/ {print $1}' <<<"$soak_out")
+rss_after=$(kb "$box_pid" VmRSS)
+soak_growth=$(awk -v a="$rss_before" -v b="$rss_after" -v n="$soak_done" \
+    'BEGIN { if (n > 0 && a > 0) printf "%.3f", (b - a) / a * 100 * 1000000 / n; else print "-" }')
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 line() { printf '%-46s %12s %12s %8s\n' "$1" "$2" "$3" "$(ratio "$2" "$3")"; }
 echo
@@ -144,5 +177,9 @@ line "keep-alive p99 latency (ms)" "${R[keepalive,boxapi,3]}" "${R[keepalive,ngi
 line "keep-alive peak RSS (kB)" "${R[keepalive,boxapi,4]}" "${R[keepalive,nginx,4]}"
 line "flood (1000 conns) requests/s" "${R[flood,boxapi,1]}" "${R[flood,nginx,1]}"
 line "flood (1000 conns) peak RSS (kB)" "${R[flood,boxapi,4]}" "${R[flood,nginx,4]}"
+line "second terminal during the flood, worst (ms)" "$box_second" "$nginx_second"
 line "idle RSS after start (kB; nginx: master+worker)" "$box_idle" "$nginx_idle"
 line "start-to-ready (ms)" "$box_ready" "$nginx_ready"
+echo
+echo "boxapi against its own keep-alive rate: flood $(ratio "${R[flood,boxapi,1]}" "${R[keepalive,boxapi,1]}")x (goal >= 0.5)"
+echo "soak: $soak_done requests in ${soak_secs}s; VmRSS $rss_before -> $rss_after kB: $soak_growth % per million requests (goal < 1)"
