@@ -22,5 +22,5 @@ case $desc in *"$endian"*"$want"*) ;; *) echo "FAIL: expected $endian $want" >&2
 "$qemu" "$bin" --version
 # Everything but what cannot run under qemu-user: faketime (LD_PRELOAD, and the binary is
 # static), the demo test (it runs the host build), and root-only tests.
-BOXAPI_TEST_BIN=$bin BOXAPI_TEST_RUNNER=$qemu cargo test --locked -p boxapi --test api --test card --test cli --test control -- \
+BOXAPI_TEST_BIN=$bin BOXAPI_TEST_RUNNER=$qemu cargo test --locked -p boxapi --test api --test card --test cli --test control --test stream -- \
     --skip clock_before_build_date --skip demo_prints --skip started_as_root --skip killed_while_writing

@@ -45,13 +45,17 @@ async function test(name, fn) {
 
 const boxPort = process.env.BOX_PORT;
 await withBrowser([], async (browser) => {
-  await test("allowed origin reads the card through a CORS preflight and polls the counters", async () => {
+  await test("allowed origin reads the card through a CORS preflight and streams the counters", async () => {
     const { state, requests } = await visit(browser, "http://localhost:8000/", "allowed-origin");
     assert.equal(state.state, "ok", state.status);
     assert.equal(state.technology, "ftth");
     assert.equal(state.mode, "central", "discovery said tokens come from elsewhere");
     // The Authorization header makes it a non-simple request: the browser sent OPTIONS first.
     assert.ok(requests.some((r) => r.startsWith("GET https://localhost:" + boxPort + "/v1/access")), requests.join("\n"));
+    // The counters came from the NDJSON stream, read with fetch and a stream reader.
+    assert.equal(state.streamError, undefined, state.streamError);
+    assert.ok(Number(state.samples) >= 2, `samples: ${state.samples}`);
+    assert.ok(requests.some((r) => r.includes("/v1/counters/stream?interval_ms=250")), requests.join("\n"));
   });
   await test("box mode: discovery, then a relayed client assertion at the box's token endpoint", async () => {
     const { state } = await visit(browser, "http://localhost:8002/", "box-mode");

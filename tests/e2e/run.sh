@@ -95,9 +95,11 @@ BOX_PORT=$BOX_PORT OUT=$OUT node browser.mjs || status=1
 echo "== responses against docs/openapi.yaml"
 "$venv/bin/python" validate.py "$root/docs/openapi.yaml" "https://localhost:$BOX_PORT" "$work/ca.pem" "$token" || status=1
 
+# The stream is left out of schemathesis (each valid call lasts up to 120 s); validate.py reads
+# a few of its lines and checks them against the schema instead.
 echo "== schemathesis"
 "$venv/bin/schemathesis" run "$root/docs/openapi.yaml" --url "https://localhost:$BOX_PORT" \
-    -H "Authorization: Bearer $token" --tls-verify "$work/ca.pem" --checks all --exclude-checks missing_required_header --exclude-path /v1/token --max-examples 50 \
+    -H "Authorization: Bearer $token" --tls-verify "$work/ca.pem" --checks all --exclude-checks missing_required_header --exclude-path /v1/token --exclude-path /v1/counters/stream --max-examples 50 \
     >"$OUT/schemathesis.txt" 2>&1 || status=1
 tail -15 "$OUT/schemathesis.txt"
 

@@ -25,6 +25,8 @@ pub struct App {
     pub activity: Activity,
     /// Connection slots: `server.max_connections`, a fair share per terminal.
     pub slots: Arc<Slots>,
+    /// The terminals with a counters stream open (one each).
+    pub streams: Arc<crate::stream::Streams>,
     /// The listeners open now (the server loop and `ctl enable` both open them).
     listeners: Mutex<BTreeMap<Endpoint, Active>>,
 }
@@ -57,6 +59,7 @@ impl App {
             authz: Default::default(),
             renewal: Default::default(),
             slots,
+            streams: Arc::default(),
             listeners: Mutex::default(),
         })
     }

@@ -8,13 +8,21 @@ use boxapi_core::cors::{self, Origin};
 use boxapi_core::fair::Terminal;
 use boxapi_core::{authz, problem};
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
-pub type Body = Full<Bytes>;
+/// A response body: a complete buffer, or the counters stream that writes itself line by line.
+/// `Either` keeps the usual answers as cheap as `Full` alone (no boxing, no allocation).
+pub type Body = Either<Full<Bytes>, crate::stream::CounterStream>;
+
+/// An empty body (preflights, HEAD).
+pub fn empty() -> Body {
+    Either::Left(Full::default())
+}
 
 /// A request body (a token request's form, a few hundred bytes) must arrive within this time.
 pub const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -47,7 +55,7 @@ pub enum Problem {
     /// A preflight that is refused; answered without any CORS header.
     #[error("the preflight asks for a method other than GET or HEAD")]
     PreflightRefused,
-    #[error("no such endpoint: the API serves /v1/access and /v1/counters")]
+    #[error("no such endpoint: the API serves /v1/access, /v1/counters and /v1/counters/stream")]
     NotFound,
     #[error("this endpoint answers {0} only")]
     MethodNotAllowed(&'static str),
@@ -55,6 +63,12 @@ pub enum Problem {
     Misdirected,
     #[error("too many requests from this terminal; retry after {0} s")]
     RateLimited(u64),
+    #[error(
+        "this terminal already has a counters stream open (one at a time); it ends within {0} s"
+    )]
+    StreamOpen(u64),
+    #[error(transparent)]
+    InvalidInterval(#[from] crate::stream::IntervalError),
     #[error("the operator has suspended this API for now; retry after {0} s")]
     Suspended(u64),
     #[error(
@@ -73,7 +87,8 @@ impl Problem {
             Problem::NotFound => StatusCode::NOT_FOUND,
             Problem::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Problem::Misdirected => StatusCode::MISDIRECTED_REQUEST,
-            Problem::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Problem::RateLimited(_) | Problem::StreamOpen(_) => StatusCode::TOO_MANY_REQUESTS,
+            Problem::InvalidInterval(_) => StatusCode::BAD_REQUEST,
             Problem::Suspended(_) | Problem::ClockUnsynchronized => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -87,7 +102,8 @@ impl Problem {
             Problem::NotFound => "not_found",
             Problem::MethodNotAllowed(_) => "method_not_allowed",
             Problem::Misdirected => "misdirected_request",
-            Problem::RateLimited(_) => "rate_limited",
+            Problem::RateLimited(_) | Problem::StreamOpen(_) => "rate_limited",
+            Problem::InvalidInterval(_) => "invalid_request",
             Problem::Suspended(_) => "suspended",
             Problem::ClockUnsynchronized => "clock_unsynchronized",
         }
@@ -102,7 +118,8 @@ impl Problem {
             Problem::NotFound => "Not found",
             Problem::MethodNotAllowed(_) => "Method not allowed",
             Problem::Misdirected => "Misdirected request",
-            Problem::RateLimited(_) => "Too many requests",
+            Problem::RateLimited(_) | Problem::StreamOpen(_) => "Too many requests",
+            Problem::InvalidInterval(_) => "Invalid request",
             Problem::Suspended(_) => "Suspended by the operator",
             Problem::ClockUnsynchronized => "Clock not synchronized",
         }
@@ -137,7 +154,7 @@ impl Problem {
                 format!("Bearer realm=\"boxapi\", error=\"insufficient_scope\", scope=\"{scope}\""),
             ),
             Problem::MethodNotAllowed(allow) => set(header::ALLOW, (*allow).into()),
-            Problem::RateLimited(s) | Problem::Suspended(s) => {
+            Problem::RateLimited(s) | Problem::StreamOpen(s) | Problem::Suspended(s) => {
                 set(header::RETRY_AFTER, s.to_string())
             }
             Problem::ClockUnsynchronized => set(header::RETRY_AFTER, "30".into()),
@@ -149,7 +166,7 @@ impl Problem {
 
 fn json(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Body> {
     let len = body.len();
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    let mut resp = Response::new(Either::Left(Full::new(Bytes::from(body))));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -190,6 +207,17 @@ fn name_accepted(name: &str, snap: &Snapshot, conn: &ConnInfo) -> bool {
 /// What the read-only endpoints allow, and what the token endpoint allows.
 const GET_HEAD: &str = "GET, HEAD, OPTIONS";
 const POST_ONLY: &str = "POST, OPTIONS";
+/// The stream has no HEAD: the contract lists GET only (a HEAD would hold a stream for nothing).
+const GET_ONLY: &str = "GET, OPTIONS";
+const STREAM_PATH: &str = "/v1/counters/stream";
+
+/// The token-protected endpoints.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Access,
+    Counters,
+    Stream,
+}
 
 fn host_ok<B>(req: &Request<B>, snap: &Snapshot, conn: &ConnInfo) -> bool {
     let mut hosts = req.headers().get_all(header::HOST).iter();
@@ -230,8 +258,8 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&[u8]>, Problem> {
 }
 
 async fn decide(
-    app: &App,
-    snap: &Snapshot,
+    app: &Arc<App>,
+    snap: &Arc<Snapshot>,
     conn: &ConnInfo,
     req: &mut Request<hyper::body::Incoming>,
     origin: Origin,
@@ -245,6 +273,7 @@ async fn decide(
         snap.config.token_endpoint.is_some() && req.uri().path() == authz::TOKEN_PATH;
     let allow = match req.uri().path() {
         "/v1/access" | "/v1/counters" | authz::DISCOVERY_PATH => Some(GET_HEAD),
+        STREAM_PATH => Some(GET_ONLY),
         _ if token_endpoint => Some(POST_ONLY),
         _ => None,
     };
@@ -270,9 +299,10 @@ async fn decide(
         return Err(Problem::Suspended(retry_after));
     }
     let read_only = req.method() == Method::GET || req.method() == Method::HEAD;
-    let scope = match req.uri().path() {
-        "/v1/access" => Scopes::ACCESS,
-        "/v1/counters" => Scopes::COUNTERS,
+    let route = match req.uri().path() {
+        "/v1/access" => Route::Access,
+        "/v1/counters" => Route::Counters,
+        STREAM_PATH => Route::Stream,
         authz::DISCOVERY_PATH if read_only => {
             let body = authz::discovery(&snap.config).to_string().into_bytes();
             return Ok(json(StatusCode::OK, "application/json", body));
@@ -287,6 +317,11 @@ async fn decide(
     if !read_only {
         return Err(Problem::MethodNotAllowed(GET_HEAD));
     }
+    let scope = if route == Route::Access {
+        Scopes::ACCESS
+    } else {
+        Scopes::COUNTERS
+    };
     let now = boxapi_core::time::unix_now();
     if boxapi_core::time::clock_is_unset(now) {
         return Err(Problem::ClockUnsynchronized);
@@ -313,6 +348,9 @@ async fn decide(
         };
         return Err(Problem::InsufficientScope(name));
     }
+    if route == Route::Stream {
+        return stream(app, snap, conn, req, grant);
+    }
     let src = snap.sources();
     // The rights in effect: the token's scopes ∩ the registration (checked above, 403) ∩ the
     // subscriber's choices (withheld sections are null, not refused).
@@ -322,7 +360,7 @@ async fn decide(
         .get(grant.tool)
         .map(|t| app.control.withheld_for(&t.id))
         .unwrap_or_default();
-    let body = if scope == Scopes::ACCESS {
+    let body = if route == Route::Access {
         let mut card = src.access_card(&conn.client).await;
         crate::card::withhold::card(&mut card, withheld);
         card
@@ -336,6 +374,45 @@ async fn decide(
         "application/json",
         body.to_string().into_bytes(),
     ))
+}
+
+/// `GET /v1/counters/stream`: checks the interval, takes the terminal's one stream, and answers
+/// with a body that writes the lines itself.
+fn stream(
+    app: &Arc<App>,
+    snap: &Arc<Snapshot>,
+    conn: &ConnInfo,
+    req: &Request<hyper::body::Incoming>,
+    grant: boxapi_core::auth::Grant,
+) -> Result<Response<Body>, Problem> {
+    let every = crate::stream::interval(req.uri().query())?;
+    let ends = tokio::time::Instant::now() + snap.config.metrics.stream_max;
+    let guard = app
+        .streams
+        .begin(conn.terminal, ends)
+        .map_err(Problem::StreamOpen)?;
+    let tool_id = snap
+        .trust
+        .registry
+        .get(grant.tool)
+        .map(|t| t.id.clone())
+        .unwrap_or_default();
+    let body = crate::stream::CounterStream::new(crate::stream::Opening {
+        app: app.clone(),
+        snap: snap.clone(),
+        client: conn.client.clone(),
+        tool_id,
+        token_exp: grant.exp,
+        every,
+        guard,
+        ends,
+    });
+    let mut resp = Response::new(Either::Right(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(resp)
 }
 
 /// `POST /v1/token`: an RFC 6749 token request; answers are OAuth JSON, not problems.
@@ -407,7 +484,7 @@ fn preflight(
     origin: Origin,
     token_endpoint: bool,
 ) -> Result<Response<Body>, Problem> {
-    let mut resp = Response::new(Body::default());
+    let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     match origin {
         Origin::Allowed { .. } if cors::preflight_method_ok(headers, token_endpoint) => {
@@ -427,7 +504,7 @@ fn preflight(
 
 /// Answers one request: decide, then add the headers every response carries, then log it.
 pub async fn handle(
-    app: &App,
+    app: &Arc<App>,
     conn: &ConnInfo,
     mut req: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
@@ -453,7 +530,7 @@ pub async fn handle(
     }
     if req.method() == Method::HEAD {
         // Same status and headers (Content-Length included) as GET, no body.
-        *resp.body_mut() = Body::default();
+        *resp.body_mut() = empty();
     }
     let tool = tool
         .and_then(|i| snap.trust.registry.get(i))
@@ -525,6 +602,12 @@ mod tests {
             ),
             (Problem::Misdirected, 421, "misdirected_request"),
             (Problem::RateLimited(3), 429, "rate_limited"),
+            (Problem::StreamOpen(3), 429, "rate_limited"),
+            (
+                Problem::InvalidInterval(crate::stream::IntervalError::Missing),
+                400,
+                "invalid_request",
+            ),
             (Problem::Suspended(60), 503, "suspended"),
             (Problem::ClockUnsynchronized, 503, "clock_unsynchronized"),
         ];

@@ -16,3 +16,4 @@ pub mod lan;
 pub mod ratelimit;
 pub mod server;
 pub mod snapshot;
+pub mod stream;

@@ -33,6 +33,9 @@ pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(5);
 /// One request, body and answer included, may take at most this long (a `provider_command` may
 /// take up to a minute; a client that never reads its answer is cut here).
 pub const REQUEST_LIMIT: Duration = Duration::from_secs(75);
+/// A streaming answer may outlive its own time limit by this much (its last line being written
+/// to a slow reader); a client that stops reading a stream is cut there.
+pub const STREAM_GRACE: Duration = Duration::from_secs(10);
 /// How often a connection's deadlines are looked at (phases change without a wake-up: a
 /// deadline is kept to within this).
 const PHASE_CHECK: Duration = Duration::from_secs(1);
@@ -258,8 +261,16 @@ async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
         svc_slot.set_phase(Phase::Busy);
         let (app, info, slot) = (svc_app.clone(), info.clone(), svc_slot.clone());
         async move {
-            let resp = http::handle(&app, &info, req).await;
-            slot.set_phase(Phase::Idle);
+            let mut resp = http::handle(&app, &info, req).await;
+            match resp.body_mut() {
+                // The answer goes on after this returns: the connection stays busy (and not
+                // evictable) until the stream's body is done.
+                http_body_util::Either::Right(stream) => {
+                    slot.set_phase(Phase::Streaming);
+                    stream.on_end(Box::new(move || slot.set_phase(Phase::Idle)));
+                }
+                http_body_util::Either::Left(_) => slot.set_phase(Phase::Idle),
+            }
             Ok::<_, Infallible>(resp)
         }
     });
@@ -278,6 +289,7 @@ async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
         };
         let until = match phase {
             Phase::Busy => since + REQUEST_LIMIT,
+            Phase::Streaming => since + app.snapshot().config.metrics.stream_max + STREAM_GRACE,
             _ if !served.load(Ordering::Relaxed) => deadline,
             _ => since + KEEP_ALIVE_IDLE,
         };

@@ -436,3 +436,82 @@ keys = ["{d}/a.jwk"]
     );
     assert_eq!(sh_out(&cmd).1, "200", "{}", d.log());
 }
+
+#[test]
+fn counters_stream_sees_wan_traffic() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root for network namespaces (make test runs as root in CI)");
+        return;
+    }
+    let net = Net::new("s", &["box", "lan", "wan"]);
+    let (bx, lan, wan) = (net.ns(0), net.ns(1), net.ns(2));
+    sh(&format!(
+        "ip link add lan0 netns {bx} type veth peer name eth0 netns {lan} && \
+         ip link add wan0 netns {bx} type veth peer name eth0 netns {wan} && \
+         ip -n {bx} addr add 192.168.90.1/24 dev lan0 && ip -n {bx} addr add 10.98.0.1/24 dev wan0 && \
+         ip -n {bx} link set lan0 up && ip -n {bx} link set wan0 up && \
+         ip netns exec {bx} sysctl -qw net.ipv4.ip_forward=1 && \
+         ip -n {lan} addr add 192.168.90.2/24 dev eth0 && ip -n {lan} link set eth0 up && \
+         ip -n {lan} route add default via 192.168.90.1 && \
+         ip -n {wan} addr add 10.98.0.2/24 dev eth0 && ip -n {wan} link set eth0 up && \
+         ip -n {wan} route add 192.168.90.0/24 via 10.98.0.1"
+    ));
+    let d = start_box(bx, "stream", "lan0", &["DNS:box.test", "IP:192.168.90.1"]);
+    let token = fixtures().a.token("a", "counters");
+    assert!(
+        wait_for(Duration::from_secs(5), || curl(
+            lan,
+            &d.dir,
+            "192.168.90.1",
+            "/v1/counters",
+            &token
+        )
+        .1 == "200"),
+        "{}",
+        d.log()
+    );
+    // The terminal reads 3 s of lines at 100 ms while it sends traffic through the box's WAN
+    // interface (pings of 1200 bytes to the WAN host: out on wan0 and back).
+    let cmd = format!(
+        "ip netns exec {lan} curl -sS -N --max-time 3 --cacert {ca} --resolve box.test:8443:192.168.90.1 \
+         -H 'Authorization: Bearer {token}' 'https://box.test:8443/v1/counters/stream?interval_ms=100'",
+        ca = d.dir.join("certs/ca.pem").display()
+    );
+    let reader = std::thread::spawn(move || sh_out(&cmd).1);
+    std::thread::sleep(Duration::from_millis(500));
+    sh(&format!(
+        "ip netns exec {lan} ping -q -c 20 -i 0.05 -s 1200 -W 2 10.98.0.2 >/dev/null"
+    ));
+    let out = reader.join().unwrap();
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert!(
+        (15..=40).contains(&lines.len()),
+        "{} lines:\n{out}\n{}",
+        lines.len(),
+        d.log()
+    );
+    let mono: Vec<u64> = lines
+        .iter()
+        .map(|v| v["monotonic_us"].as_u64().unwrap())
+        .collect();
+    let gaps: Vec<u64> = mono.windows(2).map(|w| w[1].saturating_sub(w[0])).collect();
+    assert!(gaps.iter().all(|g| *g >= 90_000), "{gaps:?}");
+    let mean = gaps.iter().sum::<u64>() / gaps.len() as u64;
+    assert!((95_000..=200_000).contains(&mean), "{gaps:?}");
+    let (first, last) = (&lines[0]["wan"], &lines[lines.len() - 1]["wan"]);
+    let moved = |k: &str| last[k].as_u64().unwrap() - first[k].as_u64().unwrap();
+    assert!(
+        moved("tx_bytes") >= 20 * 1200 && moved("rx_bytes") >= 20 * 1200,
+        "first {first}, last {last}"
+    );
+    // The terminal is alone on lan0: its own counters are there too, and grew.
+    assert!(
+        lines[lines.len() - 1]["client"]["tx_bytes"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+}

@@ -197,6 +197,8 @@ pub struct Metrics {
     pub provider_file: Option<PathBuf>,
     pub provider_command: Option<PathBuf>,
     pub provider_timeout: Duration,
+    /// How long one `/v1/counters/stream` may last (the contract's 120 s at most; less for tests).
+    pub stream_max: Duration,
     /// `[metrics.static]` as a JSON object (the lowest-precedence partial card).
     pub static_layer: serde_json::Value,
 }
@@ -981,6 +983,7 @@ fn parse_metrics(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> Metrics 
     let provider_command = s.path("provider_command", dir);
     let provider_timeout =
         Duration::from_millis(s.int("provider_timeout_ms", 1000, 10, 60_000) as u64);
+    let stream_max = Duration::from_secs(s.int("stream_max_seconds", 120, 1, 120) as u64);
     // Its shape is the card's, checked by the box (`card::validate_layer`).
     let static_layer = match s.table("static") {
         Some(table) => match serde_json::to_value(table) {
@@ -998,6 +1001,7 @@ fn parse_metrics(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> Metrics 
         provider_file,
         provider_command,
         provider_timeout,
+        stream_max,
         static_layer,
     }
 }

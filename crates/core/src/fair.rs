@@ -61,6 +61,9 @@ pub enum Phase {
     Idle,
     /// A request is being answered.
     Busy,
+    /// Its answer is a stream (`/v1/counters/stream`), writing for up to its time limit: like
+    /// `Busy`, never closed to make room, with a deadline of its own.
+    Streaming,
 }
 
 struct Entry {

@@ -1,0 +1,307 @@
+//! `GET /v1/counters/stream?interval_ms=N`: the `/v1/counters` object as NDJSON, one line every N
+//! ms on one connection, so a tool watching cross-traffic does not pay a request per sample.
+//!
+//! The body drives itself: hyper polls it when it can write, a tokio interval says when the next
+//! line is due, and the counters are read at that moment (so each line's `monotonic_us` is when
+//! they were read). Nothing is buffered ahead: a client that reads slowly skips samples instead of
+//! queueing them. Bounds: 100–10,000 ms per line, `metrics.stream_max_seconds` (120 s at most)
+//! per stream, one stream per terminal, and the connection holds its connection slot throughout.
+use crate::app::App;
+use crate::snapshot::Snapshot;
+use boxapi_core::control::Mode;
+use boxapi_core::fair::Terminal;
+use boxapi_core::log;
+use bytes::Bytes;
+use hyper::body::Frame;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
+
+pub const MIN_INTERVAL_MS: u64 = 100;
+pub const MAX_INTERVAL_MS: u64 = 10_000;
+
+/// Why a query is refused; `Display` is the problem's `detail`.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IntervalError {
+    #[error("interval_ms is required: /v1/counters/stream?interval_ms=N with N from 100 to 10000")]
+    Missing,
+    #[error("interval_ms is given more than once")]
+    Repeated,
+    #[error("interval_ms must be an integer number of milliseconds from 100 to 10000")]
+    OutOfRange,
+}
+
+/// `interval_ms` from the query string. Other parameters (a cache-buster) are ignored.
+pub fn interval(query: Option<&str>) -> Result<Duration, IntervalError> {
+    let mut found = None;
+    for pair in query.unwrap_or("").split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key != "interval_ms" {
+            continue;
+        }
+        if found.is_some() {
+            return Err(IntervalError::Repeated);
+        }
+        found = Some(value);
+    }
+    let value = found.ok_or(IntervalError::Missing)?;
+    // Digits only (no sign, no spaces, no percent-encoding tricks), and short enough to parse.
+    if value.is_empty() || value.len() > 5 || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(IntervalError::OutOfRange);
+    }
+    match value.parse::<u64>() {
+        Ok(ms) if (MIN_INTERVAL_MS..=MAX_INTERVAL_MS).contains(&ms) => {
+            Ok(Duration::from_millis(ms))
+        }
+        _ => Err(IntervalError::OutOfRange),
+    }
+}
+
+/// The terminals with a stream open, and when each stream ends at the latest.
+#[derive(Default)]
+pub struct Streams {
+    open: Mutex<HashMap<Terminal, Instant>>,
+}
+
+/// One terminal's open stream; the terminal may open another once this is dropped.
+pub struct StreamGuard {
+    streams: Arc<Streams>,
+    terminal: Terminal,
+}
+
+impl Streams {
+    /// Registers a stream for `terminal` until `ends`; when it already has one, the seconds until
+    /// that one ends at the latest (the `Retry-After` of the 429).
+    pub fn begin(self: &Arc<Self>, terminal: Terminal, ends: Instant) -> Result<StreamGuard, u64> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(other) = open.get(&terminal) {
+            let left = other.saturating_duration_since(Instant::now());
+            return Err(left.as_secs().saturating_add(1));
+        }
+        // No bound needed here: each entry lives as long as a connection, and connections are
+        // bounded by `max_connections`.
+        open.insert(terminal, ends);
+        Ok(StreamGuard {
+            streams: self.clone(),
+            terminal,
+        })
+    }
+
+    /// How many streams are open now.
+    pub fn len(&self) -> usize {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let mut open = self.streams.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.remove(&self.terminal);
+    }
+}
+
+/// What a stream needs to know about the request that opened it.
+pub struct Opening {
+    pub app: Arc<App>,
+    pub snap: Arc<Snapshot>,
+    /// The connection's terminal, found when it connected.
+    pub client: crate::card::sys::Client,
+    pub tool_id: String,
+    /// The token's `exp` (Unix seconds): the stream ends with the token.
+    pub token_exp: u64,
+    pub every: Duration,
+    pub guard: StreamGuard,
+    pub ends: Instant,
+}
+
+/// Why a stream ended, for the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    /// The client went away (or the connection was closed for it).
+    Closed,
+    Limit,
+    Suspended,
+    Revoked,
+    TokenExpired,
+}
+
+impl End {
+    fn as_str(self) -> &'static str {
+        match self {
+            End::Closed => "closed",
+            End::Limit => "time_limit",
+            End::Suspended => "suspended",
+            End::Revoked => "revoked",
+            End::TokenExpired => "token_expired",
+        }
+    }
+}
+
+/// The response body of one stream.
+pub struct CounterStream {
+    open: Opening,
+    /// Told when the body is done (the connection's slot goes back to waiting for a request).
+    on_end: Option<Box<dyn FnOnce() + Send>>,
+    tick: Interval,
+    deadline: Pin<Box<Sleep>>,
+    lines: u64,
+    ended: Option<End>,
+}
+
+impl CounterStream {
+    pub fn new(open: Opening) -> Self {
+        let mut tick = tokio::time::interval(open.every);
+        // A client that reads slower than the interval gets fewer lines, not a backlog.
+        tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let deadline = Box::pin(tokio::time::sleep_until(open.ends));
+        CounterStream {
+            open,
+            on_end: None,
+            tick,
+            deadline,
+            lines: 0,
+            ended: None,
+        }
+    }
+
+    /// Whether the stream must stop before its next line: the same rules a new request meets.
+    fn stop_reason(&self) -> Option<End> {
+        let app = &self.open.app;
+        if app.control.mode() != Mode::Enabled {
+            return Some(End::Suspended);
+        }
+        if app.control.is_revoked(&self.open.tool_id) {
+            return Some(End::Revoked);
+        }
+        let leeway = self.open.snap.config.auth.leeway;
+        if boxapi_core::time::unix_now() > self.open.token_exp.saturating_add(leeway) {
+            return Some(End::TokenExpired);
+        }
+        None
+    }
+
+    /// `f` runs once when the body is done or dropped.
+    pub fn on_end(&mut self, f: Box<dyn FnOnce() + Send>) {
+        self.on_end = Some(f);
+    }
+
+    fn line(&self) -> Bytes {
+        let src = self.open.snap.sources();
+        let mut v = src.counters(&self.open.client);
+        // The subscriber's choices as they are now: a withholding made during the stream
+        // applies from the next line on.
+        let withheld = self.open.app.control.withheld_for(&self.open.tool_id);
+        crate::card::withhold::counters(&mut v, withheld);
+        let mut text = v.to_string().into_bytes();
+        text.push(b'\n');
+        Bytes::from(text)
+    }
+}
+
+impl hyper::body::Body for CounterStream {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if this.ended.is_some() {
+            return Poll::Ready(None);
+        }
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            this.ended = Some(End::Limit);
+            return Poll::Ready(None);
+        }
+        if this.tick.poll_tick(cx).is_pending() {
+            return Poll::Pending;
+        }
+        if let Some(end) = this.stop_reason() {
+            this.ended = Some(end);
+            return Poll::Ready(None);
+        }
+        this.lines += 1;
+        Poll::Ready(Some(Ok(Frame::data(this.line()))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended.is_some()
+    }
+}
+
+impl Drop for CounterStream {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_end.take() {
+            f();
+        }
+        let reason = self.ended.unwrap_or(End::Closed);
+        log::event(
+            "stream_end",
+            &[
+                ("tool", &self.open.tool_id),
+                ("reason", reason.as_str()),
+                ("lines", &self.lines.to_string()),
+            ],
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals() {
+        let ok = |q: &str| interval(Some(q)).map(|d| d.as_millis());
+        assert_eq!(ok("interval_ms=100"), Ok(100));
+        assert_eq!(ok("interval_ms=10000"), Ok(10_000));
+        assert_eq!(ok("t=123&interval_ms=250"), Ok(250));
+        assert_eq!(ok("interval_ms=00100"), Ok(100));
+        for bad in [
+            "interval_ms=99",
+            "interval_ms=10001",
+            "interval_ms=",
+            "interval_ms=-100",
+            "interval_ms=+100",
+            "interval_ms=1e3",
+            "interval_ms=100.0",
+            "interval_ms=%31%30%30",
+            "interval_ms=99999999999999999999999",
+            "interval_ms",
+        ] {
+            assert_eq!(ok(bad), Err(IntervalError::OutOfRange), "{bad}");
+        }
+        assert_eq!(interval(None), Err(IntervalError::Missing));
+        assert_eq!(ok("interval=100"), Err(IntervalError::Missing));
+        assert_eq!(
+            ok("interval_ms=100&interval_ms=200"),
+            Err(IntervalError::Repeated)
+        );
+    }
+
+    #[tokio::test]
+    async fn one_stream_per_terminal() {
+        let s = Arc::new(Streams::default());
+        let t = Terminal::V4([10, 0, 0, 2]);
+        let ends = Instant::now() + Duration::from_secs(30);
+        let g = s.begin(t, ends).unwrap();
+        let retry = s.begin(t, ends).err().unwrap();
+        assert!((30..=31).contains(&retry), "{retry}");
+        let other = s.begin(Terminal::V4([10, 0, 0, 3]), ends).unwrap();
+        assert_eq!(s.len(), 2);
+        drop(g);
+        assert!(s.begin(t, ends).is_ok());
+        drop(other);
+        assert!(s.is_empty());
+    }
+}
