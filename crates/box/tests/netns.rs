@@ -498,7 +498,8 @@ fn counters_stream_sees_wan_traffic() {
         .map(|v| v["monotonic_us"].as_u64().unwrap())
         .collect();
     let gaps: Vec<u64> = mono.windows(2).map(|w| w[1].saturating_sub(w[0])).collect();
-    assert!(gaps.iter().all(|g| *g >= 90_000), "{gaps:?}");
+    // Due every 100 ms; one late read makes the next gap shorter (tests/stream.rs).
+    assert!(gaps.iter().all(|g| *g >= 50_000), "{gaps:?}");
     let mean = gaps.iter().sum::<u64>() / gaps.len() as u64;
     assert!((95_000..=200_000).contains(&mean), "{gaps:?}");
     let (first, last) = (&lines[0]["wan"], &lines[lines.len() - 1]["wan"]);

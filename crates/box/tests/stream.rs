@@ -149,9 +149,10 @@ fn lines_at_the_interval_for_three_seconds() {
         })
         .collect();
     let gaps: Vec<u64> = mono.windows(2).map(|w| w[1].saturating_sub(w[0])).collect();
-    // Each line's monotonic_us is when its counters were read: never closer than the interval
-    // (less a timer tick), and on average close to it.
-    assert!(gaps.iter().all(|g| *g >= 90_000), "{gaps:?}");
+    // Each line's monotonic_us is when its counters were read: lines are due on a fixed schedule,
+    // so a read delayed by the scheduler makes one gap longer and the next shorter; never much
+    // closer than the interval, and on average close to it.
+    assert!(gaps.iter().all(|g| *g >= 50_000), "{gaps:?}");
     let mean = gaps.iter().sum::<u64>() / gaps.len() as u64;
     assert!(
         (95_000..=200_000).contains(&mean),
