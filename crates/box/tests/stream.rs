@@ -282,3 +282,26 @@ fn the_limit_is_at_most_120_seconds() {
         }
     }
 }
+
+#[test]
+fn a_withholding_applies_from_the_next_line() {
+    let d = Daemon::start("stream-withhold", "", "");
+    let mut s = open(d.addr, "?interval_ms=100", &counters_token(), &[]);
+    assert_eq!(s.head.status, 200);
+    let (_, first) = s.next_line().unwrap();
+    assert!(first["wan"].is_object(), "{first}");
+    assert_eq!(first["withheld"], serde_json::json!([]));
+    let (code, _, err) = d.ctl(&["withhold", "counters", "--tool", "a"]);
+    assert_eq!(code, 0, "{err}");
+    let mut withheld = None;
+    for _ in 0..50 {
+        let (_, line) = s.next_line().unwrap();
+        if line["wan"].is_null() {
+            withheld = Some(line);
+            break;
+        }
+    }
+    let line = withheld.expect("the stream kept sending the WAN counters");
+    assert_eq!(line["withheld"], serde_json::json!(["counters"]));
+    assert!(line["monotonic_us"].is_u64(), "{line}");
+}
