@@ -468,6 +468,36 @@ fn locator_maps_addresses_to_boxes() {
     // And a token response carries the caller's box.
     let r = token_request(&in_redis, &assertion(&fixtures().a, "a", "loc-1"));
     assert_eq!(r.json()["box_url"], "https://b7.boxes.test");
+
+    // A command: exit 0 with a name, exit 1 for "not mapped", too slow is a 503 (killed).
+    let script = map_dir.join("locate.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ncase \"$1\" in\n  127.0.0.1) echo b8.boxes.test ;;\n  198.51.100.2) sleep 5 ;;\n  *) exit 1 ;;\nesac\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let by_command = authority(&authority_dir(
+        "locate-command",
+        &keys,
+        60,
+        "trusted_proxies = [\"127.0.0.1\"]",
+        &format!(
+            "[authority.locator]\ncommand = \"{}\"\ncommand_timeout_ms = 300\n",
+            script.display()
+        ),
+    ));
+    assert_eq!(
+        locate(&by_command, &[]).json()["box_url"],
+        "https://b8.boxes.test"
+    );
+    locate(&by_command, &[("X-Forwarded-For", "198.51.100.1")])
+        .assert_problem(404, "box_not_found");
+    let started = Instant::now();
+    let r = locate(&by_command, &[("X-Forwarded-For", "198.51.100.2")]);
+    r.assert_problem(503, "temporarily_unavailable");
+    assert!(r.header("retry-after").is_some());
+    assert!(started.elapsed() < Duration::from_secs(3));
 }
 
 /// A box whose `[auth] audience` is its own URL and which trusts the operator's key for tool a.

@@ -1231,4 +1231,41 @@ mod tests {
             .to_string()
             .starts_with("/etc/boxapi/boxapi.toml: not valid TOML"));
     }
+
+    #[test]
+    fn authority_store_locator_and_metrics() {
+        let ok = format!(
+            "{GOOD}\n[authority]\nlisten = [\"0.0.0.0:443\"]\nmetrics_listen = \"127.0.0.1:9100\"\nper_box_audience = true\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n[authority.store]\nkind = \"redis\"\nurl = \"rediss://r.internal:6380/0\"\npassword_file = \"redis.pw\"\n[authority.locator]\nredis = true\n"
+        );
+        let mut p = Vec::new();
+        let c = parse(&ok, Path::new("/etc/boxapi/boxapi.toml"), &mut p).unwrap();
+        assert!(p.is_empty(), "{p:?}");
+        let a = &c.authority;
+        assert_eq!(a.trusted_proxies.len(), 2);
+        assert_eq!(a.client_address_header, "x-forwarded-for");
+        let StoreConfig::Redis(r) = &a.store else {
+            panic!("redis expected")
+        };
+        assert_eq!(
+            r.password_file.as_deref(),
+            Some(Path::new("/etc/boxapi/redis.pw"))
+        );
+        assert_eq!(r.response_timeout, Duration::from_millis(500));
+        assert!(matches!(a.locator, Some(LocatorConfig::Redis)));
+
+        let bad = format!(
+            "{GOOD}\n[authority]\nper_box_audience = true\ntrusted_proxies = [\"10.0.0.0/33\"]\n[authority.store]\nkind = \"redis\"\nurl = \"redis://u:pw@r:6379\"\nrevocation_poll_ms = 5000\ntimeout = 1\n[authority.locator]\nfile = \"a.json\"\nredis = true\n"
+        );
+        let joined = problems_of(&bad).join("\n");
+        for want in [
+            "authority.trusted_proxies: \"10.0.0.0/33\"",
+            "authority.store.url: must not carry credentials",
+            "authority.store.revocation_poll_ms: 5000 is out of range",
+            "authority.store.timeout: unknown key",
+            "authority.locator: set exactly one of file, command or redis = true",
+            "authority.per_box_audience: needs [authority.locator]",
+        ] {
+            assert!(joined.contains(want), "missing {want:?} in\n{joined}");
+        }
+    }
 }
