@@ -54,11 +54,7 @@ impl App {
     /// Revoked at run time, here or (shared store) on any replica, as last known. For decisions
     /// that must not miss a revocation, the token endpoint also checks the copy is fresh.
     pub fn is_revoked(&self, tool: &str) -> bool {
-        self.control.is_revoked(tool)
-            || self
-                .store
-                .watch_revoked()
-                .is_some_and(|w| w.borrow().contains(tool))
+        self.control.is_revoked(tool) || self.store.revoked_view().contains(tool)
     }
 }
 
@@ -92,4 +88,20 @@ pub async fn save_shared_revocations(app: Arc<App>, state_dir: PathBuf) {
             );
         }
     }
+}
+
+/// Tells the store the signed registry in force (at start and after each reload), so that its
+/// revocations reach every replica within a second, before they reload it themselves.
+pub fn note_registry(app: &App) {
+    let snap = app.snapshot();
+    let revoked: Vec<String> = snap
+        .trust
+        .registry
+        .tools()
+        .iter()
+        .filter(|t| t.revoked)
+        .map(|t| t.id.clone())
+        .collect();
+    app.store
+        .note_registry(snap.trust.registry_version, &revoked);
 }

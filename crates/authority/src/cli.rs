@@ -134,6 +134,7 @@ fn run(snapshot: Snapshot) -> Result<(), StartError> {
             Err(_) => log::event("store_unavailable", &[("error", "no answer within 2 s")]),
         }
         let app = App::new(snapshot, initial, store);
+        crate::app::note_registry(&app);
         if let Some(l) = metrics_listener {
             tokio::spawn(crate::server::serve_metrics(app.clone(), l));
         }

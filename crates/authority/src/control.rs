@@ -81,9 +81,7 @@ fn shared(app: &App, id: &str, revoked: bool) -> Value {
 /// Every run-time revocation this replica applies: its own and the shared ones.
 fn revoked_list(app: &App) -> Vec<String> {
     let mut all = app.control.state().revoked;
-    if let Some(w) = app.store.watch_revoked() {
-        all.extend(w.borrow().iter().cloned());
-    }
+    all.extend(app.store.revoked_view().iter().cloned());
     all.into_iter().collect()
 }
 
@@ -152,6 +150,7 @@ pub fn reload(app: &App) -> Result<(), Vec<Problem>> {
             app.slots
                 .configure(s.max_connections, s.max_connections_per_terminal);
             app.replace_snapshot(new);
+            crate::app::note_registry(app);
             log::event("reloaded", &[("config", &path.display().to_string())]);
             Ok(())
         }

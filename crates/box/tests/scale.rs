@@ -630,3 +630,99 @@ fn metrics_count_tokens_refusals_store_errors_and_latency() {
     // The API listener does not serve metrics.
     d.get("/metrics", &[]).assert_problem(404, "not_found");
 }
+
+/// Signs a registry (version, tool "reg" revoked or not) with the root key in `dir` into `out`.
+fn sign_registry(dir: &Path, reg: &Key, version: u64, revoked: bool, out: &Path) {
+    let payload = json!({"version": version, "tools": [{"id": "reg", "name": "Registry tool",
+        "origins": ["https://reg.example"], "scopes": ["access"], "keys": [reg.jwk()], "revoked": revoked}]});
+    let input = dir.join(format!("registry-v{version}.json"));
+    std::fs::write(&input, payload.to_string()).unwrap();
+    let status = daemon_command()
+        .args(["registry", "sign", "--key"])
+        .arg(dir.join("root.private.jwk"))
+        .arg("--in")
+        .arg(&input)
+        .arg("--out")
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_new_registry_at_one_replica_revokes_at_the_other_within_a_second() {
+    let redis = Redis::start();
+    let keys = operator_keys("registry-keys");
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let out = daemon_command()
+        .args(["keygen", "--alg", "EdDSA", "--kid", "root", "--out"])
+        .arg(&keys)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let st = Command::new(root.join("certs/make-tool-key.sh"))
+        .arg(&keys)
+        .args(["reg", "ES256"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let reg = Key {
+        kid: "reg-key".into(),
+        alg: jsonwebtoken::Algorithm::ES256,
+        pem: std::fs::read(keys.join("reg.pem")).unwrap(),
+        spki: std::fs::read(keys.join("reg.pub.der")).unwrap(),
+    };
+    let (file_a, file_b) = (keys.join("a-registry.jws"), keys.join("b-registry.jws"));
+    sign_registry(&keys, &reg, 1, false, &file_a);
+    sign_registry(&keys, &reg, 1, false, &file_b);
+    let registry = |file: &Path| {
+        format!(
+            "{}[registry]\nfile = \"{}\"\nroot_key = \"{}/root.jwk\"\n",
+            redis_store(&redis),
+            file.display(),
+            keys.display()
+        )
+    };
+    let a = authority(&authority_dir(
+        "registry-a",
+        &keys,
+        60,
+        "",
+        &registry(&file_a),
+    ));
+    let b = authority(&authority_dir(
+        "registry-b",
+        &keys,
+        60,
+        "",
+        &registry(&file_b),
+    ));
+    let mut n = 0;
+    let mut reg_token = |d: &Daemon| {
+        n += 1;
+        token_request(d, &assertion(&reg, "reg", &format!("reg-{n}")))
+    };
+    assert_eq!(reg_token(&b).status, 200);
+    // The operator's new registry reaches replica A first; B has not reloaded.
+    sign_registry(&keys, &reg, 2, true, &file_a);
+    let (code, out, err) = a.ctl(&["reload"]);
+    assert_eq!(code, 0, "{out} {err}");
+    let started = Instant::now();
+    let refused = wait_for(Duration::from_secs(1), || {
+        let r = reg_token(&b);
+        r.status == 401 && error_of(&r) == "invalid_client"
+    });
+    assert!(
+        refused,
+        "replica B still issues for a tool the new registry revokes"
+    );
+    eprintln!(
+        "registry revocation A → B: {} ms",
+        started.elapsed().as_millis()
+    );
+    // Other tools are untouched.
+    assert_eq!(
+        token_request(&b, &assertion(&fixtures().a, "a", "reg-a")).status,
+        200
+    );
+}

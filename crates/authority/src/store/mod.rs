@@ -132,7 +132,24 @@ impl Store {
         }
     }
 
-    /// Changes of the shared revocations, whichever replica made them.
+    /// The revocations as last read, however old: for CORS answers and status (the token
+    /// endpoint uses [`Store::revoked`], which refuses a stale copy).
+    pub fn revoked_view(&self) -> Arc<BTreeSet<String>> {
+        match self {
+            Store::Memory(_) => Arc::default(),
+            Store::Redis(r) => r.revoked_view(),
+        }
+    }
+
+    /// This replica's signed registry (version and revoked tools): with Redis, published for all
+    /// replicas at the next read when it is the newest.
+    pub fn note_registry(&self, version: Option<u64>, revoked: &[String]) {
+        if let Store::Redis(r) = self {
+            r.note_registry(version, revoked);
+        }
+    }
+
+    /// Changes of the shared `ctl` revocations, whichever replica made them.
     pub fn watch_revoked(&self) -> Option<watch::Receiver<Arc<BTreeSet<String>>>> {
         match self {
             Store::Memory(_) => None,

@@ -54,16 +54,24 @@ return 1
 "#;
 
 /// Reads the epoch and the revocations; when the epoch is missing, first sets it and re-seeds
-/// this replica's last known revocations (ARGV[2..]), atomically, so no replica ever reads the
-/// emptied set as the truth.
+/// this replica's last known `ctl` revocations (ARGV[4..]), atomically, so no replica ever reads
+/// the emptied set as the truth. Also publishes this replica's signed-registry revocations
+/// (version ARGV[2], tools ARGV[3], space-separated) when its registry is newer than the one
+/// published, so a new registry taken by one replica revokes on all of them at their next read.
+/// KEYS: epoch, revoked, registry.
 const SYNC_LUA: &str = r#"
 local reset = 0
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('SET', KEYS[1], ARGV[1])
-  for i = 2, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
+  for i = 4, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
   reset = 1
 end
-return {redis.call('GET', KEYS[1]), redis.call('SMEMBERS', KEYS[2]), reset}
+local published = tonumber(redis.call('HGET', KEYS[3], 'version') or '-1')
+if tonumber(ARGV[2]) > published then
+  redis.call('HSET', KEYS[3], 'version', ARGV[2], 'revoked', ARGV[3])
+end
+return {redis.call('GET', KEYS[1]), redis.call('SMEMBERS', KEYS[2]), reset,
+        redis.call('HGET', KEYS[3], 'revoked') or ''}
 "#;
 
 /// After this long without a successful read, the local revocation view is not trusted (the
@@ -83,8 +91,14 @@ struct Inner {
     response_timeout: Duration,
     admit: Script,
     sync: Script,
-    /// The shared revocations as last read (initially this replica's saved copy).
+    /// The shared `ctl` revocations as last read (initially this replica's saved copy): what is
+    /// saved in `state_dir` and re-seeded.
     revoked_tx: watch::Sender<Arc<BTreeSet<String>>>,
+    /// This replica's signed registry: (version, revoked tools), -1 without one.
+    registry: Mutex<(i64, String)>,
+    /// What requests are judged by: the `ctl` revocations and those of the newest published
+    /// registry.
+    effective: Mutex<Arc<BTreeSet<String>>>,
     /// When the revocations were last read successfully (`None`: never).
     last_refresh: Mutex<Option<Instant>>,
     created: Instant,
@@ -185,6 +199,7 @@ impl RedisStore {
             .set_response_timeout(Some(settings.response_timeout))
             .set_number_of_retries(0);
 
+        let effective = Mutex::new(Arc::new(revoked.clone()));
         let (revoked_tx, _) = watch::channel(Arc::new(revoked));
         let inner = Arc::new(Inner {
             client,
@@ -196,6 +211,8 @@ impl RedisStore {
             admit: Script::new(ADMIT_LUA),
             sync: Script::new(SYNC_LUA),
             revoked_tx,
+            registry: Mutex::new((-1, String::new())),
+            effective,
             last_refresh: Mutex::new(None),
             created: Instant::now(),
             epoch: AtomicU64::new(0),
@@ -297,7 +314,19 @@ impl RedisStore {
         if last.is_none() || age > REVOCATIONS_STALE_AFTER {
             return Err(StoreError::Stale(age));
         }
-        Ok(self.inner.revoked_tx.borrow().clone())
+        Ok(self.revoked_view())
+    }
+
+    /// The revocations as last read, however old (for CORS answers, status).
+    pub fn revoked_view(&self) -> Arc<BTreeSet<String>> {
+        lock(&self.inner.effective).clone()
+    }
+
+    /// Tells the store this replica's signed registry (at start and after each reload); the
+    /// next read (within `revocation_poll`) publishes its revocations if it is the newest.
+    pub fn note_registry(&self, version: Option<u64>, revoked: &[String]) {
+        let version = version.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
+        *lock(&self.inner.registry) = (version, revoked.join(" "));
     }
 
     pub fn watch_revoked(&self) -> watch::Receiver<Arc<BTreeSet<String>>> {
@@ -399,11 +428,17 @@ impl Inner {
     /// Reads the epoch and the revocations (re-seeding them if Redis lost its data).
     async fn sync(&self) -> Result<(), StoreError> {
         let mut inv = self.sync.key(self.key("epoch"));
-        inv.key(self.key("revoked")).arg(unix_now());
+        inv.key(self.key("revoked"))
+            .key(self.key("registry"))
+            .arg(unix_now());
+        {
+            let registry = lock(&self.registry);
+            inv.arg(registry.0).arg(&registry.1);
+        }
         for tool in self.revoked_tx.borrow().iter() {
             inv.arg(tool);
         }
-        let (epoch, set, reset): (u64, BTreeSet<String>, i64) = self
+        let (epoch, set, reset, registry): (u64, BTreeSet<String>, i64, String) = self
             .call(|mut c| {
                 let inv = &inv;
                 async move { inv.invoke_async(&mut c).await }
@@ -419,6 +454,19 @@ impl Inner {
             );
         }
         self.epoch.store(epoch, Ordering::Relaxed);
+        let mut effective = set.clone();
+        effective.extend(
+            registry
+                .split(' ')
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned),
+        );
+        {
+            let mut cur = lock(&self.effective);
+            if **cur != effective {
+                *cur = Arc::new(effective);
+            }
+        }
         *lock(&self.last_refresh) = Some(Instant::now());
         self.revoked_tx.send_if_modified(|cur| {
             if **cur == set {
