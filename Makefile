@@ -62,11 +62,13 @@ build:
 release:
 	$(CARGO) build --release --locked
 
-# boxapi against nginx in one run (wrk as the load client); see docs/performance.md.
+# boxapi against nginx in one run (wrk as the load client), then tokens per second of the authority
+# (in-memory store and Redis) against node oidc-provider; see docs/performance.md.
 bench: release
-	@missing=""; for p in nginx wrk; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in nginx wrk redis-server; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
 	./bench/run.sh
+	./bench/tokens.sh
 
 # Every fuzz target for FUZZ_SECONDS (default 30); see docs/security.md.
 fuzz:

@@ -20,6 +20,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 ulimit -n 8192
 
+command -v node >/dev/null || { echo "bench/tokens.sh needs node and npm (as tests/interop does)" >&2; exit 1; }
 [ -d tests/interop/node_modules/oidc-provider ] || (cd tests/interop && npm install --no-audit --no-fund >/dev/null)
 ./certs/make-dev-certs.sh "$work" >/dev/null
 "$BOX" keygen --alg ES256 --kid signer --out "$work" >/dev/null
