@@ -136,6 +136,8 @@ fn status(app: &App) -> Value {
             "kind": app.store.kind(),
             // Fresh: the shared revocations were read within the last second (else tokens get 503).
             "fresh": app.store.revoked().is_ok(),
+            // Assertions made before this time are refused (docs/authorization.md).
+            "epoch": app.store.epoch(),
         },
         "version": env!("CARGO_PKG_VERSION"),
     })

@@ -69,6 +69,17 @@ impl Redis {
         );
     }
 
+    /// SIGSTOP (`true`) or SIGCONT: a Redis that accepts connections but never answers.
+    fn freeze(&self, frozen: bool) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        let sig = if frozen { "-STOP" } else { "-CONT" };
+        assert!(Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -337,6 +348,9 @@ fn revocation_at_one_replica_reaches_the_other_within_a_second() {
         .find(|t| t["id"] == "a")
         .unwrap();
     assert_eq!(a_state["revoked"], true, "{status}");
+    assert_eq!(status["store"]["kind"], "redis");
+    assert_eq!(status["store"]["fresh"], true);
+    assert!(status["store"]["epoch"].as_u64().unwrap() > 0);
     assert_eq!(b.ctl(&["unrevoke", "a"]).0, 0);
     assert!(wait_for(Duration::from_secs(1), || {
         n += 1;
@@ -360,6 +374,25 @@ fn redis_gone_is_503_then_tokens_again_without_restart() {
     assert_eq!(token_request(&a, &used).status, 200);
     // A revocation held only in Redis, to see it come back after Redis loses everything.
     assert_eq!(a.ctl(&["revoke", "c"]).0, 0);
+    // A frozen Redis (slow, or packets dropped): 503 once the response timeout (1 s here) is
+    // over, never a token, and tokens again as soon as it answers.
+    redis.freeze(true);
+    let started = Instant::now();
+    let r = token_request(&a, &assertion(&f.a, "a", "frozen-1"));
+    let waited = started.elapsed();
+    redis.freeze(false);
+    r.assert_problem(503, "temporarily_unavailable");
+    assert!(r.header("retry-after").is_some());
+    assert!(
+        waited < Duration::from_secs(3),
+        "bounded by the response timeout: {waited:?}"
+    );
+    let mut thawed = 0;
+    let back = wait_for(Duration::from_secs(3), || {
+        thawed += 1;
+        token_request(&a, &assertion(&f.a, "a", &format!("thawed-{thawed}"))).status == 200
+    });
+    assert!(back, "no token after Redis thawed");
     // An assertion used before Redis restarts has an iat before the new epoch (seconds).
     std::thread::sleep(Duration::from_millis(1100));
     redis.stop();

@@ -85,6 +85,14 @@ impl Store {
         })
     }
 
+    /// When the shared memory of used assertions began (Redis; unix seconds), for `ctl status`.
+    pub fn epoch(&self) -> Option<u64> {
+        match self {
+            Store::Memory(_) => None,
+            Store::Redis(r) => Some(r.epoch()),
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Store::Memory(_) => "memory",
