@@ -36,13 +36,33 @@ pub struct App {
 pub struct Renewal {
     /// When the next renewal is due (Unix seconds), once `[enrol]` is configured.
     pub renew_at: Option<i64>,
-    /// The CA's suggested renewal time (ACME ARI) from the last enrolment.
-    pub ari: Option<i64>,
+    /// The CA's suggested renewal time (ACME ARI) from the last enrolment, with the notAfter of
+    /// the certificate it was given for: a certificate installed some other way (`boxapi enrol`)
+    /// is not renewed on its predecessor's advice.
+    pub ari: Option<(i64, i64)>,
     /// The last renewal error, cleared by a success.
     pub last_error: Option<String>,
-    /// Failed attempts in a row, and when to try again (jittered exponential backoff).
+    /// Failed attempts in a row (the backoff's exponent).
     pub failures: u32,
-    pub retry_at: Option<i64>,
+    /// No attempt before this time (Unix seconds): after a failure, the jittered backoff; after
+    /// a success, `retry_min`, so that a certificate that is due again at once (a tiny
+    /// `renew_fraction`, a CA hint in the past) never makes the box ask the CA in a loop.
+    pub hold_until: Option<i64>,
+}
+
+impl Renewal {
+    /// When the next attempt is due for the certificate in force (`(notBefore, notAfter)`, `None`
+    /// when unreadable: at once, within the hold).
+    pub fn due(&self, cert: Option<(i64, i64)>, fraction: f64, now: i64) -> i64 {
+        let scheduled = match cert {
+            Some((nb, na)) => {
+                let ari = self.ari.filter(|&(of, _)| of == na).map(|(_, at)| at);
+                crate::enrol::renew_at(nb, na, fraction, ari)
+            }
+            None => now,
+        };
+        self.hold_until.map_or(scheduled, |hold| hold.max(scheduled))
+    }
 }
 
 impl App {
@@ -104,5 +124,31 @@ impl App {
             Vec::new()
         };
         self.lan.refresh(server, &addrs).into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Renewal;
+
+    #[test]
+    fn renewal_is_held_after_a_success_and_a_failure() {
+        let now = 1_000;
+        let fresh = Renewal::default();
+        // Due at two thirds of its life.
+        assert_eq!(fresh.due(Some((0, 3_000)), 2.0 / 3.0, now), 2_000);
+        // A certificate already due (renew_fraction 0) waits for the hold, not in a loop.
+        let held = Renewal {
+            hold_until: Some(now + 60),
+            ..Renewal::default()
+        };
+        assert_eq!(held.due(Some((now, now + 3_000)), 0.0, now), now + 60);
+        // The CA's hint counts for the certificate it was given for only.
+        let hinted = Renewal {
+            ari: Some((3_000, 1_500)),
+            ..Renewal::default()
+        };
+        assert_eq!(hinted.due(Some((0, 3_000)), 2.0 / 3.0, now), 1_500);
+        assert_eq!(hinted.due(Some((0, 4_500)), 2.0 / 3.0, now), 3_000);
     }
 }

@@ -118,6 +118,11 @@ async fn watch_certificate(app: Arc<App>) {
     }
 }
 
+/// Whole seconds, rounded up: a wait of 0.8 s must not become "now".
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_millis().div_ceil(1000)).unwrap_or(i64::MAX)
+}
+
 /// How often the LAN addresses behind the box's name are compared with what was published.
 const ADDRESS_CHECK: Duration = Duration::from_secs(10);
 
@@ -137,11 +142,8 @@ async fn renew_certificate(app: Arc<App>) {
         let now = boxapi_core::time::unix_now() as i64;
         let due = {
             let mut r = app.renewal.lock().unwrap_or_else(|p| p.into_inner());
-            let scheduled = match (snap.cert_not_before, snap.cert_not_after) {
-                (Some(nb), Some(na)) => crate::enrol::renew_at(nb, na, e.renew_fraction, r.ari),
-                _ => now,
-            };
-            let due = r.retry_at.filter(|_| r.failures > 0).unwrap_or(scheduled);
+            let cert = snap.cert_not_before.zip(snap.cert_not_after);
+            let due = r.due(cert, e.renew_fraction, now);
             r.renew_at = Some(due);
             due
         };
@@ -173,9 +175,9 @@ async fn renew_certificate(app: Arc<App>) {
                     {
                         let mut r = app.renewal.lock().unwrap_or_else(|p| p.into_inner());
                         r.failures = 0;
-                        r.retry_at = None;
+                        r.hold_until = Some(now + secs(e.retry_min));
                         r.last_error = None;
-                        r.ari = done.renew_after;
+                        r.ari = done.renew_after.map(|at| (done.not_after, at));
                     }
                     published = Some(addrs);
                     // New connections now get the new certificate; established ones keep theirs.
@@ -192,7 +194,7 @@ async fn renew_certificate(app: Arc<App>) {
                         let mut r = app.renewal.lock().unwrap_or_else(|p| p.into_inner());
                         let wait = crate::enrol::backoff(r.failures, e.retry_min, e.retry_max);
                         r.failures = r.failures.saturating_add(1);
-                        r.retry_at = Some(now + wait.as_secs() as i64);
+                        r.hold_until = Some(now + secs(wait));
                         r.last_error = Some(err.clone());
                         wait
                     };
