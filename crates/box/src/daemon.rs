@@ -131,6 +131,10 @@ const ADDRESS_CHECK: Duration = Duration::from_secs(10);
 /// installed. Also keeps the authority told of the box's LAN addresses (its name's A/AAAA).
 async fn renew_certificate(app: Arc<App>) {
     let mut published: Option<Vec<std::net::IpAddr>> = None;
+    // A failed publication backs off like a renewal (a fleet must not retry every few seconds
+    // while the authority is down); a new set of addresses is tried at once.
+    let mut publish_failures: u32 = 0;
+    let mut publish_hold: Option<(Vec<std::net::IpAddr>, i64)> = None;
     let mut hosts_written: Option<String> = None;
     loop {
         let snap = app.snapshot();
@@ -206,16 +210,29 @@ async fn renew_certificate(app: Arc<App>) {
             }
             continue;
         }
-        if published.as_ref() != Some(&addrs) && !addrs.is_empty() {
+        let held = publish_hold
+            .as_ref()
+            .is_some_and(|(tried, until)| *tried == addrs && now < *until);
+        if published.as_ref() != Some(&addrs) && !addrs.is_empty() && !held {
             match crate::enrol::publish_addresses(&e, &addrs).await {
                 Ok(()) => {
                     log::event(
                         "addresses_published",
                         &[("count", &addrs.len().to_string())],
                     );
+                    publish_failures = 0;
+                    publish_hold = None;
                     published = Some(addrs);
                 }
-                Err(err) => log::event("addresses_not_published", &[("error", &err.to_string())]),
+                Err(err) => {
+                    let wait = crate::enrol::backoff(publish_failures, e.retry_min, e.retry_max);
+                    publish_failures = publish_failures.saturating_add(1);
+                    log::event(
+                        "addresses_not_published",
+                        &[("error", &err.to_string()), ("retry_in_s", &secs(wait).to_string())],
+                    );
+                    publish_hold = Some((addrs, now + secs(wait)));
+                }
             }
         }
         let until_due = Duration::from_secs((due - now).max(1) as u64);
