@@ -166,12 +166,21 @@ async fn renew_certificate(app: Arc<App>) {
             // Installed files that the daemon cannot load count as a failure too (backoff),
             // so a broken pair never makes it ask the CA again and again.
             let result = match crate::enrol::enrol(&snap.config, &addrs).await {
-                Ok(done) => reload(&app).map(|()| done).map_err(|problems| {
-                    format!(
-                        "installed, but not loadable: {}",
-                        boxapi_core::config::lines(&problems).join("; ")
-                    )
-                }),
+                Ok(done) => {
+                    // A reload reads and checks every file: off the runtime, like the watcher's.
+                    let app2 = app.clone();
+                    let loaded = tokio::task::spawn_blocking(move || reload(&app2))
+                        .await
+                        .unwrap_or_else(|join| {
+                            Err(vec![boxapi_core::config::Problem::invalid("reload", join)])
+                        });
+                    loaded.map(|()| done).map_err(|problems| {
+                        format!(
+                            "installed, but not loadable: {}",
+                            boxapi_core::config::lines(&problems).join("; ")
+                        )
+                    })
+                }
                 Err(err) => Err(err.to_string()),
             };
             match result {
