@@ -25,8 +25,8 @@ pub const ENROL_PATH: &str = "/v1/enrol";
 pub const ADDRESS_PATH: &str = "/v1/address";
 /// Request bodies are a CSR and a few addresses: at most this many bytes.
 pub const MAX_BODY: usize = 16 * 1024;
-/// Addresses a box may publish under its name.
-pub const MAX_ADDRESSES: usize = 8;
+/// Addresses a box may publish under its name (the rule is shared with the box).
+pub use names::MAX_ADDRESSES;
 /// How long a request waits for one of the issuance slots before `503 busy`.
 pub const SLOT_WAIT: Duration = Duration::from_secs(30);
 /// `Retry-After` of a `503 busy`.
@@ -368,14 +368,7 @@ pub fn check_addresses(v: &Value) -> Result<Vec<IpAddr>, Refusal> {
         let Some(ip) = item.as_str().and_then(|s| s.parse::<IpAddr>().ok()) else {
             return Err(invalid(format!("{item} is not an IP address")));
         };
-        let allowed = match ip {
-            IpAddr::V4(v4) => v4.is_private(),
-            IpAddr::V6(v6) => {
-                let first = v6.segments()[0];
-                first & 0xfe00 == 0xfc00 || first & 0xe000 == 0x2000
-            }
-        };
-        if !allowed {
+        if !names::publishable(&ip) {
             return Err(invalid(format!(
                 "{ip} cannot be a box's address: use private IPv4 (10/8, 172.16/12, 192.168/16), \
                  IPv6 ULA (fc00::/7) or global unicast IPv6 (2000::/3)"

@@ -66,21 +66,21 @@ pub fn interface_addrs() -> Vec<IfAddr> {
 }
 
 /// The addresses the box's public name should resolve to: those of its LAN interfaces and its
-/// explicit non-loopback listen addresses; never loopback or link-local (a browser could not use them).
+/// explicit listen addresses that the authority accepts for a name
+/// (`boxapi_core::names::publishable`: never loopback or link-local, which a browser could not
+/// use), at most `names::MAX_ADDRESSES` of them: one address too many would get every
+/// enrolment refused.
 pub fn published_addrs(cfg: &Server, addrs: &[IfAddr]) -> Vec<IpAddr> {
-    let link_local = |ip: &IpAddr| match ip {
-        IpAddr::V4(v4) => v4.is_link_local(),
-        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
-    };
     let mut out: Vec<IpAddr> = addrs
         .iter()
         .filter(|a| cfg.listen_interfaces.contains(&a.device))
         .map(|a| a.ip)
         .chain(cfg.listen.iter().map(|l| l.ip()))
-        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified() && !link_local(ip))
+        .filter(boxapi_core::names::publishable)
         .collect();
     out.sort();
     out.dedup();
+    out.truncate(boxapi_core::names::MAX_ADDRESSES);
     out
 }
 

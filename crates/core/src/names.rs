@@ -30,6 +30,22 @@ pub fn box_name(device_cert: &[u8], zone: &str) -> Option<String> {
     Some(format!("{}.{zone}", label(crate::cert::spki(device_cert)?)))
 }
 
+/// Addresses one box name may carry (the authority refuses more).
+pub const MAX_ADDRESSES: usize = 8;
+
+/// Whether a box's name may resolve to `ip`: private IPv4 (RFC 1918), IPv6 ULA (fc00::/7) or
+/// global unicast (2000::/3). One rule for both sides: the box publishes only such addresses
+/// and the authority accepts only them.
+pub fn publishable(ip: &std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_private(),
+        std::net::IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            first & 0xfe00 == 0xfc00 || first & 0xe000 == 0x2000
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
