@@ -164,7 +164,8 @@ fn load(config: &Path) -> Result<Snapshot, i32> {
 }
 
 /// `boxapi enrol`: one enrolment now (first boot, tests, or a renewal by hand). A running daemon
-/// picks the new certificate up by itself (it watches the files).
+/// picks the new certificate up by itself (it watches the files). Exits 0, or 1 with the reason
+/// (contract §2), a configuration it cannot use included: first-boot scripts test for 0 or 1.
 fn enrol(path: &Path) -> i32 {
     let mut problems = Vec::new();
     let config = boxapi_core::config::load(path, &mut problems);
@@ -172,7 +173,7 @@ fn enrol(path: &Path) -> i32 {
         Some(c) if problems.is_empty() => c,
         _ => {
             print_problems(&problems);
-            return EXIT_USAGE;
+            return EXIT_FAILURE;
         }
     };
     if config.enrol.is_none() {
@@ -180,7 +181,7 @@ fn enrol(path: &Path) -> i32 {
             "{}: enrol: add an [enrol] section (docs/certificates.md)",
             path.display()
         );
-        return EXIT_USAGE;
+        return EXIT_FAILURE;
     }
     match enrol_now(&config) {
         Ok(done) => {
