@@ -97,18 +97,23 @@ pub(crate) fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<(),
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.new"));
-    let mut f = std::fs::OpenOptions::new()
+    // Named per process and created new: `boxapi enrol` by hand and the daemon's renewal must
+    // never write into (and rename) each other's half-written temporary file.
+    let tmp = dir.join(format!(".{name}.new.{}", std::process::id()));
+    let written = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(mode)
         .open(&tmp)
-        .map_err(err)?;
-    f.write_all(content).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(err)?;
+        .and_then(|mut f| {
+            f.write_all(content)?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(e));
+    }
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
