@@ -210,26 +210,40 @@ fn enrol_now(
     Ok(rt.block_on(crate::enrol::enrol(config, &addrs))?)
 }
 
-/// First boot of an enrolling box: no certificate yet, so obtain one before serving.
-fn enrol_if_missing(path: &Path) {
-    let mut problems = Vec::new();
-    let Some(config) = boxapi_core::config::load(path, &mut problems) else {
-        return;
+/// Loads the configuration for serving, once. An enrolling box whose own certificate and key
+/// cannot be used (first boot: none yet; a power cut between the key's install and the chain's)
+/// enrols first and loads again: without that it would never serve again without a hand at the
+/// console. Any other problem is reported as by `check-config`.
+fn load_for_serving(path: &Path) -> Result<Snapshot, i32> {
+    let problems = match Snapshot::load(path) {
+        Ok(snapshot) => return Ok(snapshot),
+        Err(problems) => problems,
     };
-    if config.enrol.is_none() || config.server.cert.exists() {
-        return;
-    }
+    let identity_only = !problems.is_empty()
+        && problems
+            .iter()
+            .all(|p| matches!(p.key(), Some("server.cert" | "server.key")));
+    // The configuration itself parsed (only its certificate files are at fault): read it again
+    // to enrol, on this rare path only.
+    let enrolling = identity_only
+        .then(|| boxapi_core::config::load(path, &mut Vec::new()))
+        .flatten()
+        .filter(|c| c.enrol.is_some());
+    let Some(config) = enrolling else {
+        print_problems(&problems);
+        return Err(EXIT_USAGE);
+    };
     match enrol_now(&config) {
         Ok(done) => boxapi_core::log::event("enrolled", &[("name", &done.name)]),
-        // The start that follows reports the missing certificate with the rest.
+        // The load below reports what is still wrong.
         Err(e) => boxapi_core::log::event("enrol_failed", &[("error", &e.to_string())]),
     }
+    load(path)
 }
 
 /// Loads, binds and serves; `announce` runs once the listeners are bound.
 fn serve_with(config: &Path, announce: impl FnOnce(&[SocketAddr])) -> i32 {
-    enrol_if_missing(config);
-    let snapshot = match load(config) {
+    let snapshot = match load_for_serving(config) {
         Ok(s) => s,
         Err(code) => return code,
     };

@@ -100,6 +100,8 @@ pub(crate) fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<(),
     // Named per process and created new: `boxapi enrol` by hand and the daemon's renewal must
     // never write into (and rename) each other's half-written temporary file.
     let tmp = dir.join(format!(".{name}.new.{}", std::process::id()));
+    // One left by a power cut under the same process id (pids repeat from boot to boot) is ours.
+    let _ = std::fs::remove_file(&tmp);
     let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
