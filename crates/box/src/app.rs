@@ -61,7 +61,8 @@ impl Renewal {
             }
             None => now,
         };
-        self.hold_until.map_or(scheduled, |hold| hold.max(scheduled))
+        self.hold_until
+            .map_or(scheduled, |hold| hold.max(scheduled))
     }
 }
 

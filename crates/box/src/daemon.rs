@@ -238,7 +238,10 @@ async fn renew_certificate(app: Arc<App>) {
                     publish_failures = publish_failures.saturating_add(1);
                     log::event(
                         "addresses_not_published",
-                        &[("error", &err.to_string()), ("retry_in_s", &secs(wait).to_string())],
+                        &[
+                            ("error", &err.to_string()),
+                            ("retry_in_s", &secs(wait).to_string()),
+                        ],
                     );
                     publish_hold = Some((addrs, now + secs(wait)));
                 }
