@@ -407,6 +407,19 @@ pub async fn enrol(
     let addresses = check_addresses(req.get("addresses").unwrap_or(&Value::Null))?;
     acme::x509::check_csr(&csr, name).map_err(|e| upstream(&e))?;
 
+    // One enrolment at a time per name, claimed before waiting for a slot: a device cannot take
+    // every slot, nor queue requests for them.
+    let Some(_claim) = app.issuer.claim(name) else {
+        return Err(Refusal {
+            retry_after: Some(BUSY_RETRY_AFTER),
+            ..refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "Busy",
+                "an enrolment for this name is already under way; retry later",
+            )
+        });
+    };
     let Some(_slot) = app.issuer.slot(SLOT_WAIT).await else {
         return Err(Refusal {
             retry_after: Some(BUSY_RETRY_AFTER),

@@ -830,6 +830,57 @@ fn upstream_failures_are_bad_gateway() {
     let auth = Authority::start(&dir);
     let (csr, _) = box_csr(&dir, "box", &a.name);
 
+    // The CA hanging (accepting TCP, never answering; the kernel's backlog does the accepting):
+    // the enrolment ends within its bound with 502, and a second enrolment for the same name
+    // meanwhile is `503 busy` at once instead of queueing for an issuance slot.
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hang_dir = format!("https://{}/dir", hang.local_addr().unwrap());
+    write_config(
+        &dir,
+        &field,
+        Acme {
+            directory: &hang_dir,
+            eab: None,
+        },
+    );
+    // The account made at start belongs to Pebble: the hanging CA gets a file of its own.
+    let toml = std::fs::read_to_string(dir.join("authority.toml")).unwrap();
+    std::fs::write(
+        dir.join("authority.toml"),
+        toml.replace("acme-account.json", "acme-account-hang.json"),
+    )
+    .unwrap();
+    let r = auth.control(r#"{"cmd":"reload"}"#);
+    assert_eq!(r["ok"], true, "{r}");
+    std::thread::scope(|s| {
+        let started = Instant::now();
+        let first = s.spawn(|| auth.enrol(&a, &enrol_body(&csr, &["192.168.1.4"])));
+        std::thread::sleep(Duration::from_millis(1500));
+        let second = auth.enrol(&a, &enrol_body(&csr, &["192.168.1.4"]));
+        second.assert_problem(503, "busy");
+        assert!(
+            second.head.to_ascii_lowercase().contains("retry-after"),
+            "{second:?}"
+        );
+        let detail = first.join().unwrap().assert_problem(502, "acme_failed");
+        assert!(detail.contains(&hang_dir), "{detail}");
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "{:?}",
+            started.elapsed()
+        );
+    });
+    drop(hang);
+    write_config(
+        &dir,
+        &field,
+        Acme {
+            directory: field.get("ACME_DIRECTORY"),
+            eab: None,
+        },
+    );
+    assert_eq!(auth.control(r#"{"cmd":"reload"}"#)["ok"], true);
+
     field.kill("PEBBLE_PID");
     let detail = auth
         .enrol(&a, &enrol_body(&csr, &["192.168.1.2"]))

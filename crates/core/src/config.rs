@@ -399,6 +399,53 @@ fn valid_ifname(name: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':')
 }
 
+/// `[enrol] authority`: `https://host[:port]` and nothing else (no path, query, user info), the
+/// host a DNS name, an IPv4 address or a bracketed IPv6 address; the box connects to exactly that.
+pub fn check_authority_url(url: &str) -> Result<(), &'static str> {
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or("must be an https:// URL")?;
+    if rest.contains(['/', '?', '#']) {
+        return Err("must be https://host[:port], without a path, query or trailing '/'");
+    }
+    if rest.contains('@') {
+        return Err("must not carry user information (user@)");
+    }
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (h, tail) = v6
+            .split_once(']')
+            .ok_or("an IPv6 address needs its closing ']'")?;
+        if h.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err("the bracketed host is not an IPv6 address");
+        }
+        let port = match tail {
+            "" => None,
+            t => Some(
+                t.strip_prefix(':')
+                    .ok_or("only :port may follow the IPv6 address")?,
+            ),
+        };
+        (None, port)
+    } else {
+        match rest.rsplit_once(':') {
+            Some((h, p)) => (Some(h), Some(p)),
+            None => (Some(rest), None),
+        }
+    };
+    if let Some(h) = host {
+        let ok = h.parse::<std::net::Ipv4Addr>().is_ok() || valid_hostname(&h.to_ascii_lowercase());
+        if !ok {
+            return Err("the host is not a DNS name or an IP address");
+        }
+    }
+    if let Some(p) = port {
+        if !p.bytes().all(|b| b.is_ascii_digit()) || !matches!(p.parse::<u16>(), Ok(1..)) {
+            return Err("the port is not a number from 1 to 65535");
+        }
+    }
+    Ok(())
+}
+
 fn valid_hostname(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
@@ -1009,11 +1056,10 @@ fn parse_metrics(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> Metrics 
 fn parse_enrol(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> Option<Enrol> {
     let mut s = Section::new("enrol", t, problems);
     let authority = s.required_string("authority");
-    if !authority.is_empty() && (!authority.starts_with("https://") || authority.ends_with('/')) {
-        s.problem(
-            "authority",
-            "must be an https:// URL without a trailing '/'",
-        );
+    if !authority.is_empty() {
+        if let Err(why) = check_authority_url(&authority) {
+            s.problem("authority", format_args!("{authority:?}: {why}"));
+        }
     }
     let file = |s: &mut Section, key: &'static str| {
         let p = s.path(key, dir);
@@ -1079,6 +1125,42 @@ fn parse_token_endpoint(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn enrol_authority_urls() {
+        for ok in [
+            "https://auth.example",
+            "https://Auth.Example:8443",
+            "https://127.0.0.1:1",
+            "https://[::1]",
+            "https://[fd00::1]:443",
+        ] {
+            assert_eq!(super::check_authority_url(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "http://auth.example",
+            "https://",
+            "https://auth.example/",
+            "https://auth.example/v1",
+            "https://auth.example?x",
+            "https://auth.example#x",
+            "https://user@auth.example",
+            "https://user:pw@auth.example",
+            "https://:443",
+            "https://auth.example:",
+            "https://auth.example:0",
+            "https://auth.example:65536",
+            "https://auth.example:+1",
+            "https://auth example",
+            "https://[::1",
+            "https://[::1]x",
+            "https://[nope]",
+            "https://::1",
+            "https://a..b",
+        ] {
+            assert!(super::check_authority_url(bad).is_err(), "{bad}");
+        }
+    }
+
     use super::*;
 
     fn problems_of(text: &str) -> Vec<String> {

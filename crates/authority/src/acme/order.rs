@@ -32,6 +32,25 @@ pub struct Issued {
 pub struct Issuer {
     account: Mutex<Option<(AccountKey, Account)>>,
     slots: Semaphore,
+    /// Names with an enrolment under way: one at a time per name, so that one device (buggy, or
+    /// hostile with its device key) cannot take every issuance slot or queue requests for them.
+    in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// A name's turn to enrol, from [`Issuer::claim`]; released when dropped.
+pub struct NameClaim<'a> {
+    issuer: &'a Issuer,
+    name: String,
+}
+
+impl Drop for NameClaim<'_> {
+    fn drop(&mut self) {
+        self.issuer
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.name);
+    }
 }
 
 /// Which configuration an account belongs to: a change of CA or credentials file loads anew.
@@ -46,6 +65,7 @@ impl Default for Issuer {
         Issuer {
             account: Mutex::new(None),
             slots: Semaphore::new(MAX_CONCURRENT),
+            in_flight: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
     }
 }
@@ -61,6 +81,15 @@ impl Issuer {
             Err(_) => "loading",
         };
         (running, account)
+    }
+
+    /// The name's turn to enrol, or `None` when an enrolment for that name is already under way.
+    pub fn claim(&self, name: &str) -> Option<NameClaim<'_>> {
+        let mut names = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        names.insert(name.to_owned()).then(|| NameClaim {
+            issuer: self,
+            name: name.to_owned(),
+        })
     }
 
     /// Waits at most `wait` for one of the issuance slots.
@@ -108,17 +137,17 @@ impl Issuer {
         let name = name_in_zone(name, &zone)?.to_string();
         let name = name.trim_end_matches('.');
         let csr_spki = check_csr(csr_der, name)?;
-        let work = async {
-            let account = self.account(acme).await?;
-            let chain = issue_with(&account, acme, dns, csr_der, name).await?;
-            Ok::<_, Error>((account, chain))
+        // One deadline for the whole issuance; the challenge records are withdrawn after it too
+        // (`issue_with`), never left behind by a cancelled future.
+        let deadline = tokio::time::Instant::now() + acme.total_timeout;
+        let timed_out = |_| Error::Timeout {
+            what: "issuance",
+            after: acme.total_timeout,
         };
-        let (account, chain) = tokio::time::timeout(acme.total_timeout, work)
+        let account = tokio::time::timeout_at(deadline, self.account(acme))
             .await
-            .map_err(|_| Error::Timeout {
-                what: "issuance",
-                after: acme.total_timeout,
-            })??;
+            .map_err(timed_out)??;
+        let chain = issue_with(&account, acme, dns, csr_der, name, deadline).await?;
         let leaf = check_chain(&chain, name, &csr_spki)?;
         // ARI is advice: a CA that fails to answer it does not fail the enrolment.
         let renew_after = match tokio::time::timeout(
@@ -144,18 +173,29 @@ async fn issue_with(
     dns: &DnsSettings,
     csr_der: &[u8],
     name: &str,
+    deadline: tokio::time::Instant,
 ) -> Result<String> {
+    let timed_out = |_| Error::Timeout {
+        what: "issuance",
+        after: acme.total_timeout,
+    };
     let ids = [Identifier::Dns(name.to_owned())];
-    let mut order = account
-        .new_order(&NewOrder::new(&ids))
+    let mut order = tokio::time::timeout_at(deadline, account.new_order(&NewOrder::new(&ids)))
         .await
+        .map_err(timed_out)?
         .map_err(|source| Error::Acme {
             directory: acme.directory_url.clone(),
             step: "new order",
             source,
         })?;
     let mut published = Vec::new();
-    let res = authorize_and_finalize(acme, dns, &mut order, csr_der, name, &mut published).await;
+    let res = tokio::time::timeout_at(
+        deadline,
+        authorize_and_finalize(acme, dns, &mut order, csr_der, name, &mut published),
+    )
+    .await
+    .map_err(timed_out)
+    .and_then(|r| r);
     // Always withdraw the challenge records (each bounded by the DNS request timeout).
     for (fqdn, value) in published {
         if let Err(e) = txt_delete(dns, &fqdn, &value).await {
@@ -216,8 +256,10 @@ async fn authorize_and_finalize(
         }
         let fqdn = format!("_acme-challenge.{name}");
         let value = challenge.key_authorization().dns_value();
-        txt_add(dns, &fqdn, &value).await?;
+        // Listed before it is added: a deadline that cancels the addition half-way still
+        // withdraws it.
         published.push((fqdn.clone(), value.clone()));
+        txt_add(dns, &fqdn, &value).await?;
         wait_txt_visible(dns, &fqdn, &value).await?;
         challenge
             .set_ready()
@@ -384,5 +426,24 @@ async fn renewal_window(
             step: "renewal information",
             source,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_enrolment_per_name_at_a_time() {
+        let issuer = Issuer::default();
+        let a = issuer.claim("a.box.test").expect("first claim");
+        assert!(
+            issuer.claim("a.box.test").is_none(),
+            "second claim while held"
+        );
+        let b = issuer.claim("b.box.test");
+        assert!(b.is_some(), "other names are independent");
+        drop(a);
+        assert!(issuer.claim("a.box.test").is_some(), "released on drop");
     }
 }

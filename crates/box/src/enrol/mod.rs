@@ -56,6 +56,34 @@ pub struct Enrolled {
     pub renew_after: Option<i64>,
 }
 
+/// Certificates a served chain may have: a leaf and a few intermediates (public CAs send 2 or 3).
+/// Every one is sent in each TLS handshake, so a long chain is refused, not installed.
+pub const MAX_CHAIN: usize = 5;
+
+/// The chain is a leaf and at most `MAX_CHAIN - 1` intermediates, every one an X.509
+/// certificate.
+fn check_chain_shape(chain: &[CertificateDer<'_>]) -> Result<(), EnrolError> {
+    if chain.is_empty() {
+        return Err(EnrolError::BadChain("the chain is empty".into()));
+    }
+    if chain.len() > MAX_CHAIN {
+        return Err(EnrolError::BadChain(format!(
+            "the chain has {} certificates, more than {MAX_CHAIN}",
+            chain.len()
+        )));
+    }
+    if let Some(i) = chain
+        .iter()
+        .position(|c| boxapi_core::cert::validity(c).is_none())
+    {
+        return Err(EnrolError::BadChain(format!(
+            "certificate {} of the chain is not X.509",
+            i + 1
+        )));
+    }
+    Ok(())
+}
+
 /// Checks the leaf the authority returned: for our name only, for our key, valid now.
 fn check_leaf(
     leaf: &[u8],
@@ -88,10 +116,8 @@ fn check_leaf(
     Ok((nb, na))
 }
 
-/// Writes `content` to `path` atomically: a temporary file in the same directory, flushed to
-/// disk, then renamed over the old one (readers see the old file or the new one, never half).
-pub(crate) fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<(), EnrolError> {
-    let err = |e: std::io::Error| EnrolError::Install(format!("{}: {e}", path.display()));
+/// The temporary file beside `path` that `write_atomic` and `install_pair` write first.
+fn staging_path(path: &Path) -> std::path::PathBuf {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -99,26 +125,90 @@ pub(crate) fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<(),
         .unwrap_or_default();
     // Named per process and created new: `boxapi enrol` by hand and the daemon's renewal must
     // never write into (and rename) each other's half-written temporary file.
-    let tmp = dir.join(format!(".{name}.new.{}", std::process::id()));
+    dir.join(format!(".{name}.new.{}", std::process::id()))
+}
+
+/// Writes `content` to the staging file of `path`, flushed to disk; on failure nothing stays.
+fn stage(path: &Path, content: &[u8], mode: u32) -> Result<std::path::PathBuf, EnrolError> {
+    let err = |e: std::io::Error| EnrolError::Install(format!("{}: {e}", path.display()));
+    let tmp = staging_path(path);
     // One left by a power cut under the same process id (pids repeat from boot to boot) is ours.
-    let _ = std::fs::remove_file(&tmp);
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(content)?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = written {
+    if std::fs::symlink_metadata(&tmp).is_ok_and(|m| m.is_file()) {
         let _ = std::fs::remove_file(&tmp);
+    }
+    let mut created = false;
+    let res = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        created = true;
+        f.write_all(content)?;
+        f.sync_all()
+    })();
+    if let Err(e) = res {
+        // Only a file we made: never something else that stands in the way.
+        if created {
+            let _ = std::fs::remove_file(&tmp);
+        }
         return Err(err(e));
     }
-    if let Ok(d) = std::fs::File::open(dir) {
+    Ok(tmp)
+}
+
+fn sync_dir(path: &Path) {
+    if let Ok(d) = std::fs::File::open(path.parent().unwrap_or(Path::new("."))) {
         let _ = d.sync_all();
     }
+}
+
+/// Writes `content` to `path` atomically: a temporary file in the same directory, flushed to
+/// disk, then renamed over the old one (readers see the old file or the new one, never half).
+pub(crate) fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<(), EnrolError> {
+    let tmp = stage(path, content, mode)?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(EnrolError::Install(format!("{}: {e}", path.display())));
+    }
+    sync_dir(path);
+    Ok(())
+}
+
+/// Installs a key and its certificate chain as a pair: both are written out in full first (a
+/// full disk or an unwritable directory fails here, and nothing changes), then renamed into
+/// place, the key first. A server key that does not match its certificate would stop the box
+/// from starting again, so a failure after the key's rename puts the old key back.
+pub(crate) fn install_pair(
+    key_path: &Path,
+    key_pem: &[u8],
+    cert_path: &Path,
+    cert_pem: &[u8],
+) -> Result<(), EnrolError> {
+    let key_tmp = stage(key_path, key_pem, 0o600)?;
+    let cert_tmp = match stage(cert_path, cert_pem, 0o644) {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = std::fs::remove_file(&key_tmp);
+            return Err(e);
+        }
+    };
+    let old_key = std::fs::read(key_path).ok();
+    let err = |p: &Path, e: std::io::Error| EnrolError::Install(format!("{}: {e}", p.display()));
+    if let Err(e) = std::fs::rename(&key_tmp, key_path) {
+        let _ = std::fs::remove_file(&key_tmp);
+        let _ = std::fs::remove_file(&cert_tmp);
+        return Err(err(key_path, e));
+    }
+    if let Err(e) = std::fs::rename(&cert_tmp, cert_path) {
+        let _ = std::fs::remove_file(&cert_tmp);
+        if let Some(old) = old_key {
+            let _ = write_atomic(key_path, &old, 0o600);
+        }
+        return Err(err(cert_path, e));
+    }
+    sync_dir(key_path);
+    sync_dir(cert_path);
     Ok(())
 }
 
@@ -144,9 +234,8 @@ pub async fn enrol(config: &Config, addresses: &[IpAddr]) -> Result<Enrolled, En
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(|err| EnrolError::BadChain(format!("the chain is not PEM: {err}")))?;
-    let leaf = chain
-        .first()
-        .ok_or_else(|| EnrolError::BadChain("the chain is empty".into()))?;
+    check_chain_shape(&chain)?;
+    let leaf = &chain[0];
     let now = boxapi_core::time::unix_now() as i64;
     let (not_before, not_after) = check_leaf(leaf, &key, &name, now)?;
     let renew_after = answer["renew_after"]
@@ -155,12 +244,16 @@ pub async fn enrol(config: &Config, addresses: &[IpAddr]) -> Result<Enrolled, En
     // The key first: a reader that sees the new certificate then also finds its key (the daemon
     // reloads only a pair that fits, and retries otherwise).
     let key_pem = boxapi_core::cert::pem("PRIVATE KEY", &key.pkcs8);
-    write_atomic(&config.server.key, key_pem.as_bytes(), 0o600)?;
     let mut chain_text = String::new();
     for c in &chain {
         chain_text.push_str(&boxapi_core::cert::pem("CERTIFICATE", c));
     }
-    write_atomic(&config.server.cert, chain_text.as_bytes(), 0o644)?;
+    install_pair(
+        &config.server.key,
+        key_pem.as_bytes(),
+        &config.server.cert,
+        chain_text.as_bytes(),
+    )?;
     Ok(Enrolled {
         name,
         not_before,
@@ -230,6 +323,56 @@ mod tests {
                 d.as_secs_f64() >= base * 0.79 && d.as_secs_f64() <= base * 1.21,
                 "{f}: {d:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_pair_that_cannot_be_written_whole_changes_nothing() {
+        let dir = std::env::temp_dir().join(format!("boxapi-install-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+        std::fs::write(&key, "old key").unwrap();
+        std::fs::write(&cert, "old cert").unwrap();
+        // The certificate's staging file cannot be made (as a full disk or a read-only
+        // directory would have it, even for root): the key must not change either.
+        let blocker = staging_path(&cert);
+        std::fs::create_dir(&blocker).unwrap();
+        let e = install_pair(&key, b"new key", &cert, b"new cert").unwrap_err();
+        assert!(e.to_string().contains("cert.pem"), "{e}");
+        assert_eq!(std::fs::read(&key).unwrap(), b"old key");
+        assert_eq!(std::fs::read(&cert).unwrap(), b"old cert");
+        assert!(!staging_path(&key).exists(), "no staging file left");
+        assert!(blocker.is_dir(), "not ours to remove");
+        std::fs::remove_dir(&blocker).unwrap();
+        install_pair(&key, b"new key", &cert, b"new cert").unwrap();
+        assert_eq!(std::fs::read(&key).unwrap(), b"new key");
+        assert_eq!(std::fs::read(&cert).unwrap(), b"new cert");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_long_or_unreadable_chain_is_refused() {
+        assert!(check_chain_shape(&[]).is_err());
+        let junk = CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x01]);
+        let e = check_chain_shape(&[junk]).unwrap_err();
+        assert!(e.to_string().contains("not X.509"), "{e}");
+        #[cfg(feature = "demo")]
+        {
+            use crate::demo::x509::{issue, CertSpec};
+            let key = csr::EcKey::generate().unwrap();
+            let spec = CertSpec {
+                common_name: "x",
+                is_ca: false,
+                dns_names: &["a.box.test"],
+                ips: &[],
+                not_before: 0,
+                not_after: 1,
+            };
+            let c = CertificateDer::from(issue(&spec, &key, &key, "ca").unwrap());
+            assert!(check_chain_shape(&vec![c.clone(); MAX_CHAIN]).is_ok());
+            let e = check_chain_shape(&vec![c; 1000]).unwrap_err();
+            assert!(e.to_string().contains("1000 certificates"), "{e}");
         }
     }
 
