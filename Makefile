@@ -35,7 +35,7 @@ deps:
 lint:
 	$(CARGO) fmt --all -- --check
 	@if $(CARGO) clippy --version >/dev/null 2>&1; then \
-	  $(CARGO) clippy --locked --all-targets -- -D warnings; \
+	  $(CARGO) clippy --workspace --locked --all-targets -- -D warnings; \
 	else echo "clippy not installed: lint skipped"; fi
 
 # The unit's exposure must stay "OK" (below 2.0; see docs/operations.md).
