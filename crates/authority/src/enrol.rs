@@ -6,7 +6,6 @@
 //! certificate's key (`boxapi_core::names::box_name`), never taken from the request. Everything
 //! the request carries is checked before anything changes; then the DNS records, then ACME.
 use crate::acme::{self, AcmeSettings, Blame, DnsSettings, Eab, Tsig};
-use crate::app::App;
 use boxapi_core::config::{Config, Problem};
 use boxapi_core::{b64, log, names};
 use hickory_proto::dnssec::rdata::tsig::TsigAlgorithm;
@@ -392,7 +391,7 @@ fn parse_json(body: &[u8]) -> Result<serde_json::Map<String, Value>, Refusal> {
 /// `POST /v1/enrol` for the device named `name`, once the body has arrived: checks, DNS update,
 /// issuance.
 pub async fn enrol(
-    app: &App,
+    issuer: &acme::Issuer,
     settings: &Settings,
     name: &str,
     body: &[u8],
@@ -409,7 +408,7 @@ pub async fn enrol(
 
     // One enrolment at a time per name, claimed before waiting for a slot: a device cannot take
     // every slot, nor queue requests for them.
-    let Some(_claim) = app.issuer.claim(name) else {
+    let Some(_claim) = issuer.claim(name) else {
         return Err(Refusal {
             retry_after: Some(BUSY_RETRY_AFTER),
             ..refuse(
@@ -420,7 +419,7 @@ pub async fn enrol(
             )
         });
     };
-    let Some(_slot) = app.issuer.slot(SLOT_WAIT).await else {
+    let Some(_slot) = issuer.slot(SLOT_WAIT).await else {
         return Err(Refusal {
             retry_after: Some(BUSY_RETRY_AFTER),
             ..refuse(
@@ -434,8 +433,7 @@ pub async fn enrol(
     acme::dns::update_addresses(&settings.dns, name, &addresses)
         .await
         .map_err(|e| upstream(&e))?;
-    let issued = app
-        .issuer
+    let issued = issuer
         .issue(&settings.acme, &settings.dns, &csr, name)
         .await
         .map_err(|e| upstream(&e))?;

@@ -4,7 +4,6 @@
 use crate::activity::Activity;
 use crate::lan::{self, Endpoint, Lan};
 use crate::ratelimit::Limiter;
-use crate::server::Active;
 use crate::snapshot::Snapshot;
 use boxapi_core::control::{Control, Mode, State};
 use boxapi_core::fair::Slots;
@@ -29,6 +28,13 @@ pub struct App {
     pub streams: Arc<crate::stream::Streams>,
     /// The listeners open now (the server loop and `ctl enable` both open them).
     listeners: Mutex<BTreeMap<Endpoint, Active>>,
+}
+
+/// A listener being served: its address and its accept loop (the server loop starts and stops
+/// them; `App` keeps the set, which `ctl enable` changes too).
+pub(crate) struct Active {
+    pub(crate) local: std::net::SocketAddr,
+    pub(crate) task: tokio::task::JoinHandle<()>,
 }
 
 /// Where the box's own certificate renewal stands.

@@ -1,7 +1,7 @@
 //! The daemon's event loop: listeners opened and closed as LAN addresses and the control state
 //! change, and each connection's life: its slot (a fair share per terminal, `boxapi_core::fair`),
 //! its deadlines, the facts about its terminal (found once), and hyper serving it.
-use crate::app::App;
+use crate::app::{Active, App};
 use crate::card::sys::Client;
 use crate::http::{self, ConnInfo};
 use crate::lan::{self, Endpoint};
@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// A connection must finish its TLS handshake and send its first request head within this time.
@@ -68,12 +67,6 @@ fn bind_error(ep: &Endpoint, e: &std::io::Error) {
 
 /// Listeners bound before the server loop starts.
 pub type Bound = Vec<(Endpoint, TcpListener)>;
-
-/// A listener being served: its address and its accept loop.
-pub(crate) struct Active {
-    local: SocketAddr,
-    task: JoinHandle<()>,
-}
 
 /// Serves until `shutdown` completes. `listeners` are already bound (tests bind port 0); further
 /// listeners are opened and closed as interface addresses and the control state change.
