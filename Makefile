@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # also run under ash, OpenWrt's shell (crates/box/tests/rpcd.rs).
 TEST_PACKAGES := openssl curl python3 iproute2 iputils-ping faketime ca-certificates systemd pebble knot knot-dnsutils redis-server busybox
 
-.PHONY: demo test deps lint unit-security build release size clean cross cross-setup test-cross bench fuzz test-e2e
+.PHONY: demo test deps lint unit-security build release release-box size clean cross cross-setup test-cross bench fuzz test-e2e
 
 # Box SoC targets (cross/README.md) and their stripped-size budgets in bytes.
 CROSS_TARGETS ?= armv7-unknown-linux-musleabihf aarch64-unknown-linux-musl mipsel-unknown-linux-musl mips-unknown-linux-musl
@@ -62,6 +62,11 @@ build:
 release:
 	$(CARGO) build --release --locked
 
+# The box binary as it ships, built by itself as cross/build.sh builds it: a workspace build
+# unifies into it features that only the authority enables (tokio's multi-thread runtime).
+release-box:
+	$(CARGO) build --release --locked -p boxapi
+
 # boxapi against nginx in one run (wrk as the load client), then tokens per second of the authority
 # (in-memory store and Redis) against node oidc-provider; see docs/performance.md.
 bench: release
@@ -88,7 +93,7 @@ test-cross: cross
 # in a workspace build cargo unifies the authority's dependency features into the box's (tokio
 # rt-multi-thread; hyper http2 and hyper-util's client, which instant-acme requires), ~80 KB
 # that no shipped box carries.
-size: release cross
+size: release-box cross
 	$(CARGO) build --release --locked -p boxapi
 	@fail=0; printf '%-34s %10s %10s\n' target bytes budget; \
 	row() { printf '%-34s %10s %10s %s\n' "$$1" "$$2" "$$3" "$$4"; }; \

@@ -17,7 +17,9 @@ case $target in
 esac
 # A panic on a box aborts at once, without formatting a message: the machinery to print one
 # costs ~100 KB, and no panic is reachable from the network, a file or the control socket.
-flags="$flags -Zunstable-options -Cpanic=immediate-abort"
+# With nothing ever unwound or reported, unwind tables and the file/line strings kept for panic
+# messages are dead weight too.
+flags="$flags -Zunstable-options -Cpanic=immediate-abort -Cforce-unwind-tables=no -Zlocation-detail=none"
 zig_venv=${BOXAPI_ZIG_VENV:-$HOME/.cache/boxapi-zig}
 cd "$(dirname "$0")/.."
 # Flags go through RUSTFLAGS (cargo-zigbuild ignores target rustflags given with --config); with
