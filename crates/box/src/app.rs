@@ -25,7 +25,7 @@ pub struct App {
     /// Connection slots: `server.max_connections`, a fair share per terminal.
     pub slots: Arc<Slots>,
     /// The terminals with a counters stream open (one each).
-    pub streams: Arc<crate::stream::Streams>,
+    pub streams: Arc<crate::streams::Streams>,
     /// The listeners open now (the server loop and `ctl enable` both open them).
     listeners: Mutex<BTreeMap<Endpoint, Active>>,
 }

@@ -17,3 +17,4 @@ pub mod ratelimit;
 pub mod server;
 pub mod snapshot;
 pub mod stream;
+pub mod streams;
