@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # also run under ash, OpenWrt's shell (crates/box/tests/rpcd.rs).
 TEST_PACKAGES := openssl curl python3 iproute2 iputils-ping faketime ca-certificates systemd pebble knot knot-dnsutils redis-server busybox
 
-.PHONY: demo test deps lint unit-security build release release-box size clean cross cross-setup test-cross bench fuzz test-e2e
+.PHONY: demo test deps lint unit-security build release release-box size clean cross cross-setup test-cross bench fuzz test-e2e test-wifi
 
 # Box SoC targets (cross/README.md) and their stripped-size budgets in bytes.
 CROSS_TARGETS ?= armv7-unknown-linux-musleabihf aarch64-unknown-linux-musl mipsel-unknown-linux-musl mips-unknown-linux-musl
@@ -51,7 +51,14 @@ unit-security:
 test: deps lint unit-security
 	$(CARGO) build --workspace --locked
 	$(CARGO) test --workspace --locked
+	$(MAKE) test-wifi
 	$(MAKE) test-e2e
+
+# The real-kernel Wi-Fi test: a qemu VM (TCG) with mac80211_hwsim, hostapd and wpa_supplicant,
+# boxapi (the debug build made above) serving the AP side; installs its packages (tests/wifi/vm.sh).
+test-wifi:
+	$(CARGO) build --locked -p boxapi
+	./tests/wifi/run.sh
 
 # Real clients: Chromium via Playwright with the example tool page, schemathesis, testssl.sh,
 # and tokens from oidc-provider (an independent OpenID provider).

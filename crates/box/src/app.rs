@@ -24,6 +24,8 @@ pub struct App {
     pub activity: Activity,
     /// Connection slots: `server.max_connections`, a fair share per terminal.
     pub slots: Arc<Slots>,
+    /// What nl80211 says of the radios and stations, refreshed in the background.
+    pub wifi: Arc<crate::card::wifi::Wifi>,
     /// The terminals with a counters stream open (one each).
     pub streams: Arc<crate::streams::Streams>,
     /// The listeners open now (the server loop and `ctl enable` both open them).
@@ -87,6 +89,7 @@ impl App {
             renewal: Default::default(),
             slots,
             streams: Arc::default(),
+            wifi: Arc::default(),
             listeners: Mutex::default(),
         })
     }

@@ -310,6 +310,10 @@ pub fn start(snapshot: Snapshot) -> Result<(Arc<App>, server::Bound), StartError
     }
     tokio::spawn(watch_certificate(app.clone()));
     tokio::spawn(save_activity_periodically(app.clone()));
+    // Wi-Fi: one refresh now (bounded, before any listener opens, so the first card has it),
+    // then in the background.
+    app.wifi.refresh();
+    tokio::spawn(app.wifi.clone().run());
     if app.snapshot().config.enrol.is_some() {
         tokio::spawn(renew_certificate(app.clone()));
     }

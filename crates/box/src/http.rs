@@ -351,7 +351,7 @@ async fn decide(
     if route == Route::Stream {
         return stream(app, snap, conn, req, grant);
     }
-    let src = snap.sources();
+    let src = snap.sources().with_wifi(&app.wifi);
     // The rights in effect: the token's scopes ∩ the registration (checked above, 403) ∩ the
     // subscriber's choices (withheld sections are null, not refused).
     let withheld = snap

@@ -1,7 +1,7 @@
 //! One immutable, fully validated configuration of the box: parsed config, TLS identity, whom it
 //! trusts (`boxapi_core::trust`), card providers. Built whole or not at all, then swapped in as an
 //! `Arc`.
-use crate::card::provider::{CommandLayer, FileLayer};
+use crate::card::provider::{CommandLayer, FileLayer, Shape};
 use crate::card::sys::Sys;
 use boxapi_core::config::{self, Config, Problem};
 use boxapi_core::trust::Trust;
@@ -19,6 +19,8 @@ pub struct Snapshot {
     pub trust: Trust,
     pub file_layer: Option<FileLayer>,
     pub command_layer: Option<CommandLayer>,
+    pub station_file: Option<FileLayer>,
+    pub station_command: Option<CommandLayer>,
     pub sys: Sys,
     /// Modification times of the certificate and key when loaded, to notice replacement.
     files: Vec<(std::path::PathBuf, Option<std::time::SystemTime>)>,
@@ -45,13 +47,17 @@ impl Snapshot {
         }
         let identity =
             boxapi_core::tls::load(&config.server.cert, &config.server.key, &mut problems);
-        if let Some(cmd) = &config.metrics.provider_command {
-            if !cmd.is_file() {
-                problems.push(Problem::file(
-                    "metrics.provider_command",
-                    cmd,
-                    "no such executable file",
-                ));
+        for (key, cmd) in [
+            ("metrics.provider_command", &config.metrics.provider_command),
+            (
+                "metrics.station_provider_command",
+                &config.metrics.station_provider_command,
+            ),
+        ] {
+            if let Some(cmd) = cmd {
+                if !cmd.is_file() {
+                    problems.push(Problem::file(key, cmd, "no such executable file"));
+                }
             }
         }
         let trust = Trust::build(&config, &mut problems);
@@ -85,6 +91,14 @@ impl Snapshot {
                 .provider_command
                 .clone()
                 .map(|p| CommandLayer::new(p, m.provider_timeout)),
+            station_file: m
+                .station_provider_file
+                .clone()
+                .map(|p| FileLayer::with_shape(p, Shape::Stations)),
+            station_command: m
+                .station_provider_command
+                .clone()
+                .map(|p| CommandLayer::with_shape(p, m.provider_timeout, Shape::Stations)),
             sys: Sys::default(),
             files: [&config.server.cert, &config.server.key]
                 .iter()
@@ -107,6 +121,9 @@ impl Snapshot {
             static_layer: &self.config.metrics.static_layer,
             file: self.file_layer.as_ref(),
             command: self.command_layer.as_ref(),
+            wifi: None,
+            station_file: self.station_file.as_ref(),
+            station_command: self.station_command.as_ref(),
         }
     }
 }

@@ -77,6 +77,12 @@ impl Drop for BoxDaemon {
 
 /// Certificates for the box's LAN names, and a config listening on `lan_if`.
 fn start_box(ns: &str, name: &str, lan_if: &str, sans: &[&str]) -> BoxDaemon {
+    start_box_with(ns, name, lan_if, sans, "")
+}
+
+/// `start_box` with lines added to `[metrics]` (they may name files in the box's directory,
+/// which is passed as `{dir}`).
+fn start_box_with(ns: &str, name: &str, lan_if: &str, sans: &[&str], metrics: &str) -> BoxDaemon {
     let dir = temp_dir(name);
     let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
     let certs = dir.join("certs");
@@ -107,8 +113,10 @@ scopes = ["access", "counters"]
 keys = ["{d}/a.jwk"]
 [metrics]
 wan_interface = "wan0"
+{metrics}
 "#,
-        d = f.dir.display()
+        d = f.dir.display(),
+        metrics = metrics.replace("{dir}", &dir.display().to_string())
     );
     std::fs::write(dir.join("boxapi.toml"), text).unwrap();
     let child = Command::new("ip")
@@ -514,5 +522,85 @@ fn counters_stream_sees_wan_traffic() {
             .as_u64()
             .unwrap()
             > 0
+    );
+}
+
+#[test]
+fn station_providers_describe_a_vendor_wifi_terminal() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root for network namespaces (make test runs as root in CI)");
+        return;
+    }
+    // A vendor Wi-Fi stack without nl80211: its port looks like Ethernet in sysfs (a veth here),
+    // and the operator's station providers say what the driver knows of the terminal.
+    let net = Net::new("w", &["box", "lan"]);
+    let (bx, lan) = (net.ns(0), net.ns(1));
+    sh(&format!(
+        "ip link add lan0 netns {bx} type veth peer name eth0 netns {lan} && \
+         ip -n {bx} addr add 192.168.91.1/24 dev lan0 && ip -n {bx} link set lan0 up && \
+         ip -n {lan} link set eth0 address 02:aa:bb:cc:dd:01 && \
+         ip -n {lan} addr add 192.168.91.2/24 dev eth0 && ip -n {lan} link set eth0 up"
+    ));
+    let dir = temp_dir("stations");
+    // The file knows the band and rates; the command (higher precedence) knows better rates and
+    // the signal, and has nothing for the standard (null: the file's value stays).
+    std::fs::write(
+        dir.join("stations.json"),
+        r#"{"02:AA:BB:CC:DD:01": {"band": "5GHz", "standard": "ac", "tx_kbps": 100000, "rx_kbps": 200000},
+            "02:aa:bb:cc:dd:99": {"band": "2.4GHz"}}"#,
+    )
+    .unwrap();
+    let cmd = dir.join("stations.sh");
+    std::fs::write(
+        &cmd,
+        "#!/bin/sh\necho '{\"02-aa-bb-cc-dd-01\": {\"signal_dbm\": -61, \"tx_kbps\": 390000, \"rx_kbps\": 866000, \"standard\": null, \"bogus\": 1}}'\n",
+    )
+    .unwrap();
+    sh(&format!("chmod +x {}", cmd.display()));
+    let metrics = format!(
+        "station_provider_file = \"{f}\"\nstation_provider_command = \"{c}\"",
+        f = dir.join("stations.json").display(),
+        c = cmd.display()
+    );
+    let d = start_box_with(
+        bx,
+        "stations",
+        "lan0",
+        &["DNS:box.test", "IP:192.168.91.1"],
+        &metrics,
+    );
+    let token = fixtures().a.token("a", "access");
+    assert!(
+        wait_for(Duration::from_secs(5), || curl(
+            lan,
+            &d.dir,
+            "192.168.91.1",
+            "/v1/access",
+            &token
+        )
+        .1 == "200"),
+        "{}",
+        d.log()
+    );
+    let (_, _, body) = curl(lan, &d.dir, "192.168.91.1", "/v1/access", &token);
+    let card: Value = serde_json::from_str(&body).unwrap();
+    let c = &card["client"];
+    assert_eq!(
+        c["connection"], "wifi",
+        "a station provider lists it: {card}"
+    );
+    assert_eq!(c["interface"], "lan0");
+    assert_eq!(
+        c["wifi"],
+        serde_json::json!({"band": "5GHz", "standard": "ac", "signal_dbm": -61, "tx_kbps": 390000,
+            "rx_kbps": 866000, "channel": null, "frequency_mhz": null, "channel_width_mhz": null}),
+        "{card}"
+    );
+    assert_eq!(c["link_kbps"], 390_000, "the slower direction: {card}");
+    // The unknown member was dropped, and said so.
+    assert!(
+        wait_for(Duration::from_secs(3), || d.log().contains("bogus")),
+        "{}",
+        d.log()
     );
 }

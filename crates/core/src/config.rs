@@ -197,6 +197,10 @@ pub struct Metrics {
     pub provider_file: Option<PathBuf>,
     pub provider_command: Option<PathBuf>,
     pub provider_timeout: Duration,
+    /// Per-station Wi-Fi details for drivers without nl80211 (vendor stacks): a file, and a
+    /// command printing the same JSON map (MAC address → `client.wifi` object); same limits.
+    pub station_provider_file: Option<PathBuf>,
+    pub station_provider_command: Option<PathBuf>,
     /// How long one `/v1/counters/stream` may last (the contract's 120 s at most; less for tests).
     pub stream_max: Duration,
     /// `[metrics.static]` as a JSON object (the lowest-precedence partial card).
@@ -1030,6 +1034,8 @@ fn parse_metrics(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> Metrics 
     let provider_command = s.path("provider_command", dir);
     let provider_timeout =
         Duration::from_millis(s.int("provider_timeout_ms", 1000, 10, 60_000) as u64);
+    let station_provider_file = s.path("station_provider_file", dir);
+    let station_provider_command = s.path("station_provider_command", dir);
     let stream_max = Duration::from_secs(s.int("stream_max_seconds", 120, 1, 120) as u64);
     // Its shape is the card's, checked by the box (`card::validate_layer`).
     let static_layer = match s.table("static") {
@@ -1048,6 +1054,8 @@ fn parse_metrics(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> Metrics 
         provider_file,
         provider_command,
         provider_timeout,
+        station_provider_file,
+        station_provider_command,
         stream_max,
         static_layer,
     }

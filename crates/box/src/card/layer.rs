@@ -21,6 +21,8 @@ enum Kind {
     Kbps,
     Bool,
     Technology,
+    /// A channel number, a frequency or a width: a small non-negative integer.
+    Count,
 }
 
 const SECTIONS: [(&str, &[(&str, Kind)]); 3] = [
@@ -41,10 +43,14 @@ const SECTIONS: [(&str, &[(&str, Kind)]); 3] = [
         ],
     ),
 ];
+/// A radio: the contract's band, enabled and standard, then the extras nl80211 gives.
 const RADIO: &[(&str, Kind)] = &[
     ("band", Kind::Str),
     ("enabled", Kind::Bool),
     ("standard", Kind::Str),
+    ("channel", Kind::Count),
+    ("frequency_mhz", Kind::Count),
+    ("channel_width_mhz", Kind::Count),
 ];
 
 fn check_kind(kind: Kind, v: &Value) -> Option<&'static str> {
@@ -54,6 +60,7 @@ fn check_kind(kind: Kind, v: &Value) -> Option<&'static str> {
         Kind::Kbps => v.as_u64().is_some_and(|n| n <= 1 << 40),
         Kind::Bool => v.is_boolean(),
         Kind::Technology => v.as_str().is_some_and(|s| TECHNOLOGIES.contains(&s)),
+        Kind::Count => v.as_u64().is_some_and(|n| n <= 100_000),
     };
     if ok {
         return None;
@@ -63,6 +70,7 @@ fn check_kind(kind: Kind, v: &Value) -> Option<&'static str> {
         Kind::Kbps => "expected a non-negative integer rate in kbit/s or null",
         Kind::Bool => "expected true, false or null",
         Kind::Technology => "expected one of ftth, adsl, vdsl2, cable, fixed_4g, fixed_5g, satellite, ethernet, unknown",
+        Kind::Count => "expected a non-negative integer (at most 100000) or null",
     })
 }
 

@@ -1,8 +1,11 @@
 //! The access identity card: system readings merged with the operator's partial-card layers.
 pub mod layer;
 pub mod neigh;
+pub mod nl80211;
+pub mod nla;
 pub mod provider;
 pub mod sys;
+pub mod wifi;
 pub mod withhold;
 
 pub use layer::{merge, project, validate_layer, TECHNOLOGIES};
@@ -16,6 +19,10 @@ pub struct Sources<'a> {
     pub static_layer: &'a Value,
     pub file: Option<&'a provider::FileLayer>,
     pub command: Option<&'a provider::CommandLayer>,
+    /// What nl80211 says (the daemon's refresher; none in tools and tests without it).
+    pub wifi: Option<&'a wifi::Wifi>,
+    pub station_file: Option<&'a provider::FileLayer>,
+    pub station_command: Option<&'a provider::CommandLayer>,
 }
 
 fn counters_json(c: Option<sys::Counters>) -> Value {
@@ -25,7 +32,52 @@ fn counters_json(c: Option<sys::Counters>) -> Value {
     }
 }
 
-impl Sources<'_> {
+impl<'a> Sources<'a> {
+    pub fn with_wifi(self, wifi: &'a wifi::Wifi) -> Self {
+        Sources {
+            wifi: Some(wifi),
+            ..self
+        }
+    }
+
+    /// The terminal's `client.wifi`, merged like the card's layers: nl80211 first, then
+    /// `station_provider_file`, then `station_provider_command` (a `null` member in a higher
+    /// layer leaves the lower one's value). `None` when the terminal is not on Wi-Fi. A terminal
+    /// that a station provider lists is on Wi-Fi, whatever sysfs says of its port (vendor Wi-Fi
+    /// drivers often look like Ethernet there). Reads only the last nl80211 view (no netlink
+    /// here); a station command runs as `provider_command` does (deadline, 2 s cache).
+    async fn client_wifi(&self, client: &sys::Client) -> Option<Value> {
+        let key = client.mac.map(|m| nl80211::fmt_mac(&m));
+        let mut provided = Vec::new();
+        if let Some(k) = &key {
+            if let Some(f) = self.station_file.and_then(provider::FileLayer::get) {
+                provided.extend(f.get(k).cloned());
+            }
+            if let Some(c) = self.station_command {
+                if let Some(v) = c.get().await {
+                    provided.extend(v.get(k).cloned());
+                }
+            }
+        }
+        let kernel = match (self.wifi, client.mac) {
+            (Some(wifi), Some(mac)) if client.connection != "ethernet" => wifi.station(&mac),
+            _ => None,
+        };
+        // An associated station is on Wi-Fi even when the bridge could not say which port it
+        // is behind ("unknown"); a port that sysfs says is Ethernet wins over a stale entry.
+        if client.connection != "wifi" && provided.is_empty() && kernel.is_none() {
+            return None;
+        }
+        let mut w = wifi::unknown_client_wifi();
+        if let Some(v) = &kernel {
+            merge(&mut w, v);
+        }
+        for p in &provided {
+            merge(&mut w, p);
+        }
+        Some(w)
+    }
+
     fn wan(&self) -> Value {
         counters_json(self.wan_interface.and_then(|w| self.sys.counters(w)))
     }
@@ -50,6 +102,12 @@ impl Sources<'_> {
         if merged.is_null() {
             merged = json!({});
         }
+        // nl80211's radios, when it answered, replace what sysfs alone could tell.
+        if let Some(Value::Object(w)) = self.wifi.and_then(wifi::Wifi::layer) {
+            if let Value::Object(m) = &mut merged {
+                m.extend(w);
+            }
+        }
         merge(&mut merged, self.static_layer);
         if let Some(f) = self.file.and_then(provider::FileLayer::get) {
             merge(&mut merged, &f);
@@ -59,11 +117,17 @@ impl Sources<'_> {
                 merge(&mut merged, &v);
             }
         }
-        let client_wifi = if client.connection == "wifi" {
-            json!({ "band": null, "standard": null, "signal_dbm": null, "tx_kbps": null, "rx_kbps": null })
-        } else {
-            Value::Null
-        };
+        let mut client = client.clone();
+        let client_wifi = self.client_wifi(&client).await;
+        if let Some(w) = &client_wifi {
+            client.connection = "wifi";
+            // A Wi-Fi link's rate is the slower of its two directions (sysfs has no speed for a
+            // Wi-Fi port); the port's own speed only when the rates are unknown.
+            let rates = [w["tx_kbps"].as_u64(), w["rx_kbps"].as_u64()];
+            if let Some(min) = rates.iter().flatten().min() {
+                client.link_kbps = Some(*min);
+            }
+        }
         let mut card = Map::new();
         card.insert("api_version".into(), json!("1.0"));
         card.insert(
@@ -79,7 +143,7 @@ impl Sources<'_> {
                 "connection": client.connection,
                 "interface": client.interface,
                 "link_kbps": client.link_kbps,
-                "wifi": client_wifi,
+                "wifi": client_wifi.unwrap_or(Value::Null),
             }),
         );
         card.insert(

@@ -1,5 +1,6 @@
 //! The IPv6 neighbour table, read through rtnetlink (RTM_GETNEIGH dump): /proc/net/arp is IPv4 only.
-//! Netlink is host-endian, hence `to_ne_bytes` everywhere (big-endian MIPS boxes included).
+//! Messages are walked with `nla` (host-endian, bounds-checked), as nl80211's are.
+use super::nla;
 use nix::sys::socket::{
     self, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
 };
@@ -9,10 +10,6 @@ use std::os::fd::AsRawFd;
 
 const RTM_NEWNEIGH: u16 = 28;
 const RTM_GETNEIGH: u16 = 30;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_DUMP: u16 = 0x300;
 const AF_INET6: u8 = 10;
 const NDA_DST: u16 = 1;
 const NDA_LLADDR: u16 = 2;
@@ -24,56 +21,40 @@ const MAX_READS: usize = 64;
 /// One neighbour: address, link-layer address, interface index.
 pub type Neighbour = (Ipv6Addr, [u8; 6], u32);
 
-fn u16_at(b: &[u8], i: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(i..i + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], i: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(i..i + 4)?.try_into().ok()?))
-}
-
-/// Parses the neighbour messages in one netlink read; returns false once the dump is over.
-pub fn parse(mut buf: &[u8], out: &mut Vec<Neighbour>) -> bool {
-    while buf.len() >= 16 {
-        let (Some(len), Some(kind)) = (u32_at(buf, 0), u16_at(buf, 4)) else {
+/// Parses the neighbour messages in one netlink read; returns false once the dump is over (or a
+/// message's length lies: nothing after it can be trusted).
+pub fn parse(buf: &[u8], out: &mut Vec<Neighbour>) -> bool {
+    let mut msgs = nla::messages(buf);
+    for m in msgs.by_ref() {
+        if m.ty == nla::NLMSG_DONE || m.ty == nla::NLMSG_ERROR {
             return false;
+        }
+        if m.ty != RTM_NEWNEIGH || m.payload.first() != Some(&AF_INET6) {
+            continue;
+        }
+        // struct ndmsg: family, pad, pad, ifindex (4), state (2), flags, type; then attributes.
+        let (Some(ifindex), Some(state), Some(attrs)) = (
+            nla::ne_u32(m.payload, 4),
+            nla::ne_u16(m.payload, 8),
+            m.payload.get(12..),
+        ) else {
+            continue;
         };
-        let len = len as usize;
-        if len < 16 || len > buf.len() {
-            return false;
-        }
-        if kind == NLMSG_DONE || kind == NLMSG_ERROR {
-            return false;
-        }
-        let msg = &buf[16..len];
-        if kind == RTM_NEWNEIGH && msg.len() >= 12 && msg[0] == AF_INET6 {
-            let ifindex = u32_at(msg, 4).unwrap_or(0);
-            let state = u16_at(msg, 8).unwrap_or(0);
-            let (mut dst, mut lladdr) = (None, None);
-            let mut attrs = &msg[12..];
-            while attrs.len() >= 4 {
-                let alen = u16_at(attrs, 0).unwrap_or(0) as usize;
-                let atype = u16_at(attrs, 2).unwrap_or(0);
-                if alen < 4 || alen > attrs.len() {
-                    break;
-                }
-                let payload = &attrs[4..alen];
-                match (atype, payload.len()) {
-                    (NDA_DST, 16) => dst = <[u8; 16]>::try_from(payload).ok().map(Ipv6Addr::from),
-                    (NDA_LLADDR, 6) => lladdr = <[u8; 6]>::try_from(payload).ok(),
-                    _ => {}
-                }
-                attrs = attrs.get((alen + 3) & !3..).unwrap_or(&[]);
-            }
-            if let (Some(ip), Some(mac)) = (dst, lladdr) {
-                if state & NUD_UNUSABLE == 0 {
-                    out.push((ip, mac, ifindex));
-                }
+        let (mut dst, mut lladdr) = (None, None);
+        for a in nla::attrs(attrs) {
+            match (a.ty, a.data.len()) {
+                (NDA_DST, 16) => dst = <[u8; 16]>::try_from(a.data).ok().map(Ipv6Addr::from),
+                (NDA_LLADDR, 6) => lladdr = a.mac(),
+                _ => {}
             }
         }
-        buf = buf.get((len + 3) & !3..).unwrap_or(&[]);
+        if let (Some(ip), Some(mac)) = (dst, lladdr) {
+            if state & NUD_UNUSABLE == 0 {
+                out.push((ip, mac, ifindex));
+            }
+        }
     }
-    true
+    !msgs.malformed()
 }
 
 /// Dumps the kernel's IPv6 neighbour table; empty on any error.
@@ -92,15 +73,15 @@ pub fn ipv6() -> Vec<Neighbour> {
         socket::sockopt::ReceiveTimeout,
         &TimeVal::new(0, 200_000),
     );
-    let mut req = Vec::with_capacity(28);
-    req.extend(28u32.to_ne_bytes());
-    req.extend(RTM_GETNEIGH.to_ne_bytes());
-    req.extend((NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    req.extend(1u32.to_ne_bytes()); // sequence
-    req.extend(0u32.to_ne_bytes()); // port id: the kernel fills it in
-    req.extend([AF_INET6, 0, 0, 0]);
-    req.extend(0i32.to_ne_bytes()); // any interface
-    req.extend([0u8; 4]); // state, flags, type
+    let mut ndmsg = vec![AF_INET6, 0, 0, 0];
+    ndmsg.extend(0i32.to_ne_bytes()); // any interface
+    ndmsg.extend([0u8; 4]); // state, flags, type
+    let req = nla::request(
+        RTM_GETNEIGH,
+        nla::NLM_F_REQUEST | nla::NLM_F_DUMP,
+        1,
+        &ndmsg,
+    );
     if socket::sendto(
         fd.as_raw_fd(),
         &req,
@@ -160,7 +141,7 @@ mod tests {
         let mut out = Vec::new();
         assert!(parse(&buf, &mut out));
         assert_eq!(out, vec![(a, [2, 0, 0, 0, 0, 2], 4)]);
-        assert!(!parse(&msg(NLMSG_DONE, &[0; 4]), &mut out));
+        assert!(!parse(&msg(nla::NLMSG_DONE, &[0; 4]), &mut out));
     }
 
     #[test]

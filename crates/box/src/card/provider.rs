@@ -1,5 +1,8 @@
 //! Operator-supplied partial cards: a file re-read when it changes, and a command run with a deadline.
 //! A provider that fails, hangs or prints garbage has its layer skipped (and logged), never the card.
+//! The per-station providers (`station_provider_file`, `station_provider_command`: a JSON map from
+//! MAC address to `client.wifi` object) are the same machinery with another shape: a bad entry or
+//! member is dropped and logged, the others kept.
 use boxapi_core::log;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -12,6 +15,58 @@ use tokio::io::AsyncReadExt;
 pub const MAX_LAYER_BYTES: usize = 64 * 1024;
 /// A command's answer is reused this long, so that a page polling the card does not fork a process per request.
 const COMMAND_CACHE: Duration = Duration::from_secs(2);
+
+/// What a provider prints: a partial card, or the per-station map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    Card,
+    Stations,
+}
+
+impl Shape {
+    fn file_source(self) -> &'static str {
+        match self {
+            Shape::Card => "provider_file",
+            Shape::Stations => "station_provider_file",
+        }
+    }
+
+    fn command_source(self) -> &'static str {
+        match self {
+            Shape::Card => "provider_command",
+            Shape::Stations => "station_provider_command",
+        }
+    }
+
+    fn parse(self, source: &str, bytes: &[u8]) -> Option<Value> {
+        match self {
+            Shape::Card => parse_layer(source, bytes),
+            Shape::Stations => parse_stations(source, bytes),
+        }
+    }
+}
+
+fn parse_stations(source: &str, bytes: &[u8]) -> Option<Value> {
+    match super::wifi::parse_stations(bytes) {
+        Ok((map, problems)) => {
+            if !problems.is_empty() {
+                // Bounded: an operator needs the first few to fix the provider.
+                let shown: Vec<&str> = problems.iter().take(8).map(String::as_str).collect();
+                let more = problems.len().saturating_sub(shown.len());
+                let mut text = shown.join("; ");
+                if more > 0 {
+                    text.push_str(&format!("; and {more} more"));
+                }
+                log::event("provider_error", &[("source", source), ("error", &text)]);
+            }
+            Some(Value::Object(map))
+        }
+        Err(e) => {
+            log::event("provider_error", &[("source", source), ("error", &e)]);
+            None
+        }
+    }
+}
 
 fn parse_layer(source: &str, bytes: &[u8]) -> Option<Value> {
     let v: Value = match serde_json::from_slice(bytes) {
@@ -39,6 +94,7 @@ fn parse_layer(source: &str, bytes: &[u8]) -> Option<Value> {
 /// `provider_file`: parsed again only when its modification time or size changes.
 pub struct FileLayer {
     path: PathBuf,
+    shape: Shape,
     cache: Mutex<Option<(SystemTime, u64, Option<Value>)>>,
     /// When the file was last looked at: at most one stat per second, however busy the API.
     checked: Mutex<Option<Instant>>,
@@ -49,8 +105,13 @@ const FILE_CHECK: Duration = Duration::from_secs(1);
 
 impl FileLayer {
     pub fn new(path: PathBuf) -> Self {
+        Self::with_shape(path, Shape::Card)
+    }
+
+    pub fn with_shape(path: PathBuf, shape: Shape) -> Self {
         FileLayer {
             path,
+            shape,
             cache: Mutex::new(None),
             checked: Mutex::new(None),
         }
@@ -79,22 +140,36 @@ impl FileLayer {
                 return v.clone();
             }
         }
-        let parsed = if meta.len() as usize > MAX_LAYER_BYTES {
+        let source = self.shape.file_source();
+        let parsed = if meta.len() > MAX_LAYER_BYTES as u64 {
             log::event(
                 "provider_error",
-                &[
-                    ("source", "provider_file"),
-                    ("error", "file larger than 64 KiB"),
-                ],
+                &[("source", source), ("error", "file larger than 64 KiB")],
             );
             None
         } else {
-            match std::fs::read(&self.path) {
-                Ok(bytes) => parse_layer("provider_file", &bytes),
+            // Read with the same cap: the file may grow between the stat and the read.
+            let read = std::fs::File::open(&self.path).and_then(|f| {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(f, MAX_LAYER_BYTES as u64 + 1),
+                    &mut bytes,
+                )
+                .map(|_| bytes)
+            });
+            match read {
+                Ok(bytes) if bytes.len() > MAX_LAYER_BYTES => {
+                    log::event(
+                        "provider_error",
+                        &[("source", source), ("error", "file larger than 64 KiB")],
+                    );
+                    None
+                }
+                Ok(bytes) => self.shape.parse(source, &bytes),
                 Err(e) => {
                     log::event(
                         "provider_error",
-                        &[("source", "provider_file"), ("error", &e.to_string())],
+                        &[("source", source), ("error", &e.to_string())],
                     );
                     None
                 }
@@ -108,14 +183,20 @@ impl FileLayer {
 /// `provider_command`: run with a deadline, killed when it passes; its answer cached briefly.
 pub struct CommandLayer {
     path: PathBuf,
+    shape: Shape,
     timeout: Duration,
     cache: tokio::sync::Mutex<Option<(Instant, Option<Value>)>>,
 }
 
 impl CommandLayer {
     pub fn new(path: PathBuf, timeout: Duration) -> Self {
+        Self::with_shape(path, timeout, Shape::Card)
+    }
+
+    pub fn with_shape(path: PathBuf, timeout: Duration, shape: Shape) -> Self {
         CommandLayer {
             path,
+            shape,
             timeout,
             cache: tokio::sync::Mutex::new(None),
         }
@@ -129,18 +210,16 @@ impl CommandLayer {
                 return v.clone();
             }
         }
-        let v = run(&self.path, self.timeout).await;
+        let v = run(&self.path, self.timeout, self.shape).await;
         *cache = Some((Instant::now(), v.clone()));
         v
     }
 }
 
-async fn run(path: &Path, timeout: Duration) -> Option<Value> {
+async fn run(path: &Path, timeout: Duration, shape: Shape) -> Option<Value> {
+    let source = shape.command_source();
     let fail = |e: &str| {
-        log::event(
-            "provider_error",
-            &[("source", "provider_command"), ("error", e)],
-        );
+        log::event("provider_error", &[("source", source), ("error", e)]);
         None
     };
     let mut child = match tokio::process::Command::new(path)
@@ -170,6 +249,6 @@ async fn run(path: &Path, timeout: Duration) -> Option<Value> {
         Ok((_, _)) if out.len() > MAX_LAYER_BYTES => fail("output larger than 64 KiB"),
         Ok((_, Ok(status))) if !status.success() => fail(&format!("exited with {status}")),
         Ok((_, Err(e))) => fail(&format!("waiting: {e}")),
-        Ok(_) => parse_layer("provider_command", &out),
+        Ok(_) => shape.parse(source, &out),
     }
 }
