@@ -38,6 +38,8 @@ const WIPHY_TTL: Duration = Duration::from_secs(30);
 /// Each receive, and each whole exchange.
 const RECV_TIMEOUT: Duration = Duration::from_millis(500);
 const EXCHANGE_DEADLINE: Duration = Duration::from_secs(2);
+/// A whole refresh: past it, the interfaces not dumped yet wait for the next one.
+const REFRESH_DEADLINE: Duration = Duration::from_secs(5);
 /// Bounds on what one dump may bring (a split wiphy dump of a 4-band radio is ~60 KB).
 const RECV_BUF: usize = 64 * 1024;
 const MAX_MESSAGES: usize = 4096;
@@ -425,11 +427,15 @@ impl Reader {
             Some(s) => s,
             None => Socket::open()?,
         };
+        let until = Instant::now() + REFRESH_DEADLINE;
         let socket = self.socket.insert(socket);
         socket.malformed = 0;
         let interfaces = socket.interfaces()?;
         let mut stations = Vec::new();
         for i in interfaces.iter().filter(|i| i.serves_stations()) {
+            if Instant::now() > until {
+                break;
+            }
             if let Some(ix) = i.ifindex {
                 socket.stations(ix, &mut stations)?;
             }
@@ -438,7 +444,8 @@ impl Reader {
         let new_wiphy = interfaces
             .iter()
             .any(|i| i.wiphy.is_some() && !known(&i.wiphy));
-        if new_wiphy || self.wiphys_at.is_none_or(|at| at.elapsed() > WIPHY_TTL) {
+        let due = new_wiphy || self.wiphys_at.is_none_or(|at| at.elapsed() > WIPHY_TTL);
+        if due && Instant::now() < until {
             self.wiphys = socket.wiphys()?;
             self.wiphys_at = Some(Instant::now());
         }
