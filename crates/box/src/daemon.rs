@@ -313,7 +313,7 @@ pub fn start(snapshot: Snapshot) -> Result<(Arc<App>, server::Bound), StartError
     // Wi-Fi: one refresh now (bounded, before any listener opens, so the first card has it),
     // then in the background.
     app.wifi.refresh();
-    tokio::spawn(app.wifi.clone().run());
+    app.wifi.start();
     if app.snapshot().config.enrol.is_some() {
         tokio::spawn(renew_certificate(app.clone()));
     }

@@ -550,13 +550,21 @@ fn reading(prefix: &str) -> wifi::Reading {
     }
 }
 
+fn station(v: &wifi::View, mac: [u8; 6]) -> &serde_json::Value {
+    &v.stations
+        .iter()
+        .find(|(m, _)| *m == mac)
+        .expect("the station")
+        .1
+}
+
 #[test]
 #[cfg(target_endian = "little")]
 fn the_card_view_of_the_hwsim_captures() {
     // 2.4 GHz, HT40 AP on channel 1; its station sends at 13.0 Mbit/s MCS 8 and receives at
     // 7.2 Mbit/s MCS 0 (the box's rx and tx rates: iw on the AP side).
     let v = wifi::view(&reading("2n"), std::time::Instant::now());
-    let sta = &v.stations[&[2, 0, 0, 0, 1, 0]];
+    let sta = station(&v, [2, 0, 0, 0, 1, 0]);
     assert_eq!(
         *sta,
         json!({"band": "2.4GHz", "standard": "n", "signal_dbm": -30, "tx_kbps": 13000,
@@ -569,7 +577,7 @@ fn the_card_view_of_the_hwsim_captures() {
     );
     // 5 GHz, VHT80 on channel 36 (country FR).
     let v = wifi::view(&reading("5ac"), std::time::Instant::now());
-    let sta = &v.stations[&[2, 0, 0, 0, 1, 0]];
+    let sta = station(&v, [2, 0, 0, 0, 1, 0]);
     assert_eq!(sta["band"], "5GHz");
     assert_eq!(sta["standard"], "ac");
     assert_eq!(sta["signal_dbm"], -27);

@@ -1,11 +1,11 @@
 //! Wi-Fi as the kernel sees it (nl80211, generic netlink): the box's radios and, for each
 //! associated station, its signal, rates and standard.
 //!
-//! Off the request path: a task refreshes a view every second while the API is in use (a card
-//! read in the last minute) and every 10 s otherwise; requests only read the last view, so their
-//! latency never depends on a netlink round trip. The netlink exchanges are blocking calls on
-//! tokio's blocking pool, each receive bounded by a socket timeout, each refresh by a deadline and
-//! a message/byte cap. A kernel without nl80211 (no cfg80211, qemu-user) is logged once, when the
+//! Off the request path: a thread of its own refreshes a view every second while the API is in
+//! use (a card read in the last minute) and every 10 s otherwise; requests only read the last
+//! view, so their latency never depends on a netlink round trip. The netlink exchanges are
+//! blocking calls on that thread, each receive bounded by a socket timeout, each exchange and
+//! each refresh by a deadline, each dump by a message/byte cap. A kernel without nl80211 (no cfg80211, qemu-user) is logged once, when the
 //! box has wireless interfaces at all, and looked for again every minute.
 //!
 //! Also here: the per-station provider output (a JSON map MAC → `client.wifi` object) for vendor
@@ -19,9 +19,8 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 use serde_json::{json, Map, Value};
-use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// Refresh period while a tool reads the card, and otherwise.
@@ -288,8 +287,8 @@ pub struct View {
     pub read_at: Option<Instant>,
     /// The system layer's `wifi` section from nl80211 (`None`: nl80211 gave nothing).
     pub layer: Option<Value>,
-    /// `client.wifi` objects by station MAC address.
-    pub stations: HashMap<[u8; 6], Value>,
+    /// `client.wifi` objects by station MAC address (a few dozen: a list is enough).
+    pub stations: Vec<([u8; 6], Value)>,
 }
 
 /// The operating frequency and width of the interfaces of one wiphy (an AP VLAN has none of
@@ -334,17 +333,23 @@ pub fn view(r: &Reading, read_at: Instant) -> View {
         .iter()
         .filter(|i| i.serves_stations())
         .collect();
-    let mut stations = HashMap::new();
-    let mut best: HashMap<u32, Option<&'static str>> = HashMap::new();
+    let mut stations: Vec<([u8; 6], Value)> = Vec::new();
+    // The newest standard seen among each wiphy's stations.
+    let mut best: Vec<(u32, &'static str)> = Vec::new();
     for (ifindex, st) in &r.stations {
         let Some(mac) = st.mac else { continue };
         let iface = r.interfaces.iter().find(|i| i.ifindex == Some(*ifindex));
         let chan = iface.and_then(|i| channel_of(&r.interfaces, i));
-        if let Some(w) = iface.and_then(|i| i.wiphy) {
-            let seen = best.entry(w).or_default();
-            *seen = nl80211::newer(*seen, st.standard(chan.and_then(Interface::band)));
+        let seen = st.standard(chan.and_then(Interface::band));
+        if let (Some(w), Some(seen)) = (iface.and_then(|i| i.wiphy), seen) {
+            match best.iter_mut().find(|(x, _)| *x == w) {
+                Some((_, b)) => *b = nl80211::newer(Some(*b), Some(seen)).unwrap_or(seen),
+                None => best.push((w, seen)),
+            }
         }
-        stations.entry(mac).or_insert_with(|| client_wifi(st, chan));
+        if !stations.iter().any(|(m, _)| *m == mac) {
+            stations.push((mac, client_wifi(st, chan)));
+        }
     }
     let mut indices: Vec<u32> = r
         .wiphys
@@ -381,7 +386,8 @@ pub fn view(r: &Reading, read_at: Instant) -> View {
                 .and_then(|w| w.bands.iter().find(|b| Some(b.band) == band))
                 .map(nl80211::BandInfo::standard);
             let floor = nl80211::width_floor(op.and_then(|i| i.width_mhz), band);
-            let standard = match best.get(idx).copied().flatten() {
+            let seen = best.iter().find(|(w, _)| w == idx).map(|(_, s)| *s);
+            let standard = match seen {
                 Some(seen) => nl80211::newer(Some(seen), floor),
                 None => capability.or(floor),
             };
@@ -474,7 +480,8 @@ pub struct Wifi {
     reader: Mutex<Reader>,
     /// The last time a request read the view.
     used: Mutex<Option<Instant>>,
-    wake: tokio::sync::Notify,
+    /// Set (and signalled) when a request found the view stale.
+    wake: (Mutex<bool>, Condvar),
 }
 
 impl Default for Wifi {
@@ -483,7 +490,7 @@ impl Default for Wifi {
             view: RwLock::new(Arc::new(View::default())),
             reader: Mutex::default(),
             used: Mutex::new(None),
-            wake: tokio::sync::Notify::new(),
+            wake: (Mutex::new(false), Condvar::new()),
         }
     }
 }
@@ -497,7 +504,8 @@ impl Wifi {
     fn touch(&self, view: &View) {
         *self.used.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         if view.read_at.is_none_or(|at| at.elapsed() > STALE) {
-            self.wake.notify_one();
+            *self.wake.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            self.wake.1.notify_one();
         }
     }
 
@@ -512,11 +520,14 @@ impl Wifi {
     pub fn station(&self, mac: &[u8; 6]) -> Option<Value> {
         let v = self.current();
         self.touch(&v);
-        v.stations.get(mac).cloned()
+        v.stations
+            .iter()
+            .find(|(m, _)| m == mac)
+            .map(|(_, w)| w.clone())
     }
 
-    /// Refreshes the view now (blocking: at start-up, and on the blocking pool); returns how
-    /// long to wait before the next refresh.
+    /// Refreshes the view now (blocking: at start-up, then on the refresher's thread); returns
+    /// how long to wait before the next refresh.
     pub fn refresh(&self) -> Duration {
         let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         if reader.retry_at.is_some_and(|at| Instant::now() < at) {
@@ -563,18 +574,36 @@ impl Wifi {
         }
     }
 
-    /// The refresher: runs for the daemon's lifetime.
-    pub async fn run(self: Arc<Self>) {
-        loop {
-            let me = self.clone();
-            let next = tokio::task::spawn_blocking(move || me.refresh())
-                .await
-                .unwrap_or(RETRY);
-            tokio::select! {
-                _ = tokio::time::sleep(next) => {}
-                _ = self.wake.notified() => {}
-            }
+    /// Starts the refresher: a thread of its own for the daemon's lifetime (netlink calls block;
+    /// they never run on the runtime's thread). A failure to start it is logged: the card then
+    /// has the first refresh's view.
+    pub fn start(self: &Arc<Self>) {
+        let me = self.clone();
+        let started = std::thread::Builder::new()
+            .name("wifi".into())
+            // Small: the receive buffer is on the heap and the parser does not recurse.
+            .stack_size(128 * 1024)
+            .spawn(move || loop {
+                let next = me.refresh();
+                me.sleep(next);
+            });
+        if let Err(e) = started {
+            log::event(
+                "wifi_error",
+                &[("error", &format!("no refresher thread: {e}"))],
+            );
         }
+    }
+
+    /// Waits `d`, or less when a request found the view stale.
+    fn sleep(&self, d: Duration) {
+        let woken = self.wake.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut woken, _) = self
+            .wake
+            .1
+            .wait_timeout_while(woken, d, |w| !*w)
+            .unwrap_or_else(|p| p.into_inner());
+        *woken = false;
     }
 }
 
