@@ -28,3 +28,19 @@ PATH="$zig_venv/bin:/usr/bin:$HOME/.cargo/bin:$PATH" \
 RUSTFLAGS="$flags" RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
     /usr/bin/cargo zigbuild -Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size \
     --release --locked -p boxapi --no-default-features --target "$target" --target-dir target/cross
+# MIPS objects carry `.pdr` (procedure descriptors for old debuggers): not loaded at run time,
+# kept by the linker, ~9% of the file. llvm-objcopy drops it; the rustup toolchain ships one as
+# rust-objcopy (it needs the toolchain's libLLVM).
+case $target in
+    mips*)
+        bin=target/cross/$target/release/boxapi
+        sysroot=$("$HOME/.cargo/bin/rustc" --print sysroot 2>/dev/null || true)
+        objcopy=$(ls "$sysroot"/lib/rustlib/*/bin/rust-objcopy 2>/dev/null | head -1)
+        [ -n "$objcopy" ] || objcopy=$(command -v llvm-objcopy || true)
+        if [ -n "$objcopy" ]; then
+            LD_LIBRARY_PATH="$sysroot/lib" "$objcopy" --remove-section=.pdr "$bin" "$bin.tmp"
+            mv "$bin.tmp" "$bin"
+        else
+            echo "cross/build.sh: no llvm-objcopy; $bin keeps its .pdr section" >&2
+        fi ;;
+esac
