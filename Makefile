@@ -38,6 +38,7 @@ deps:
 
 lint:
 	$(CARGO) fmt --all -- --check
+	python3 tests/module-cycles.py crates/core/src crates/box/src crates/authority/src
 	@if $(CARGO) clippy --version >/dev/null 2>&1; then \
 	  $(CARGO) clippy --workspace --locked --all-targets -- -D warnings; \
 	else echo "clippy not installed: lint skipped"; fi
