@@ -710,11 +710,11 @@ fn parse_store(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> StoreConfi
             StoreConfig::Memory
         }
         ("redis", Some(url)) => {
-            let authority = url
-                .split_once("://")
-                .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
-            if !url.starts_with("redis://") && !url.starts_with("rediss://") {
-                s.problem("url", "must start with redis:// or rediss://");
+            let (scheme, authority) = url.split_once("://").map_or(("", ""), |(sch, rest)| {
+                (sch, rest.split('/').next().unwrap_or(""))
+            });
+            if scheme != "redis" && scheme != "rediss" {
+                s.problem("url", "must use the scheme redis (plain) or rediss (TLS)");
             } else if authority.contains('@') {
                 // URLs end up in logs and process listings; a secret belongs in a 0600 file.
                 s.problem(
@@ -722,8 +722,8 @@ fn parse_store(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> StoreConfi
                     "must not carry credentials: use username and password_file",
                 );
             }
-            if tls_ca_file.is_some() && !url.starts_with("rediss://") {
-                s.problem("tls_ca_file", "needs a rediss:// url");
+            if tls_ca_file.is_some() && scheme != "rediss" {
+                s.problem("tls_ca_file", "needs a url with the TLS scheme rediss");
             }
             StoreConfig::Redis(RedisConfig {
                 url,
