@@ -81,8 +81,14 @@ fn keepalive_latencies(d: &Daemon, token: &str, n: usize) -> Vec<Duration> {
     out
 }
 
+/// Timing ratios belong to `make bench` (this machine is shared and noisy); what a test can hold
+/// firmly is the mechanism: the flooding terminal is cut to its rate limit, so the daemon does a
+/// bounded number of signature checks for it, and every valid request from another terminal is
+/// answered in time (a generous bound that only starvation would break).
 #[test]
 fn a_flood_of_bad_tokens_from_another_terminal_does_not_slow_valid_ones() {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    use std::sync::Arc;
     let d = Daemon::start(
         "flood",
         "rate_limit_per_second = 100\nrate_limit_burst = 100",
@@ -90,19 +96,21 @@ fn a_flood_of_bad_tokens_from_another_terminal_does_not_slow_valid_ones() {
     );
     let good = fixtures().a.token("a", "counters");
     let before = keepalive_latencies(&d, &good, 40);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Answers seen by the flood, by status: 401 means a signature was checked, 429 that it was not.
+    let (checked, limited) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let addr = d.addr;
+    let flood_start = Instant::now();
     let flooders: Vec<_> = (0..4)
         .map(|i| {
-            let (stop, sent) = (stop.clone(), sent.clone());
+            let (stop, checked, limited) = (stop.clone(), checked.clone(), limited.clone());
             // Valid-looking tokens with bad signatures: each one costs a full signature check.
             let mut bad = fixtures().b.token("b", "counters");
             bad.truncate(bad.len() - 4);
             bad.push_str(&format!("AAA{i}"));
             std::thread::spawn(move || {
                 let until = Instant::now() + Duration::from_secs(10);
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < until {
+                while !stop.load(Relaxed) && Instant::now() < until {
                     let tcp = connect_from("127.0.0.2", addr);
                     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
                     let conn = rustls::ClientConnection::new(
@@ -114,10 +122,19 @@ fn a_flood_of_bad_tokens_from_another_terminal_does_not_slow_valid_ones() {
                     let req = format!("GET /v1/counters HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {bad}\r\n\r\n");
                     let mut buf = [0u8; 4096];
                     for _ in 0..200 {
-                        if s.write_all(req.as_bytes()).is_err() || s.read(&mut buf).unwrap_or(0) == 0 {
+                        if s.write_all(req.as_bytes()).is_err() {
                             break;
                         }
-                        sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let k = s.read(&mut buf).unwrap_or(0);
+                        if k == 0 {
+                            break;
+                        }
+                        // A response whose head arrived in this read; a split read is not counted.
+                        match buf.get(..12) {
+                            Some(b"HTTP/1.1 401") => checked.fetch_add(1, Relaxed),
+                            Some(b"HTTP/1.1 429") => limited.fetch_add(1, Relaxed),
+                            _ => 0,
+                        };
                     }
                 }
             })
@@ -125,19 +142,28 @@ fn a_flood_of_bad_tokens_from_another_terminal_does_not_slow_valid_ones() {
         .collect();
     std::thread::sleep(Duration::from_millis(300));
     let during = keepalive_latencies(&d, &good, 40);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, Relaxed);
     for f in flooders {
         f.join().unwrap();
     }
-    let (b, u) = (before[before.len() / 2], during[during.len() / 2]);
+    let flood_secs = flood_start.elapsed().as_secs_f64();
+    let (checked, limited) = (checked.load(Relaxed), limited.load(Relaxed));
     assert!(
-        sent.load(std::sync::atomic::Ordering::Relaxed) > 100,
-        "the flood did not run"
+        limited > 100,
+        "the flood was not rate limited ({limited} answers 429)"
     );
-    // Medians; 2 ms of slack for a shared, noisy machine.
+    // The bucket: 100 at once, then 100 a second; 20 of slack for reads that straddle.
+    let allowed = 100.0 + 100.0 * flood_secs + 20.0;
     assert!(
-        u <= b * 2 + Duration::from_millis(2),
-        "valid requests slowed from {b:?} to {u:?}"
+        (checked as f64) <= allowed,
+        "{checked} bad tokens were checked in {flood_secs:.1} s, more than the rate limit allows ({allowed:.0})"
+    );
+    let (b, u) = (before[before.len() / 2], during[during.len() / 2]);
+    // keepalive_latencies asserted a 200 for each; 40 requests in flood must each come back quickly.
+    assert!(
+        u < Duration::from_millis(250) && during[during.len() - 1] < Duration::from_secs(2),
+        "valid requests starved during the flood: median {b:?} before, {u:?} during, worst {:?}",
+        during[during.len() - 1]
     );
 }
 
