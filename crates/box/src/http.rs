@@ -28,7 +28,6 @@ pub fn empty() -> Body {
 pub const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the connection knows about itself.
-#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub local: SocketAddr,
@@ -39,6 +38,9 @@ pub struct ConnInfo {
     /// How the terminal reaches the box: found once per connection (neighbour table, bridge
     /// database, sysfs), the same for every request on it.
     pub client: crate::card::sys::Client,
+    /// The token this connection presented last (requests on a connection come one at a time,
+    /// so the lock is never contended).
+    pub token: std::sync::Mutex<boxapi_core::auth::Remembered>,
 }
 
 /// Every refusal the API can answer; `Display` is the problem's `detail`.
@@ -328,10 +330,13 @@ async fn decide(
     }
     let token = bearer(req.headers())?.ok_or(Problem::MissingToken)?;
     let revoked = |id: &str| app.control.is_revoked(id);
-    let grant = snap
-        .trust
-        .verifier
-        .verify_cached(token, now, &snap.trust.registry, &revoked)?;
+    let grant = snap.trust.verifier.verify_remembered(
+        token,
+        now,
+        &snap.trust.registry,
+        &revoked,
+        &mut conn.token.lock().unwrap_or_else(|p| p.into_inner()),
+    )?;
     *tool = Some(grant.tool);
     if let Origin::Allowed { tool: page_tool } = origin {
         if page_tool != grant.tool {
@@ -361,19 +366,14 @@ async fn decide(
         .map(|t| app.control.withheld_for(&t.id))
         .unwrap_or_default();
     let body = if route == Route::Access {
-        let mut card = src.access_card(&conn.client).await;
-        crate::card::withhold::card(&mut card, withheld);
-        card
+        src.access_card(&conn.client, withheld).await
     } else {
         let mut counters = src.counters(&conn.client);
         crate::card::withhold::counters(&mut counters, withheld);
-        counters
+        // Serializing a Value into a Vec cannot fail.
+        serde_json::to_vec(&counters).unwrap_or_default()
     };
-    Ok(json(
-        StatusCode::OK,
-        "application/json",
-        body.to_string().into_bytes(),
-    ))
+    Ok(json(StatusCode::OK, "application/json", body))
 }
 
 /// `GET /v1/counters/stream`: checks the interval, takes the terminal's one stream, and answers

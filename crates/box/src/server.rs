@@ -246,6 +246,7 @@ async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
         sni,
         terminal,
         client,
+        token: Default::default(),
     });
     let served = Arc::new(AtomicBool::new(false));
     let (svc_served, svc_slot, svc_app) = (served.clone(), slot.clone(), app.clone());

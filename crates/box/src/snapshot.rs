@@ -22,6 +22,8 @@ pub struct Snapshot {
     pub station_file: Option<FileLayer>,
     pub station_command: Option<CommandLayer>,
     pub sys: Sys,
+    /// The last card's layer sections, reused while the layers are unchanged.
+    pub projected: crate::card::Projected,
     /// Modification times of the certificate and key when loaded, to notice replacement.
     files: Vec<(std::path::PathBuf, Option<std::time::SystemTime>)>,
 }
@@ -100,6 +102,7 @@ impl Snapshot {
                 .clone()
                 .map(|p| CommandLayer::with_shape(p, m.provider_timeout, Shape::Stations)),
             sys: Sys::default(),
+            projected: Default::default(),
             files: [&config.server.cert, &config.server.key]
                 .iter()
                 .map(|p| ((*p).clone(), mtime(p)))
@@ -124,6 +127,7 @@ impl Snapshot {
             wifi: None,
             station_file: self.station_file.as_ref(),
             station_command: self.station_command.as_ref(),
+            projected: &self.projected,
         }
     }
 }

@@ -81,8 +81,26 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
         Ok(d) => (d.as_secs() as i64, d.subsec_millis()),
         Err(_) => (0, 0),
     };
-    let (y, mo, d, h, mi, s) = utc_parts(secs);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{millis:03}Z")
+    // Every request writes two of these (card and log): the calendar part is worked out once a
+    // second per thread.
+    thread_local! {
+        static SECOND: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
+    SECOND.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.0 != secs {
+            let (y, mo, d, h, mi, s) = utc_parts(secs);
+            *cell = (secs, format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}"));
+        }
+        let mut out = String::with_capacity(cell.1.len() + 5);
+        out.push_str(&cell.1);
+        out.push('.');
+        for div in [100, 10, 1] {
+            out.push(char::from(b'0' + (millis / div % 10) as u8));
+        }
+        out.push('Z');
+        out
+    })
 }
 
 /// RFC 3339 UTC without fractions, for dates such as a certificate's notAfter.
@@ -164,6 +182,12 @@ mod tests {
     fn formats_known_instants() {
         let t = UNIX_EPOCH + Duration::from_millis(1_795_332_662_123);
         assert_eq!(rfc3339_millis(t), "2026-11-22T07:31:02.123Z");
+        // The same second again (the calendar part reused), then the next ones.
+        let at = |ms: u64| rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms));
+        assert_eq!(at(1_795_332_662_007), "2026-11-22T07:31:02.007Z");
+        assert_eq!(at(1_795_332_663_040), "2026-11-22T07:31:03.040Z");
+        assert_eq!(at(1_795_332_662_999), "2026-11-22T07:31:02.999Z");
+        assert_eq!(at(1_795_305_600_000), "2026-11-22T00:00:00.000Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
     }

@@ -8,9 +8,81 @@ pub mod sys;
 pub mod wifi;
 pub mod withhold;
 
+use boxapi_core::control::{Section, Sections};
 pub use layer::{merge, project, validate_layer, TECHNOLOGIES};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
+
+/// The card's sections that come only from the layers, serialized, with the layer values they
+/// were made from. The layers change rarely (sysfs radios every 10 s, nl80211 every few
+/// seconds, providers when re-read or re-run), so a request whose layers are the very same
+/// values (the same `Arc`s) reuses these bytes instead of merging and serializing again. One
+/// per configuration snapshot, whose static layer is therefore always the same.
+#[derive(Default)]
+pub struct Projected {
+    last: Mutex<Option<(Inputs, Arc<[Vec<u8>; 4]>)>>,
+}
+
+type Layer = Option<Arc<Value>>;
+
+/// The layers one card was made from (held, so that an address is never reused while compared).
+struct Inputs {
+    sys: Arc<Value>,
+    wifi: Layer,
+    file: Layer,
+    command: Layer,
+}
+
+impl Inputs {
+    fn same(&self, other: &Inputs) -> bool {
+        fn same(a: &Layer, b: &Layer) -> bool {
+            match (a, b) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (a, b) => a.is_none() && b.is_none(),
+            }
+        }
+        Arc::ptr_eq(&self.sys, &other.sys)
+            && same(&self.wifi, &other.wifi)
+            && same(&self.file, &other.file)
+            && same(&self.command, &other.command)
+    }
+}
+
+/// Starts the card's next member; writes `null` for a withheld one and returns whether the value
+/// is still to be written.
+fn member(out: &mut Vec<u8>, name: &str, withheld: bool) -> bool {
+    out.push(if out.is_empty() { b'{' } else { b',' });
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    if withheld {
+        out.extend_from_slice(b"null");
+    }
+    !withheld
+}
+
+/// The card's `client`, serialized as it is (members sorted, as everywhere in the card).
+#[derive(serde::Serialize)]
+struct ClientMember<'a> {
+    connection: &'a str,
+    interface: Option<&'a str>,
+    link_kbps: Option<u64>,
+    wifi: Option<&'a Value>,
+}
+
+#[derive(serde::Serialize)]
+struct ByteCounts {
+    rx_bytes: Option<u64>,
+    tx_bytes: Option<u64>,
+}
+
+/// The card's `counters`: read for this request.
+#[derive(serde::Serialize)]
+struct CountersMember {
+    monotonic_us: u64,
+    wan: ByteCounts,
+}
 
 /// Where the card's values come from, for one request.
 pub struct Sources<'a> {
@@ -23,6 +95,8 @@ pub struct Sources<'a> {
     pub wifi: Option<&'a wifi::Wifi>,
     pub station_file: Option<&'a provider::FileLayer>,
     pub station_command: Option<&'a provider::CommandLayer>,
+    /// The last card's layer sections (the snapshot's).
+    pub projected: &'a Projected,
 }
 
 fn counters_json(c: Option<sys::Counters>) -> Value {
@@ -95,28 +169,55 @@ impl<'a> Sources<'a> {
         }
     }
 
-    /// `GET /v1/access`: every layer merged, system first, `provider_command` last. `client` is
-    /// the connection's terminal, found once per connection.
-    pub async fn access_card(&self, client: &sys::Client) -> Value {
-        let mut merged = self.sys.layer();
-        if merged.is_null() {
-            merged = json!({});
+    /// The box, subscription, access and wifi sections (every layer merged, system first,
+    /// `provider_command` last), serialized; reused while the layers are the same values.
+    async fn projected(&self) -> Arc<[Vec<u8>; 4]> {
+        let inputs = Inputs {
+            sys: self.sys.layer(),
+            wifi: self.wifi.and_then(wifi::Wifi::layer),
+            file: self.file.and_then(provider::FileLayer::get),
+            command: match self.command {
+                Some(c) => c.get().await,
+                None => None,
+            },
+        };
+        let mut last = self
+            .projected
+            .last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((made_from, sections)) = last.as_ref() {
+            if made_from.same(&inputs) {
+                return sections.clone();
+            }
         }
+        let mut merged = match &*inputs.sys {
+            Value::Null => json!({}),
+            v => v.clone(),
+        };
         // nl80211's radios, when it answered, replace what sysfs alone could tell.
-        if let Some(Value::Object(w)) = self.wifi.and_then(wifi::Wifi::layer) {
+        if let Some(Value::Object(w)) = inputs.wifi.as_deref() {
             if let Value::Object(m) = &mut merged {
-                m.extend(w);
+                m.extend(w.clone());
             }
         }
         merge(&mut merged, self.static_layer);
-        if let Some(f) = self.file.and_then(provider::FileLayer::get) {
-            merge(&mut merged, &f);
+        for layer in [&inputs.file, &inputs.command].into_iter().flatten() {
+            merge(&mut merged, layer);
         }
-        if let Some(c) = self.command {
-            if let Some(v) = c.get().await {
-                merge(&mut merged, &v);
-            }
-        }
+        // Serializing a Value into a Vec cannot fail (string keys, no I/O).
+        let sections =
+            Arc::new(project(&merged).map(|(_, v)| serde_json::to_vec(&v).unwrap_or_default()));
+        *last = Some((inputs, sections.clone()));
+        sections
+    }
+
+    /// `GET /v1/access`, serialized: the layers' sections, then the terminal's `client` (its
+    /// connection facts found once per connection, its Wi-Fi link from the last nl80211 view)
+    /// and the counters read now. Each section the subscriber withholds is `null`, and
+    /// `withheld` names them. Members in the order serde_json writes an object's (sorted).
+    pub async fn access_card(&self, client: &sys::Client, withheld: Sections) -> Vec<u8> {
+        let [box_, subscription, access, wifi] = &*self.projected().await;
         let mut client = client.clone();
         let client_wifi = self.client_wifi(&client).await;
         if let Some(w) = &client_wifi {
@@ -128,29 +229,52 @@ impl<'a> Sources<'a> {
                 client.link_kbps = Some(*min);
             }
         }
-        let mut card = Map::new();
-        card.insert("api_version".into(), json!("1.0"));
-        card.insert(
-            "timestamp".into(),
-            json!(boxapi_core::time::rfc3339_millis(SystemTime::now())),
-        );
-        for (k, v) in project(&merged) {
-            card.insert(k.into(), v);
+        let client = ClientMember {
+            connection: client.connection,
+            interface: client.interface.as_deref(),
+            link_kbps: client.link_kbps,
+            wifi: client_wifi.as_ref(),
+        };
+        let wan = self.wan_interface.and_then(|w| self.sys.counters(w));
+        let counters = CountersMember {
+            monotonic_us: boxapi_core::time::monotonic_us(),
+            wan: ByteCounts {
+                rx_bytes: wan.map(|c| c.0),
+                tx_bytes: wan.map(|c| c.1),
+            },
+        };
+        let withholds = |s| withheld.contains(s);
+        // Serializing into a Vec cannot fail (string keys, no I/O): the results are ignored.
+        let mut out = Vec::with_capacity(1024);
+        if member(&mut out, "access", withholds(Section::Access)) {
+            out.extend_from_slice(access);
         }
-        card.insert(
-            "client".into(),
-            json!({
-                "connection": client.connection,
-                "interface": client.interface,
-                "link_kbps": client.link_kbps,
-                "wifi": client_wifi.unwrap_or(Value::Null),
-            }),
+        member(&mut out, "api_version", false);
+        out.extend_from_slice(b"\"1.0\"");
+        if member(&mut out, "box", withholds(Section::Box)) {
+            out.extend_from_slice(box_);
+        }
+        if member(&mut out, "client", withholds(Section::Client)) {
+            let _ = serde_json::to_writer(&mut out, &client);
+        }
+        if member(&mut out, "counters", withholds(Section::Counters)) {
+            let _ = serde_json::to_writer(&mut out, &counters);
+        }
+        if member(&mut out, "subscription", withholds(Section::Subscription)) {
+            out.extend_from_slice(subscription);
+        }
+        member(&mut out, "timestamp", false);
+        let _ = serde_json::to_writer(
+            &mut out,
+            &boxapi_core::time::rfc3339_millis(SystemTime::now()),
         );
-        card.insert(
-            "counters".into(),
-            json!({ "monotonic_us": boxapi_core::time::monotonic_us(), "wan": self.wan() }),
-        );
-        Value::Object(card)
+        if member(&mut out, "wifi", withholds(Section::Wifi)) {
+            out.extend_from_slice(wifi);
+        }
+        member(&mut out, "withheld", false);
+        let _ = serde_json::to_writer(&mut out, &withheld.names());
+        out.push(b'}');
+        out
     }
 
     /// `GET /v1/counters`: cheap, read fresh, no provider involved.
@@ -161,5 +285,89 @@ impl<'a> Sources<'a> {
             "wan": self.wan(),
             "client": self.client_counters(client),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card(src: &Sources<'_>, withheld: Sections) -> Value {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let bytes = rt.block_on(src.access_card(&sys::Client::unknown(), withheld));
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn the_card_is_written_whole_withheld_sections_null_and_layers_reused_until_they_change() {
+        let dir = std::env::temp_dir().join(format!("boxapi-card-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("layer.json");
+        std::fs::write(&file, r#"{"box": {"firmware_version": "1.0"}}"#).unwrap();
+        let sys = sys::Sys::with_root(&dir);
+        let static_layer =
+            json!({"box": {"model": "M \"quoted\""}, "access": {"technology": "ftth"}});
+        let file_layer = provider::FileLayer::new(file.clone());
+        let projected = Projected::default();
+        let src = Sources {
+            sys: &sys,
+            wan_interface: None,
+            static_layer: &static_layer,
+            file: Some(&file_layer),
+            command: None,
+            wifi: None,
+            station_file: None,
+            station_command: None,
+            projected: &projected,
+        };
+        let c = card(&src, Sections::default());
+        let keys: Vec<&str> = c.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "access",
+                "api_version",
+                "box",
+                "client",
+                "counters",
+                "subscription",
+                "timestamp",
+                "wifi",
+                "withheld"
+            ]
+        );
+        assert_eq!(c["box"]["model"], "M \"quoted\"");
+        assert_eq!(c["box"]["firmware_version"], "1.0");
+        assert_eq!(c["access"]["technology"], "ftth");
+        assert_eq!(c["subscription"]["down_kbps"], Value::Null);
+        assert_eq!(c["client"]["connection"], "unknown");
+        assert!(c["counters"]["monotonic_us"].as_u64().is_some());
+        assert_eq!(c["withheld"], json!([]));
+
+        let mut withheld = Sections::default();
+        withheld.insert(Section::Wifi);
+        withheld.insert(Section::Client);
+        let c = card(&src, withheld);
+        assert_eq!(
+            (c["wifi"].clone(), c["client"].clone()),
+            (Value::Null, Value::Null)
+        );
+        assert_eq!(c["box"]["model"], "M \"quoted\"");
+        assert_eq!(c["withheld"], json!(["wifi", "client"]));
+
+        // The same layers: the same serialized sections, not made again.
+        let first = projected.last.lock().unwrap().as_ref().unwrap().1.clone();
+        card(&src, Sections::default());
+        let again = projected.last.lock().unwrap().as_ref().unwrap().1.clone();
+        assert!(Arc::ptr_eq(&first, &again));
+        // A changed provider file (seen after its one-second check) makes them again.
+        std::fs::write(&file, r#"{"box": {"firmware_version": "2.0 longer"}}"#).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let c = card(&src, Sections::default());
+        assert_eq!(c["box"]["firmware_version"], "2.0 longer");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -7,7 +7,7 @@ use boxapi_core::log;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::io::AsyncReadExt;
 
@@ -95,7 +95,7 @@ fn parse_layer(source: &str, bytes: &[u8]) -> Option<Value> {
 pub struct FileLayer {
     path: PathBuf,
     shape: Shape,
-    cache: Mutex<Option<(SystemTime, u64, Option<Value>)>>,
+    cache: Mutex<Option<(SystemTime, u64, Option<Arc<Value>>)>>,
     /// When the file was last looked at: at most one stat per second, however busy the API.
     checked: Mutex<Option<Instant>>,
 }
@@ -117,7 +117,7 @@ impl FileLayer {
         }
     }
 
-    pub fn get(&self) -> Option<Value> {
+    pub fn get(&self) -> Option<Arc<Value>> {
         {
             let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
             if checked.is_some_and(|at| at.elapsed() < FILE_CHECK) {
@@ -165,7 +165,7 @@ impl FileLayer {
                     );
                     None
                 }
-                Ok(bytes) => self.shape.parse(source, &bytes),
+                Ok(bytes) => self.shape.parse(source, &bytes).map(Arc::new),
                 Err(e) => {
                     log::event(
                         "provider_error",
@@ -185,7 +185,7 @@ pub struct CommandLayer {
     path: PathBuf,
     shape: Shape,
     timeout: Duration,
-    cache: tokio::sync::Mutex<Option<(Instant, Option<Value>)>>,
+    cache: tokio::sync::Mutex<Option<(Instant, Option<Arc<Value>>)>>,
 }
 
 impl CommandLayer {
@@ -203,14 +203,16 @@ impl CommandLayer {
     }
 
     /// At most one run at a time: concurrent requests wait for it (bounded by the timeout) and share it.
-    pub async fn get(&self) -> Option<Value> {
+    pub async fn get(&self) -> Option<Arc<Value>> {
         let mut cache = self.cache.lock().await;
         if let Some((at, v)) = cache.as_ref() {
             if at.elapsed() < COMMAND_CACHE {
                 return v.clone();
             }
         }
-        let v = run(&self.path, self.timeout, self.shape).await;
+        let v = run(&self.path, self.timeout, self.shape)
+            .await
+            .map(Arc::new);
         *cache = Some((Instant::now(), v.clone()));
         v
     }

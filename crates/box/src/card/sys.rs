@@ -6,7 +6,7 @@ use std::fs::{self, File};
 use std::net::IpAddr;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Which radios exist changes when the operator reconfigures Wi-Fi, not between two requests.
@@ -24,7 +24,7 @@ pub struct Sys {
     root: PathBuf,
     /// Ask the kernel (rtnetlink) for IPv6 neighbours; off for fake trees in tests.
     live: bool,
-    layer: Mutex<Option<(Instant, Value)>>,
+    layer: Mutex<Option<(Instant, Arc<Value>)>>,
     clients: Mutex<HashMap<IpAddr, (Instant, Client)>>,
     counter_files: Mutex<HashMap<String, (File, File)>>,
 }
@@ -291,12 +291,12 @@ impl Sys {
     }
 
     /// The system's own partial card: Wi-Fi radios found in sysfs (one per phy), if any.
-    pub fn layer(&self) -> Value {
+    pub fn layer(&self) -> Arc<Value> {
         let mut cache = self.layer.lock().unwrap_or_else(|p| p.into_inner());
         match cache.as_ref() {
             Some((at, v)) if at.elapsed() < LAYER_TTL => v.clone(),
             _ => {
-                let v = self.read_layer();
+                let v = Arc::new(self.read_layer());
                 *cache = Some((Instant::now(), v.clone()));
                 v
             }

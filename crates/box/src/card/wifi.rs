@@ -286,7 +286,7 @@ pub struct Reading {
 pub struct View {
     pub read_at: Option<Instant>,
     /// The system layer's `wifi` section from nl80211 (`None`: nl80211 gave nothing).
-    pub layer: Option<Value>,
+    pub layer: Option<Arc<Value>>,
     /// `client.wifi` objects by station MAC address (a few dozen: a list is enough).
     pub stations: Vec<([u8; 6], Value)>,
 }
@@ -404,7 +404,7 @@ pub fn view(r: &Reading, read_at: Instant) -> View {
         .collect();
     let layer = (!radios.is_empty()).then(|| {
         let enabled = radios.iter().any(|r| r["enabled"] == true);
-        json!({ "wifi": { "enabled": enabled, "radios": radios } })
+        Arc::new(json!({ "wifi": { "enabled": enabled, "radios": radios } }))
     });
     View {
         read_at: Some(read_at),
@@ -510,7 +510,7 @@ impl Wifi {
     }
 
     /// The system layer's `wifi` section from nl80211, if it answered.
-    pub fn layer(&self) -> Option<Value> {
+    pub fn layer(&self) -> Option<Arc<Value>> {
         let v = self.current();
         self.touch(&v);
         v.layer.clone()

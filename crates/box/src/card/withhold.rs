@@ -1,18 +1,9 @@
-//! The subscriber's withholdings applied to an answer: a withheld section is `null` (members are
-//! never omitted) and `withheld` names what the subscriber does not share, so that a tool can tell
-//! "not shared" from "unknown" (`null` alone).
+//! The subscriber's withholdings applied to a counters answer: a withheld section is `null`
+//! (members are never omitted) and `withheld` names what the subscriber does not share, so that a
+//! tool can tell "not shared" from "unknown" (`null` alone). The card applies them as it writes
+//! itself (`card::Sources::access_card`).
 use boxapi_core::control::{Section, Sections};
 use serde_json::{json, Value};
-
-/// `GET /v1/access`: each withheld section is null; `withheld` lists them (empty when none).
-pub fn card(card: &mut Value, withheld: Sections) {
-    if let Some(obj) = card.as_object_mut() {
-        for s in withheld.iter() {
-            obj.insert(s.name().into(), Value::Null);
-        }
-        obj.insert("withheld".into(), json!(withheld.names()));
-    }
-}
 
 /// `GET /v1/counters` (and every line of its stream): withholding `counters` nulls the WAN and
 /// the terminal's byte counts, withholding `client` nulls the terminal's. `timestamp` and
@@ -45,20 +36,6 @@ mod tests {
             s.insert(*n);
         }
         s
-    }
-
-    #[test]
-    fn withheld_sections_are_null_and_listed() {
-        let mut c = json!({"api_version": "1.0", "box": {"model": "B"}, "wifi": {"enabled": true},
-            "client": {"connection": "wifi"}, "counters": {"monotonic_us": 1}});
-        card(&mut c, sections(&[Section::Wifi, Section::Client]));
-        assert_eq!(c["wifi"], Value::Null);
-        assert_eq!(c["client"], Value::Null);
-        assert_eq!(c["box"]["model"], "B");
-        assert_eq!(c["withheld"], json!(["wifi", "client"]));
-        let mut c = json!({"box": {}});
-        card(&mut c, Sections::default());
-        assert_eq!(c["withheld"], json!([]));
     }
 
     #[test]

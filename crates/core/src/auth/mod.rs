@@ -7,7 +7,7 @@ pub mod signed;
 pub mod token;
 
 pub use registry::{Registry, Scopes, Tool};
-pub use token::{Assertion, Grant, Rules, TokenError, Verifier};
+pub use token::{Assertion, Grant, Remembered, Rules, TokenError, Verifier};
 
 #[cfg(test)]
 mod tests {
@@ -231,6 +231,50 @@ mod tests {
         // A tampered token is a different key: verified in full, and refused.
         let bad = format!("{}x", &t[..t.len() - 1]);
         assert!(v.verify_cached(bad.as_bytes(), NOW, &r, &never).is_err());
+    }
+
+    #[test]
+    fn a_connections_remembered_token_is_checked_like_a_cached_one() {
+        let (v, mut r, a, _, _) = setup();
+        let never = |_: &str| false;
+        let mut memo = Remembered::default();
+        let t = mint::token(&a, &spec("a")).unwrap();
+        let first = v.verify_remembered(t.as_bytes(), NOW, &r, &never, &mut memo);
+        assert!(first.is_ok());
+        assert_eq!(
+            v.verify_remembered(t.as_bytes(), NOW + 1, &r, &never, &mut memo),
+            first
+        );
+        assert_eq!(
+            v.verify_remembered(t.as_bytes(), NOW + 1, &r, &|id| id == "a", &mut memo),
+            Err(TokenError::Revoked)
+        );
+        assert_eq!(
+            v.verify_remembered(t.as_bytes(), NOW + 930, &r, &never, &mut memo),
+            Err(TokenError::Expired)
+        );
+        let mut tools = r.tools().to_vec();
+        tools[0].expires = Some(NOW as i64 + 10);
+        r = Registry::new(tools);
+        assert_eq!(
+            v.verify_remembered(t.as_bytes(), NOW + 10, &r, &never, &mut memo),
+            Err(TokenError::ToolExpired(NOW as i64 + 10))
+        );
+        // Other bytes on the same connection are verified in full.
+        let bad = format!("{}x", &t[..t.len() - 1]);
+        assert!(v
+            .verify_remembered(bad.as_bytes(), NOW, &r, &never, &mut memo)
+            .is_err());
+        // After a reload (another verifier; here its key "a-key" is another key) the token is
+        // checked again.
+        assert!(v
+            .verify_remembered(t.as_bytes(), NOW, &r, &never, &mut memo)
+            .is_ok());
+        let (reloaded, r2, _, _, _) = setup();
+        assert_eq!(
+            reloaded.verify_remembered(t.as_bytes(), NOW, &r2, &never, &mut memo),
+            Err(TokenError::BadSignature)
+        );
     }
 
     #[test]

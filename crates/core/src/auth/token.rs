@@ -104,6 +104,17 @@ pub struct Verifier {
     max_lifetime: u64,
     leeway: u64,
     cache: super::cache::TokenCache<Grant>,
+    /// Tells this verifier's [`Remembered`] tokens from another's (a reload makes a new one).
+    id: u64,
+}
+
+/// The last token a connection presented and what it granted, so that the next request on the
+/// same connection with the same bytes costs a comparison instead of a hash (a keep-alive page
+/// polling `/v1/counters` sends the same token every time). Bound to the verifier that checked
+/// it: after a reload the token is verified again.
+#[derive(Default)]
+pub struct Remembered {
+    last: Option<(u64, Box<[u8]>, Grant)>,
 }
 
 /// Claim rules from `[auth]`.
@@ -230,7 +241,36 @@ impl Verifier {
             max_lifetime: rules.max_lifetime,
             leeway: rules.leeway,
             cache: Default::default(),
+            id: {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
         }
+    }
+
+    /// [`Verifier::verify_cached`], first trying the token this connection presented last: a hit
+    /// checks expiry, the tool's validity and revocation exactly as a cache hit does.
+    pub fn verify_remembered(
+        &self,
+        token: &[u8],
+        now: u64,
+        registry: &Registry,
+        revoked: &dyn Fn(&str) -> bool,
+        memo: &mut Remembered,
+    ) -> Result<Grant, TokenError> {
+        if let Some((id, last, grant)) = &memo.last {
+            if *id == self.id && **last == *token {
+                if now >= grant.exp.saturating_add(self.leeway) {
+                    return Err(TokenError::Expired);
+                }
+                let tool = registry.get(grant.tool).ok_or(TokenError::UnknownTool)?;
+                check_tool(tool, now, revoked)?;
+                return Ok(*grant);
+            }
+        }
+        let grant = self.verify_cached(token, now, registry, revoked)?;
+        memo.last = Some((self.id, token.into(), grant));
+        Ok(grant)
     }
 
     /// [`Verifier::verify`] with the cache of tokens already verified: a hit still checks

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Where a keep-alive request's time goes: boxapi (release build with symbols, `--profile
+# profiling`) under valgrind's callgrind, N requests on one keep-alive connection (curl), then the
+# inclusive instruction counts per function. Instruction counts do not depend on the machine's load.
+# Usage: bench/profile.sh [PATH] [N]   (PATH defaults to /v1/access, N to 2000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+path=${1:-/v1/access}; n=${2:-2000}
+BOX=${BOXAPI_BIN:-target/profiling/boxapi}
+work=$(mktemp -d)
+trap 'kill $box_pid 2>/dev/null || true; rm -rf "$work"' EXIT
+./certs/make-dev-certs.sh "$work" >/dev/null
+"$BOX" keygen --alg ES256 --kid bench --out "$work" >/dev/null
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+sed -e "s/@PORT@/$port/" bench/bench.toml > "$work/boxapi.toml"
+token=$("$BOX" token --key "$work/bench.private.jwk" --tool bench --scope "access counters" --aud https://box.test --iss https://auth.test)
+valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$BOX" serve --config "$work/boxapi.toml" 2>"$work/log" &
+box_pid=$!
+until (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; do sleep 0.2; done
+for _ in $(seq "$n"); do echo "url = \"https://localhost:$port$path\""; echo 'output = "/dev/null"'; done > "$work/urls"
+curl -sf --cacert "$work/ca.pem" -H "Authorization: Bearer $token" -K "$work/urls"
+kill -TERM $box_pid; wait $box_pid 2>/dev/null || true
+cp "$work/cg.out" "${CG_OUT:-/dev/null}"; callgrind_annotate --inclusive=yes "$work/cg.out" 2>/dev/null | head -${TOP:-60}
