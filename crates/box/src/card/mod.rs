@@ -21,10 +21,13 @@ use std::time::SystemTime;
 /// per configuration snapshot, whose static layer is therefore always the same.
 #[derive(Default)]
 pub struct Projected {
-    last: Mutex<Option<(Inputs, Arc<[Vec<u8>; 4]>)>>,
+    last: Mutex<Option<(Inputs, Arc<SectionBytes>)>>,
 }
 
 type Layer = Option<Arc<Value>>;
+
+/// The box, subscription, access and wifi sections, serialized.
+type SectionBytes = [Vec<u8>; 4];
 
 /// The layers one card was made from (held, so that an address is never reused while compared).
 struct Inputs {
@@ -171,7 +174,7 @@ impl<'a> Sources<'a> {
 
     /// The box, subscription, access and wifi sections (every layer merged, system first,
     /// `provider_command` last), serialized; reused while the layers are the same values.
-    async fn projected(&self) -> Arc<[Vec<u8>; 4]> {
+    async fn projected(&self) -> Arc<SectionBytes> {
         let inputs = Inputs {
             sys: self.sys.layer(),
             wifi: self.wifi.and_then(wifi::Wifi::layer),

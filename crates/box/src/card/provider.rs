@@ -92,10 +92,13 @@ fn parse_layer(source: &str, bytes: &[u8]) -> Option<Value> {
 }
 
 /// `provider_file`: parsed again only when its modification time or size changes.
+type FileStamp = (SystemTime, u64, Option<Arc<Value>>);
+
 pub struct FileLayer {
     path: PathBuf,
     shape: Shape,
-    cache: Mutex<Option<(SystemTime, u64, Option<Arc<Value>>)>>,
+    /// The file's modification time and length when read, and what it gave.
+    cache: Mutex<Option<FileStamp>>,
     /// When the file was last looked at: at most one stat per second, however busy the API.
     checked: Mutex<Option<Instant>>,
 }
