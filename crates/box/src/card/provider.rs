@@ -91,9 +91,9 @@ fn parse_layer(source: &str, bytes: &[u8]) -> Option<Value> {
     }
 }
 
-/// `provider_file`: parsed again only when its modification time or size changes.
 type FileStamp = (SystemTime, u64, Option<Arc<Value>>);
 
+/// `provider_file`: parsed again only when its modification time or size changes.
 pub struct FileLayer {
     path: PathBuf,
     shape: Shape,
