@@ -7,7 +7,8 @@
 set -eu
 target=${1:?usage: cross/test.sh TARGET}
 cd "$(dirname "$0")/.."
-bin=target/cross/$target/release/boxapi
+# Absolute: cargo runs the tests from the crate's directory (crates/box), not from here.
+bin=$PWD/target/cross/$target/release/boxapi
 case $target in
     armv7-*) qemu=qemu-arm-static; want="ARM, EABI5" ; endian=LSB ;;
     aarch64-*) qemu=qemu-aarch64-static; want="ARM aarch64"; endian=LSB ;;
