@@ -18,30 +18,6 @@ ulimit -n 8192
 "$BOX" keygen --alg ES256 --kid bench --out "$work" >/dev/null
 box_port=18443; nginx_port=18444
 sed -e "s/@PORT@/$box_port/" bench/bench.toml > "$work/boxapi.toml"
-[server]
-listen = ["127.0.0.1:$box_port"]
-server_names = ["localhost"]
-cert = "server.pem"
-key = "server.key"
-state_dir = "state"
-control_socket = "control.sock"
-max_connections = 256
-rate_limit_per_second = 0
-[auth]
-audience = "https://box.test"
-issuers = ["https://auth.test"]
-[[tool]]
-id = "bench"
-origins = ["https://bench.example"]
-scopes = ["access", "counters"]
-keys = ["bench.jwk"]
-[metrics]
-wan_interface = "lo"
-[metrics.static]
-box = { model = "Bench Box", firmware_version = "1.0" }
-subscription = { down_kbps = 2000000, up_kbps = 700000 }
-access = { technology = "ftth", down_kbps = 2488000, up_kbps = 1244000 }
-CONF
 token=$("$BOX" token --key "$work/bench.private.jwk" --tool bench --scope "access counters" --aud https://box.test --iss https://auth.test)
 
 now_ms() { date +%s%3N; }
