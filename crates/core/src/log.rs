@@ -1,66 +1,103 @@
 //! One JSON object per line on stderr (journald, syslog and procd all take it): access log, errors,
-//! reloads. Lines are handed to a writer thread through a bounded queue: a slow reader of stderr
-//! (a busy journald, a full pipe) never stalls the runtime thread that serves every connection.
-//! When the queue is full the line is dropped and counted; the count is logged once room returns.
+//! reloads. Lines are appended to a bounded buffer that a writer thread empties: a slow reader of
+//! stderr (a busy journald, a full pipe) never stalls the runtime thread that serves every
+//! connection, and a busy API costs one wake-up and one write per batch, not a thread hand-off
+//! per line. When the buffer is full the line is dropped and counted; the count is logged once
+//! room returns.
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
-/// Lines waiting for the writer thread; beyond this they are dropped (and counted).
-const QUEUE: usize = 4096;
-/// The writer gathers what is queued into one write of at most this many bytes.
-const BATCH_BYTES: usize = 64 * 1024;
-/// How long [`flush`] waits for the queue to drain (at exit).
+/// Bytes waiting for the writer thread; beyond this lines are dropped (and counted).
+const MAX_PENDING: usize = 256 * 1024;
+/// After the first line of a batch, how long the writer lets more gather before writing them in
+/// one go (so a line reaches stderr within about this long).
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
+/// How long [`flush`] waits for the buffer to drain (at exit).
 const FLUSH_WAIT: Duration = Duration::from_secs(2);
 
-enum Msg {
-    Line(Vec<u8>),
-    Flush(SyncSender<()>),
-}
-
-/// Lines dropped because the queue was full, not yet reported.
+/// Lines dropped because the buffer was full, not yet reported.
 static DROPPED: AtomicUsize = AtomicUsize::new(0);
 
-/// The queue to the writer thread; `None` if the thread could not be started (then lines are
+#[derive(Default)]
+struct Pending {
+    lines: Vec<u8>,
+    /// The writer is waiting for a first line (and must be woken for it).
+    writer_idle: bool,
+    /// Flushes asked for, and the last one whose lines are written.
+    flush_asked: u64,
+    flush_done: u64,
+}
+
+struct Sink {
+    pending: Mutex<Pending>,
+    /// The writer waits here for a first line or a flush.
+    wake: Condvar,
+    /// [`flush`] waits here for the writer.
+    written: Condvar,
+}
+
+impl Sink {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The buffer and its writer thread; `None` if the thread could not be started (then lines are
 /// written directly: better a slow log than none).
-fn sink() -> Option<&'static Mutex<SyncSender<Msg>>> {
-    static SINK: OnceLock<Option<Mutex<SyncSender<Msg>>>> = OnceLock::new();
+fn sink() -> Option<&'static Sink> {
+    static SINK: OnceLock<Option<Sink>> = OnceLock::new();
     SINK.get_or_init(|| {
-        let (tx, rx) = sync_channel(QUEUE);
         std::thread::Builder::new()
             .name("boxapi-log".into())
             .stack_size(64 * 1024)
-            .spawn(move || writer(rx))
+            .spawn(|| {
+                // The thread starts before SINK is set; it waits until it is.
+                if let Some(s) = SINK.wait() {
+                    writer(s);
+                }
+            })
             .ok()
-            .map(|_| Mutex::new(tx))
+            .map(|_| Sink {
+                pending: Mutex::new(Pending {
+                    writer_idle: true,
+                    ..Pending::default()
+                }),
+                wake: Condvar::new(),
+                written: Condvar::new(),
+            })
     })
     .as_ref()
 }
 
-fn writer(rx: Receiver<Msg>) {
-    let mut batch = Vec::with_capacity(BATCH_BYTES);
-    while let Ok(first) = rx.recv() {
-        let mut acks = Vec::new();
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                Msg::Line(l) => batch.extend_from_slice(&l),
-                Msg::Flush(ack) => acks.push(ack),
+fn writer(sink: &Sink) {
+    let mut out = Vec::new();
+    loop {
+        let flushing = {
+            let mut p = sink.lock();
+            while p.lines.is_empty() && p.flush_asked == p.flush_done {
+                p.writer_idle = true;
+                p = sink.wake.wait(p).unwrap_or_else(|e| e.into_inner());
             }
-            if batch.len() < BATCH_BYTES {
-                next = rx.try_recv().ok();
-            }
+            p.writer_idle = false;
+            p.flush_asked != p.flush_done
+        };
+        if !flushing {
+            std::thread::sleep(BATCH_WINDOW);
         }
+        let asked = {
+            let mut p = sink.lock();
+            std::mem::swap(&mut p.lines, &mut out);
+            p.flush_asked
+        };
         // A closed stderr must not take the daemon down.
-        let _ = std::io::stderr().lock().write_all(&batch);
-        batch.clear();
-        for a in acks {
-            let _ = a.send(());
-        }
+        let _ = std::io::stderr().lock().write_all(&out);
+        out.clear();
+        sink.lock().flush_done = asked;
+        sink.written.notify_all();
     }
 }
 
@@ -69,39 +106,37 @@ fn write_line(line: Vec<u8>) {
         let _ = std::io::stderr().lock().write_all(&line);
         return;
     };
-    // Held only for a non-blocking try_send (a SyncSender is not Sync on older toolchains).
-    let tx = sink.lock().unwrap_or_else(|p| p.into_inner());
-    match tx.try_send(Msg::Line(line)) {
-        Ok(()) => {
-            let lost = DROPPED.swap(0, Ordering::Relaxed);
-            if lost > 0 {
-                let note = event_line("log_dropped", &[("lines", &lost.to_string())]);
-                if tx.try_send(Msg::Line(note)).is_err() {
-                    DROPPED.fetch_add(lost, Ordering::Relaxed);
-                }
-            }
-        }
-        Err(TrySendError::Full(_)) => {
-            DROPPED.fetch_add(1, Ordering::Relaxed);
-        }
-        Err(TrySendError::Disconnected(Msg::Line(l))) => {
-            let _ = std::io::stderr().lock().write_all(&l);
-        }
-        Err(TrySendError::Disconnected(_)) => {}
+    let mut p = sink.lock();
+    if p.lines.len() + line.len() > MAX_PENDING {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let lost = DROPPED.swap(0, Ordering::Relaxed);
+    if lost > 0 {
+        p.lines
+            .extend_from_slice(&event_line("log_dropped", &[("lines", &lost.to_string())]));
+    }
+    p.lines.extend_from_slice(&line);
+    if p.writer_idle {
+        p.writer_idle = false;
+        drop(p);
+        sink.wake.notify_one();
     }
 }
 
-/// Waits (at most 2 s) until every queued line is written: call before the process exits.
+/// Waits (at most 2 s) until every line logged so far is written: call before the process exits.
 pub fn flush() {
     let Some(sink) = sink() else { return };
-    let (ack, done) = sync_channel(1);
-    let sent = sink
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .try_send(Msg::Flush(ack));
-    if sent.is_ok() {
-        let _ = done.recv_timeout(FLUSH_WAIT);
+    let mut p = sink.lock();
+    p.flush_asked += 1;
+    let want = p.flush_asked;
+    if p.writer_idle {
+        p.writer_idle = false;
+        sink.wake.notify_one();
     }
+    let _ = sink
+        .written
+        .wait_timeout_while(p, FLUSH_WAIT, |p| p.flush_done < want);
 }
 
 fn event_line(name: &str, fields: &[(&str, &str)]) -> Vec<u8> {

@@ -284,7 +284,10 @@ pub struct Reading {
 /// The last refresh, as the request path reads it.
 #[derive(Debug, Default)]
 pub struct View {
+    /// When nl80211 was last asked (whatever it answered).
     pub read_at: Option<Instant>,
+    /// Set after a lasting failure (no nl80211 in this kernel): not worth asking before then.
+    pub retry_at: Option<Instant>,
     /// The system layer's `wifi` section from nl80211 (`None`: nl80211 gave nothing).
     pub layer: Option<Arc<Value>>,
     /// `client.wifi` objects by station MAC address (a few dozen: a list is enough).
@@ -408,6 +411,7 @@ pub fn view(r: &Reading, read_at: Instant) -> View {
     });
     View {
         read_at: Some(read_at),
+        retry_at: None,
         layer,
         stations,
     }
@@ -503,9 +507,15 @@ impl Wifi {
     /// Marks the view as in use; wakes the refresher when it is stale.
     fn touch(&self, view: &View) {
         *self.used.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-        if view.read_at.is_none_or(|at| at.elapsed() > STALE) {
-            *self.wake.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
-            self.wake.1.notify_one();
+        let stale = view.read_at.is_none_or(|at| at.elapsed() > STALE)
+            && view.retry_at.is_none_or(|at| Instant::now() >= at);
+        if stale {
+            // One wake-up per refresh, not one per request (each is a futex call).
+            let mut asked = self.wake.0.lock().unwrap_or_else(|p| p.into_inner());
+            if !*asked {
+                *asked = true;
+                self.wake.1.notify_one();
+            }
         }
     }
 
@@ -541,7 +551,12 @@ impl Wifi {
                 // Start again from a fresh socket: a half-read dump must not feed the next one.
                 reader.socket = None;
                 reader.retry_at = e.is_lasting().then(|| Instant::now() + RETRY);
-                (View::default(), Some(e))
+                let failed = View {
+                    read_at: Some(Instant::now()),
+                    retry_at: reader.retry_at,
+                    ..View::default()
+                };
+                (failed, Some(e))
             }
         };
         let status = match (&error, malformed) {
