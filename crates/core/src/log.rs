@@ -22,7 +22,6 @@ const FLUSH_WAIT: Duration = Duration::from_secs(2);
 /// Lines dropped because the buffer was full, not yet reported.
 static DROPPED: AtomicUsize = AtomicUsize::new(0);
 
-#[derive(Default)]
 struct Pending {
     lines: Vec<u8>,
     /// The writer is waiting for a first line (and must be woken for it).
@@ -46,31 +45,29 @@ impl Sink {
     }
 }
 
-/// The buffer and its writer thread; `None` if the thread could not be started (then lines are
-/// written directly: better a slow log than none).
+static SINK: Sink = Sink {
+    pending: Mutex::new(Pending {
+        lines: Vec::new(),
+        writer_idle: true,
+        flush_asked: 0,
+        flush_done: 0,
+    }),
+    wake: Condvar::new(),
+    written: Condvar::new(),
+};
+
+/// The buffer, once its writer thread runs; `None` if the thread could not be started (then lines
+/// are written directly: better a slow log than none).
 fn sink() -> Option<&'static Sink> {
-    static SINK: OnceLock<Option<Sink>> = OnceLock::new();
-    SINK.get_or_init(|| {
+    static STARTED: OnceLock<bool> = OnceLock::new();
+    let started = STARTED.get_or_init(|| {
         std::thread::Builder::new()
             .name("boxapi-log".into())
             .stack_size(64 * 1024)
-            .spawn(|| {
-                // The thread starts before SINK is set; it waits until it is.
-                if let Some(s) = SINK.wait() {
-                    writer(s);
-                }
-            })
-            .ok()
-            .map(|_| Sink {
-                pending: Mutex::new(Pending {
-                    writer_idle: true,
-                    ..Pending::default()
-                }),
-                wake: Condvar::new(),
-                written: Condvar::new(),
-            })
-    })
-    .as_ref()
+            .spawn(|| writer(&SINK))
+            .is_ok()
+    });
+    started.then_some(&SINK)
 }
 
 fn writer(sink: &Sink) {
