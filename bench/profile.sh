@@ -18,6 +18,7 @@ valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$BOX" serve --con
 box_pid=$!
 until (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; do sleep 0.2; done
 for _ in $(seq "$n"); do echo "url = \"https://localhost:$port$path\""; echo 'output = "/dev/null"'; done > "$work/urls"
-curl -sf --cacert "$work/ca.pem" -H "Authorization: Bearer $token" -K "$work/urls"
+# CLOSE=1: one request per connection (TLS sessions resumed, as browsers and wrk do).
+curl -sf --cacert "$work/ca.pem" -H "Authorization: Bearer $token" ${CLOSE:+-H "Connection: close"} -K "$work/urls"
 kill -TERM $box_pid; wait $box_pid 2>/dev/null || true
 cp "$work/cg.out" "${CG_OUT:-/dev/null}"; callgrind_annotate --inclusive=yes "$work/cg.out" 2>/dev/null | head -${TOP:-60}

@@ -15,8 +15,12 @@ pub struct Identity {
     pub not_before: Option<i64>,
 }
 
-/// The suites boxapi offers, named by their IANA constants: TLS 1.3's (all AEAD, key exchange
-/// always ephemeral) and TLS 1.2's ECDHE with AES-GCM or ChaCha20-Poly1305. Nothing else.
+/// The suites boxapi offers, named by their IANA constants, in the server's order of preference:
+/// TLS 1.3's (all AEAD, key exchange always ephemeral) and TLS 1.2's ECDHE with AES-GCM or
+/// ChaCha20-Poly1305. Nothing else. AES-128 comes first: 128-bit security matches the key
+/// exchange (X25519, P-256) and the P-256 signature, and its SHA-256 key schedule is what box
+/// CPUs compute fast (ARMv8 and x86 have SHA-256 instructions; 32-bit MIPS computes SHA-384 in
+/// emulated 64-bit arithmetic), so every handshake costs less.
 pub const ALLOWED_SUITES: [CipherSuite; 9] = [
     CipherSuite::TLS13_AES_128_GCM_SHA256,
     CipherSuite::TLS13_AES_256_GCM_SHA384,
@@ -29,12 +33,18 @@ pub const ALLOWED_SUITES: [CipherSuite; 9] = [
     CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 ];
 
-/// The crypto provider with only the [`ALLOWED_SUITES`] (ring's defaults are exactly these; the
-/// filter keeps it true should ring ever add others).
+/// The crypto provider with only the [`ALLOWED_SUITES`], in their order (ring's defaults are
+/// exactly these, AES-256 first; the filter keeps it true should ring ever add others).
 pub fn provider() -> rustls::crypto::CryptoProvider {
     let mut p = rustls::crypto::ring::default_provider();
     p.cipher_suites
         .retain(|s| ALLOWED_SUITES.contains(&s.suite()));
+    p.cipher_suites.sort_by_key(|s| {
+        ALLOWED_SUITES
+            .iter()
+            .position(|a| *a == s.suite())
+            .unwrap_or(usize::MAX)
+    });
     p
 }
 
@@ -99,7 +109,7 @@ pub fn load(cert: &Path, key: &Path, problems: &mut Vec<Problem>) -> Option<Iden
     };
     let mut config = config;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    // The server's suite order (AES-GCM, then ChaCha20) wins over the client's.
+    // The server's suite order (AES-128-GCM, AES-256-GCM, then ChaCha20) wins over the client's.
     config.ignore_client_order = true;
     Some(Identity {
         config: Arc::new(config),
@@ -121,6 +131,9 @@ mod tests {
             assert!(ALLOWED_SUITES.contains(&s.suite()), "{:?}", s.suite());
         }
         assert!(!ALLOWED_SUITES.contains(&CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA));
+        // In the server's order of preference.
+        let order: Vec<_> = p.cipher_suites.iter().map(|s| s.suite()).collect();
+        assert_eq!(order, ALLOWED_SUITES);
     }
 
     #[test]
