@@ -81,7 +81,8 @@ release-box:
 
 # boxapi against nginx in one run (wrk as the load client), then tokens per second of the authority
 # (in-memory store and Redis) against node oidc-provider; see docs/performance.md.
-bench: release
+bench: release release-box
+	$(CARGO) build --release --locked -p boxapi-loadgen
 	@missing=""; for p in nginx wrk redis-server; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
 	./bench/run.sh
