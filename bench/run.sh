@@ -88,13 +88,19 @@ run() {
 declare -A R
 scenario() {
     local name=$1 conns=$2 close=$3
+    # The two servers take turns, run after run: a change in the machine's load (it is shared)
+    # then falls on both rather than on whichever ran second.
+    declare -A rows=()
+    for _ in $(seq "$REPEAT"); do
+        for server in boxapi nginx; do
+            local port=$box_port pid=$box_pid
+            [ $server = nginx ] && port=$nginx_port && pid=$nginx_pid
+            rows[$server]+="$(run $port "$pid" "$conns" "$close")"$'\n'
+        done
+    done
     for server in boxapi nginx; do
-        local port=$box_port pid=$box_pid
-        [ $server = nginx ] && port=$nginx_port && pid=$nginx_pid
-        local rows=""
-        for _ in $(seq "$REPEAT"); do rows+="$(run $port "$pid" "$conns" "$close")"$'\n'; done
         for col in 1 2 3 4; do
-            R[$name,$server,$col]=$(awk -v c=$col 'NF {print $c}' <<<"$rows" | median)
+            R[$name,$server,$col]=$(awk -v c=$col 'NF {print $c}' <<<"${rows[$server]}" | median)
         done
     done
 }
@@ -167,7 +173,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 line() { printf '%-46s %12s %12s %8s\n' "$1" "$2" "$3" "$(ratio "$2" "$3")"; }
 echo
 echo "machine: $(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//'), $(uname -r)"
-echo "client: wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), -t2 -d$DURATION --latency, TLS 1.3, ECDSA P-256; medians of $REPEAT runs"
+echo "client: wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), -t2 -d$DURATION --latency, TLS 1.3, ECDSA P-256; medians of $REPEAT runs, the servers taking turns"
 echo "  new connections: wrk -t2 -c8 -H 'Connection: close' (one request per connection; TLS sessions resumed by both)"
 echo "  keep-alive:      wrk -t2 -c32"
 echo "  flood:           boxapi-loadgen, 1000 keep-alive connections from 127.0.0.1 for ${FLOOD_SECONDS}s (boxapi max_connections=256,"
