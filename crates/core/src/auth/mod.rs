@@ -277,6 +277,47 @@ mod tests {
         );
     }
 
+    /// A connection's remembered token answers what a fresh verification answers, whatever
+    /// changed since it was remembered (time, revocation, the tool's validity window), and in
+    /// particular says why when several things are wrong at once.
+    #[test]
+    fn a_remembered_token_answers_exactly_as_a_fresh_verification() {
+        let (v, r, a, _, _) = setup();
+        let t = mint::token(&a, &spec("a")).unwrap();
+        let never = |_: &str| false;
+        let revoked_a = |id: &str| id == "a";
+        let mut windows = vec![Registry::new(r.tools().to_vec())];
+        for (nb, ex) in [
+            (None, Some(NOW as i64 + 10)),
+            (Some(NOW as i64 + 2000), None),
+        ] {
+            let mut tools = r.tools().to_vec();
+            tools[0].not_before = nb;
+            tools[0].expires = ex;
+            windows.push(Registry::new(tools));
+        }
+        let revocations: [&dyn Fn(&str) -> bool; 2] = [&never, &revoked_a];
+        for reg in &windows {
+            for revoked in revocations {
+                for now in [NOW + 1, NOW + 10, NOW + 929, NOW + 930, NOW + 5000] {
+                    let mut memo = Remembered::default();
+                    v.verify_remembered(t.as_bytes(), NOW, &r, &never, &mut memo)
+                        .unwrap();
+                    let fresh = v.verify(t.as_bytes(), now, reg, revoked);
+                    let remembered =
+                        v.verify_remembered(t.as_bytes(), now, reg, revoked, &mut memo);
+                    assert_eq!(remembered, fresh, "at NOW+{}", now - NOW);
+                    assert_eq!(
+                        v.verify_cached(t.as_bytes(), now, reg, revoked),
+                        fresh,
+                        "at NOW+{}",
+                        now - NOW
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn keys_round_trip_through_jwk_text() {
         for alg in [Alg::Es256, Alg::EdDsa] {

@@ -260,11 +260,13 @@ impl Verifier {
     ) -> Result<Grant, TokenError> {
         if let Some((id, last, grant)) = &memo.last {
             if *id == self.id && **last == *token {
+                // In `verify`'s order (the tool before the token's expiry), so that a tool whose
+                // authorisation lapsed or was revoked is told so even once its token expired too.
+                let tool = registry.get(grant.tool).ok_or(TokenError::UnknownTool)?;
+                check_tool(tool, now, revoked)?;
                 if now >= grant.exp.saturating_add(self.leeway) {
                     return Err(TokenError::Expired);
                 }
-                let tool = registry.get(grant.tool).ok_or(TokenError::UnknownTool)?;
-                check_tool(tool, now, revoked)?;
                 return Ok(*grant);
             }
         }
