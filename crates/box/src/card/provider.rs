@@ -131,7 +131,12 @@ impl FileLayer {
         }
         let meta = match std::fs::metadata(&self.path) {
             Ok(m) => m,
-            Err(_) => return None, // absent file: nothing to add (a provider may write it later)
+            Err(_) => {
+                // Absent: nothing to add (a provider may write it later). What the removed file
+                // said is forgotten, or the checks within the next second would still serve it.
+                *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                return None;
+            }
         };
         let stamp = (
             meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
@@ -255,5 +260,31 @@ async fn run(path: &Path, timeout: Duration, shape: Shape) -> Option<Value> {
         Ok((_, Ok(status))) if !status.success() => fail(&format!("exited with {status}")),
         Ok((_, Err(e))) => fail(&format!("waiting: {e}")),
         Ok(_) => shape.parse(source, &out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_removed_file_stops_counting_at_once_not_one_check_in_two() {
+        let dir = std::env::temp_dir().join(format!("boxapi-provider-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("card.json");
+        std::fs::write(&path, r#"{"box": {"model": "Old"}}"#).unwrap();
+        let layer = FileLayer::new(path.clone());
+        assert_eq!(layer.get().unwrap()["box"]["model"], "Old");
+        std::fs::remove_file(&path).unwrap();
+        std::thread::sleep(FILE_CHECK + Duration::from_millis(100));
+        // The check that sees it gone, then the ones answered without a stat.
+        for _ in 0..3 {
+            assert_eq!(layer.get(), None);
+        }
+        // Written again (even with the same size): read again.
+        std::fs::write(&path, r#"{"box": {"model": "New"}}"#).unwrap();
+        std::thread::sleep(FILE_CHECK + Duration::from_millis(100));
+        assert_eq!(layer.get().unwrap()["box"]["model"], "New");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
