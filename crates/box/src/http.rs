@@ -354,7 +354,7 @@ async fn decide(
         return Err(Problem::InsufficientScope(name));
     }
     if route == Route::Stream {
-        return stream(app, snap, conn, req, grant);
+        return stream(app, snap, conn, req, grant, token);
     }
     let src = snap.sources().with_wifi(&app.wifi);
     // The rights in effect: the token's scopes ∩ the registration (checked above, 403) ∩ the
@@ -384,6 +384,7 @@ fn stream(
     conn: &ConnInfo,
     req: &Request<hyper::body::Incoming>,
     grant: boxapi_core::auth::Grant,
+    token: &[u8],
 ) -> Result<Response<Body>, Problem> {
     let every = crate::stream::interval(req.uri().query())?;
     let ends = tokio::time::Instant::now() + snap.config.metrics.stream_max;
@@ -402,7 +403,7 @@ fn stream(
         snap: snap.clone(),
         client: conn.client.clone(),
         tool_id,
-        token_exp: grant.exp,
+        token: token.into(),
         every,
         guard,
         ends,

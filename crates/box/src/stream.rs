@@ -9,6 +9,7 @@
 use crate::app::App;
 use crate::snapshot::Snapshot;
 use crate::streams::StreamGuard;
+use boxapi_core::auth::{Scopes, TokenError};
 use boxapi_core::control::Mode;
 use boxapi_core::log;
 use bytes::Bytes;
@@ -68,8 +69,10 @@ pub struct Opening {
     /// The connection's terminal, found when it connected.
     pub client: crate::card::sys::Client,
     pub tool_id: String,
-    /// The token's `exp` (Unix seconds): the stream ends with the token.
-    pub token_exp: u64,
+    /// The token that opened it, checked again before each line: the stream ends when the same
+    /// request made now would be refused (token expired, tool revoked or lapsed, or a reload that
+    /// removed its key or its counters scope).
+    pub token: Box<[u8]>,
     pub every: Duration,
     pub guard: StreamGuard,
     pub ends: Instant,
@@ -84,6 +87,8 @@ enum End {
     Suspended,
     Revoked,
     TokenExpired,
+    /// Refused for another reason now (a reload changed the tool, its keys or its scopes).
+    Refused,
 }
 
 impl End {
@@ -94,6 +99,7 @@ impl End {
             End::Suspended => "suspended",
             End::Revoked => "revoked",
             End::TokenExpired => "token_expired",
+            End::Refused => "refused",
         }
     }
 }
@@ -125,20 +131,30 @@ impl CounterStream {
         }
     }
 
-    /// Whether the stream must stop before its next line: the same rules a new request meets.
+    /// Whether the stream must stop before its next line: the same rules a new request meets,
+    /// under the configuration in force now (a cache hit of the verifier's, after a reload one
+    /// full verification).
     fn stop_reason(&self) -> Option<End> {
         let app = &self.open.app;
         if app.control.mode() != Mode::Enabled {
             return Some(End::Suspended);
         }
-        if app.control.is_revoked(&self.open.tool_id) {
-            return Some(End::Revoked);
+        let snap = app.snapshot();
+        let revoked = |id: &str| app.control.is_revoked(id);
+        let now = boxapi_core::time::unix_now();
+        let checked = snap.trust.verifier.verify_cached(
+            &self.open.token,
+            now,
+            &snap.trust.registry,
+            &revoked,
+        );
+        match checked {
+            Ok(grant) if grant.scopes.contains(Scopes::COUNTERS) => None,
+            Ok(_) => Some(End::Refused),
+            Err(TokenError::Revoked) => Some(End::Revoked),
+            Err(TokenError::Expired) => Some(End::TokenExpired),
+            Err(_) => Some(End::Refused),
         }
-        let leeway = self.open.snap.config.auth.leeway;
-        if boxapi_core::time::unix_now() > self.open.token_exp.saturating_add(leeway) {
-            return Some(End::TokenExpired);
-        }
-        None
     }
 
     /// `f` runs once when the body is done or dropped.

@@ -305,3 +305,87 @@ fn a_withholding_applies_from_the_next_line() {
     assert_eq!(line["withheld"], serde_json::json!(["counters"]));
     assert!(line["monotonic_us"].is_u64(), "{line}");
 }
+
+/// A reload that takes the stream's rights away (the tool revoked in the file, its counters
+/// scope removed, its key gone) ends the stream at its next line, as it would refuse the same
+/// request made now.
+#[test]
+fn a_reload_that_takes_the_rights_away_ends_the_stream() {
+    let f = fixtures();
+    let a_keys = format!("keys = [\"{}/a.jwk\"]", f.dir.display());
+    for (name, from, to) in [
+        ("revoked", "id = \"a\"\n".to_owned(), "id = \"a\"\nrevoked = true\n".to_owned()),
+        (
+            "scope",
+            "origins = [\"https://a.example\", \"https://a.example:8443\"]\nscopes = [\"access\", \"counters\"]".to_owned(),
+            "origins = [\"https://a.example\", \"https://a.example:8443\"]\nscopes = [\"access\"]".to_owned(),
+        ),
+        ("key", a_keys.clone(), "keys = []".to_owned()),
+    ] {
+        let d = Daemon::start(&format!("stream-reload-{name}"), "", "");
+        let token = counters_token();
+        let mut s = open(d.addr, "?interval_ms=100", &token, &[]);
+        assert_eq!(s.head.status, 200, "{name}");
+        assert!(s.next_line().is_some());
+        let path = d.dir.join("boxapi.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(&from), "{name}");
+        std::fs::write(&path, text.replacen(&from, &to, 1)).unwrap();
+        let (code, out, err) = d.ctl(&["reload"]);
+        assert_eq!(code, 0, "{name}: {out} {err}");
+        // The same request made now is refused ...
+        assert_ne!(d.get_token("/v1/counters", &token).status, 200, "{name}");
+        // ... and the open stream ends within a few lines.
+        let started = Instant::now();
+        let mut after = 0;
+        while s.next_line().is_some() {
+            after += 1;
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{name}: the stream goes on after the reload ({after} lines)"
+            );
+        }
+        assert!(s.ended, "{name}: cut instead of ended");
+        assert!(d.logged("\"event\":\"stream_end\""), "{name}");
+    }
+}
+
+/// `ctl revoke` and the token's own expiry (plus the leeway) end a stream at its next line, each
+/// logged with its reason.
+#[test]
+fn a_stream_ends_with_its_token_and_its_tool() {
+    let d = Daemon::start("stream-ends", "", "");
+    let mut s = open(d.addr, "?interval_ms=100", &counters_token(), &[]);
+    assert_eq!(s.head.status, 200);
+    assert!(s.next_line().is_some());
+    let (code, _, err) = d.ctl(&["revoke", "a"]);
+    assert_eq!(code, 0, "{err}");
+    let started = Instant::now();
+    while s.next_line().is_some() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "goes on revoked"
+        );
+    }
+    assert!(s.ended);
+    assert!(d.logged("\"reason\":\"revoked\""), "{}", d.log_text());
+
+    // Tool b's token, past its exp by 28 of the 30 s of leeway: refused within about 2 s.
+    let mut claims = common::claims("b", "counters");
+    let exp = now() - 28;
+    claims["exp"] = exp.into();
+    claims["iat"] = (exp - 900).into();
+    let token = fixtures().b.sign(&claims);
+    let mut s = open(d.addr, "?interval_ms=100", &token, &[]);
+    assert_eq!(s.head.status, 200, "{:?}", s.head);
+    let started = Instant::now();
+    while s.next_line().is_some() {
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "goes on expired"
+        );
+    }
+    assert!(s.ended);
+    assert!(d.logged("\"reason\":\"token_expired\""), "{}", d.log_text());
+    assert_ne!(d.get_token("/v1/counters", &token).status, 200);
+}
