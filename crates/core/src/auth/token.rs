@@ -105,7 +105,7 @@ pub struct Verifier {
     leeway: u64,
     cache: super::cache::TokenCache<Grant>,
     /// Tells this verifier's [`Remembered`] tokens from another's (a reload makes a new one).
-    id: u64,
+    id: u32,
 }
 
 /// The last token a connection presented and what it granted, so that the next request on the
@@ -114,7 +114,7 @@ pub struct Verifier {
 /// it: after a reload the token is verified again.
 #[derive(Default)]
 pub struct Remembered {
-    last: Option<(u64, Box<[u8]>, Grant)>,
+    last: Option<(u32, Box<[u8]>, Grant)>,
 }
 
 /// Claim rules from `[auth]`.
@@ -241,8 +241,10 @@ impl Verifier {
             max_lifetime: rules.max_lifetime,
             leeway: rules.leeway,
             cache: Default::default(),
+            // 32 bits: MIPS32 boxes have no 64-bit atomics (AtomicU64 does not exist there), and
+            // four billion reloads will not happen in one process.
             id: {
-                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+                static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
                 NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             },
         }
