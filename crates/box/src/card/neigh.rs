@@ -1,12 +1,10 @@
 //! The IPv6 neighbour table, read through rtnetlink (RTM_GETNEIGH dump): /proc/net/arp is IPv4 only.
 //! Messages are walked with `nla` (host-endian, bounds-checked), as nl80211's are.
 use super::nla;
-use nix::sys::socket::{
-    self, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
-};
-use nix::sys::time::TimeVal;
+use nix::sys::socket::{self, MsgFlags, SockProtocol};
 use std::net::Ipv6Addr;
 use std::os::fd::AsRawFd;
+use std::time::Duration;
 
 const RTM_NEWNEIGH: u16 = 28;
 const RTM_GETNEIGH: u16 = 30;
@@ -60,19 +58,9 @@ pub fn parse(buf: &[u8], out: &mut Vec<Neighbour>) -> bool {
 /// Dumps the kernel's IPv6 neighbour table; empty on any error.
 pub fn ipv6() -> Vec<Neighbour> {
     let mut out = Vec::new();
-    let Ok(fd) = socket::socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkRoute,
-    ) else {
+    let Ok(fd) = nla::kernel_socket(SockProtocol::NetlinkRoute, Duration::from_millis(200)) else {
         return out;
     };
-    let _ = socket::setsockopt(
-        &fd,
-        socket::sockopt::ReceiveTimeout,
-        &TimeVal::new(0, 200_000),
-    );
     let mut ndmsg = vec![AF_INET6, 0, 0, 0];
     ndmsg.extend(0i32.to_ne_bytes()); // any interface
     ndmsg.extend([0u8; 4]); // state, flags, type
@@ -82,14 +70,7 @@ pub fn ipv6() -> Vec<Neighbour> {
         1,
         &ndmsg,
     );
-    if socket::sendto(
-        fd.as_raw_fd(),
-        &req,
-        &NetlinkAddr::new(0, 0),
-        MsgFlags::empty(),
-    )
-    .is_err()
-    {
+    if socket::send(fd.as_raw_fd(), &req, MsgFlags::empty()).is_err() {
         return out;
     }
     let mut buf = vec![0u8; 32 * 1024];

@@ -1,5 +1,5 @@
-//! Netlink message and attribute walkers over borrowed bytes, shared by the rtnetlink neighbour
-//! reader (`neigh`) and the nl80211 reader (`nl80211`, `wifi`).
+//! Netlink message and attribute walkers over borrowed bytes, and the socket, shared by the
+//! rtnetlink neighbour reader (`neigh`) and the nl80211 reader (`nl80211`, `wifi`).
 //!
 //! Netlink is host-endian, hence `from_ne_bytes`/`to_ne_bytes` everywhere (big-endian MIPS boxes
 //! included). Every read goes through `get` and checked arithmetic: a truncated, oversized or
@@ -11,6 +11,13 @@
     clippy::panic,
     clippy::arithmetic_side_effects
 )]
+
+use nix::sys::socket::{
+    bind, connect, setsockopt, socket, sockopt, AddressFamily, NetlinkAddr, SockFlag, SockProtocol,
+    SockType,
+};
+use nix::sys::time::TimeVal;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 /// `struct nlmsghdr` is 16 bytes, `struct genlmsghdr` 4, `struct nlattr` 4.
 pub const NLMSG_HDRLEN: usize = 16;
@@ -181,6 +188,23 @@ impl<'a> Attr<'a> {
     }
 }
 
+/// A netlink socket of `protocol` that hears the kernel only: bound, then connected to port 0, so
+/// that the kernel refuses other processes' unicasts to it (any local program could otherwise
+/// send "replies" to a port id it guessed). Each receive waits at most `timeout` (under 1 s).
+pub fn kernel_socket(protocol: SockProtocol, timeout: std::time::Duration) -> nix::Result<OwnedFd> {
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        protocol,
+    )?;
+    bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
+    connect(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
+    let tv = TimeVal::new(0, timeout.subsec_micros() as _);
+    setsockopt(&fd, sockopt::ReceiveTimeout, &tv)?;
+    Ok(fd)
+}
+
 /// Appends one attribute to a request (payloads here are a few bytes: the length always fits).
 pub fn put_attr(out: &mut Vec<u8>, ty: u16, data: &[u8]) {
     let len = u16::try_from(data.len().saturating_add(NLA_HDRLEN)).unwrap_or(u16::MAX);
@@ -250,5 +274,32 @@ mod tests {
             (None, None, None, None, None)
         );
         assert_eq!(a.str(), Some(""));
+    }
+
+    #[test]
+    fn a_kernel_socket_refuses_other_processes_messages() {
+        use nix::sys::socket::{getsockname, sendto, MsgFlags};
+        let ours = kernel_socket(
+            SockProtocol::NetlinkRoute,
+            std::time::Duration::from_millis(100),
+        )
+        .unwrap();
+        let port = getsockname::<NetlinkAddr>(ours.as_raw_fd()).unwrap().pid();
+        let other = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkRoute,
+        )
+        .unwrap();
+        bind(other.as_raw_fd(), &NetlinkAddr::new(0, 0)).unwrap();
+        let fake = request(NLMSG_DONE, 0, 1, &[0; 4]);
+        let sent = sendto(
+            other.as_raw_fd(),
+            &fake,
+            &NetlinkAddr::new(port, 0),
+            MsgFlags::empty(),
+        );
+        assert_eq!(sent, Err(nix::errno::Errno::ECONNREFUSED));
     }
 }

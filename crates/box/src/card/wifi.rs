@@ -5,19 +5,16 @@
 //! use (a card read in the last minute) and every 10 s otherwise; requests only read the last
 //! view, so their latency never depends on a netlink round trip. The netlink exchanges are
 //! blocking calls on that thread, each receive bounded by a socket timeout, each exchange and
-//! each refresh by a deadline, each dump by a message/byte cap. A kernel without nl80211 (no cfg80211, qemu-user) is logged once, when the
-//! box has wireless interfaces at all, and looked for again every minute.
+//! each refresh by a deadline, each dump by a message/byte cap. A kernel without nl80211 (no
+//! cfg80211, qemu-user) is logged once, when the box has wireless interfaces at all, and looked
+//! for again every minute.
 //!
 //! Also here: the per-station provider output (a JSON map MAC → `client.wifi` object) for vendor
 //! stacks without nl80211, checked member by member.
 use super::nl80211::{self, Band, Interface, Station, Wiphy};
 use super::nla::{self, put_attr};
 use boxapi_core::log;
-use nix::sys::socket::{
-    bind, recv, send, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag,
-    SockProtocol, SockType,
-};
-use nix::sys::time::TimeVal;
+use nix::sys::socket::{recv, send, MsgFlags, SockProtocol};
 use serde_json::{json, Map, Value};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -110,31 +107,26 @@ impl WifiError {
     }
 }
 
-/// A generic netlink socket talking to nl80211. Blocking: used from the blocking pool only.
+/// A generic netlink socket talking to nl80211. Blocking: used on the refresher's thread only.
 struct Socket {
     fd: OwnedFd,
     family: u16,
     seq: u32,
     /// Messages in the last exchange whose lengths lied (logged by the caller).
     malformed: usize,
+    /// The end of the refresh in progress: no exchange runs past it.
+    until: Option<Instant>,
 }
 
 impl Socket {
     fn open() -> Result<Socket, WifiError> {
-        let fd = socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkGeneric,
-        )?;
-        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
-        let tv = TimeVal::new(0, RECV_TIMEOUT.subsec_micros() as _);
-        setsockopt(&fd, sockopt::ReceiveTimeout, &tv)?;
+        let fd = nla::kernel_socket(SockProtocol::NetlinkGeneric, RECV_TIMEOUT)?;
         let mut s = Socket {
             fd,
             family: 0,
             seq: 0,
             malformed: 0,
+            until: None,
         };
         let mut name = Vec::new();
         put_attr(&mut name, CTRL_ATTR_FAMILY_NAME, b"nl80211\0");
@@ -173,7 +165,10 @@ impl Socket {
             &nla::request(family, flags, seq, &body),
             MsgFlags::empty(),
         )?;
-        let deadline = Instant::now() + EXCHANGE_DEADLINE;
+        let mut deadline = Instant::now() + EXCHANGE_DEADLINE;
+        if let Some(until) = self.until {
+            deadline = deadline.min(until);
+        }
         let mut buf = vec![0u8; RECV_BUF];
         let (mut count, mut bytes) = (0usize, 0usize);
         let dump = flags & nla::NLM_F_DUMP == nla::NLM_F_DUMP;
@@ -427,27 +422,37 @@ struct Reader {
     logged: Option<String>,
     /// When to try again after a lasting error.
     retry_at: Option<Instant>,
+    /// The last refresh's refused station dump, if any (interface name, errno), for the log.
+    refused: Option<(Option<String>, nix::errno::Errno)>,
 }
 
 impl Reader {
     /// One refresh: interfaces, the stations of every interface that serves stations, and the
     /// wiphys when due. Blocking.
     fn read(&mut self) -> Result<Reading, WifiError> {
+        let until = Instant::now() + REFRESH_DEADLINE;
         let socket = match self.socket.take() {
             Some(s) => s,
             None => Socket::open()?,
         };
-        let until = Instant::now() + REFRESH_DEADLINE;
         let socket = self.socket.insert(socket);
         socket.malformed = 0;
+        socket.until = Some(until);
         let interfaces = socket.interfaces()?;
         let mut stations = Vec::new();
+        self.refused = None;
         for i in interfaces.iter().filter(|i| i.serves_stations()) {
             if Instant::now() > until {
                 break;
             }
             if let Some(ix) = i.ifindex {
-                socket.stations(ix, &mut stations)?;
+                match socket.stations(ix, &mut stations) {
+                    // One interface's refusal (a driver without station dumps, an interface
+                    // removed since the interface dump) costs that interface's stations, not
+                    // the radios and every other station: the kernel ended that dump cleanly.
+                    Err(WifiError::Kernel(e)) => self.refused = Some((i.name.clone(), e)),
+                    r => r?,
+                }
             }
         }
         let known = |w: &Option<u32>| self.wiphys.iter().any(|x| x.index == *w);
@@ -541,10 +546,13 @@ impl Wifi {
     pub fn refresh(&self) -> Duration {
         let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         if reader.retry_at.is_some_and(|at| Instant::now() < at) {
+            // Nothing is published: the flag is cleared here too, or the refresher would spin.
+            *self.wake.0.lock().unwrap_or_else(|p| p.into_inner()) = false;
             return RETRY;
         }
         let result = reader.read();
         let malformed = reader.socket.as_ref().map_or(0, |s| s.malformed);
+        let refused = reader.refused.take();
         let (view, error) = match result {
             Ok(reading) => (view(&reading, Instant::now()), None),
             Err(e) => {
@@ -559,10 +567,14 @@ impl Wifi {
                 (failed, Some(e))
             }
         };
-        let status = match (&error, malformed) {
-            (Some(e), _) => Some(e.to_string()),
-            (None, 0) => None,
-            (None, n) => Some(format!(
+        let status = match (&error, malformed, refused) {
+            (Some(e), ..) => Some(e.to_string()),
+            (None, 0, None) => None,
+            (None, 0, Some((name, e))) => Some(format!(
+                "station dump of {} refused: {e} (its stations are left out)",
+                name.as_deref().unwrap_or("an interface")
+            )),
+            (None, n, _) => Some(format!(
                 "{n} nl80211 replies with malformed messages (skipped)"
             )),
         };
@@ -581,6 +593,9 @@ impl Wifi {
         let lasting = error.as_ref().is_some_and(WifiError::is_lasting);
         drop(reader);
         *self.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(view);
+        // Cleared now, not when the refresher woke: a request that found the old view stale
+        // while this refresh ran asked for what it now has, not for another refresh at once.
+        *self.wake.0.lock().unwrap_or_else(|p| p.into_inner()) = false;
         let used = *self.used.lock().unwrap_or_else(|p| p.into_inner());
         match used {
             _ if lasting => RETRY,
@@ -610,15 +625,11 @@ impl Wifi {
         }
     }
 
-    /// Waits `d`, or less when a request found the view stale.
+    /// Waits `d`, or less when a request found the view stale (the flag stays set until the
+    /// next view is published, so that requests meanwhile do not signal again).
     fn sleep(&self, d: Duration) {
         let woken = self.wake.0.lock().unwrap_or_else(|p| p.into_inner());
-        let (mut woken, _) = self
-            .wake
-            .1
-            .wait_timeout_while(woken, d, |w| !*w)
-            .unwrap_or_else(|p| p.into_inner());
-        *woken = false;
+        let _ = self.wake.1.wait_timeout_while(woken, d, |w| !*w);
     }
 }
 
@@ -705,4 +716,41 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
         *b = u8::from_str_radix(p, 16).ok()?;
     }
     parts.next().is_none().then_some(mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asked(w: &Wifi) -> bool {
+        *w.wake.0.lock().unwrap()
+    }
+
+    #[test]
+    fn a_refresh_answers_the_wake_ups_asked_while_it_ran() {
+        // Whatever this machine's kernel answers (nl80211, none, or an error), a refresh ends
+        // with no wake-up pending: a request that asked during it is served by its view.
+        let w = Wifi::default();
+        *w.wake.0.lock().unwrap() = true;
+        w.refresh();
+        assert!(!asked(&w));
+        assert!(w.current().read_at.is_some());
+        // The view is fresh: reading it asks for nothing.
+        w.layer();
+        assert!(!asked(&w));
+        // Again, whether this refresh reads or waits out a lasting failure.
+        *w.wake.0.lock().unwrap() = true;
+        w.refresh();
+        assert!(!asked(&w));
+    }
+
+    #[test]
+    fn a_stale_view_asks_once() {
+        let w = Wifi::default();
+        // No refresh yet: the view is stale.
+        assert!(w.layer().is_none());
+        assert!(asked(&w));
+        assert!(w.station(&[0; 6]).is_none());
+        assert!(asked(&w));
+    }
 }
