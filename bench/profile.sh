@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 path=${1:-/v1/access}; n=${2:-2000}
 BOX=${BOXAPI_BIN:-target/profiling/boxapi}
 work=$(mktemp -d)
+box_pid=
 trap 'kill $box_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 ./certs/make-dev-certs.sh "$work" >/dev/null
 "$BOX" keygen --alg ES256 --kid bench --out "$work" >/dev/null
@@ -16,7 +17,13 @@ sed -e "s/@PORT@/$port/" bench/bench.toml > "$work/boxapi.toml"
 token=$("$BOX" token --key "$work/bench.private.jwk" --tool bench --scope "access counters" --aud https://box.test --iss https://auth.test)
 valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$BOX" serve --config "$work/boxapi.toml" 2>"$work/log" &
 box_pid=$!
-until (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; do sleep 0.2; done
+# Valgrind starts slowly; 60 s at most, and not at all once the daemon has exited.
+for try in $(seq 300); do
+    (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break
+    kill -0 $box_pid 2>/dev/null || { cat "$work/log" >&2; exit 1; }
+    [ "$try" -lt 300 ] || { echo "profile: boxapi not listening after 60 s" >&2; exit 1; }
+    sleep 0.2
+done
 for _ in $(seq "$n"); do echo "url = \"https://localhost:$port$path\""; echo 'output = "/dev/null"'; done > "$work/urls"
 # CLOSE=1: one request per connection (TLS sessions resumed, as browsers and wrk do).
 curl -sf --cacert "$work/ca.pem" -H "Authorization: Bearer $token" ${CLOSE:+-H "Connection: close"} -K "$work/urls"

@@ -22,7 +22,15 @@ token=$("$BOX" token --key "$work/bench.private.jwk" --tool bench --scope "acces
 
 now_ms() { date +%s%3N; }
 # Start-to-ready: from spawn to the first accepted TCP connection.
-ready_ms() { local port=$1 t0=$2; until (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; do :; done; echo $(( $(now_ms) - t0 )); }
+# Polled without a pause (the figure is in milliseconds), for 10 s at most: a server that died at
+# start must fail the bench, not spin a core for ever.
+ready_ms() {
+    local port=$1 t0=$2
+    until (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; do
+        if (( $(now_ms) - t0 > 10000 )); then echo "bench: nothing listens on port $port after 10 s" >&2; exit 1; fi
+    done
+    echo $(( $(now_ms) - t0 ))
+}
 kb() { awk -v k="$2" '$1 == k":" {print $2}' /proc/"$1"/status; }
 
 t0=$(now_ms); "$BOX" serve --config "$work/boxapi.toml" 2>"$work/boxapi.log" & box_pid=$!; pids+=("$box_pid")

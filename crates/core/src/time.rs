@@ -86,7 +86,9 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
     thread_local! {
         static SECOND: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
     }
-    SECOND.with(|cell| {
+    // `try_with`: a line logged from a destructor while this thread exits finds the cache gone
+    // and is formatted whole instead of panicking.
+    let cached = SECOND.try_with(|cell| {
         let mut cell = cell.borrow_mut();
         if cell.0 != secs {
             let (y, mo, d, h, mi, s) = utc_parts(secs);
@@ -100,6 +102,10 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
         }
         out.push('Z');
         out
+    });
+    cached.unwrap_or_else(|_| {
+        let (y, mo, d, h, mi, s) = utc_parts(secs);
+        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{millis:03}Z")
     })
 }
 
