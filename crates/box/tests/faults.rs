@@ -256,3 +256,77 @@ fn state_dir_full_or_read_only_changes_nothing() {
         .assert_problem(401, "invalid_token");
     assert_eq!(std::fs::read(state.join("state.json")).unwrap(), saved);
 }
+
+/// stderr a pipe that nobody reads (a hung journald or procd): the daemon keeps answering, its
+/// log buffer stays bounded, and every access line is either written or counted in a
+/// `log_dropped` line, written by the time it exits on SIGTERM.
+#[test]
+fn a_stderr_nobody_reads_drops_lines_counts_them_and_keeps_serving() {
+    use std::io::{BufRead, BufReader};
+    let dir = temp_dir("log-stuck");
+    std::fs::write(dir.join("boxapi.toml"), config(&dir, "", "")).unwrap();
+    let mut child = daemon_command()
+        .args(["serve", "--config"])
+        .arg(dir.join("boxapi.toml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut addr = None;
+    let mut line = String::new();
+    while addr.is_none() && err.read_line(&mut line).unwrap() > 0 {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+            if v["event"] == "listening" {
+                addr = v["addr"]
+                    .as_str()
+                    .and_then(|a| a.parse::<SocketAddr>().ok());
+            }
+        }
+        line.clear();
+    }
+    let addr = addr.expect("listening");
+    // From here on nobody reads stderr. Lines of about 1.2 KB: the pipe (64 KiB) and the log
+    // buffer (256 KiB, and as much again being written) hold a few hundred of them.
+    let path = format!("/nothing-{}", "x".repeat(1000));
+    let n = 1500;
+    let mut s = connect(addr, "localhost", client_config(rustls::DEFAULT_VERSIONS));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let started = Instant::now();
+    let mut buf = vec![0u8; 4096];
+    for i in 0..n {
+        s.write_all(req.as_bytes()).unwrap();
+        let mut got = Vec::new();
+        // One 404 problem per request, read up to the end of its JSON body.
+        while !got.ends_with(b"}") {
+            let k = s.read(&mut buf).unwrap();
+            assert!(k > 0, "connection closed at request {i}");
+            got.extend_from_slice(&buf[..k]);
+        }
+        assert!(got.starts_with(b"HTTP/1.1 404"), "request {i}");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "stalled at {i}"
+        );
+    }
+    drop(s);
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let (mut written, mut dropped) = (0u64, 0u64);
+    for l in err.lines().map_while(Result::ok) {
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+        if v["event"] == "access" && v["path"] == path.as_str() {
+            written += 1;
+        }
+        if v["event"] == "log_dropped" {
+            dropped += v["lines"].as_str().unwrap().parse::<u64>().unwrap();
+        }
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(dropped > 0, "the buffer never filled ({written} written)");
+    assert_eq!(written + dropped, n, "{written} written, {dropped} dropped");
+}
