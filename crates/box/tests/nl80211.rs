@@ -676,6 +676,13 @@ fn station_provider_output_is_checked_member_by_member() {
     for bad in [&b"[]"[..], b"nope", b"", b"{\"a\": 1", b"\"x\""] {
         assert!(wifi::parse_stations(bad).is_err());
     }
+    // One station spelt twice: one entry, the duplicate reported.
+    let twice =
+        br#"{"AA-BB-CC-00-00-09": {"band": "5GHz"}, "aa:bb:cc:00:00:09": {"band": "6GHz"}}"#;
+    let (map, problems) = wifi::parse_stations(twice).unwrap();
+    assert_eq!(map.len(), 1);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("same MAC"), "{problems:?}");
     // A flood of entries is cut at a bound.
     let mut big = String::from("{");
     for i in 0..1500u32 {

@@ -657,6 +657,13 @@ pub fn parse_stations(bytes: &[u8]) -> Result<(Map<String, Value>, Vec<String>),
             problems.push(format!("{key:.40?}: not a MAC address"));
             continue;
         };
+        let mac_key = nl80211::fmt_mac(&mac);
+        if out.contains_key(&mac_key) {
+            // The same station spelt twice ("AA-BB-…" and "aa:bb:…"): which one the provider
+            // meant is unknown; the first is kept and the operator told.
+            problems.push(format!("{key}: the same MAC as another entry; ignored"));
+            continue;
+        }
         let Value::Object(members) = entry else {
             problems.push(format!("{key}: expected an object"));
             continue;
@@ -670,7 +677,7 @@ pub fn parse_stations(bytes: &[u8]) -> Result<(Map<String, Value>, Vec<String>),
                 Err(why) => problems.push(format!("{key}.{name:.40}: {why}")),
             }
         }
-        out.insert(nl80211::fmt_mac(&mac), Value::Object(w));
+        out.insert(mac_key, Value::Object(w));
     }
     Ok((out, problems))
 }
