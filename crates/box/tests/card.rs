@@ -88,6 +88,12 @@ fn failing_providers_are_skipped_within_their_timeout() {
         ("crash", "kill -SEGV $$"),
         ("garbage", "echo 'this is not json'"),
         ("huge", "head -c 10000000 /dev/zero | tr '\\0' 'x'"),
+        // Too much output, then lingering with SIGPIPE ignored: refused for its size at once,
+        // not waited for until the timeout.
+        (
+            "linger",
+            "trap '' PIPE; head -c 100000 /dev/zero | tr '\\0' 'x'; sleep 30",
+        ),
         (
             "wrongshape",
             "echo '{\"client\": {\"connection\": \"wifi\"}}'",
@@ -104,6 +110,9 @@ fn failing_providers_are_skipped_within_their_timeout() {
         assert_eq!(c["client"]["connection"], "unknown", "{name}");
         assert!(took < Duration::from_millis(1500), "{name}: took {took:?}");
         assert!(d.logged("provider_command"), "{name}: not logged");
+        if name == "linger" {
+            assert!(d.logged("larger than 64 KiB"), "{name}: {}", d.log_text());
+        }
         // Counters never wait for providers.
         let start = Instant::now();
         assert_eq!(

@@ -251,6 +251,12 @@ async fn run(path: &Path, timeout: Duration, shape: Shape) -> Option<Value> {
             .take(MAX_LAYER_BYTES as u64 + 1)
             .read_to_end(&mut out)
             .await;
+        // Over the limit: its answer is refused whatever it does next, so it is not waited for
+        // (a command that ignores SIGPIPE or lingers would otherwise hold the card's requests
+        // until the timeout).
+        if out.len() > MAX_LAYER_BYTES {
+            let _ = child.start_kill();
+        }
         (n, child.wait().await)
     };
     match tokio::time::timeout(timeout, read).await {
