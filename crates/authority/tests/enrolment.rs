@@ -296,7 +296,20 @@ impl Authority {
         }
     }
 
+    /// The log so far, once it has settled: lines reach stderr through the writer thread's
+    /// batches, so a request's line may follow its response by a few milliseconds.
     fn log_lines(&self) -> Vec<Value> {
+        let count = || self.log.lock().unwrap().len();
+        let until = Instant::now() + Duration::from_secs(2);
+        let mut seen = count();
+        while Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = count();
+            if now == seen {
+                break;
+            }
+            seen = now;
+        }
         self.log
             .lock()
             .unwrap()
