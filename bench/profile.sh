@@ -10,11 +10,9 @@ BOX=${BOXAPI_BIN:-target/profiling/boxapi}
 work=$(mktemp -d)
 box_pid=
 trap 'kill $box_pid 2>/dev/null || true; rm -rf "$work"' EXIT
-./certs/make-dev-certs.sh "$work" >/dev/null
-"$BOX" keygen --alg ES256 --kid bench --out "$work" >/dev/null
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-sed -e "s/@PORT@/$port/" bench/bench.toml > "$work/boxapi.toml"
-token=$("$BOX" token --key "$work/bench.private.jwk" --tool bench --scope "access counters" --aud https://box.test --iss https://auth.test)
+. bench/setup.sh
+bench_setup "$port"
 valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$BOX" serve --config "$work/boxapi.toml" 2>"$work/log" &
 box_pid=$!
 # Valgrind starts slowly; 60 s at most, and not at all once the daemon has exited.

@@ -14,11 +14,9 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 ulimit -n 8192
 
-./certs/make-dev-certs.sh "$work" >/dev/null
-"$BOX" keygen --alg ES256 --kid bench --out "$work" >/dev/null
 box_port=18443; nginx_port=18444
-sed -e "s/@PORT@/$box_port/" bench/bench.toml > "$work/boxapi.toml"
-token=$("$BOX" token --key "$work/bench.private.jwk" --tool bench --scope "access counters" --aud https://box.test --iss https://auth.test)
+. bench/setup.sh
+bench_setup "$box_port"
 
 now_ms() { date +%s%3N; }
 # Start-to-ready: from spawn to the first accepted TCP connection.

@@ -29,12 +29,7 @@ fn start(name: &str, per_hour: u32) -> Daemon {
 /// A box with the on-box token endpoint; `tweak` edits the generated configuration text.
 fn start_with(name: &str, per_hour: u32, tweak: impl Fn(String) -> String) -> Daemon {
     let dir = temp_dir(name);
-    let out = daemon_command()
-        .args(["keygen", "--alg", "EdDSA", "--kid", "box-signer", "--out"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    keygen(&dir, "EdDSA", "box-signer");
     // Every tool registers the SHA-256 of the secret "s3cret" (computed by sha256sum).
     let secret = sha256_hex("s3cret");
     let text = config(&dir, "", "")
@@ -305,12 +300,7 @@ fn token_endpoint_follows_the_cors_allow_list() {
 #[test]
 fn central_authority_signs_with_per_tool_keys() {
     let dir = temp_dir("authority");
-    let out = daemon_command()
-        .args(["keygen", "--alg", "ES256", "--kid", "a-operator", "--out"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    keygen(&dir, "ES256", "a-operator");
     let a_jwk = format!("{}/a.jwk", fixtures().dir.display());
     // No [server] listen: the authority listens on [authority] listen only.
     let text = config(&dir, "", "")

@@ -11,28 +11,6 @@ use std::time::{Duration, Instant};
 
 type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
-/// A TCP connection from a chosen loopback source address (another terminal).
-fn connect_from(src: &str, dst: SocketAddr) -> TcpStream {
-    use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
-    use std::os::fd::AsRawFd;
-    let fd = socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .unwrap();
-    let src: std::net::SocketAddrV4 = format!("{src}:0").parse().unwrap();
-    bind(fd.as_raw_fd(), &SockaddrIn::from(src)).unwrap();
-    let SocketAddr::V4(dst) = dst else {
-        panic!("IPv4 only")
-    };
-    connect(fd.as_raw_fd(), &SockaddrIn::from(dst)).unwrap();
-    let s = TcpStream::from(fd);
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    s
-}
-
 /// A TLS connection from `src` with the handshake done.
 fn tls_from(src: &str, dst: SocketAddr) -> Tls {
     let conn = rustls::ClientConnection::new(
@@ -181,12 +159,7 @@ fn idle_keep_alive_and_later_heads_have_deadlines() {
 #[test]
 fn a_slow_request_body_is_cut_by_its_deadline() {
     let dir = temp_dir("slowbody");
-    let out = daemon_command()
-        .args(["keygen", "--alg", "EdDSA", "--kid", "box-signer", "--out"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    keygen(&dir, "EdDSA", "box-signer");
     let text = config(&dir, "", "").replace(
         "[metrics]",
         "[token_endpoint]\nenabled = true\nissuer = \"https://box.test\"\nsigning_key = \"box-signer.private.jwk\"\n\n[metrics]",

@@ -31,25 +31,6 @@ fn five_hundred_slow_clients_do_not_keep_a_normal_client_out() {
     drop(slow);
 }
 
-/// A TCP connection from a chosen loopback source address (another "terminal").
-fn connect_from(src: &str, dst: SocketAddr) -> TcpStream {
-    use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
-    let fd = socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .unwrap();
-    let src: std::net::SocketAddrV4 = format!("{src}:0").parse().unwrap();
-    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(src)).unwrap();
-    let SocketAddr::V4(dst) = dst else {
-        panic!("IPv4 only")
-    };
-    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(dst)).unwrap();
-    TcpStream::from(fd)
-}
-
 fn keepalive_latencies(d: &Daemon, token: &str, n: usize) -> Vec<Duration> {
     let mut s = connect(d.addr, "localhost", client_config(rustls::DEFAULT_VERSIONS));
     let req = format!(

@@ -138,12 +138,7 @@ fn a_tool_outside_its_validity_window_gets_a_distinct_401() {
 #[test]
 fn the_token_endpoint_refuses_a_lapsed_tool() {
     let dir = temp_dir("validity-token");
-    let out = daemon_command()
-        .args(["keygen", "--alg", "EdDSA", "--kid", "box-signer", "--out"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    keygen(&dir, "EdDSA", "box-signer");
     let sum = Command::new("sh")
         .args(["-c", "printf %s s3cret | sha256sum"])
         .output()

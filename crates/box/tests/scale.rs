@@ -111,12 +111,7 @@ impl Drop for Redis {
 /// Keys shared by a test's replicas and boxes: the operator's signing key for tool a.
 fn operator_keys(name: &str) -> PathBuf {
     let dir = temp_dir(name);
-    let out = daemon_command()
-        .args(["keygen", "--alg", "ES256", "--kid", "a-operator", "--out"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    keygen(&dir, "ES256", "a-operator");
     dir
 }
 
@@ -687,12 +682,7 @@ fn a_new_registry_at_one_replica_revokes_at_the_other_within_a_second() {
     let redis = Redis::start();
     let keys = operator_keys("registry-keys");
     let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
-    let out = daemon_command()
-        .args(["keygen", "--alg", "EdDSA", "--kid", "root", "--out"])
-        .arg(&keys)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    keygen(&keys, "EdDSA", "root");
     let st = Command::new(root.join("certs/make-tool-key.sh"))
         .arg(&keys)
         .args(["reg", "ES256"])

@@ -102,13 +102,6 @@ pub struct Sources<'a> {
     pub projected: &'a Projected,
 }
 
-fn counters_json(c: Option<sys::Counters>) -> Value {
-    match c {
-        Some((rx, tx)) => json!({ "rx_bytes": rx, "tx_bytes": tx }),
-        None => json!({ "rx_bytes": null, "tx_bytes": null }),
-    }
-}
-
 impl<'a> Sources<'a> {
     pub fn with_wifi(self, wifi: &'a wifi::Wifi) -> Self {
         Sources {
@@ -155,8 +148,13 @@ impl<'a> Sources<'a> {
         Some(w)
     }
 
-    fn wan(&self) -> Value {
-        counters_json(self.wan_interface.and_then(|w| self.sys.counters(w)))
+    /// The WAN interface's counters, read now (both members null when unknown).
+    fn wan(&self) -> ByteCounts {
+        let c = self.wan_interface.and_then(|w| self.sys.counters(w));
+        ByteCounts {
+            rx_bytes: c.map(|c| c.0),
+            tx_bytes: c.map(|c| c.1),
+        }
     }
 
     /// The terminal's own counters, from its point of view: what it received is what the box's
@@ -238,13 +236,9 @@ impl<'a> Sources<'a> {
             link_kbps: client.link_kbps,
             wifi: client_wifi.as_ref(),
         };
-        let wan = self.wan_interface.and_then(|w| self.sys.counters(w));
         let counters = CountersMember {
             monotonic_us: boxapi_core::time::monotonic_us(),
-            wan: ByteCounts {
-                rx_bytes: wan.map(|c| c.0),
-                tx_bytes: wan.map(|c| c.1),
-            },
+            wan: self.wan(),
         };
         let withholds = |s| withheld.contains(s);
         // Serializing into a Vec cannot fail (string keys, no I/O): the results are ignored.

@@ -546,3 +546,36 @@ pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// A TCP connection from a chosen loopback source address: another terminal, for the per-terminal
+/// limits (rate, connection share). Reads time out after 15 s (a test never hangs on it).
+pub fn connect_from(src: &str, dst: SocketAddr) -> TcpStream {
+    use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    let src: std::net::SocketAddrV4 = format!("{src}:0").parse().unwrap();
+    bind(fd.as_raw_fd(), &SockaddrIn::from(src)).unwrap();
+    let SocketAddr::V4(dst) = dst else {
+        panic!("IPv4 only")
+    };
+    connect(fd.as_raw_fd(), &SockaddrIn::from(dst)).unwrap();
+    let s = TcpStream::from(fd);
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s
+}
+
+/// `boxapi keygen --alg ALG --kid KID --out DIR`, which must succeed.
+pub fn keygen(dir: &Path, alg: &str, kid: &str) {
+    let out = daemon_command()
+        .args(["keygen", "--alg", alg, "--kid", kid, "--out"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "keygen: {out:?}");
+}

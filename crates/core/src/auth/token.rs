@@ -262,18 +262,29 @@ impl Verifier {
     ) -> Result<Grant, TokenError> {
         if let Some((id, last, grant)) = &memo.last {
             if *id == self.id && **last == *token {
-                // In `verify`'s order (the tool before the token's expiry), so that a tool whose
-                // authorisation lapsed or was revoked is told so even once its token expired too.
-                let tool = registry.get(grant.tool).ok_or(TokenError::UnknownTool)?;
-                check_tool(tool, now, revoked)?;
-                if now >= grant.exp.saturating_add(self.leeway) {
-                    return Err(TokenError::Expired);
-                }
-                return Ok(*grant);
+                return self.recheck(*grant, now, registry, revoked);
             }
         }
         let grant = self.verify_cached(token, now, registry, revoked)?;
         memo.last = Some((self.id, token.into(), grant));
+        Ok(grant)
+    }
+
+    /// What a grant this verifier made before must still pass now: the tool (its validity window,
+    /// revocation), then the token's expiry, in [`Verifier::verify`]'s order, so that a tool whose
+    /// authorisation lapsed or was revoked is told so even once its token expired too.
+    fn recheck(
+        &self,
+        grant: Grant,
+        now: u64,
+        registry: &Registry,
+        revoked: &dyn Fn(&str) -> bool,
+    ) -> Result<Grant, TokenError> {
+        let tool = registry.get(grant.tool).ok_or(TokenError::UnknownTool)?;
+        check_tool(tool, now, revoked)?;
+        if now >= grant.exp.saturating_add(self.leeway) {
+            return Err(TokenError::Expired);
+        }
         Ok(grant)
     }
 
@@ -291,9 +302,7 @@ impl Verifier {
         }
         let key = super::cache::digest(token);
         if let Some(grant) = self.cache.get(&key, now, self.leeway) {
-            let tool = registry.get(grant.tool).ok_or(TokenError::UnknownTool)?;
-            check_tool(tool, now, revoked)?;
-            return Ok(grant);
+            return self.recheck(grant, now, registry, revoked);
         }
         let grant = self.verify(token, now, registry, revoked)?;
         self.cache.insert(key, grant, grant.exp, now, self.leeway);
