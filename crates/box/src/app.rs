@@ -13,6 +13,9 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 /// Everything the request path shares.
 pub struct App {
     snapshot: RwLock<Arc<Snapshot>>,
+    /// Bumped at every new snapshot: tasks that follow the configuration (the certificate
+    /// renewal) wait on it rather than poll, so a reload reaches them at once.
+    reloaded: tokio::sync::watch::Sender<()>,
     pub control: Control,
     pub lan: Lan,
     pub limiter: Limiter,
@@ -59,6 +62,15 @@ pub struct Renewal {
 }
 
 impl Renewal {
+    /// Forgets the schedule, backoff and error earned under a previous `[enrol]` (or none); the
+    /// CA's hint stays, since it is tied to the certificate it was given for.
+    pub fn restart(&mut self) {
+        *self = Renewal {
+            ari: self.ari,
+            ..Renewal::default()
+        };
+    }
+
     /// When the next attempt is due for the certificate in force (`(notBefore, notAfter)`, `None`
     /// when unreadable: at once, within the hold).
     pub fn due(&self, cert: Option<(i64, i64)>, fraction: f64, now: i64) -> i64 {
@@ -81,6 +93,7 @@ impl App {
         let slots = Slots::new(s.max_connections, s.max_connections_per_terminal);
         Arc::new(App {
             snapshot: RwLock::new(Arc::new(snapshot)),
+            reloaded: tokio::sync::watch::Sender::new(()),
             control: Control::new(state),
             lan: Lan::default(),
             limiter,
@@ -102,9 +115,17 @@ impl App {
             .clone()
     }
 
-    /// Swaps in a new, fully built configuration.
+    /// Swaps in a new, fully built configuration and tells the reload watchers.
     pub fn replace_snapshot(&self, new: Snapshot) {
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        // After the swap: a watcher woken by it always reads the new snapshot.
+        self.reloaded.send_replace(());
+    }
+
+    /// Resolves at each later `replace_snapshot` (mark the receiver seen before reading the
+    /// snapshot, so a reload between the two is not missed).
+    pub fn watch_reloads(&self) -> tokio::sync::watch::Receiver<()> {
+        self.reloaded.subscribe()
     }
 
     pub(crate) fn listeners(&self) -> MutexGuard<'_, BTreeMap<Endpoint, Active>> {
@@ -160,5 +181,19 @@ mod tests {
         };
         assert_eq!(hinted.due(Some((0, 3_000)), 2.0 / 3.0, now), 1_500);
         assert_eq!(hinted.due(Some((0, 4_500)), 2.0 / 3.0, now), 3_000);
+        // A new `[enrol]` starts afresh: no hold, error or schedule of the old one; the hint stays.
+        let mut failed = Renewal {
+            renew_at: Some(now + 60),
+            last_error: Some("refused".into()),
+            failures: 4,
+            hold_until: Some(now + 3_600),
+            ari: Some((3_000, 1_500)),
+        };
+        failed.restart();
+        assert_eq!(failed.due(Some((0, 3_000)), 2.0 / 3.0, now), 1_500);
+        assert_eq!(
+            (failed.renew_at, failed.last_error, failed.failures),
+            (None, None, 0)
+        );
     }
 }

@@ -126,21 +126,46 @@ fn secs(d: Duration) -> i64 {
 /// How often the LAN addresses behind the box's name are compared with what was published.
 const ADDRESS_CHECK: Duration = Duration::from_secs(10);
 
+/// What the renewal task did under one `[enrol]`: forgotten when `[enrol]` changes (another
+/// authority, zone or device has not been told the addresses; another hosts file is not written).
+#[derive(Default)]
+struct Publication {
+    published: Option<Vec<std::net::IpAddr>>,
+    /// A failed publication backs off like a renewal (a fleet must not retry every few seconds
+    /// while the authority is down); a new set of addresses is tried at once.
+    failures: u32,
+    hold: Option<(Vec<std::net::IpAddr>, i64)>,
+    hosts_written: Option<String>,
+}
+
 /// Renews the box's own certificate by itself (contract §10): at its renewal time, or after a
 /// failure when the backoff says so; the current certificate keeps serving until a new one is
 /// installed. Also keeps the authority told of the box's LAN addresses (its name's A/AAAA).
+///
+/// Runs for the daemon's whole life and follows each reload: idle without `[enrol]`, started
+/// when a reload brings it, idle again when one removes it, and on any change of `[enrol]` it
+/// starts afresh (no backoff earned under the old values, e.g. a wrong authority, holds the new
+/// ones back). An attempt under way when the configuration changes finishes first.
 async fn renew_certificate(app: Arc<App>) {
-    let mut published: Option<Vec<std::net::IpAddr>> = None;
-    // A failed publication backs off like a renewal (a fleet must not retry every few seconds
-    // while the authority is down); a new set of addresses is tried at once.
-    let mut publish_failures: u32 = 0;
-    let mut publish_hold: Option<(Vec<std::net::IpAddr>, i64)> = None;
-    let mut hosts_written: Option<String> = None;
+    let mut reloads = app.watch_reloads();
+    let mut under: Option<boxapi_core::config::Enrol> = None;
+    let mut p = Publication::default();
     loop {
+        reloads.borrow_and_update();
         let snap = app.snapshot();
-        let Some(e) = snap.config.enrol.clone() else {
-            // `[enrol]` removed by a reload: look again later.
-            tokio::time::sleep(ADDRESS_CHECK).await;
+        if snap.config.enrol != under {
+            under = snap.config.enrol.clone();
+            p = Publication::default();
+            app.renewal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .restart();
+        }
+        let Some(e) = under.clone() else {
+            // Err: the sender is gone with the app; nothing left to follow.
+            if reloads.changed().await.is_err() {
+                return;
+            }
             continue;
         };
         let now = boxapi_core::time::unix_now() as i64;
@@ -155,9 +180,9 @@ async fn renew_certificate(app: Arc<App>) {
         let addrs = crate::lan::published_addrs(server, &crate::lan::interface_addrs());
         if let (Some(file), Some(name)) = (&e.hosts_file, &snap.box_name) {
             let lines = crate::enrol::hosts_lines(name, &addrs);
-            if hosts_written.as_deref() != Some(lines.as_str()) {
+            if p.hosts_written.as_deref() != Some(lines.as_str()) {
                 match crate::enrol::write_atomic(file, lines.as_bytes(), 0o644) {
-                    Ok(()) => hosts_written = Some(lines),
+                    Ok(()) => p.hosts_written = Some(lines),
                     Err(err) => log::event("hosts_file_error", &[("error", &err.to_string())]),
                 }
             }
@@ -192,7 +217,7 @@ async fn renew_certificate(app: Arc<App>) {
                         r.last_error = None;
                         r.ari = done.renew_after.map(|at| (done.not_after, at));
                     }
-                    published = Some(addrs);
+                    p.published = Some(addrs);
                     // New connections now get the new certificate; established ones keep theirs.
                     log::event(
                         "certificate_renewed",
@@ -219,23 +244,24 @@ async fn renew_certificate(app: Arc<App>) {
             }
             continue;
         }
-        let held = publish_hold
+        let held = p
+            .hold
             .as_ref()
             .is_some_and(|(tried, until)| *tried == addrs && now < *until);
-        if published.as_ref() != Some(&addrs) && !addrs.is_empty() && !held {
+        if p.published.as_ref() != Some(&addrs) && !addrs.is_empty() && !held {
             match crate::enrol::publish_addresses(&e, &addrs).await {
                 Ok(()) => {
                     log::event(
                         "addresses_published",
                         &[("count", &addrs.len().to_string())],
                     );
-                    publish_failures = 0;
-                    publish_hold = None;
-                    published = Some(addrs);
+                    p.failures = 0;
+                    p.hold = None;
+                    p.published = Some(addrs);
                 }
                 Err(err) => {
-                    let wait = crate::enrol::backoff(publish_failures, e.retry_min, e.retry_max);
-                    publish_failures = publish_failures.saturating_add(1);
+                    let wait = crate::enrol::backoff(p.failures, e.retry_min, e.retry_max);
+                    p.failures = p.failures.saturating_add(1);
                     log::event(
                         "addresses_not_published",
                         &[
@@ -243,12 +269,19 @@ async fn renew_certificate(app: Arc<App>) {
                             ("retry_in_s", &secs(wait).to_string()),
                         ],
                     );
-                    publish_hold = Some((addrs, now + secs(wait)));
+                    p.hold = Some((addrs, now + secs(wait)));
                 }
             }
         }
         let until_due = Duration::from_secs((due - now).max(1) as u64);
-        tokio::time::sleep(until_due.min(ADDRESS_CHECK)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(until_due.min(ADDRESS_CHECK)) => {}
+            changed = reloads.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -314,9 +347,8 @@ pub fn start(snapshot: Snapshot) -> Result<(Arc<App>, server::Bound), StartError
     // then in the background.
     app.wifi.refresh();
     app.wifi.start();
-    if app.snapshot().config.enrol.is_some() {
-        tokio::spawn(renew_certificate(app.clone()));
-    }
+    // Always: idle without `[enrol]`, it starts renewing when a reload brings one.
+    tokio::spawn(renew_certificate(app.clone()));
     let listeners = server::bind_initial(&app).map_err(StartError::Bind)?;
     if app.control.mode() == Mode::Disabled {
         log::event("disabled", &[("hint", "boxapi ctl enable")]);

@@ -3,7 +3,8 @@
 //! the operator's `boxapi-authority`, and a box on a LAN interface. The box enrols, serves the
 //! issued certificate under its own name (which Knot resolves to its LAN address) to a client that
 //! trusts Pebble's root only, renews by itself while a keep-alive connection opened before goes
-//! on, and keeps its certificate when the DNS server is down.
+//! on, and keeps its certificate when the DNS server is down. The renewal follows reloads:
+//! `[enrol]` brought, changed and removed by `ctl reload` start, redirect and stop it.
 mod common;
 use common::*;
 use rustls::pki_types::pem::PemObject;
@@ -447,7 +448,8 @@ ttl = 60
         );
     }
 
-    // 2. The box serves it under its own name; renewal made due a few seconds from now.
+    // 2. The box serves it under its own name once `[enrol]` is reloaded in; renewal made due a
+    // few seconds from now.
     let (nb, na) = {
         let text = sh(&format!(
             "openssl x509 -noout -startdate -enddate -in {}",
@@ -468,9 +470,58 @@ ttl = 60
         (parse("notBefore="), parse("notAfter="))
     };
     let fraction = (now() as f64 + 8.0 - nb) / (na - nb);
-    std::fs::write(&cfg_path, box_config(fraction)).unwrap();
+    let enrolled = box_config(fraction);
+    let no_enrol = {
+        let (from, to) = (
+            enrolled.find("[enrol]").unwrap(),
+            enrolled.find("[metrics]").unwrap(),
+        );
+        format!("{}{}", &enrolled[..from], &enrolled[to..])
+    };
+    let reload_with = |d: &Daemon, text: &str| {
+        std::fs::write(&cfg_path, text).unwrap();
+        let (code, out, err) = d.ctl(&["reload"]);
+        assert_eq!(code, 0, "reload: {out}{err}");
+    };
+
+    // The renewal follows reloads: a daemon started without `[enrol]` has none...
+    std::fs::write(&cfg_path, &no_enrol).unwrap();
     let boxd = Daemon::start_in(box_dir.clone(), &[]);
     assert_eq!(boxd.addr.ip().to_string(), lan_ip);
+    let st = status_json(&boxd);
+    assert!(
+        st["cert_renew_at"].is_null() && st["cert_name"].is_null(),
+        "{st}"
+    );
+    // ...and starts one when a reload brings `[enrol]`: here at once (due), against an authority
+    // that is not there, which earns an hour of backoff.
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let unreachable = enrolled
+        .replace(
+            &format!("127.0.0.1:{}\"", authority.addr.port()),
+            &format!("127.0.0.1:{nobody}\""),
+        )
+        .replace(
+            &format!("renew_fraction = {fraction:e}"),
+            "renew_fraction = 1e-9",
+        )
+        .replace(
+            "retry_min_secs = 1\nretry_max_secs = 2",
+            "retry_min_secs = 3600\nretry_max_secs = 7200",
+        );
+    assert_ne!(unreachable, enrolled);
+    reload_with(&boxd, &unreachable);
+    assert!(
+        wait_for(Duration::from_secs(10), || status_json(&boxd)
+            ["cert_last_error"]
+            .is_string()),
+        "no renewal after [enrol] came with a reload: {}",
+        boxd.log_text()
+    );
     let token = fixtures().a.token("a", "access counters");
     let (mut old, first_leaf) = open(boxd.addr, &name, &client);
     assert_eq!(
@@ -480,10 +531,18 @@ ttl = 60
     );
     let r = keep_alive_get(&mut old, &name, "/v1/access", &token);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let st = status_json(&boxd);
-    assert_eq!(st["cert_name"], name.as_str());
-    assert!(st["cert_renew_at"].is_string(), "{st}");
-    assert!(st["cert_last_error"].is_null(), "{st}");
+    // The right authority by another reload: the new values apply at once, the hour of backoff
+    // earned under the old ones does not hold them back (renewal due a few seconds from now).
+    reload_with(&boxd, &enrolled);
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            let st = status_json(&boxd);
+            st["cert_renew_at"].is_string() && st["cert_last_error"].is_null()
+        }),
+        "{}",
+        status_json(&boxd)
+    );
+    assert_eq!(status_json(&boxd)["cert_name"], name.as_str());
     // Another name is still refused (DNS-rebinding defence).
     let (mut other, _) = open(boxd.addr, &name, &client);
     let r = keep_alive_get(&mut other, "evil.example", "/v1/access", &token);
@@ -539,4 +598,25 @@ ttl = 60
         keep_alive_get(&mut after, &name, "/v1/access", &token).status,
         200
     );
+
+    // 5. `[enrol]` removed by a reload: the renewal stops (no schedule, no error in status, no
+    // further attempt although the last one failed and its 1-2 s backoff is long over).
+    reload_with(&boxd, &no_enrol);
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            let st = status_json(&boxd);
+            st["cert_renew_at"].is_null() && st["cert_last_error"].is_null()
+        }),
+        "{}",
+        status_json(&boxd)
+    );
+    let attempts = || {
+        boxd.log_text()
+            .matches("certificate_renewal_failed")
+            .count()
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let before = attempts();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(attempts(), before, "{}", boxd.log_text());
 }

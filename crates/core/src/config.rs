@@ -94,7 +94,7 @@ pub enum LocatorConfig {
 }
 
 /// `[enrol]`: how the box obtains and renews its own publicly trusted certificate (contract §10).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Enrol {
     /// Base URL of the operator's authority; the box posts to `{authority}/v1/enrol`.
     pub authority: String,
