@@ -121,7 +121,8 @@ fn status(app: &App) -> Value {
         let (issuing, account) = app.issuer.status();
         json!({ "zone": e.zone, "acme_directory": e.acme.directory_url,
                 "acme_account": account, "dns_server": e.dns.server.to_string(),
-                "issuing": issuing })
+                "issuing": issuing, "max_issuances_per_device": e.limit.max,
+                "issuance_window_days": e.limit.window.as_secs() / 86_400 })
     });
     json!({
         "ok": true,

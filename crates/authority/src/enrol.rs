@@ -4,8 +4,11 @@
 //! The caller is a box authenticated by its device certificate (mutual TLS, verified against
 //! `[enrolment] device_ca` and its CRLs by the listener). Its name is derived from that
 //! certificate's key (`boxapi_core::names::box_name`), never taken from the request. Everything
-//! the request carries is checked before anything changes; then the DNS records, then ACME.
+//! the request carries is checked before anything changes; then the device's issuance limit (in
+//! the shared store), then the DNS records, then ACME.
 use crate::acme::{self, AcmeSettings, Blame, DnsSettings, Eab, Tsig};
+use crate::app::App;
+use crate::store::{Issuance, IssuanceTicket, StoreError};
 use boxapi_core::config::{Config, Problem};
 use boxapi_core::{b64, log, names};
 use hickory_proto::dnssec::rdata::tsig::TsigAlgorithm;
@@ -40,6 +43,15 @@ pub struct Settings {
     /// Verifies device certificates (device CA, CRLs); lets clients without one through, for
     /// `/v1/token`.
     pub verifier: Arc<dyn ClientCertVerifier>,
+    pub limit: IssuanceLimit,
+}
+
+/// How many certificates one device may get: `[acme] max_issuances_per_device` within a rolling
+/// `issuance_window_days`, renewals included.
+#[derive(Debug, Clone, Copy)]
+pub struct IssuanceLimit {
+    pub max: u32,
+    pub window: Duration,
 }
 
 fn file_problem(problems: &mut Vec<Problem>, key: &str, path: &Path, why: impl std::fmt::Display) {
@@ -267,6 +279,10 @@ impl Settings {
             acme,
             dns,
             verifier: verifier?,
+            limit: IssuanceLimit {
+                max: a.max_issuances_per_device,
+                window: a.issuance_window,
+            },
         })
     }
 }
@@ -388,10 +404,10 @@ fn parse_json(body: &[u8]) -> Result<serde_json::Map<String, Value>, Refusal> {
     }
 }
 
-/// `POST /v1/enrol` for the device named `name`, once the body has arrived: checks, DNS update,
-/// issuance.
+/// `POST /v1/enrol` for the device named `name`, once the body has arrived: checks, the device's
+/// issuance limit, DNS update, issuance.
 pub async fn enrol(
-    issuer: &acme::Issuer,
+    app: &App,
     settings: &Settings,
     name: &str,
     body: &[u8],
@@ -408,40 +424,108 @@ pub async fn enrol(
 
     // One enrolment at a time per name, claimed before waiting for a slot: a device cannot take
     // every slot, nor queue requests for them.
-    let Some(_claim) = issuer.claim(name) else {
-        return Err(Refusal {
-            retry_after: Some(BUSY_RETRY_AFTER),
-            ..refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
-                "Busy",
-                "an enrolment for this name is already under way; retry later",
-            )
-        });
+    let Some(_claim) = app.issuer.claim(name) else {
+        return Err(busy(
+            "an enrolment for this name is already under way; retry later",
+        ));
     };
-    let Some(_slot) = issuer.slot(SLOT_WAIT).await else {
-        return Err(Refusal {
-            retry_after: Some(BUSY_RETRY_AFTER),
-            ..refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
-                "Busy",
-                "every issuance slot is taken; retry later",
-            )
-        });
+    // Counted before the slot wait, so a device past its limit is refused at once.
+    let ticket = reserve_issuance(app, &settings.limit, name).await?;
+    let issued = async {
+        let Some(_slot) = app.issuer.slot(SLOT_WAIT).await else {
+            return Err(busy("every issuance slot is taken; retry later"));
+        };
+        acme::dns::update_addresses(&settings.dns, name, &addresses)
+            .await
+            .map_err(|e| upstream(&e))?;
+        app.issuer
+            .issue(&settings.acme, &settings.dns, &csr, name)
+            .await
+            .map_err(|e| upstream(&e))
+    }
+    .await;
+    // A failure gave no certificate: it does not count. (A request cut off midway stays
+    // counted: the CA may have issued, and a box must not be able to hide issuances so.)
+    let issued = match issued {
+        Ok(issued) => issued,
+        Err(refusal) => {
+            release_issuance(app, name, ticket).await;
+            return Err(refusal);
+        }
     };
-    acme::dns::update_addresses(&settings.dns, name, &addresses)
-        .await
-        .map_err(|e| upstream(&e))?;
-    let issued = issuer
-        .issue(&settings.acme, &settings.dns, &csr, name)
-        .await
-        .map_err(|e| upstream(&e))?;
     Ok(json!({
         "name": name,
         "chain": issued.chain,
         "renew_after": issued.renew_after.map(boxapi_core::time::rfc3339),
     }))
+}
+
+fn busy(detail: &str) -> Refusal {
+    Refusal {
+        retry_after: Some(BUSY_RETRY_AFTER),
+        ..refuse(StatusCode::SERVICE_UNAVAILABLE, "busy", "Busy", detail)
+    }
+}
+
+/// Records a store failure (metrics, log); the caller answers 503 or keeps the count, never an
+/// uncounted issuance.
+fn store_failed(app: &App, op: &'static str, e: &StoreError) {
+    app.metrics.store_error(op, e);
+    log::event("store_error", &[("op", op), ("error", &e.to_string())]);
+}
+
+/// Counts one issuance for `name`, or refuses: `429 rate_limited` past the limit, `503` when the
+/// store cannot say.
+async fn reserve_issuance(
+    app: &App,
+    limit: &IssuanceLimit,
+    name: &str,
+) -> Result<IssuanceTicket, Refusal> {
+    let window = limit.window.as_secs();
+    let now = boxapi_core::time::unix_now();
+    match app
+        .store
+        .reserve_issuance(name, limit.max, window, now)
+        .await
+    {
+        Ok(Issuance::Reserved(ticket)) => Ok(ticket),
+        Ok(Issuance::LimitReached(retry)) => Err(Refusal {
+            retry_after: Some(u32::try_from(retry.0).unwrap_or(u32::MAX)),
+            ..refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "Too many certificates for this device",
+                format!(
+                    "this device has reached the operator's limit of {} certificates per {} days \
+                     (renewals included); the next one can be issued in {} s",
+                    limit.max,
+                    window / 86_400,
+                    retry.0
+                ),
+            )
+        }),
+        Err(e) => {
+            store_failed(app, "reserve_issuance", &e);
+            Err(Refusal {
+                retry_after: Some(u32::try_from(e.retry_after_secs()).unwrap_or(u32::MAX)),
+                ..refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "Temporarily unavailable",
+                    "certificate issuance is briefly unavailable (its shared state cannot be \
+                     reached); retry after the Retry-After delay",
+                )
+            })
+        }
+    }
+}
+
+/// Uncounts an issuance that failed; if the store cannot be told, it stays counted (the safe
+/// side: the device waits longer, the CA is never asked more).
+async fn release_issuance(app: &App, name: &str, ticket: IssuanceTicket) {
+    if let Err(e) = app.store.release_issuance(name, ticket).await {
+        store_failed(app, "release_issuance", &e);
+    }
 }
 
 /// `POST /v1/address`: the A/AAAA records of the device named `name`, nothing else.

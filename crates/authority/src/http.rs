@@ -203,7 +203,7 @@ async fn route(
             name = enrol::device_name(settings, device)?;
             let body = read_json_body(req).await?;
             if enrolling {
-                enrol::enrol(&app.issuer, settings, &name, &body).await
+                enrol::enrol(app, settings, &name, &body).await
             } else {
                 enrol::address(settings, &name, &body).await
             }

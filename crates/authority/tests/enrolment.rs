@@ -261,9 +261,14 @@ struct Authority {
 
 impl Authority {
     fn start(dir: &Path) -> Authority {
+        Authority::start_with(dir, "authority.toml")
+    }
+
+    /// `boxapi-authority serve` with the configuration file `config` of `dir`.
+    fn start_with(dir: &Path, config: &str) -> Authority {
         let mut child = Command::new(env!("CARGO_BIN_EXE_boxapi-authority"))
             .args(["serve", "--config"])
-            .arg(dir.join("authority.toml"))
+            .arg(dir.join(config))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -511,7 +516,68 @@ ttl = 30
         knot = field.get("KNOT_ADDR"),
         tsig_name = field.get("TSIG_NAME"),
     );
-    std::fs::write(dir.join("authority.toml"), text).unwrap();
+    std::fs::write(dir.join("authority.toml"), &text).unwrap();
+    std::fs::write(dir.join("base.toml"), text).unwrap();
+}
+
+/// The configuration `write_config` wrote last, saved as `file` with `acme` lines added to `[acme]`
+/// and each `(from, to)` replaced.
+fn config_variant(dir: &Path, file: &str, acme: &str, replace: &[(&str, &str)]) {
+    let mut text = std::fs::read_to_string(dir.join("base.toml"))
+        .unwrap()
+        .replace("\n[dns]\n", &format!("{acme}\n[dns]\n"));
+    for (from, to) in replace {
+        assert!(text.contains(from), "{from} not in the configuration");
+        text = text.replace(from, to);
+    }
+    std::fs::write(dir.join(file), text).unwrap();
+}
+
+/// A throw-away `redis-server` (loopback, free port, no persistence), killed when dropped.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (make deps installs it)");
+        let until = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < until, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis { child, port }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `Retry-After` of a reply, in seconds.
+fn retry_after(r: &Reply) -> u64 {
+    r.head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("retry-after")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no Retry-After: {r:?}"))
 }
 
 /// Checks an issued chain: the leaf names exactly `name`, carries the CSR's key, and verifies to
@@ -1046,4 +1112,151 @@ tsig_secret_file = "tsig.key"
         assert!(stderr.contains(want), "{want} missing from:\n{stderr}");
     }
     assert_eq!(stderr.lines().count(), 6, "{stderr}");
+}
+
+const WEEK: u64 = 7 * 86_400;
+const ONE: &str = "max_issuances_per_device = 1";
+/// Nothing listens on port 1: the DNS update fails at once, after the issuance was counted.
+const NO_DNS: &str = "server = \"127.0.0.1:1\"";
+
+/// What the limit tests start from: the field, devices a and b with an enrolment body each, the
+/// configuration against Pebble (`base.toml`), and its `[dns] server` line.
+struct LimitSetup {
+    dir: PathBuf,
+    /// Stops Knot and Pebble when the test ends.
+    _field: Field,
+    a: Device,
+    b: Device,
+    body_a: String,
+    body_b: String,
+    dns: String,
+}
+
+fn limit_setup(name: &str) -> LimitSetup {
+    let dir = temp_dir(name);
+    let field = Field::start(&dir);
+    let pki = Pki::new(&dir);
+    let (a, b) = (
+        pki.device("dev-a", "device-ca", 10),
+        pki.device("dev-b", "device-ca", 11),
+    );
+    write_config(
+        &dir,
+        &field,
+        Acme {
+            directory: field.get("ACME_DIRECTORY"),
+            eab: None,
+        },
+    );
+    let body = |d: &Device, addr| enrol_body(&box_csr(&dir, &d.name, &d.name).0, &[addr]);
+    LimitSetup {
+        body_a: body(&a, "192.168.1.2"),
+        body_b: body(&b, "192.168.1.3"),
+        dns: format!("server = \"{}\"", field.get("KNOT_ADDR")),
+        dir,
+        _field: field,
+        a,
+        b,
+    }
+}
+
+/// A device past `[acme] max_issuances_per_device` gets `429 rate_limited` with `Retry-After`
+/// (until its oldest issuance leaves the window) and the CA is not asked; a failed issuance does
+/// not count; other devices are not affected; a reload changes the limit and keeps the counts.
+#[test]
+fn issuances_per_device_are_limited() {
+    let t0 = Instant::now();
+    let t = limit_setup("limit");
+    let (dir, a, body) = (&t.dir, &t.a, &t.body_a);
+    config_variant(dir, "authority.toml", ONE, &[(&t.dns, NO_DNS)]);
+    let auth = Authority::start(dir);
+    auth.enrol(a, body).assert_problem(502, "dns_update_failed");
+
+    config_variant(dir, "authority.toml", ONE, &[]);
+    assert_eq!(auth.control(r#"{"cmd":"reload"}"#)["ok"], true);
+    let r = auth.enrol(a, body);
+    assert_eq!(r.status, Some(200), "the failure did not count: {r:?}");
+    let started = Instant::now();
+    let r = auth.enrol(a, body);
+    let detail = r.assert_problem(429, "rate_limited");
+    assert!(
+        detail.contains("renewals included") && detail.contains("1 certificates per 7 days"),
+        "{detail}"
+    );
+    let wait = retry_after(&r);
+    assert!(
+        (WEEK - 60..=WEEK).contains(&wait),
+        "until the issuance leaves the window: {wait}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refused at once, without the CA"
+    );
+    let r = auth.enrol(&t.b, &t.body_b);
+    assert_eq!(r.status, Some(200), "other devices are not affected: {r:?}");
+
+    // A reload with a higher limit: the count stays, the new limit applies.
+    config_variant(dir, "authority.toml", "max_issuances_per_device = 2", &[]);
+    assert_eq!(auth.control(r#"{"cmd":"reload"}"#)["ok"], true);
+    let status = auth.control(r#"{"cmd":"status"}"#);
+    assert_eq!(
+        status["enrolment"]["max_issuances_per_device"], 2,
+        "{status}"
+    );
+    assert_eq!(status["enrolment"]["issuance_window_days"], 7, "{status}");
+    assert_eq!(auth.enrol(a, body).status, Some(200));
+    auth.enrol(a, body).assert_problem(429, "rate_limited");
+    let limited = auth
+        .log_lines()
+        .into_iter()
+        .filter(|l| l["event"] == "enrolment" && l["result"] == "rate_limited")
+        .count();
+    assert_eq!(limited, 2, "each refusal is logged");
+    eprintln!("issuances_per_device_are_limited: {:?}", t0.elapsed());
+}
+
+/// With the Redis store the limit holds across replicas: a device that got its certificate from
+/// one replica is refused by the other, and a failure at one is uncounted for both.
+#[test]
+fn issuance_limit_is_shared_by_replicas() {
+    let t0 = Instant::now();
+    let t = limit_setup("limit-redis");
+    let dir = &t.dir;
+    let redis = Redis::start();
+    let store = format!(
+        "\n[authority.store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{}/0\"\nkey_prefix = \"t:\"\n\n[enrolment]",
+        redis.port
+    );
+    let second = [
+        ("state_dir = \"state\"", "state_dir = \"state2\""),
+        (
+            "control_socket = \"control.sock\"",
+            "control_socket = \"control2.sock\"",
+        ),
+        ("\n[enrolment]", store.as_str()),
+        (t.dns.as_str(), t.dns.as_str()),
+    ];
+    config_variant(dir, "replica2.toml", ONE, &second);
+    config_variant(dir, "authority.toml", ONE, &second[2..]);
+    let r1 = Authority::start(dir);
+    let r = r1.enrol(&t.a, &t.body_a);
+    assert_eq!(r.status, Some(200), "{r:?}");
+    let r2 = Authority::start_with(dir, "replica2.toml");
+    let r = r2.enrol(&t.a, &t.body_a);
+    r.assert_problem(429, "rate_limited");
+    assert!(retry_after(&r) > WEEK - 60, "{r:?}");
+
+    // b fails at replica 2 (its DNS server is gone), then gets its certificate at replica 1.
+    let mut broken = second;
+    broken[3].1 = NO_DNS;
+    config_variant(dir, "replica2.toml", ONE, &broken);
+    drop(r2);
+    let r2 = Authority::start_with(dir, "replica2.toml");
+    r2.enrol(&t.b, &t.body_b)
+        .assert_problem(502, "dns_update_failed");
+    let r = r1.enrol(&t.b, &t.body_b);
+    assert_eq!(r.status, Some(200), "the failure was uncounted: {r:?}");
+    r2.enrol(&t.b, &t.body_b)
+        .assert_problem(429, "rate_limited");
+    eprintln!("issuance_limit_is_shared_by_replicas: {:?}", t0.elapsed());
 }

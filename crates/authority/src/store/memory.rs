@@ -1,5 +1,8 @@
 //! The in-memory store: one authority, no network, bounded maps.
-use super::{hour_window, Admission, RetryAfterSecs, Single, StoreError, HOUR};
+use super::{
+    hour_window, in_window, Admission, Issuance, IssuanceTicket, RetryAfterSecs, Single,
+    StoreError, HOUR,
+};
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
@@ -9,6 +12,10 @@ use std::sync::{Mutex, MutexGuard};
 pub const MAX_JTI_PER_TOOL: usize = 100_000;
 /// Bound of the tables: one entry per tool, tools come from the registry.
 const MAX_TOOLS: usize = 10_000;
+/// Bound of the devices with issuances in the window: a fleet renewing every two months over a
+/// week-long window has about a tenth of its boxes there; past the bound, enrolments get 503
+/// (a larger fleet runs the Redis store).
+const MAX_DEVICES: usize = 1_000_000;
 
 #[derive(Default)]
 struct Inner {
@@ -16,6 +23,9 @@ struct Inner {
     jti: HashMap<String, HashMap<String, u64>>,
     /// tool → (window start, tokens issued in it).
     quota: HashMap<String, (u64, u32)>,
+    /// device → (when, ticket) of its certificate issuances, the old ones dropped lazily.
+    issued: HashMap<String, Vec<(u64, u64)>>,
+    last_ticket: u64,
 }
 
 pub struct MemoryStore {
@@ -52,7 +62,7 @@ impl MemoryStore {
             return Ok(Admission::PredatesStore);
         }
         let mut inner = self.lock();
-        let Inner { jti, quota } = &mut *inner;
+        let Inner { jti, quota, .. } = &mut *inner;
         if !quota.contains_key(tool) && quota.len() >= MAX_TOOLS {
             return Err(StoreError::Full(MAX_TOOLS));
         }
@@ -84,6 +94,49 @@ impl MemoryStore {
         }
         entry.1 += 1;
         Ok(Admission::Granted)
+    }
+}
+
+impl MemoryStore {
+    pub fn reserve_issuance(
+        &self,
+        device: &str,
+        limit: u32,
+        window: u64,
+        now: u64,
+    ) -> Result<Issuance, StoreError> {
+        let mut inner = self.lock();
+        let Inner {
+            issued,
+            last_ticket,
+            ..
+        } = &mut *inner;
+        if !issued.contains_key(device) && issued.len() >= MAX_DEVICES {
+            issued.retain(|_, list| {
+                list.retain(|&(at, _)| in_window(at, window, now));
+                !list.is_empty()
+            });
+            if issued.len() >= MAX_DEVICES {
+                return Err(StoreError::Full(MAX_DEVICES));
+            }
+        }
+        let list = issued.entry(device.to_owned()).or_default();
+        list.retain(|&(at, _)| in_window(at, window, now));
+        if list.len() >= limit as usize {
+            let oldest = list.iter().map(|&(at, _)| at).min().unwrap_or(now);
+            return Ok(Issuance::LimitReached(RetryAfterSecs(
+                oldest.saturating_add(window).saturating_sub(now).max(1),
+            )));
+        }
+        *last_ticket += 1;
+        list.push((now, *last_ticket));
+        Ok(Issuance::Reserved(IssuanceTicket(*last_ticket)))
+    }
+
+    pub fn release_issuance(&self, device: &str, ticket: IssuanceTicket) {
+        if let Some(list) = self.lock().issued.get_mut(device) {
+            list.retain(|&(_, t)| t != ticket.0);
+        }
     }
 }
 
@@ -147,6 +200,48 @@ mod tests {
         assert_eq!(
             m.admit("b", None, 1, T).expect("ok"),
             Admission::QuotaSpent(RetryAfterSecs(3500))
+        );
+    }
+
+    #[test]
+    fn issuances_per_device_in_a_rolling_window() {
+        const DAY: u64 = 86_400;
+        let m = MemoryStore::new(10, T);
+        let reserve = |dev, now| m.reserve_issuance(dev, 2, 7 * DAY, now).expect("room");
+        assert!(matches!(reserve("a.box", T), Issuance::Reserved(_)));
+        let Issuance::Reserved(second) = reserve("a.box", T + DAY) else {
+            panic!("the second is reserved")
+        };
+        // The third waits until the first leaves the window; refusals count nothing.
+        assert_eq!(
+            reserve("a.box", T + 2 * DAY),
+            Issuance::LimitReached(RetryAfterSecs(5 * DAY))
+        );
+        assert_eq!(
+            reserve("a.box", T + 2 * DAY),
+            Issuance::LimitReached(RetryAfterSecs(5 * DAY))
+        );
+        // Another device has its own count.
+        assert!(matches!(reserve("b.box", T), Issuance::Reserved(_)));
+        // A released (failed) issuance does not count.
+        m.release_issuance("a.box", second);
+        assert!(matches!(
+            reserve("a.box", T + 2 * DAY),
+            Issuance::Reserved(_)
+        ));
+        assert!(matches!(
+            reserve("a.box", T + 2 * DAY),
+            Issuance::LimitReached(_)
+        ));
+        // Rolling: a week after the first, its place is free again; the next waits for the one
+        // of two days later.
+        assert!(matches!(
+            reserve("a.box", T + 7 * DAY),
+            Issuance::Reserved(_)
+        ));
+        assert_eq!(
+            reserve("a.box", T + 7 * DAY),
+            Issuance::LimitReached(RetryAfterSecs(2 * DAY))
         );
     }
 }

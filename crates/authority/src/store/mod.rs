@@ -1,6 +1,7 @@
 //! The authority's run-time state (issue 15): single-use client-assertion `jti`s, per-tool hourly
-//! token quotas and run-time revocations, either in this process's memory (one authority) or in
-//! Redis (replicas behind a load balancer, no stickiness needed).
+//! token quotas, run-time revocations and each device's recent certificate issuances, either in
+//! this process's memory (one authority) or in Redis (replicas behind a load balancer, no
+//! stickiness needed).
 //!
 //! Every store error means "not checked": the token endpoint answers 503 with
 //! `Retry-After: StoreError::retry_after_secs()` and never issues a token it could not check.
@@ -48,6 +49,26 @@ pub enum Admission {
     PredatesStore,
     /// The tool's quota for the hour is spent: 429 with this `Retry-After`.
     QuotaSpent(RetryAfterSecs),
+}
+
+/// One certificate issuance counted against a device's limit, until the issuance fails and it is
+/// released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IssuanceTicket(pub(crate) u64);
+
+/// The store's answer to a device asking for a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Issuance {
+    /// Within the limit: counted now (release it if the issuance fails).
+    Reserved(IssuanceTicket),
+    /// The device had its `limit` certificates within the window: 429 with this `Retry-After`
+    /// (until the oldest of them leaves the window).
+    LimitReached(RetryAfterSecs),
+}
+
+/// Whether an issuance made at `at` still counts at `now`, in a rolling window of `window` s.
+pub(crate) fn in_window(at: u64, window: u64, now: u64) -> bool {
+    at.saturating_add(window) > now
 }
 
 /// Start of the fixed hour window containing `now` (unix seconds). Windows are aligned on the
@@ -114,6 +135,37 @@ impl Store {
         match self {
             Store::Memory(m) => m.admit(tool, single, limit_per_hour, now),
             Store::Redis(r) => r.admit(tool, single, limit_per_hour, now).await,
+        }
+    }
+
+    /// Counts one certificate issuance for `device` (its box name) if it had fewer than `limit`
+    /// within the last `window` seconds, in one atomic step (exact across replicas with Redis).
+    /// Refusals count nothing.
+    pub async fn reserve_issuance(
+        &self,
+        device: &str,
+        limit: u32,
+        window: u64,
+        now: u64,
+    ) -> Result<Issuance, StoreError> {
+        match self {
+            Store::Memory(m) => m.reserve_issuance(device, limit, window, now),
+            Store::Redis(r) => r.reserve_issuance(device, limit, window, now).await,
+        }
+    }
+
+    /// Uncounts a reserved issuance that did not produce a certificate.
+    pub async fn release_issuance(
+        &self,
+        device: &str,
+        ticket: IssuanceTicket,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                m.release_issuance(device, ticket);
+                Ok(())
+            }
+            Store::Redis(r) => r.release_issuance(device, ticket).await,
         }
     }
 

@@ -17,7 +17,9 @@
 //! shared memory began. When it is missing, Redis has lost its data: the first replica to notice
 //! sets a new epoch and re-seeds the revocations it last knew; assertions made before the epoch
 //! are refused, since their earlier use may have been forgotten.
-use super::{hour_window, Admission, RetryAfterSecs, Single, StoreError, HOUR};
+use super::{
+    hour_window, Admission, Issuance, IssuanceTicket, RetryAfterSecs, Single, StoreError, HOUR,
+};
 use boxapi_core::config::RedisConfig;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, RedisResult, Script, Value};
@@ -51,6 +53,23 @@ if single then redis.call('SET', KEYS[3], '1', 'EXAT', ARGV[4]) end
 redis.call('INCR', KEYS[1])
 redis.call('EXPIREAT', KEYS[1], ARGV[2])
 return 1
+"#;
+
+/// A device's certificate issuances in a rolling window, exact across replicas. KEYS: the
+/// device's sorted set (member: ticket, score: when), the ticket sequence. ARGV: now, window,
+/// limit. Answers {1, ticket} reserved, or {0, seconds until the oldest leaves the window}; a
+/// refusal adds nothing. The set expires a little after its newest entry leaves the window.
+const ISSUANCE_LUA: &str = r#"
+local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {0, math.max(1, tonumber(oldest[2]) + window - now)}
+end
+local ticket = redis.call('INCR', KEYS[2])
+redis.call('ZADD', KEYS[1], now, ticket)
+redis.call('EXPIREAT', KEYS[1], now + window + 300)
+return {1, ticket}
 "#;
 
 /// Reads the epoch and the revocations; when the epoch is missing, first sets it and re-seeds
@@ -90,6 +109,7 @@ struct Inner {
     prefix: String,
     response_timeout: Duration,
     admit: Script,
+    issuance: Script,
     sync: Script,
     /// The shared `ctl` revocations as last read (initially this replica's saved copy): what is
     /// saved in `state_dir` and re-seeded.
@@ -124,6 +144,11 @@ fn jti_key(prefix: &str, tool: &str, jti: &str) -> String {
 
 fn quota_key(prefix: &str, tool: &str, window: u64) -> String {
     format!("{prefix}quota:{}:{tool}:{window}", tool.len())
+}
+
+/// A box name is one DNS name: no separator can make two of them collide.
+fn issued_key(prefix: &str, device: &str) -> String {
+    format!("{prefix}issued:{device}")
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -209,6 +234,7 @@ impl RedisStore {
             prefix: settings.key_prefix.clone(),
             response_timeout: settings.response_timeout,
             admit: Script::new(ADMIT_LUA),
+            issuance: Script::new(ISSUANCE_LUA),
             sync: Script::new(SYNC_LUA),
             revoked_tx,
             registry: Mutex::new((-1, String::new())),
@@ -224,13 +250,7 @@ impl RedisStore {
     /// One round trip: readiness checks and start-up logs.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let cmd = redis::cmd("PING");
-        let _: Value = self
-            .inner
-            .call(|mut c| {
-                let cmd = &cmd;
-                async move { cmd.query_async(&mut c).await }
-            })
-            .await?;
+        let _: Value = self.inner.query(&cmd).await?;
         Ok(())
     }
 
@@ -258,13 +278,7 @@ impl RedisStore {
             None => inv.key(self.inner.key("jti:-")).arg(0).arg(0).arg(0),
         };
         for _ in 0..2 {
-            let answer: i64 = self
-                .inner
-                .call(|mut c| {
-                    let inv = &inv;
-                    async move { inv.invoke_async(&mut c).await }
-                })
-                .await?;
+            let answer: i64 = self.inner.invoke(&inv).await?;
             return Ok(match answer {
                 1 => Admission::Granted,
                 0 => Admission::Replayed,
@@ -289,6 +303,40 @@ impl RedisStore {
         ))
     }
 
+    pub async fn reserve_issuance(
+        &self,
+        device: &str,
+        limit: u32,
+        window: u64,
+        now: u64,
+    ) -> Result<Issuance, StoreError> {
+        let mut inv = self
+            .inner
+            .issuance
+            .key(issued_key(&self.inner.prefix, device));
+        inv.key(self.inner.key("issued-seq"))
+            .arg(now)
+            .arg(window)
+            .arg(limit);
+        let (reserved, value): (i64, u64) = self.inner.invoke(&inv).await?;
+        Ok(match reserved {
+            1 => Issuance::Reserved(IssuanceTicket(value)),
+            _ => Issuance::LimitReached(RetryAfterSecs(value.max(1))),
+        })
+    }
+
+    pub async fn release_issuance(
+        &self,
+        device: &str,
+        ticket: IssuanceTicket,
+    ) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("ZREM");
+        cmd.arg(issued_key(&self.inner.prefix, device))
+            .arg(ticket.0);
+        let _: i64 = self.inner.query(&cmd).await?;
+        Ok(())
+    }
+
     /// Adds or removes a tool in the shared set, then re-reads it so this replica's view changes
     /// at once (the others see it at their next poll). Synced first, so that a change made just
     /// after Redis lost its data is not undone by the re-seed.
@@ -296,13 +344,7 @@ impl RedisStore {
         self.inner.sync().await?;
         let mut cmd = redis::cmd(if revoked { "SADD" } else { "SREM" });
         cmd.arg(self.inner.key("revoked")).arg(tool);
-        let _: i64 = self
-            .inner
-            .call(|mut c| {
-                let cmd = &cmd;
-                async move { cmd.query_async(&mut c).await }
-            })
-            .await?;
+        let _: i64 = self.inner.query(&cmd).await?;
         self.inner.sync().await
     }
 
@@ -351,13 +393,7 @@ impl RedisStore {
         for k in keys {
             cmd.arg(self.inner.key(&format!("locate:{k}")));
         }
-        let found: Vec<Option<String>> = self
-            .inner
-            .call(|mut c| {
-                let cmd = &cmd;
-                async move { cmd.query_async(&mut c).await }
-            })
-            .await?;
+        let found: Vec<Option<String>> = self.inner.query(&cmd).await?;
         Ok(found.into_iter().flatten().next())
     }
 }
@@ -425,6 +461,21 @@ impl Inner {
         }
     }
 
+    /// One command, under `call`'s timeout and reconnection rules.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        self.call(|mut c| async move { cmd.query_async(&mut c).await })
+            .await
+    }
+
+    /// One script, under `call`'s timeout and reconnection rules.
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        self.call(|mut c| async move { inv.invoke_async(&mut c).await })
+            .await
+    }
+
     /// Reads the epoch and the revocations (re-seeding them if Redis lost its data).
     async fn sync(&self) -> Result<(), StoreError> {
         let mut inv = self.sync.key(self.key("epoch"));
@@ -438,12 +489,8 @@ impl Inner {
         for tool in self.revoked_tx.borrow().iter() {
             inv.arg(tool);
         }
-        let (epoch, set, reset, registry): (u64, BTreeSet<String>, i64, String) = self
-            .call(|mut c| {
-                let inv = &inv;
-                async move { inv.invoke_async(&mut c).await }
-            })
-            .await?;
+        let (epoch, set, reset, registry): (u64, BTreeSet<String>, i64, String) =
+            self.invoke(&inv).await?;
         if reset == 1 {
             boxapi_core::log::event(
                 "store_reset",

@@ -4,6 +4,7 @@
 use super::{valid_hostname, Problem, Section};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use toml::Table;
 
 #[derive(Clone, Debug)]
@@ -28,7 +29,19 @@ pub struct Acme {
     pub ca: Option<PathBuf>,
     /// External Account Binding key id and the file holding its MAC key (base64url).
     pub eab: Option<(String, PathBuf)>,
+    /// Certificates one device (one box name) may get within `issuance_window`, renewals
+    /// included: one box, buggy or compromised, must not spend the operator's whole allowance
+    /// at the CA (Let's Encrypt counts certificates per registered domain).
+    pub max_issuances_per_device: u32,
+    /// The rolling window of `max_issuances_per_device` (`issuance_window_days`).
+    pub issuance_window: Duration,
 }
+
+/// Defaults of `[acme] max_issuances_per_device` per `issuance_window_days`: a box renewing on
+/// schedule needs one certificate every few weeks; five a week leaves room for a reinstalled or
+/// repaired box and matches Let's Encrypt's own limit on duplicate certificates.
+const MAX_ISSUANCES_PER_DEVICE: u32 = 5;
+const ISSUANCE_WINDOW_DAYS: u32 = 7;
 
 #[derive(Clone, Debug)]
 pub struct Dns {
@@ -109,6 +122,13 @@ pub(super) fn parse_acme(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> 
         }
         _ => None,
     };
+    let max_issuances_per_device = s.int(
+        "max_issuances_per_device",
+        MAX_ISSUANCES_PER_DEVICE.into(),
+        1,
+        1000,
+    ) as u32;
+    let days = s.int("issuance_window_days", ISSUANCE_WINDOW_DAYS.into(), 1, 90) as u64;
     s.finish();
     Acme {
         directory,
@@ -116,6 +136,8 @@ pub(super) fn parse_acme(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> 
         contact,
         ca,
         eab,
+        max_issuances_per_device,
+        issuance_window: Duration::from_secs(days * 86_400),
     }
 }
 
@@ -226,7 +248,10 @@ mod tests {
         assert_eq!(d.tsig_algorithm, "hmac-sha256");
         assert_eq!(d.tsig_name, "boxapi-update");
         assert_eq!(d.ttl, 60);
-        assert!(c.acme.unwrap().eab.is_none());
+        let a = c.acme.unwrap();
+        assert!(a.eab.is_none());
+        assert_eq!(a.max_issuances_per_device, 5);
+        assert_eq!(a.issuance_window.as_secs(), 7 * 86_400);
     }
 
     #[test]
@@ -237,7 +262,10 @@ mod tests {
             .replace("mailto:ops@isp.example", "ops@isp.example")
             .replace("192.0.2.53:53", "dns.example")
             .replace("tsig_name", "tsig_algorithm = \"hmac-md5\"\ntsig_nam")
-            .replace("[acme]", "[acme]\neab_kid = \"kid-1\"\nretries = 3");
+            .replace(
+                "[acme]",
+                "[acme]\neab_kid = \"kid-1\"\nretries = 3\nmax_issuances_per_device = 0\nissuance_window_days = 91",
+            );
         let p = problems_of(&format!("{BASE}{bad}"));
         let joined = p.join("\n");
         for want in [
@@ -246,6 +274,8 @@ mod tests {
             "acme.contact:",
             "acme.eab_hmac_key_file: is required with eab_kid",
             "acme.retries: unknown key",
+            "acme.max_issuances_per_device:",
+            "acme.issuance_window_days:",
             "dns.server:",
             "dns.tsig_algorithm:",
             "dns.tsig_nam: unknown key",
@@ -253,7 +283,7 @@ mod tests {
         ] {
             assert!(joined.contains(want), "{want} not in:\n{joined}");
         }
-        assert_eq!(p.len(), 9, "{joined}");
+        assert_eq!(p.len(), 11, "{joined}");
     }
 
     #[test]
