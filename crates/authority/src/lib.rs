@@ -8,6 +8,7 @@ pub mod app;
 pub mod cli;
 pub mod control;
 pub mod enrol;
+pub mod enrol_settings;
 pub mod http;
 pub mod locator;
 pub mod metrics;

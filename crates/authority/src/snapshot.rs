@@ -1,7 +1,7 @@
 //! One immutable configuration of the authority: config, TLS identity, whom it trusts and the keys
 //! it signs with, the box locator. Built whole or not at all; swapped as an `Arc` on reload (the
 //! store is opened once, at start: its settings take effect at a restart).
-use crate::enrol::Settings;
+use crate::enrol_settings::Settings;
 use crate::locator::Locator;
 use boxapi_core::config::{self, Config, Problem, StoreConfig};
 use boxapi_core::trust::Trust;
