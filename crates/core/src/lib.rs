@@ -14,6 +14,7 @@ pub mod der;
 pub mod fair;
 pub mod files;
 pub mod guard;
+pub mod json;
 pub mod log;
 pub mod names;
 pub mod privs;

@@ -4,7 +4,6 @@
 //! connection, and a busy API costs one wake-up and one write per batch, not a thread hand-off
 //! per line. When the buffer is full the line is dropped and counted; the count is logged once
 //! room returns.
-use serde::Serialize;
 use serde_json::{Map, Value};
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -157,56 +156,73 @@ pub fn event(name: &str, fields: &[(&str, &str)]) {
     write_line(event_line(name, fields));
 }
 
-/// One access-log line, in the same shape as [`event`] lines (keys in the same, sorted order).
-#[derive(Serialize)]
-struct Access<'a> {
-    duration_us: u64,
-    event: &'static str,
-    method: &'a str,
-    path: &'a str,
-    status: u16,
-    time: String,
-    tool: Option<&'a str>,
-}
-
-/// One access-log line. No token, no key, no client address. Serialised from a struct (it is on
-/// every request's path: no map is built), escaped by serde_json.
+/// One access-log line. No token, no key, no client address. In the same shape as [`event`]
+/// lines (keys sorted); written with literal names (it is on every request's path), its strings
+/// escaped by serde_json (`crate::json`).
 pub fn access(tool: Option<&str>, method: &str, path: &str, status: u16, duration_us: u64) {
-    let entry = Access {
-        duration_us,
-        event: "access",
+    write_line(access_line(
+        tool,
         method,
         path,
         status,
-        time: crate::time::rfc3339_millis(SystemTime::now()),
-        tool,
-    };
+        duration_us,
+        &crate::time::rfc3339_millis(SystemTime::now()),
+    ));
+}
+
+fn access_line(
+    tool: Option<&str>,
+    method: &str,
+    path: &str,
+    status: u16,
+    duration_us: u64,
+    time: &str,
+) -> Vec<u8> {
+    use crate::json::{push_opt_str, push_str, push_u64};
     let mut line = Vec::with_capacity(160);
-    if serde_json::to_writer(&mut line, &entry).is_ok() {
-        line.push(b'\n');
-        write_line(line);
-    }
+    line.extend_from_slice(b"{\"duration_us\":");
+    push_u64(&mut line, duration_us);
+    line.extend_from_slice(b",\"event\":\"access\",\"method\":");
+    push_str(&mut line, method);
+    line.extend_from_slice(b",\"path\":");
+    push_str(&mut line, path);
+    line.extend_from_slice(b",\"status\":");
+    push_u64(&mut line, status.into());
+    line.extend_from_slice(b",\"time\":");
+    push_str(&mut line, time);
+    line.extend_from_slice(b",\"tool\":");
+    push_opt_str(&mut line, tool);
+    line.extend_from_slice(b"}\n");
+    line
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
-    fn access_lines_are_json_with_escaped_strings() {
-        let entry = Access {
-            duration_us: 5,
-            event: "access",
-            method: "GET",
-            path: "/a\"b\\c\n\u{1}é",
-            status: 200,
-            time: "t".into(),
-            tool: None,
-        };
-        let v: Value = serde_json::from_slice(&serde_json::to_vec(&entry).unwrap()).unwrap();
+    fn access_lines_are_json_with_escaped_strings_in_the_shape_of_event_lines() {
+        let line = access_line(None, "GET", "/a\"b\\c\n\u{1}é", 200, 5, "t");
+        assert_eq!(line.last(), Some(&b'\n'));
+        let v: Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(v["path"], "/a\"b\\c\n\u{1}é");
         assert_eq!(v["tool"], Value::Null);
         assert_eq!(v["event"], "access");
+        assert_eq!(v["duration_us"], 5);
+        assert_eq!(v["status"], 200);
+        // Byte for byte what serde_json writes for the same members (sorted, compact).
+        let line = access_line(
+            Some("speed\"test"),
+            "POST",
+            "/v1/token",
+            429,
+            17,
+            "2026-12-04T00:00:00.000Z",
+        );
+        let same = json!({"duration_us": 17, "event": "access", "method": "POST", "path": "/v1/token",
+            "status": 429, "time": "2026-12-04T00:00:00.000Z", "tool": "speed\"test"});
+        assert_eq!(line, format!("{same}\n").into_bytes());
     }
 
     #[test]

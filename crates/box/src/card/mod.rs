@@ -9,6 +9,7 @@ pub mod wifi;
 pub mod withhold;
 
 use boxapi_core::control::{Section, Sections};
+use boxapi_core::json;
 pub use layer::{merge, project, validate_layer, TECHNOLOGIES};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
@@ -65,26 +66,10 @@ fn member(out: &mut Vec<u8>, name: &str, withheld: bool) -> bool {
     !withheld
 }
 
-/// The card's `client`, serialized as it is (members sorted, as everywhere in the card).
-#[derive(serde::Serialize)]
-struct ClientMember<'a> {
-    connection: &'a str,
-    interface: Option<&'a str>,
-    link_kbps: Option<u64>,
-    wifi: Option<&'a Value>,
-}
-
 #[derive(serde::Serialize)]
 struct ByteCounts {
     rx_bytes: Option<u64>,
     tx_bytes: Option<u64>,
-}
-
-/// The card's `counters`: read for this request.
-#[derive(serde::Serialize)]
-struct CountersMember {
-    monotonic_us: u64,
-    wan: ByteCounts,
 }
 
 /// Where the card's values come from, for one request.
@@ -216,7 +201,8 @@ impl<'a> Sources<'a> {
     /// `GET /v1/access`, serialized: the layers' sections, then the terminal's `client` (its
     /// connection facts found once per connection, its Wi-Fi link from the last nl80211 view)
     /// and the counters read now. Each section the subscriber withholds is `null`, and
-    /// `withheld` names them. Members in the order serde_json writes an object's (sorted).
+    /// `withheld` names them. Members in the order serde_json writes an object's (sorted); the
+    /// per-request ones written with literal names (`boxapi_core::json`: this is the hot path).
     pub async fn access_card(&self, client: &sys::Client, withheld: Sections) -> Vec<u8> {
         let [box_, subscription, access, wifi] = &*self.projected().await;
         let mut client = client.clone();
@@ -230,18 +216,7 @@ impl<'a> Sources<'a> {
                 client.link_kbps = Some(*min);
             }
         }
-        let client = ClientMember {
-            connection: client.connection,
-            interface: client.interface.as_deref(),
-            link_kbps: client.link_kbps,
-            wifi: client_wifi.as_ref(),
-        };
-        let counters = CountersMember {
-            monotonic_us: boxapi_core::time::monotonic_us(),
-            wan: self.wan(),
-        };
         let withholds = |s| withheld.contains(s);
-        // Serializing into a Vec cannot fail (string keys, no I/O): the results are ignored.
         let mut out = Vec::with_capacity(1024);
         if member(&mut out, "access", withholds(Section::Access)) {
             out.extend_from_slice(access);
@@ -252,16 +227,32 @@ impl<'a> Sources<'a> {
             out.extend_from_slice(box_);
         }
         if member(&mut out, "client", withholds(Section::Client)) {
-            let _ = serde_json::to_writer(&mut out, &client);
+            out.extend_from_slice(b"{\"connection\":");
+            json::push_str(&mut out, client.connection);
+            out.extend_from_slice(b",\"interface\":");
+            json::push_opt_str(&mut out, client.interface.as_deref());
+            out.extend_from_slice(b",\"link_kbps\":");
+            json::push_opt_u64(&mut out, client.link_kbps);
+            out.extend_from_slice(b",\"wifi\":");
+            // Serializing a Value into a Vec cannot fail (string keys, no I/O).
+            let _ = serde_json::to_writer(&mut out, &client_wifi);
+            out.push(b'}');
         }
         if member(&mut out, "counters", withholds(Section::Counters)) {
-            let _ = serde_json::to_writer(&mut out, &counters);
+            let wan = self.wan();
+            out.extend_from_slice(b"{\"monotonic_us\":");
+            json::push_u64(&mut out, boxapi_core::time::monotonic_us());
+            out.extend_from_slice(b",\"wan\":{\"rx_bytes\":");
+            json::push_opt_u64(&mut out, wan.rx_bytes);
+            out.extend_from_slice(b",\"tx_bytes\":");
+            json::push_opt_u64(&mut out, wan.tx_bytes);
+            out.extend_from_slice(b"}}");
         }
         if member(&mut out, "subscription", withholds(Section::Subscription)) {
             out.extend_from_slice(subscription);
         }
         member(&mut out, "timestamp", false);
-        let _ = serde_json::to_writer(
+        json::push_str(
             &mut out,
             &boxapi_core::time::rfc3339_millis(SystemTime::now()),
         );
@@ -269,7 +260,7 @@ impl<'a> Sources<'a> {
             out.extend_from_slice(wifi);
         }
         member(&mut out, "withheld", false);
-        let _ = serde_json::to_writer(&mut out, &withheld.names());
+        json::push_str_array(&mut out, withheld.iter().map(Section::name));
         out.push(b'}');
         out
     }
@@ -290,12 +281,57 @@ mod tests {
     use super::*;
 
     fn card(src: &Sources<'_>, withheld: Sections) -> Value {
+        card_for(src, &sys::Client::unknown(), withheld)
+    }
+
+    fn card_for(src: &Sources<'_>, client: &sys::Client, withheld: Sections) -> Value {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let bytes = rt.block_on(src.access_card(&sys::Client::unknown(), withheld));
+        let bytes = rt.block_on(src.access_card(client, withheld));
         serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn the_per_request_members_are_json_whatever_the_interface_is_called() {
+        let sys = sys::Sys::with_root(std::path::Path::new("/nonexistent-boxapi-root"));
+        let projected = Projected::default();
+        let src = Sources {
+            sys: &sys,
+            wan_interface: Some("wan\"0"),
+            static_layer: &Value::Null,
+            file: None,
+            command: None,
+            wifi: None,
+            station_file: None,
+            station_command: None,
+            projected: &projected,
+        };
+        let client = sys::Client {
+            connection: "ethernet",
+            interface: Some("lan\\1\u{7}é".into()),
+            link_kbps: Some(1_000_000),
+            ..sys::Client::default()
+        };
+        let c = card_for(&src, &client, Sections::default());
+        assert_eq!(
+            c["client"],
+            json!({"connection": "ethernet", "interface": "lan\\1\u{7}é",
+                "link_kbps": 1_000_000, "wifi": null})
+        );
+        assert_eq!(
+            c["counters"]["wan"],
+            json!({"rx_bytes": null, "tx_bytes": null})
+        );
+        assert!(c["counters"]["monotonic_us"].as_u64().is_some());
+        let mut withheld = Sections::default();
+        withheld.insert(Section::Box);
+        let c = card_for(&src, &client, withheld);
+        assert_eq!(
+            (c["box"].clone(), c["withheld"].clone()),
+            (Value::Null, json!(["box"]))
+        );
     }
 
     #[test]
