@@ -166,7 +166,7 @@ pub fn access(tool: Option<&str>, method: &str, path: &str, status: u16, duratio
         path,
         status,
         duration_us,
-        &crate::time::rfc3339_millis(SystemTime::now()),
+        SystemTime::now(),
     ));
 }
 
@@ -176,7 +176,7 @@ fn access_line(
     path: &str,
     status: u16,
     duration_us: u64,
-    time: &str,
+    time: SystemTime,
 ) -> Vec<u8> {
     use crate::json::{push_opt_str, push_str, push_u64};
     let mut line = Vec::with_capacity(160);
@@ -188,8 +188,9 @@ fn access_line(
     push_str(&mut line, path);
     line.extend_from_slice(b",\"status\":");
     push_u64(&mut line, status.into());
-    line.extend_from_slice(b",\"time\":");
-    push_str(&mut line, time);
+    line.extend_from_slice(b",\"time\":\"");
+    crate::time::push_rfc3339_millis(&mut line, time);
+    line.push(b'"');
     line.extend_from_slice(b",\"tool\":");
     push_opt_str(&mut line, tool);
     line.extend_from_slice(b"}\n");
@@ -203,7 +204,7 @@ mod tests {
 
     #[test]
     fn access_lines_are_json_with_escaped_strings_in_the_shape_of_event_lines() {
-        let line = access_line(None, "GET", "/a\"b\\c\n\u{1}é", 200, 5, "t");
+        let line = access_line(None, "GET", "/a\"b\\c\n\u{1}é", 200, 5, SystemTime::now());
         assert_eq!(line.last(), Some(&b'\n'));
         let v: Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(v["path"], "/a\"b\\c\n\u{1}é");
@@ -218,10 +219,10 @@ mod tests {
             "/v1/token",
             429,
             17,
-            "2026-12-04T00:00:00.000Z",
+            std::time::UNIX_EPOCH + Duration::from_millis(1_764_806_400_007),
         );
         let same = json!({"duration_us": 17, "event": "access", "method": "POST", "path": "/v1/token",
-            "status": 429, "time": "2026-12-04T00:00:00.000Z", "tool": "speed\"test"});
+            "status": 429, "time": "2025-12-04T00:00:00.007Z", "tool": "speed\"test"});
         assert_eq!(line, format!("{same}\n").into_bytes());
     }
 

@@ -77,6 +77,14 @@ pub fn utc_parts(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
 
 /// RFC 3339 UTC with milliseconds, e.g. `2026-11-22T07:31:02.123Z`.
 pub fn rfc3339_millis(t: SystemTime) -> String {
+    let mut out = Vec::with_capacity(24);
+    push_rfc3339_millis(&mut out, t);
+    // Only ASCII digits and separators were written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends [`rfc3339_millis`]'s text (ASCII: a JSON string's content as it is).
+pub fn push_rfc3339_millis(out: &mut Vec<u8>, t: SystemTime) {
     let (secs, millis) = match t.duration_since(UNIX_EPOCH) {
         Ok(d) => (d.as_secs() as i64, d.subsec_millis()),
         Err(_) => (0, 0),
@@ -86,27 +94,27 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
     thread_local! {
         static SECOND: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
     }
+    let calendar = |secs| {
+        let (y, mo, d, h, mi, s) = utc_parts(secs);
+        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}")
+    };
     // `try_with`: a line logged from a destructor while this thread exits finds the cache gone
     // and is formatted whole instead of panicking.
     let cached = SECOND.try_with(|cell| {
         let mut cell = cell.borrow_mut();
         if cell.0 != secs {
-            let (y, mo, d, h, mi, s) = utc_parts(secs);
-            *cell = (secs, format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}"));
+            *cell = (secs, calendar(secs));
         }
-        let mut out = String::with_capacity(cell.1.len() + 5);
-        out.push_str(&cell.1);
-        out.push('.');
-        for div in [100, 10, 1] {
-            out.push(char::from(b'0' + (millis / div % 10) as u8));
-        }
-        out.push('Z');
-        out
+        out.extend_from_slice(cell.1.as_bytes());
     });
-    cached.unwrap_or_else(|_| {
-        let (y, mo, d, h, mi, s) = utc_parts(secs);
-        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{millis:03}Z")
-    })
+    if cached.is_err() {
+        out.extend_from_slice(calendar(secs).as_bytes());
+    }
+    let mut fraction = *b".000Z";
+    for (i, div) in [100, 10, 1].into_iter().enumerate() {
+        fraction[1 + i] = b'0' + (millis / div % 10) as u8;
+    }
+    out.extend_from_slice(&fraction);
 }
 
 /// RFC 3339 UTC without fractions, for dates such as a certificate's notAfter.

@@ -53,13 +53,11 @@ impl Inputs {
     }
 }
 
-/// Starts the card's next member; writes `null` for a withheld one and returns whether the value
-/// is still to be written.
-fn member(out: &mut Vec<u8>, name: &str, withheld: bool) -> bool {
-    out.push(if out.is_empty() { b'{' } else { b',' });
-    out.push(b'"');
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\":");
+/// Writes the card's next member's `head` (separator, quoted name, colon: one literal, this is
+/// the hot path), then `null` for a withheld one; returns whether the value is still to be
+/// written.
+fn member(out: &mut Vec<u8>, head: &'static [u8], withheld: bool) -> bool {
+    out.extend_from_slice(head);
     if withheld {
         out.extend_from_slice(b"null");
     }
@@ -218,15 +216,14 @@ impl<'a> Sources<'a> {
         }
         let withholds = |s| withheld.contains(s);
         let mut out = Vec::with_capacity(1024);
-        if member(&mut out, "access", withholds(Section::Access)) {
+        if member(&mut out, b"{\"access\":", withholds(Section::Access)) {
             out.extend_from_slice(access);
         }
-        member(&mut out, "api_version", false);
-        out.extend_from_slice(b"\"1.0\"");
-        if member(&mut out, "box", withholds(Section::Box)) {
+        out.extend_from_slice(b",\"api_version\":\"1.0\"");
+        if member(&mut out, b",\"box\":", withholds(Section::Box)) {
             out.extend_from_slice(box_);
         }
-        if member(&mut out, "client", withholds(Section::Client)) {
+        if member(&mut out, b",\"client\":", withholds(Section::Client)) {
             out.extend_from_slice(b"{\"connection\":");
             json::push_str(&mut out, client.connection);
             out.extend_from_slice(b",\"interface\":");
@@ -238,7 +235,7 @@ impl<'a> Sources<'a> {
             let _ = serde_json::to_writer(&mut out, &client_wifi);
             out.push(b'}');
         }
-        if member(&mut out, "counters", withholds(Section::Counters)) {
+        if member(&mut out, b",\"counters\":", withholds(Section::Counters)) {
             let wan = self.wan();
             out.extend_from_slice(b"{\"monotonic_us\":");
             json::push_u64(&mut out, boxapi_core::time::monotonic_us());
@@ -248,18 +245,21 @@ impl<'a> Sources<'a> {
             json::push_opt_u64(&mut out, wan.tx_bytes);
             out.extend_from_slice(b"}}");
         }
-        if member(&mut out, "subscription", withholds(Section::Subscription)) {
+        if member(
+            &mut out,
+            b",\"subscription\":",
+            withholds(Section::Subscription),
+        ) {
             out.extend_from_slice(subscription);
         }
-        member(&mut out, "timestamp", false);
-        json::push_str(
-            &mut out,
-            &boxapi_core::time::rfc3339_millis(SystemTime::now()),
-        );
-        if member(&mut out, "wifi", withholds(Section::Wifi)) {
+        member(&mut out, b",\"timestamp\":", false);
+        out.push(b'"');
+        boxapi_core::time::push_rfc3339_millis(&mut out, SystemTime::now());
+        out.push(b'"');
+        if member(&mut out, b",\"wifi\":", withholds(Section::Wifi)) {
             out.extend_from_slice(wifi);
         }
-        member(&mut out, "withheld", false);
+        member(&mut out, b",\"withheld\":", false);
         json::push_str_array(&mut out, withheld.iter().map(Section::name));
         out.push(b'}');
         out
