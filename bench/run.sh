@@ -76,19 +76,29 @@ box_idle=$(kb "$box_pid" VmRSS); nginx_idle=$(( $(kb "$nginx_pid" VmRSS) + $(kb 
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}'; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-# One wrk run; prints "rps p50_ms p99_ms peak_rss_kb".
+# CPU time (user + system, in clock ticks) a server process has used so far.
+ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
+TICK_HZ=$(getconf CLK_TCK)
+
+# One wrk run; prints "rps p50_ms p99_ms peak_rss_kb requests_per_cpu_second".
+# The last is the server's own CPU time per answer: on a shared machine (wrk itself takes one of
+# two cores) throughput follows whatever else runs, while the work a server does per request
+# does not, so that column is the steadier comparison (docs/performance.md).
 run() {
     local port=$1 pid=$2 conns=$3 close=$4
     echo 5 > /proc/"$pid"/clear_refs   # resets VmHWM: peak RSS of this run only
     local args=(-t2 -c"$conns" -d"$DURATION" --latency -H "Authorization: Bearer $token")
     [ "$close" = 1 ] && args+=(-H "Connection: close")
+    local t0; t0=$(ticks "$pid")
     local out; out=$(wrk "${args[@]}" "https://localhost:$port/v1/access")
-    local rps p50 p99
+    local used=$(( $(ticks "$pid") - t0 ))
+    local rps p50 p99 done
     rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
     p50=$(awk '$1 == "50%" {print $2}' <<<"$out" | to_ms)
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out" | to_ms)
+    done=$(awk '/requests in/ {print $1}' <<<"$out")
     if grep -q "Non-2xx" <<<"$out"; then echo "non-2xx answers: $out" >&2; exit 1; fi
-    echo "$rps $p50 $p99 $(kb "$pid" VmHWM)"
+    echo "$rps $p50 $p99 $(kb "$pid" VmHWM) $(awk -v n="$done" -v t="$used" -v hz="$TICK_HZ" 'BEGIN { if (t > 0) printf "%.0f", n / (t / hz); else print 0 }')"
 }
 
 declare -A R
@@ -105,7 +115,7 @@ scenario() {
         done
     done
     for server in boxapi nginx; do
-        for col in 1 2 3 4; do
+        for col in 1 2 3 4 5; do
             R[$name,$server,$col]=$(awk -v c=$col 'NF {print $c}' <<<"${rows[$server]}" | median)
         done
     done
@@ -139,6 +149,8 @@ flood_scenario() {
     wait "$flood_pid" 2>/dev/null || true
 }
 declare -A F
+# QUICK=1: the two rate scenarios only (for trying a change; `make bench` runs everything).
+if [ -z "${QUICK:-}" ]; then
 flood_scenario boxapi $box_port "$box_pid"
 flood_scenario nginx $nginx_port "$nginx_pid"
 
@@ -175,6 +187,8 @@ rss_after=$(kb "$box_pid" VmRSS)
 soak_growth=$(awk -v a="$rss_before" -v b="$rss_after" -v n="$soak_done" \
     'BEGIN { if (n > 0 && a > 0) printf "%.3f", (b - a) / a * 100 * 1000000 / n; else print "-" }')
 
+fi
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 line() { printf '%-46s %12s %12s %8s\n' "$1" "$2" "$3" "$(ratio "$2" "$3")"; }
 echo
@@ -195,13 +209,16 @@ line "keep-alive requests/s (32 conns)" "${R[keepalive,boxapi,1]}" "${R[keepaliv
 line "keep-alive p50 latency (ms)" "${R[keepalive,boxapi,2]}" "${R[keepalive,nginx,2]}"
 line "keep-alive p99 latency (ms)" "${R[keepalive,boxapi,3]}" "${R[keepalive,nginx,3]}"
 line "keep-alive peak RSS (kB)" "${R[keepalive,boxapi,4]}" "${R[keepalive,nginx,4]}"
+line "new-connection requests per server CPU-second" "${R[new,boxapi,5]}" "${R[new,nginx,5]}"
+line "keep-alive requests per server CPU-second" "${R[keepalive,boxapi,5]}" "${R[keepalive,nginx,5]}"
+line "idle RSS after start (kB; nginx: master+worker)" "$box_idle" "$nginx_idle"
+line "start-to-ready (ms)" "$box_ready" "$nginx_ready"
+[ -n "${QUICK:-}" ] && exit 0
 line "second terminal alone, requests/s (32 conns)" "${F[boxapi,normal]}" "${F[nginx,normal]}"
 line "flood (1000 conns) requests/s" "${F[boxapi,flood]}" "${F[nginx,flood]}"
 line "flood (1000 conns) peak RSS (kB)" "${F[boxapi,rss]}" "${F[nginx,rss]}"
 line "second terminal during the flood, requests/s" "${F[boxapi,second]}" "${F[nginx,second]}"
 line "second terminal during the flood, worst (ms)" "$box_second" "$nginx_second"
-line "idle RSS after start (kB; nginx: master+worker)" "$box_idle" "$nginx_idle"
-line "start-to-ready (ms)" "$box_ready" "$nginx_ready"
 echo
 for server in boxapi nginx; do
     echo "$server during the flood: serves $(ratio "${F[$server,flood]}" "${F[$server,normal]}")x its normal rate (goal >= 0.5); the second terminal gets $(ratio "${F[$server,second]}" "${F[$server,normal]}")x of its own"
