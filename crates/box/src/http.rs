@@ -135,7 +135,7 @@ impl Problem {
             status.as_u16(),
             &self.to_string(),
         );
-        let mut resp = json(status, problem::CONTENT_TYPE, body.to_string().into_bytes());
+        let mut resp = json(status, &PROBLEM_JSON, body.to_string().into_bytes());
         let h = resp.headers_mut();
         let mut set = |name: header::HeaderName, value: String| {
             // Built from constants and integers only, so always a valid header value.
@@ -166,12 +166,19 @@ impl Problem {
     }
 }
 
-fn json(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Body> {
+/// Header values of every response, validated once (`from_static` checks each byte when called
+/// at run time; a clone of a static one is a copy).
+static APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+static PROBLEM_JSON: HeaderValue = HeaderValue::from_static(problem::CONTENT_TYPE);
+static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+static NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
+
+fn json(status: StatusCode, content_type: &HeaderValue, body: Vec<u8>) -> Response<Body> {
     let len = body.len();
     let mut resp = Response::new(Either::Left(Full::new(Bytes::from(body))));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CONTENT_TYPE, content_type.clone());
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     resp
 }
@@ -307,7 +314,7 @@ async fn decide(
         STREAM_PATH => Route::Stream,
         authz::DISCOVERY_PATH if read_only => {
             let body = authz::discovery(&snap.config).to_string().into_bytes();
-            return Ok(json(StatusCode::OK, "application/json", body));
+            return Ok(json(StatusCode::OK, &APPLICATION_JSON, body));
         }
         authz::DISCOVERY_PATH => return Err(Problem::MethodNotAllowed(GET_HEAD)),
         _ if token_endpoint && req.method() == Method::POST => {
@@ -373,7 +380,7 @@ async fn decide(
         // Serializing a Value into a Vec cannot fail.
         serde_json::to_vec(&counters).unwrap_or_default()
     };
-    Ok(json(StatusCode::OK, "application/json", body))
+    Ok(json(StatusCode::OK, &APPLICATION_JSON, body))
 }
 
 /// `GET /v1/counters/stream`: checks the interval, takes the terminal's one stream, and answers
@@ -460,7 +467,7 @@ async fn token_request(
     ) {
         Ok(v) => Ok(json(
             StatusCode::OK,
-            "application/json",
+            &APPLICATION_JSON,
             v.to_string().into_bytes(),
         )),
         Err(e) => Ok(oauth_error(&e)),
@@ -469,11 +476,7 @@ async fn token_request(
 
 fn oauth_error(e: &authz::OAuthError) -> Response<Body> {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-    let mut resp = json(
-        status,
-        "application/json",
-        e.body().to_string().into_bytes(),
-    );
+    let mut resp = json(status, &APPLICATION_JSON, e.body().to_string().into_bytes());
     if let Some((name, value)) = e.header() {
         resp.headers_mut().insert(name, value);
     }
@@ -519,11 +522,8 @@ pub async fn handle(
         && !matches!(result, Err(Problem::PreflightRefused));
     let mut resp = result.unwrap_or_else(|p| p.response());
     let h = resp.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    h.insert(header::CACHE_CONTROL, NO_STORE.clone());
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone());
     if cors_allowed {
         if let Some(o) = req.headers().get(header::ORIGIN) {
             cors::add_response_headers(h, o);

@@ -38,7 +38,20 @@ impl Default for Sys {
 fn read_counter(f: &File) -> Option<u64> {
     let mut buf = [0u8; 32];
     let n = f.read_at(&mut buf, 0).ok()?;
-    std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
+    parse_counter(&buf[..n])
+}
+
+/// A sysfs counter: decimal digits and a newline. Read from the bytes (twice per card: no UTF-8
+/// check and no `str::parse` machinery); `None` on anything else or on overflow.
+fn parse_counter(text: &[u8]) -> Option<u64> {
+    let digits = text.trim_ascii();
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        let d = b.checked_sub(b'0').filter(|d| *d < 10)?;
+        n.checked_mul(10)?.checked_add(u64::from(d))
+    })
 }
 
 /// How the terminal that sent a request reaches the box.
@@ -340,6 +353,16 @@ impl Sys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_parse_as_decimal_digits_only() {
+        assert_eq!(parse_counter(b"0\n"), Some(0));
+        assert_eq!(parse_counter(b"18446744073709551615\n"), Some(u64::MAX));
+        assert_eq!(parse_counter(b"18446744073709551616\n"), None);
+        for bad in [&b""[..], b"\n", b"-1\n", b"+1", b"1 2", b"12a", b"\xff"] {
+            assert_eq!(parse_counter(bad), None, "{bad:?}");
+        }
+    }
 
     struct Tree(PathBuf);
     impl Tree {
