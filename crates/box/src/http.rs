@@ -173,13 +173,13 @@ static PROBLEM_JSON: HeaderValue = HeaderValue::from_static(problem::CONTENT_TYP
 static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 static NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 
+/// A whole JSON answer. Its `Content-Length` is written by hyper from the body's exact size (a
+/// header map entry less per request); `handle` sets it explicitly only for HEAD.
 fn json(status: StatusCode, content_type: &HeaderValue, body: Vec<u8>) -> Response<Body> {
-    let len = body.len();
     let mut resp = Response::new(Either::Left(Full::new(Bytes::from(body))));
     *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, content_type.clone());
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, content_type.clone());
     resp
 }
 
@@ -531,6 +531,10 @@ pub async fn handle(
     }
     if req.method() == Method::HEAD {
         // Same status and headers (Content-Length included) as GET, no body.
+        if let Some(len) = hyper::body::Body::size_hint(resp.body()).exact() {
+            resp.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
         *resp.body_mut() = empty();
     }
     let tool = tool

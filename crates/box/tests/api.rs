@@ -88,6 +88,9 @@ fn head_answers_like_get_without_body() {
     assert_eq!(head.status, 200);
     assert!(head.body.is_empty());
     assert_eq!(head.header("content-type"), get.header("content-type"));
+    // GET's Content-Length is hyper's, from the body's size; HEAD's is set from the same body.
+    let get_len: usize = get.header("content-length").unwrap().parse().unwrap();
+    assert_eq!(get_len, get.body.len());
     let len: usize = head.header("content-length").unwrap().parse().unwrap();
     assert!(
         (len as i64 - get.body.len() as i64).abs() <= 4,
