@@ -122,7 +122,8 @@ fn status(app: &App) -> Value {
         json!({ "zone": e.zone, "acme_directory": e.acme.directory_url,
                 "acme_account": account, "dns_server": e.dns.server.to_string(),
                 "issuing": issuing, "max_issuances_per_device": e.limit.max,
-                "issuance_window_days": e.limit.window.as_secs() / 86_400 })
+                "issuance_window_days": e.limit.window.as_secs() / 86_400,
+                "max_address_updates_per_hour": e.max_address_updates_per_hour })
     });
     json!({
         "ok": true,

@@ -4,12 +4,13 @@
 //! The caller is a box authenticated by its device certificate (mutual TLS, verified against
 //! `[enrolment] device_ca` and its CRLs by the listener). Its name is derived from that
 //! certificate's key (`boxapi_core::names::box_name`), never taken from the request. Everything
-//! the request carries is checked before anything changes; then the device's issuance limit (in
-//! the shared store), then the DNS records, then ACME.
+//! the request carries is checked before anything changes; then the device's issuance limit (or,
+//! for an address update, its address-update limit) in the shared store, then the DNS records,
+//! then ACME.
 use crate::acme::{self, Blame};
 use crate::app::App;
 use crate::enrol_settings::{IssuanceLimit, Settings};
-use crate::store::{Issuance, IssuanceTicket, StoreError};
+use crate::store::{AddressUpdate, Issuance, IssuanceTicket, RetryAfterSecs, StoreError, HOUR};
 use boxapi_core::{b64, log, names};
 use hyper::StatusCode;
 use serde_json::{json, Value};
@@ -214,6 +215,31 @@ fn store_failed(app: &App, op: &'static str, e: &StoreError) {
     log::event("store_error", &[("op", op), ("error", &e.to_string())]);
 }
 
+/// `429 rate_limited` with the `Retry-After` the store computed.
+fn rate_limited(title: &'static str, detail: String, retry: RetryAfterSecs) -> Refusal {
+    Refusal {
+        retry_after: Some(u32::try_from(retry.0).unwrap_or(u32::MAX)),
+        ..refuse(StatusCode::TOO_MANY_REQUESTS, "rate_limited", title, detail)
+    }
+}
+
+/// `503 temporarily_unavailable` when the store that counts `what` cannot say (recorded first).
+fn store_unavailable(app: &App, op: &'static str, e: &StoreError, what: &str) -> Refusal {
+    store_failed(app, op, e);
+    Refusal {
+        retry_after: Some(u32::try_from(e.retry_after_secs()).unwrap_or(u32::MAX)),
+        ..refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "Temporarily unavailable",
+            format!(
+                "{what} is briefly unavailable (its shared state cannot be reached); retry after \
+                 the Retry-After delay"
+            ),
+        )
+    }
+}
+
 /// Counts one issuance for `name`, or refuses: `429 rate_limited` past the limit, `503` when the
 /// store cannot say.
 async fn reserve_issuance(
@@ -229,34 +255,23 @@ async fn reserve_issuance(
         .await
     {
         Ok(Issuance::Reserved(ticket)) => Ok(ticket),
-        Ok(Issuance::LimitReached(retry)) => Err(Refusal {
-            retry_after: Some(u32::try_from(retry.0).unwrap_or(u32::MAX)),
-            ..refuse(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "Too many certificates for this device",
-                format!(
-                    "this device has reached the operator's limit of {} certificates per {} days \
-                     (renewals included); the next one can be issued in {} s",
-                    limit.max,
-                    window / 86_400,
-                    retry.0
-                ),
-            )
-        }),
-        Err(e) => {
-            store_failed(app, "reserve_issuance", &e);
-            Err(Refusal {
-                retry_after: Some(u32::try_from(e.retry_after_secs()).unwrap_or(u32::MAX)),
-                ..refuse(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
-                    "Temporarily unavailable",
-                    "certificate issuance is briefly unavailable (its shared state cannot be \
-                     reached); retry after the Retry-After delay",
-                )
-            })
-        }
+        Ok(Issuance::LimitReached(retry)) => Err(rate_limited(
+            "Too many certificates for this device",
+            format!(
+                "this device has reached the operator's limit of {} certificates per {} days \
+                 (renewals included); the next one can be issued in {} s",
+                limit.max,
+                window / 86_400,
+                retry.0
+            ),
+            retry,
+        )),
+        Err(e) => Err(store_unavailable(
+            app,
+            "reserve_issuance",
+            &e,
+            "certificate issuance",
+        )),
     }
 }
 
@@ -268,14 +283,62 @@ async fn release_issuance(app: &App, name: &str, ticket: IssuanceTicket) {
     }
 }
 
-/// `POST /v1/address`: the A/AAAA records of the device named `name`, nothing else.
-pub async fn address(settings: &Settings, name: &str, body: &[u8]) -> Result<Value, Refusal> {
+/// `POST /v1/address`: the A/AAAA records of the device named `name`, nothing else. Counted
+/// against `[dns] max_address_updates_per_hour` once the request is known good, before the DNS
+/// server is asked; an update the DNS server then refuses stays counted (it reached the server,
+/// which is what the limit spares).
+pub async fn address(
+    app: &App,
+    settings: &Settings,
+    name: &str,
+    body: &[u8],
+) -> Result<Value, Refusal> {
     let req = parse_json(body)?;
     let addresses = check_addresses(req.get("addresses").unwrap_or(&Value::Null))?;
+    let limit = settings.max_address_updates_per_hour;
+    let now = boxapi_core::time::unix_now();
+    match app.store.count_address_update(name, limit, HOUR, now).await {
+        Ok(AddressUpdate::Counted) => {}
+        Ok(AddressUpdate::LimitReached(retry)) => {
+            return Err(rate_limited(
+                "Too many address updates for this device",
+                format!(
+                    "this device has reached the operator's limit of {limit} address updates per \
+                     hour; the next one can be made in {} s",
+                    retry.0
+                ),
+                retry,
+            ))
+        }
+        Err(e) => {
+            return Err(store_unavailable(
+                app,
+                "count_address_update",
+                &e,
+                "address publication",
+            ))
+        }
+    }
     acme::dns::update_addresses(&settings.dns, name, &addresses)
         .await
         .map_err(|e| upstream(&e))?;
     Ok(json!({ "name": name, "addresses": addresses }))
+}
+
+/// The longest `POST /v1/enrol` may take once its body has arrived, from the bounds of each of
+/// its steps: the store's count (and, on failure, its release), the wait for an issuance slot,
+/// the A/AAAA update, the whole issuance, the withdrawal of its one challenge record (the order
+/// names one identifier) and the renewal-window (ARI) request after it. `store_call` bounds
+/// one store call. The listener must not cut an enrolment sooner: the issuance would stay
+/// counted and the box would get nothing.
+pub fn max_duration(settings: &Settings, store_call: Duration) -> Duration {
+    let (dns, acme) = (&settings.dns, &settings.acme);
+    store_call * 2
+        + SLOT_WAIT
+        + dns.request_timeout
+        + acme.total_timeout
+        + dns.request_timeout
+        + acme.request_timeout
 }
 
 /// The one log event of an enrolment or address update: name, result, duration; no key.

@@ -22,6 +22,9 @@ pub struct Settings {
     /// `/v1/token`.
     pub verifier: Arc<dyn ClientCertVerifier>,
     pub limit: IssuanceLimit,
+    /// `[dns] max_address_updates_per_hour`: `POST /v1/address` updates one device may send
+    /// within a rolling hour.
+    pub max_address_updates_per_hour: u32,
 }
 
 /// How many certificates one device may get: `[acme] max_issuances_per_device` within a rolling
@@ -261,6 +264,7 @@ impl Settings {
                 max: a.max_issuances_per_device,
                 window: a.issuance_window,
             },
+            max_address_updates_per_hour: d.max_address_updates_per_hour,
         })
     }
 }

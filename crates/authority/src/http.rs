@@ -205,7 +205,7 @@ async fn route(
             if enrolling {
                 enrol::enrol(app, settings, &name, &body).await
             } else {
-                enrol::address(settings, &name, &body).await
+                enrol::address(app, settings, &name, &body).await
             }
         }
         .await;
@@ -464,6 +464,21 @@ async fn token(
             }
         }
         Err(e) => refuse(e, RefusedReason::invalid_request),
+    }
+}
+
+/// How long the listener lets a request to `path` run (`general` for all but one route):
+/// `POST /v1/enrol` waits for a slot and for the CA, far longer than any other request, and is
+/// given what its own bounds add up to (body included) when that is more.
+pub fn time_limit(app: &App, path: &str, general: Duration) -> Duration {
+    if path != enrol::ENROL_PATH {
+        return general;
+    }
+    match &app.snapshot().enrolment {
+        Some(settings) => {
+            general.max(BODY_DEADLINE + enrol::max_duration(settings, app.store.call_limit()))
+        }
+        None => general,
     }
 }
 

@@ -11,7 +11,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -25,7 +25,8 @@ pub const HEAD: Duration = Duration::from_secs(10);
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// A kept-alive connection must start its next request within this time of the last answer.
 pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(5);
-/// One request, body and answer included (a client that never reads its answer is cut here).
+/// One request, body and answer included (a client that never reads its answer is cut here);
+/// `POST /v1/enrol` has its own, longer limit (`http::time_limit`).
 pub const REQUEST_LIMIT: Duration = Duration::from_secs(30);
 /// How often a connection's deadlines are looked at (phases change without a wake-up: a
 /// deadline is kept to within this).
@@ -55,11 +56,22 @@ pub fn bind(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
 /// Serves on `listeners` until `shutdown` completes, then lets open connections finish for
 /// `SHUTDOWN_GRACE`.
 pub async fn run(app: Arc<App>, listeners: Vec<TcpListener>, shutdown: impl Future<Output = ()>) {
+    run_with_request_limit(app, listeners, shutdown, REQUEST_LIMIT).await
+}
+
+/// [`run`] with `request_limit` in place of `REQUEST_LIMIT` (the enrolment route keeps its own
+/// limit when that is longer): tests show which routes are cut without waiting 30 s.
+pub async fn run_with_request_limit(
+    app: Arc<App>,
+    listeners: Vec<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+    request_limit: Duration,
+) {
     let mut tasks = Vec::new();
     for l in listeners {
         let local = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
         log::event("listening", &[("addr", &local), ("device", "")]);
-        tasks.push(tokio::spawn(accept_loop(app.clone(), l)));
+        tasks.push(tokio::spawn(accept_loop(app.clone(), l, request_limit)));
     }
     shutdown.await;
     for t in tasks {
@@ -79,13 +91,13 @@ pub async fn run(app: Arc<App>, listeners: Vec<TcpListener>, shutdown: impl Futu
     );
 }
 
-async fn accept_loop(app: Arc<App>, listener: TcpListener) {
+async fn accept_loop(app: Arc<App>, listener: TcpListener, request_limit: Duration) {
     loop {
         // Never waits for room: each connection is admitted (or closed) in its own task, so one
         // source's flood cannot hold others in the backlog.
         match listener.accept().await {
             Ok((stream, peer)) => {
-                tokio::spawn(connection(app.clone(), stream, peer));
+                tokio::spawn(connection(app.clone(), stream, peer, request_limit));
             }
             Err(e) => {
                 // Typically EMFILE: back off instead of spinning.
@@ -96,7 +108,7 @@ async fn accept_loop(app: Arc<App>, listener: TcpListener) {
     }
 }
 
-async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
+async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr, request_limit: Duration) {
     let accepted = Instant::now();
     // On the internet, a terminal is an IPv4 address or an IPv6 /64 (one subscriber's prefix).
     let Some(slot) = app.slots.admit(Terminal::of_internet_ip(peer.ip())).await else {
@@ -122,9 +134,15 @@ async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
         .map(|leaf| Arc::from(leaf.as_ref()));
     slot.set_phase(Phase::Idle);
     let served = Arc::new(AtomicBool::new(false));
-    let (svc_app, svc_slot, svc_served) = (app.clone(), slot.clone(), served.clone());
-    let svc = service_fn(move |req| {
+    // The limit of the request under way, in milliseconds: set before its Busy phase begins, so
+    // the loop below never judges a request by the previous one's limit.
+    let limit_ms = Arc::new(AtomicU64::new(millis(request_limit)));
+    let (svc_app, svc_slot, svc_served, svc_limit) =
+        (app.clone(), slot.clone(), served.clone(), limit_ms.clone());
+    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         svc_served.store(true, Ordering::Relaxed);
+        let limit = http::time_limit(&svc_app, req.uri().path(), request_limit);
+        svc_limit.store(millis(limit), Ordering::Relaxed);
         svc_slot.set_phase(Phase::Busy);
         let (app, slot, device) = (svc_app.clone(), svc_slot.clone(), device.clone());
         async move {
@@ -145,7 +163,7 @@ async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
             return; // closed to make room
         };
         let until = match phase {
-            Phase::Busy => since + REQUEST_LIMIT,
+            Phase::Busy => since + Duration::from_millis(limit_ms.load(Ordering::Relaxed)),
             _ if !served.load(Ordering::Relaxed) => first_head,
             _ => since + KEEP_ALIVE_IDLE,
         };
@@ -160,6 +178,10 @@ async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
             _ = slot.evicted() => return,
         }
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Scrapers are a handful of Prometheus servers: connections beyond this wait to be accepted.

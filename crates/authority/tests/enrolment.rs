@@ -326,38 +326,7 @@ impl Authority {
     /// POST `body` to `path` with curl, as the box holding `device` (or no client certificate).
     /// `None` when no HTTP answer came (the handshake was refused).
     fn post(&self, path: &str, device: Option<&Device>, ctype: &str, body: &str) -> Reply {
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let body_file = self.dir.join(format!("req-{n}.json"));
-        let out_file = self.dir.join(format!("resp-{n}"));
-        std::fs::write(&body_file, body).unwrap();
-        let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "--max-time", "60", "-X", "POST", "-D", "-"])
-            .arg("--cacert")
-            .arg(self.dir.join("operator-ca.pem"))
-            .args(["-H", &format!("Content-Type: {ctype}")])
-            .arg("--data-binary")
-            .arg(format!("@{}", body_file.display()))
-            .arg("-o")
-            .arg(&out_file);
-        if let Some(d) = device {
-            cmd.arg("--cert").arg(&d.cert).arg("--key").arg(&d.key);
-        }
-        let out = cmd
-            .arg(format!("https://127.0.0.1:{}{path}", self.addr.port()))
-            .output()
-            .unwrap();
-        let head = String::from_utf8_lossy(&out.stdout).to_string();
-        let status = head
-            .lines()
-            .next()
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|s| s.parse().ok());
-        Reply {
-            status: if out.status.success() { status } else { None },
-            head,
-            body: std::fs::read_to_string(&out_file).unwrap_or_default(),
-            curl_error: String::from_utf8_lossy(&out.stderr).to_string(),
-        }
+        post(&self.dir, self.addr, path, device, ctype, body)
     }
 
     fn enrol(&self, device: &Device, body: &str) -> Reply {
@@ -379,6 +348,51 @@ impl Drop for Authority {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// POST `body` to `path` of the authority at `addr` (its server certificate from the operator CA
+/// in `dir`) with curl, as the box holding `device` (or no client certificate). `None` when no
+/// HTTP answer came (the handshake was refused, or the connection was closed).
+fn post(
+    dir: &Path,
+    addr: SocketAddr,
+    path: &str,
+    device: Option<&Device>,
+    ctype: &str,
+    body: &str,
+) -> Reply {
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let body_file = dir.join(format!("req-{n}.json"));
+    let out_file = dir.join(format!("resp-{n}"));
+    std::fs::write(&body_file, body).unwrap();
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "60", "-X", "POST", "-D", "-"])
+        .arg("--cacert")
+        .arg(dir.join("operator-ca.pem"))
+        .args(["-H", &format!("Content-Type: {ctype}")])
+        .arg("--data-binary")
+        .arg(format!("@{}", body_file.display()))
+        .arg("-o")
+        .arg(&out_file);
+    if let Some(d) = device {
+        cmd.arg("--cert").arg(&d.cert).arg("--key").arg(&d.key);
+    }
+    let out = cmd
+        .arg(format!("https://127.0.0.1:{}{path}", addr.port()))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&out.stdout).to_string();
+    let status = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok());
+    Reply {
+        status: if out.status.success() { status } else { None },
+        head,
+        body: std::fs::read_to_string(&out_file).unwrap_or_default(),
+        curl_error: String::from_utf8_lossy(&out.stderr).to_string(),
     }
 }
 
@@ -450,17 +464,35 @@ struct Acme<'a> {
     eab: Option<(&'a str, &'a str)>,
 }
 
-/// The authority's configuration: token endpoint (required), `[enrolment]`, `[acme]`, `[dns]`.
+/// Where the authority's CA and DNS server are: the field's, or stand-ins.
+struct Upstream<'a> {
+    /// PEM trust anchors of the CA's HTTPS.
+    ca: &'a str,
+    /// The DNS server taking updates, `IP:port`.
+    dns: &'a str,
+    tsig_name: &'a str,
+    /// Base64.
+    tsig_secret: &'a str,
+}
+
+/// The authority's configuration against the field's Knot and `acme`.
 fn write_config(dir: &Path, field: &Field, acme: Acme<'_>) {
+    let upstream = Upstream {
+        ca: field.get("PEBBLE_LISTENER_CA"),
+        dns: field.get("KNOT_ADDR"),
+        tsig_name: field.get("TSIG_NAME"),
+        tsig_secret: field.get("TSIG_SECRET"),
+    };
+    write_config_for(dir, &upstream, acme);
+}
+
+/// The authority's configuration: token endpoint (required), `[enrolment]`, `[acme]`, `[dns]`.
+fn write_config_for(dir: &Path, upstream: &Upstream<'_>, acme: Acme<'_>) {
     if !dir.join("op.jwk").exists() {
         ed25519_jwk(dir, "op");
         ed25519_jwk(dir, "tool");
     }
-    std::fs::write(
-        dir.join("tsig.key"),
-        format!("{}\n", field.get("TSIG_SECRET")),
-    )
-    .unwrap();
+    std::fs::write(dir.join("tsig.key"), format!("{}\n", upstream.tsig_secret)).unwrap();
     let eab = match acme.eab {
         Some((kid, key)) => {
             std::fs::write(dir.join("eab.key"), key).unwrap();
@@ -512,9 +544,9 @@ tsig_secret_file = "tsig.key"
 ttl = 30
 "#,
         directory = acme.directory,
-        ca = field.get("PEBBLE_LISTENER_CA"),
-        knot = field.get("KNOT_ADDR"),
-        tsig_name = field.get("TSIG_NAME"),
+        ca = upstream.ca,
+        knot = upstream.dns,
+        tsig_name = upstream.tsig_name,
     );
     std::fs::write(dir.join("authority.toml"), &text).unwrap();
     std::fs::write(dir.join("base.toml"), text).unwrap();
@@ -1259,4 +1291,231 @@ fn issuance_limit_is_shared_by_replicas() {
     r2.enrol(&t.b, &t.body_b)
         .assert_problem(429, "rate_limited");
     eprintln!("issuance_limit_is_shared_by_replicas: {:?}", t0.elapsed());
+}
+
+/// `POST /v1/enrol` may take far longer than any other request (a slot, the CA's validation): the
+/// listener cuts other requests at the general limit, not an enrolment, whose limit is what its
+/// own bounds add up to. Run in process with a general limit of 1 s (30 s in production) against
+/// a DNS server that never answers (no field needed): the address update is cut at the general
+/// limit, the enrolment lives until its own DNS bound (5 s) fails it with a 502.
+#[test]
+fn enrolment_outlasts_the_general_request_limit() {
+    use boxapi_authority::{app::App, http, server, snapshot::Snapshot, store::Store};
+    let dir = temp_dir("request-limit");
+    let pki = Pki::new(&dir);
+    let a = pki.device("dev-a", "device-ca", 10);
+    // Connections are queued by the kernel and never accepted: updates get no answer.
+    let silent_dns = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dns = silent_dns.local_addr().unwrap().to_string();
+    let ca = dir.join("operator-ca.pem").display().to_string();
+    write_config_for(
+        &dir,
+        &Upstream {
+            ca: &ca,
+            dns: &dns,
+            tsig_name: "boxapi-update",
+            tsig_secret: &b64::std_encode(&[7; 32]),
+        },
+        Acme {
+            // Never reached: the DNS update comes first and fails.
+            directory: "https://127.0.0.1:1/dir",
+            eab: None,
+        },
+    );
+    let snapshot = Snapshot::load(&dir.join("authority.toml")).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (app, addr) = rt.block_on(async {
+        let listeners = server::bind(&snapshot.config.authority_listen).unwrap();
+        let addr = listeners[0].local_addr().unwrap();
+        let store = Store::open(
+            &snapshot.config.authority.store,
+            None,
+            Default::default(),
+            boxapi_core::time::unix_now(),
+        )
+        .unwrap();
+        let app = App::new(snapshot, Default::default(), store);
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        tokio::spawn(server::run_with_request_limit(
+            app.clone(),
+            listeners,
+            shutdown,
+            Duration::from_secs(1),
+        ));
+        (app, addr)
+    });
+
+    // The production limits: 30 s for every route but the enrolment's, which covers its slot
+    // wait and the whole issuance.
+    let settings = app.snapshot().enrolment.clone().unwrap();
+    for path in ["/v1/address", "/v1/token", "/v1/locate", "/nowhere"] {
+        assert_eq!(
+            http::time_limit(&app, path, server::REQUEST_LIMIT),
+            server::REQUEST_LIMIT,
+            "{path}"
+        );
+    }
+    let enrol_limit = http::time_limit(&app, "/v1/enrol", server::REQUEST_LIMIT);
+    assert!(
+        enrol_limit
+            > http::BODY_DEADLINE
+                + boxapi_authority::enrol::SLOT_WAIT
+                + settings.dns.request_timeout
+                + settings.acme.total_timeout,
+        "{enrol_limit:?}"
+    );
+
+    let started = Instant::now();
+    let r = post(
+        &dir,
+        addr,
+        "/v1/address",
+        Some(&a),
+        "application/json",
+        &json!({"addresses": ["192.168.1.2"]}).to_string(),
+    );
+    let took = started.elapsed();
+    assert_eq!(r.status, None, "cut without an answer: {r:?}");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(4),
+        "cut at the general limit (checked every second), before the DNS bound (5 s): {took:?}"
+    );
+
+    let (csr, _) = box_csr(&dir, "box-a", &a.name);
+    let started = Instant::now();
+    let r = post(
+        &dir,
+        addr,
+        "/v1/enrol",
+        Some(&a),
+        "application/json",
+        &enrol_body(&csr, &["192.168.1.2"]),
+    );
+    let took = started.elapsed();
+    let detail = r.assert_problem(502, "dns_update_failed");
+    assert!(detail.contains(&dns), "{detail}");
+    assert!(
+        took >= settings.dns.request_timeout,
+        "the enrolment ran to its own DNS bound, past the general limit: {took:?}"
+    );
+    let _ = stop.send(());
+    rt.shutdown_timeout(Duration::from_secs(1));
+    drop(silent_dns);
+}
+
+/// `POST /v1/address` with one address, as the box holding `device`.
+fn publish(auth: &Authority, device: &Device, ip: &str) -> Reply {
+    let body = json!({ "addresses": [ip] }).to_string();
+    auth.post("/v1/address", Some(device), "application/json", &body)
+}
+
+const HOUR: u64 = 3600;
+
+/// A device past `[dns] max_address_updates_per_hour` gets `429 rate_limited` with `Retry-After`
+/// (until its oldest update leaves the hour) and the DNS server is not asked; an update the DNS
+/// server could not take counts (the limit spares the server); other devices, and the device's
+/// certificates, have their own counts; a reload changes the limit and keeps the counts.
+#[test]
+fn address_updates_per_device_are_limited() {
+    let t0 = Instant::now();
+    let t = limit_setup("address-limit");
+    let (dir, a) = (&t.dir, &t.a);
+    let limit = |n: u32, server: &str| format!("{server}\nmax_address_updates_per_hour = {n}");
+    config_variant(dir, "authority.toml", "", &[(&t.dns, &limit(2, NO_DNS))]);
+    let auth = Authority::start(dir);
+    publish(&auth, a, "192.168.1.2").assert_problem(502, "dns_update_failed");
+
+    config_variant(dir, "authority.toml", "", &[(&t.dns, &limit(2, &t.dns))]);
+    assert_eq!(auth.control(r#"{"cmd":"reload"}"#)["ok"], true);
+    let r = publish(&auth, a, "192.168.1.4");
+    assert_eq!(r.status, Some(200), "{r:?}");
+    assert_eq!(t._field.dig(&a.name, "A"), ["192.168.1.4"]);
+    let r = publish(&auth, a, "192.168.1.5");
+    let detail = r.assert_problem(429, "rate_limited");
+    assert!(
+        detail.contains("limit of 2 address updates per hour"),
+        "{detail}"
+    );
+    let wait = retry_after(&r);
+    assert!(
+        (HOUR - 60..=HOUR).contains(&wait),
+        "until the first (failed) update leaves the hour: {wait}"
+    );
+    assert_eq!(
+        t._field.dig(&a.name, "A"),
+        ["192.168.1.4"],
+        "the DNS server was not asked"
+    );
+    let r = publish(&auth, &t.b, "192.168.1.6");
+    assert_eq!(r.status, Some(200), "other devices are not affected: {r:?}");
+    let r = auth.enrol(a, &t.body_a);
+    assert_eq!(r.status, Some(200), "certificates are counted apart: {r:?}");
+
+    // A reload with a higher limit: the count stays, the new limit applies.
+    config_variant(dir, "authority.toml", "", &[(&t.dns, &limit(3, &t.dns))]);
+    assert_eq!(auth.control(r#"{"cmd":"reload"}"#)["ok"], true);
+    let status = auth.control(r#"{"cmd":"status"}"#);
+    assert_eq!(
+        status["enrolment"]["max_address_updates_per_hour"], 3,
+        "{status}"
+    );
+    assert_eq!(publish(&auth, a, "192.168.1.7").status, Some(200));
+    publish(&auth, a, "192.168.1.8").assert_problem(429, "rate_limited");
+    assert_eq!(t._field.dig(&a.name, "A"), ["192.168.1.7"]);
+    let limited = auth
+        .log_lines()
+        .into_iter()
+        .filter(|l| l["event"] == "address_update" && l["result"] == "rate_limited")
+        .count();
+    assert_eq!(limited, 2, "each refusal is logged");
+    eprintln!("address_updates_per_device_are_limited: {:?}", t0.elapsed());
+}
+
+/// With the Redis store the address-update limit holds across replicas: updates through either
+/// replica count against the one limit.
+#[test]
+fn address_update_limit_is_shared_by_replicas() {
+    let t0 = Instant::now();
+    let t = limit_setup("address-limit-redis");
+    let dir = &t.dir;
+    let redis = Redis::start();
+    let store = format!(
+        "\n[authority.store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{}/0\"\nkey_prefix = \"t:\"\n\n[enrolment]",
+        redis.port
+    );
+    let dns = format!("{}\nmax_address_updates_per_hour = 2", t.dns);
+    let second = [
+        ("state_dir = \"state\"", "state_dir = \"state2\""),
+        (
+            "control_socket = \"control.sock\"",
+            "control_socket = \"control2.sock\"",
+        ),
+        ("\n[enrolment]", store.as_str()),
+        (t.dns.as_str(), dns.as_str()),
+    ];
+    config_variant(dir, "replica2.toml", "", &second);
+    config_variant(dir, "authority.toml", "", &second[2..]);
+    let r1 = Authority::start(dir);
+    let r2 = Authority::start_with(dir, "replica2.toml");
+    assert_eq!(publish(&r1, &t.a, "192.168.1.2").status, Some(200));
+    assert_eq!(publish(&r2, &t.a, "192.168.1.3").status, Some(200));
+    for replica in [&r1, &r2] {
+        let r = publish(replica, &t.a, "192.168.1.4");
+        r.assert_problem(429, "rate_limited");
+        assert!(retry_after(&r) > HOUR - 60, "{r:?}");
+    }
+    assert_eq!(t._field.dig(&t.a.name, "A"), ["192.168.1.3"]);
+    let r = publish(&r2, &t.b, "192.168.1.5");
+    assert_eq!(r.status, Some(200), "other devices are not affected: {r:?}");
+    eprintln!(
+        "address_update_limit_is_shared_by_replicas: {:?}",
+        t0.elapsed()
+    );
 }

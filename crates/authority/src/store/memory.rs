@@ -14,7 +14,8 @@ pub const MAX_JTI_PER_TOOL: usize = 100_000;
 const MAX_TOOLS: usize = 10_000;
 /// Bound of the devices with issuances in the window: a fleet renewing every two months over a
 /// week-long window has about a tenth of its boxes there; past the bound, enrolments get 503
-/// (a larger fleet runs the Redis store).
+/// (a larger fleet runs the Redis store). Address updates (an hour's window) have their own table
+/// under the same bound.
 const MAX_DEVICES: usize = 1_000_000;
 
 #[derive(Default)]
@@ -25,6 +26,8 @@ struct Inner {
     quota: HashMap<String, (u64, u32)>,
     /// device → (when, ticket) of its certificate issuances, the old ones dropped lazily.
     issued: HashMap<String, Vec<(u64, u64)>>,
+    /// device → (when, ticket) of its address updates, the same way.
+    address_updates: HashMap<String, Vec<(u64, u64)>>,
     last_ticket: u64,
 }
 
@@ -111,26 +114,7 @@ impl MemoryStore {
             last_ticket,
             ..
         } = &mut *inner;
-        if !issued.contains_key(device) && issued.len() >= MAX_DEVICES {
-            issued.retain(|_, list| {
-                list.retain(|&(at, _)| in_window(at, window, now));
-                !list.is_empty()
-            });
-            if issued.len() >= MAX_DEVICES {
-                return Err(StoreError::Full(MAX_DEVICES));
-            }
-        }
-        let list = issued.entry(device.to_owned()).or_default();
-        list.retain(|&(at, _)| in_window(at, window, now));
-        if list.len() >= limit as usize {
-            let oldest = list.iter().map(|&(at, _)| at).min().unwrap_or(now);
-            return Ok(Issuance::LimitReached(RetryAfterSecs(
-                oldest.saturating_add(window).saturating_sub(now).max(1),
-            )));
-        }
-        *last_ticket += 1;
-        list.push((now, *last_ticket));
-        Ok(Issuance::Reserved(IssuanceTicket(*last_ticket)))
+        reserve(issued, last_ticket, device, limit, window, now)
     }
 
     pub fn release_issuance(&self, device: &str, ticket: IssuanceTicket) {
@@ -138,6 +122,55 @@ impl MemoryStore {
             list.retain(|&(_, t)| t != ticket.0);
         }
     }
+
+    /// Counts one address update of `device` in its own rolling window (never released).
+    pub fn count_address_update(
+        &self,
+        device: &str,
+        limit: u32,
+        window: u64,
+        now: u64,
+    ) -> Result<Issuance, StoreError> {
+        let mut inner = self.lock();
+        let Inner {
+            address_updates,
+            last_ticket,
+            ..
+        } = &mut *inner;
+        reserve(address_updates, last_ticket, device, limit, window, now)
+    }
+}
+
+/// One more event for `device` in `table` if it had fewer than `limit` within the rolling
+/// `window`; the table stays within `MAX_DEVICES` (old entries are dropped first, then 503).
+fn reserve(
+    table: &mut HashMap<String, Vec<(u64, u64)>>,
+    last_ticket: &mut u64,
+    device: &str,
+    limit: u32,
+    window: u64,
+    now: u64,
+) -> Result<Issuance, StoreError> {
+    if !table.contains_key(device) && table.len() >= MAX_DEVICES {
+        table.retain(|_, list| {
+            list.retain(|&(at, _)| in_window(at, window, now));
+            !list.is_empty()
+        });
+        if table.len() >= MAX_DEVICES {
+            return Err(StoreError::Full(MAX_DEVICES));
+        }
+    }
+    let list = table.entry(device.to_owned()).or_default();
+    list.retain(|&(at, _)| in_window(at, window, now));
+    if list.len() >= limit as usize {
+        let oldest = list.iter().map(|&(at, _)| at).min().unwrap_or(now);
+        return Ok(Issuance::LimitReached(RetryAfterSecs(
+            oldest.saturating_add(window).saturating_sub(now).max(1),
+        )));
+    }
+    *last_ticket += 1;
+    list.push((now, *last_ticket));
+    Ok(Issuance::Reserved(IssuanceTicket(*last_ticket)))
 }
 
 #[cfg(test)]
@@ -242,6 +275,36 @@ mod tests {
         assert_eq!(
             reserve("a.box", T + 7 * DAY),
             Issuance::LimitReached(RetryAfterSecs(2 * DAY))
+        );
+    }
+
+    #[test]
+    fn address_updates_per_device_in_their_own_window() {
+        let m = MemoryStore::new(10, T);
+        let count = |dev, now| m.count_address_update(dev, 2, HOUR, now).expect("room");
+        assert!(matches!(count("a.box", T), Issuance::Reserved(_)));
+        assert!(matches!(count("a.box", T + 600), Issuance::Reserved(_)));
+        // The third waits until the first leaves the hour; refusals count nothing.
+        assert_eq!(
+            count("a.box", T + 1200),
+            Issuance::LimitReached(RetryAfterSecs(2400))
+        );
+        assert_eq!(
+            count("a.box", T + 1200),
+            Issuance::LimitReached(RetryAfterSecs(2400))
+        );
+        // Other devices, and the same device's issuances, have their own counts.
+        assert!(matches!(count("b.box", T), Issuance::Reserved(_)));
+        assert!(matches!(
+            m.reserve_issuance("a.box", 1, 7 * 86_400, T + 1200)
+                .expect("room"),
+            Issuance::Reserved(_)
+        ));
+        // Rolling: an hour after the first, its place is free again.
+        assert!(matches!(count("a.box", T + HOUR), Issuance::Reserved(_)));
+        assert_eq!(
+            count("a.box", T + HOUR),
+            Issuance::LimitReached(RetryAfterSecs(600))
         );
     }
 }

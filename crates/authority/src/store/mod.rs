@@ -1,5 +1,6 @@
 //! The authority's run-time state (issue 15): single-use client-assertion `jti`s, per-tool hourly
-//! token quotas, run-time revocations and each device's recent certificate issuances, either in
+//! token quotas, run-time revocations and each device's recent certificate issuances and address
+//! updates, either in
 //! this process's memory (one authority) or in Redis (replicas behind a load balancer, no
 //! stickiness needed).
 //!
@@ -66,6 +67,26 @@ pub enum Issuance {
     LimitReached(RetryAfterSecs),
 }
 
+/// The store's answer to a device publishing its addresses (`POST /v1/address`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressUpdate {
+    /// Within the limit: counted now, whatever the DNS server then answers (the update reached
+    /// it, or may have).
+    Counted,
+    /// The device sent its `limit` updates within the window: 429 with this `Retry-After` (until
+    /// the oldest of them leaves the window).
+    LimitReached(RetryAfterSecs),
+}
+
+impl From<Issuance> for AddressUpdate {
+    fn from(i: Issuance) -> Self {
+        match i {
+            Issuance::Reserved(_) => AddressUpdate::Counted,
+            Issuance::LimitReached(r) => AddressUpdate::LimitReached(r),
+        }
+    }
+}
+
 /// Whether an issuance made at `at` still counts at `now`, in a rolling window of `window` s.
 pub(crate) fn in_window(at: u64, window: u64, now: u64) -> bool {
     at.saturating_add(window) > now
@@ -85,7 +106,8 @@ pub fn made_at(iat: Option<u64>, valid_until: u64, max_life: u64) -> u64 {
 }
 
 pub enum Store {
-    Memory(MemoryStore),
+    /// Boxed: its tables make it far larger than the Redis handle, and there is one store.
+    Memory(Box<MemoryStore>),
     Redis(RedisStore),
 }
 
@@ -101,7 +123,9 @@ impl Store {
         now: u64,
     ) -> Result<Self, StoreError> {
         Ok(match config {
-            StoreConfig::Memory => Store::Memory(MemoryStore::new(memory::MAX_JTI_PER_TOOL, now)),
+            StoreConfig::Memory => {
+                Store::Memory(Box::new(MemoryStore::new(memory::MAX_JTI_PER_TOOL, now)))
+            }
             StoreConfig::Redis(r) => Store::Redis(RedisStore::connect(r, password, revoked)?),
         })
     }
@@ -166,6 +190,32 @@ impl Store {
                 Ok(())
             }
             Store::Redis(r) => r.release_issuance(device, ticket).await,
+        }
+    }
+
+    /// Counts one address update for `device` if it sent fewer than `limit` within the last
+    /// `window` seconds, in one atomic step (exact across replicas with Redis), in a count of its
+    /// own (issuances are not address updates). Refusals count nothing.
+    pub async fn count_address_update(
+        &self,
+        device: &str,
+        limit: u32,
+        window: u64,
+        now: u64,
+    ) -> Result<AddressUpdate, StoreError> {
+        match self {
+            Store::Memory(m) => m.count_address_update(device, limit, window, now),
+            Store::Redis(r) => r.count_address_update(device, limit, window, now).await,
+        }
+        .map(AddressUpdate::from)
+    }
+
+    /// The longest one store call may take (Redis: `response_timeout`; memory: no wait): part of
+    /// the time an enrolment is allowed.
+    pub fn call_limit(&self) -> std::time::Duration {
+        match self {
+            Store::Memory(_) => std::time::Duration::ZERO,
+            Store::Redis(r) => r.call_limit(),
         }
     }
 

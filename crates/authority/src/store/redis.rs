@@ -55,9 +55,9 @@ redis.call('EXPIREAT', KEYS[1], ARGV[2])
 return 1
 "#;
 
-/// A device's certificate issuances in a rolling window, exact across replicas. KEYS: the
-/// device's sorted set (member: ticket, score: when), the ticket sequence. ARGV: now, window,
-/// limit. Answers {1, ticket} reserved, or {0, seconds until the oldest leaves the window}; a
+/// A device's certificate issuances (or address updates) in a rolling window, exact across
+/// replicas. KEYS: the device's sorted set (member: ticket, score: when), the ticket sequence.
+/// ARGV: now, window, limit. Answers {1, ticket} reserved, or {0, seconds until the oldest leaves the window}; a
 /// refusal adds nothing. The set expires a little after its newest entry leaves the window.
 const ISSUANCE_LUA: &str = r#"
 local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -149,6 +149,10 @@ fn quota_key(prefix: &str, tool: &str, window: u64) -> String {
 /// A box name is one DNS name: no separator can make two of them collide.
 fn issued_key(prefix: &str, device: &str) -> String {
     format!("{prefix}issued:{device}")
+}
+
+fn address_key(prefix: &str, device: &str) -> String {
+    format!("{prefix}addressed:{device}")
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -310,19 +314,45 @@ impl RedisStore {
         window: u64,
         now: u64,
     ) -> Result<Issuance, StoreError> {
-        let mut inv = self
-            .inner
-            .issuance
-            .key(issued_key(&self.inner.prefix, device));
-        inv.key(self.inner.key("issued-seq"))
-            .arg(now)
-            .arg(window)
-            .arg(limit);
+        let key = issued_key(&self.inner.prefix, device);
+        self.reserve(key, "issued-seq", limit, window, now).await
+    }
+
+    /// The issuances' rolling-window script over the device's own set of address updates
+    /// (`<prefix>addressed:<name>`).
+    pub async fn count_address_update(
+        &self,
+        device: &str,
+        limit: u32,
+        window: u64,
+        now: u64,
+    ) -> Result<Issuance, StoreError> {
+        let key = address_key(&self.inner.prefix, device);
+        self.reserve(key, "addressed-seq", limit, window, now).await
+    }
+
+    /// One more entry in the rolling-window set `key` (`ISSUANCE_LUA`), its ticket from the
+    /// sequence `seq` (a ticket only makes each entry a distinct member).
+    async fn reserve(
+        &self,
+        key: String,
+        seq: &str,
+        limit: u32,
+        window: u64,
+        now: u64,
+    ) -> Result<Issuance, StoreError> {
+        let mut inv = self.inner.issuance.key(key);
+        inv.key(self.inner.key(seq)).arg(now).arg(window).arg(limit);
         let (reserved, value): (i64, u64) = self.inner.invoke(&inv).await?;
         Ok(match reserved {
             1 => Issuance::Reserved(IssuanceTicket(value)),
             _ => Issuance::LimitReached(RetryAfterSecs(value.max(1))),
         })
+    }
+
+    /// The bound on one call (`response_timeout`, connection wait included).
+    pub fn call_limit(&self) -> Duration {
+        self.inner.response_timeout
     }
 
     pub async fn release_issuance(

@@ -54,7 +54,16 @@ pub struct Dns {
     pub tsig_secret_file: PathBuf,
     /// TTL of the boxes' A/AAAA records and of the challenge TXT records, seconds.
     pub ttl: u32,
+    /// `POST /v1/address` updates one device (one box name) may send to the DNS server within a
+    /// rolling hour: one box, buggy or compromised, must not flood the operator's primary with
+    /// RFC 2136 updates.
+    pub max_address_updates_per_hour: u32,
 }
+
+/// Default of `[dns] max_address_updates_per_hour`: a box publishes only when its LAN addresses
+/// change (a new IPv6 prefix, a DHCP lease) and backs off after a failure; twelve an hour (one
+/// every five minutes on average) is far above that and still caps a looping box.
+const MAX_ADDRESS_UPDATES_PER_HOUR: u32 = 12;
 
 pub const TSIG_ALGORITHMS: [&str; 3] = ["hmac-sha256", "hmac-sha384", "hmac-sha512"];
 
@@ -184,6 +193,12 @@ pub(super) fn parse_dns(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> D
     }
     let tsig_secret_file = required_path(&mut s, "tsig_secret_file", dir);
     let ttl = s.int("ttl", 60, 1, 86_400) as u32;
+    let max_address_updates_per_hour = s.int(
+        "max_address_updates_per_hour",
+        MAX_ADDRESS_UPDATES_PER_HOUR.into(),
+        1,
+        3600,
+    ) as u32;
     s.finish();
     Dns {
         server: server.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 53))),
@@ -191,6 +206,7 @@ pub(super) fn parse_dns(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> D
         tsig_algorithm,
         tsig_secret_file,
         ttl,
+        max_address_updates_per_hour,
     }
 }
 
@@ -248,6 +264,7 @@ mod tests {
         assert_eq!(d.tsig_algorithm, "hmac-sha256");
         assert_eq!(d.tsig_name, "boxapi-update");
         assert_eq!(d.ttl, 60);
+        assert_eq!(d.max_address_updates_per_hour, 12);
         let a = c.acme.unwrap();
         assert!(a.eab.is_none());
         assert_eq!(a.max_issuances_per_device, 5);
@@ -261,7 +278,10 @@ mod tests {
             .replace("https://acme.example/dir", "http://acme.example/dir")
             .replace("mailto:ops@isp.example", "ops@isp.example")
             .replace("192.0.2.53:53", "dns.example")
-            .replace("tsig_name", "tsig_algorithm = \"hmac-md5\"\ntsig_nam")
+            .replace(
+                "tsig_name",
+                "tsig_algorithm = \"hmac-md5\"\nmax_address_updates_per_hour = 0\ntsig_nam",
+            )
             .replace(
                 "[acme]",
                 "[acme]\neab_kid = \"kid-1\"\nretries = 3\nmax_issuances_per_device = 0\nissuance_window_days = 91",
@@ -278,12 +298,13 @@ mod tests {
             "acme.issuance_window_days:",
             "dns.server:",
             "dns.tsig_algorithm:",
+            "dns.max_address_updates_per_hour:",
             "dns.tsig_nam: unknown key",
             "dns.tsig_name: is required",
         ] {
             assert!(joined.contains(want), "{want} not in:\n{joined}");
         }
-        assert_eq!(p.len(), 11, "{joined}");
+        assert_eq!(p.len(), 12, "{joined}");
     }
 
     #[test]
