@@ -123,11 +123,42 @@ fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_millis().div_ceil(1000)).unwrap_or(i64::MAX)
 }
 
+/// A failed exchange with the authority: the error, when the next attempt comes and, when the
+/// authority asked for one, its `Retry-After` (so the log shows why the wait is longer than the
+/// backoff).
+fn failed_event(event: &str, err: &str, wait: Duration, retry_after: Option<Duration>) {
+    let wait = secs(wait).to_string();
+    match retry_after {
+        Some(asked) => {
+            let asked = secs(asked).to_string();
+            log::event(
+                event,
+                &[
+                    ("error", err),
+                    ("retry_in_s", &wait),
+                    ("retry_after_s", &asked),
+                ],
+            );
+        }
+        None => log::event(event, &[("error", err), ("retry_in_s", &wait)]),
+    }
+}
+
+/// The first whole Unix second at least `wait` from now: the loop attempts once the (whole)
+/// clock reaches it, so a Retry-After of 5 s never turns into 4.1 s. Taken when the answer came,
+/// not when the attempt started: an enrolment can wait 30 s for a slot before it is told `busy`.
+fn hold_after(wait: Duration) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    secs(now.saturating_add(wait))
+}
+
 /// How often the LAN addresses behind the box's name are compared with what was published.
 const ADDRESS_CHECK: Duration = Duration::from_secs(10);
 
 /// What the renewal task did under one `[enrol]`: forgotten when `[enrol]` changes (another
-/// authority, zone or device has not been told the addresses; another hosts file is not written).
+/// authority, zone or device has not been told the addresses).
 #[derive(Default)]
 struct Publication {
     published: Option<Vec<std::net::IpAddr>>,
@@ -135,7 +166,46 @@ struct Publication {
     /// while the authority is down); a new set of addresses is tried at once.
     failures: u32,
     hold: Option<(Vec<std::net::IpAddr>, i64)>,
-    hosts_written: Option<String>,
+}
+
+/// The box's entry in `[enrol] hosts_file`: the file, the name and the lines written there.
+#[derive(Clone, PartialEq)]
+struct HostsEntry {
+    file: std::path::PathBuf,
+    name: String,
+    lines: String,
+}
+
+/// Makes the hosts file say what `want` says. What the box wrote under a previous `[enrol]` (or
+/// box name) is taken out when `[enrol]` goes, or its `hosts_file` or the name changes: a LAN
+/// device must not go on resolving a name the box no longer answers to. Other lines of the file
+/// are never touched.
+fn sync_hosts(written: &mut Option<HostsEntry>, want: Option<HostsEntry>) {
+    if let Some(old) = written.take() {
+        let same_place = want
+            .as_ref()
+            .is_some_and(|w| w.file == old.file && w.name == old.name);
+        if same_place {
+            *written = Some(old);
+        } else {
+            // Tried once, then forgotten: an old file the box can no longer change is reported,
+            // not retried every few seconds into the log for as long as the daemon runs.
+            let file = old.file.display().to_string();
+            match crate::enrol::update_hosts_file(&old.file, &old.name, "") {
+                Ok(()) => log::event("hosts_entry_removed", &[("file", &file)]),
+                Err(err) => log::event("hosts_file_error", &[("error", &err.to_string())]),
+            }
+        }
+    }
+    if let Some(want) = want {
+        if written.as_ref() != Some(&want) {
+            // Err: tried again at the next turn of the renewal loop (within seconds).
+            match crate::enrol::update_hosts_file(&want.file, &want.name, &want.lines) {
+                Ok(()) => *written = Some(want),
+                Err(err) => log::event("hosts_file_error", &[("error", &err.to_string())]),
+            }
+        }
+    }
 }
 
 /// Renews the box's own certificate by itself (contract §10): at its renewal time, or after a
@@ -150,6 +220,8 @@ async fn renew_certificate(app: Arc<App>) {
     let mut reloads = app.watch_reloads();
     let mut under: Option<boxapi_core::config::Enrol> = None;
     let mut p = Publication::default();
+    // Outlives each `[enrol]`: what one wrote is taken out when the next one differs.
+    let mut hosts: Option<HostsEntry> = None;
     loop {
         reloads.borrow_and_update();
         let snap = app.snapshot();
@@ -162,6 +234,7 @@ async fn renew_certificate(app: Arc<App>) {
                 .restart();
         }
         let Some(e) = under.clone() else {
+            sync_hosts(&mut hosts, None);
             // Err: the sender is gone with the app; nothing left to follow.
             if reloads.changed().await.is_err() {
                 return;
@@ -178,15 +251,16 @@ async fn renew_certificate(app: Arc<App>) {
         };
         let server = &snap.config.server;
         let addrs = crate::lan::published_addrs(server, &crate::lan::interface_addrs());
-        if let (Some(file), Some(name)) = (&e.hosts_file, &snap.box_name) {
-            let lines = crate::enrol::hosts_lines(name, &addrs);
-            if p.hosts_written.as_deref() != Some(lines.as_str()) {
-                match crate::enrol::write_atomic(file, lines.as_bytes(), 0o644) {
-                    Ok(()) => p.hosts_written = Some(lines),
-                    Err(err) => log::event("hosts_file_error", &[("error", &err.to_string())]),
-                }
-            }
-        }
+        let want = e
+            .hosts_file
+            .as_ref()
+            .zip(snap.box_name.as_ref())
+            .map(|(file, name)| HostsEntry {
+                file: file.clone(),
+                name: name.clone(),
+                lines: crate::enrol::hosts_lines(name, &addrs),
+            });
+        sync_hosts(&mut hosts, want);
         if now >= due {
             // Installed files that the daemon cannot load count as a failure too (backoff),
             // so a broken pair never makes it ask the CA again and again.
@@ -200,13 +274,14 @@ async fn renew_certificate(app: Arc<App>) {
                             Err(vec![boxapi_core::config::Problem::invalid("reload", join)])
                         });
                     loaded.map(|()| done).map_err(|problems| {
-                        format!(
+                        let why = format!(
                             "installed, but not loadable: {}",
                             boxapi_core::config::lines(&problems).join("; ")
-                        )
+                        );
+                        (why, None)
                     })
                 }
-                Err(err) => Err(err.to_string()),
+                Err(err) => Err((err.to_string(), err.retry_after())),
             };
             match result {
                 Ok(done) => {
@@ -227,19 +302,21 @@ async fn renew_certificate(app: Arc<App>) {
                         ],
                     );
                 }
-                Err(err) => {
+                Err((err, retry_after)) => {
                     let wait = {
                         let mut r = app.renewal.lock().unwrap_or_else(|p| p.into_inner());
-                        let wait = crate::enrol::backoff(r.failures, e.retry_min, e.retry_max);
+                        let wait = crate::enrol::retry_wait(
+                            r.failures,
+                            e.retry_min,
+                            e.retry_max,
+                            retry_after,
+                        );
                         r.failures = r.failures.saturating_add(1);
-                        r.hold_until = Some(now + secs(wait));
+                        r.hold_until = Some(hold_after(wait));
                         r.last_error = Some(err.clone());
                         wait
                     };
-                    log::event(
-                        "certificate_renewal_failed",
-                        &[("error", &err), ("retry_in_s", &wait.as_secs().to_string())],
-                    );
+                    failed_event("certificate_renewal_failed", &err, wait, retry_after);
                 }
             }
             continue;
@@ -260,16 +337,17 @@ async fn renew_certificate(app: Arc<App>) {
                     p.published = Some(addrs);
                 }
                 Err(err) => {
-                    let wait = crate::enrol::backoff(p.failures, e.retry_min, e.retry_max);
+                    let retry_after = err.retry_after();
+                    let wait =
+                        crate::enrol::retry_wait(p.failures, e.retry_min, e.retry_max, retry_after);
                     p.failures = p.failures.saturating_add(1);
-                    log::event(
+                    failed_event(
                         "addresses_not_published",
-                        &[
-                            ("error", &err.to_string()),
-                            ("retry_in_s", &secs(wait).to_string()),
-                        ],
+                        &err.to_string(),
+                        wait,
+                        retry_after,
                     );
-                    p.hold = Some((addrs, now + secs(wait)));
+                    p.hold = Some((addrs, hold_after(wait)));
                 }
             }
         }
@@ -455,6 +533,27 @@ async fn save_activity_periodically(app: Arc<App>) {
         let done = tokio::task::spawn_blocking(move || write_activity(&writer, &content)).await;
         if done.is_err() {
             app.activity.mark_dirty();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hold_is_never_shorter_than_the_wait() {
+        for ms in [0u64, 1, 999, 1_000, 1_001, 5_000] {
+            let before = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap();
+            let hold = hold_after(Duration::from_millis(ms));
+            let earliest = before + Duration::from_millis(ms);
+            assert!(
+                Duration::from_secs(hold as u64) >= earliest,
+                "{ms} ms: {hold} < {earliest:?}"
+            );
+            assert!(Duration::from_secs(hold as u64) <= earliest + Duration::from_secs(2));
         }
     }
 }

@@ -5,6 +5,9 @@
 //! trusts Pebble's root only, renews by itself while a keep-alive connection opened before goes
 //! on, and keeps its certificate when the DNS server is down. The renewal follows reloads:
 //! `[enrol]` brought, changed and removed by `ctl reload` start, redirect and stop it.
+//! Against a scripted authority (no Knot nor Pebble needed, root still for the LAN interface):
+//! the renewal waits for the authority's `Retry-After`, and the box's hosts-file entry follows
+//! `[enrol]` across reloads without touching the operator's own lines.
 mod common;
 use common::*;
 use rustls::pki_types::pem::PemObject;
@@ -193,29 +196,12 @@ fn rogue_authority(dir: &Path, rogue: Rogue, count: usize) -> SocketAddr {
             tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             let conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
             let mut s = rustls::StreamOwned::new(conn, tcp);
-            let mut raw = Vec::new();
-            let mut buf = [0u8; 4096];
             // The request head and its body (Content-Length), then one answer.
-            let mut body_at = 0;
-            while let Ok(n @ 1..) = s.read(&mut buf) {
-                raw.extend_from_slice(&buf[..n]);
-                if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .map(|v| v.trim().parse().unwrap())
-                        .unwrap_or(0);
-                    if raw.len() >= end + 4 + len {
-                        body_at = end + 4;
-                        break;
-                    }
-                }
-            }
+            let (_, request) = read_request(&mut s);
             let chain = match &rogue {
                 Rogue::Chain(c) => c.clone(),
                 Rogue::SignFor(other) => {
-                    let req: Value = serde_json::from_slice(&raw[body_at..]).unwrap();
+                    let req: Value = serde_json::from_slice(&request).unwrap();
                     let b64 = req["csr"]
                         .as_str()
                         .unwrap()
@@ -619,4 +605,318 @@ ttl = 60
     let before = attempts();
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(attempts(), before, "{}", boxd.log_text());
+}
+
+/// One request read off `s`: its head (lower case) and body (by Content-Length).
+fn read_request(s: &mut impl Read) -> (String, Vec<u8>) {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = s.read(&mut buf) {
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap_or(0);
+            if raw.len() >= end + 4 + len {
+                return (head, raw[end + 4..].to_vec());
+            }
+        }
+    }
+    (
+        String::from_utf8_lossy(&raw).to_ascii_lowercase(),
+        Vec::new(),
+    )
+}
+
+/// Requests a scripted authority received: when, and the path.
+type Seen = Arc<std::sync::Mutex<Vec<(std::time::Instant, String)>>>;
+
+/// An authority that answers `/v1/enrol` with `enrol_answers` in turn (the last one repeated):
+/// (status, Retry-After header, problem code); `/v1/address` with 200. Serves over TLS with the
+/// operator's authority certificate until the test ends.
+fn scripted_authority(
+    dir: &Path,
+    enrol_answers: Vec<(u16, Option<&'static str>, &'static str)>,
+) -> (SocketAddr, Seen) {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("auth.pem"))
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join("auth.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        let mut enrols = 0;
+        for stream in listener.incoming() {
+            let Ok(tcp) = stream else { continue };
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
+            let mut s = rustls::StreamOwned::new(conn, tcp);
+            let (head, _) = read_request(&mut s);
+            let path = head
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned();
+            log.lock()
+                .unwrap()
+                .push((std::time::Instant::now(), path.clone()));
+            let (status, retry_after, body) = if path == "/v1/enrol" {
+                let (status, retry_after, code) =
+                    enrol_answers[enrols.min(enrol_answers.len() - 1)];
+                enrols += 1;
+                let body =
+                    serde_json::json!({ "status": status, "code": code, "detail": "scripted" });
+                (status, retry_after, body.to_string())
+            } else {
+                (200, None, r#"{"name":"x","addresses":[]}"#.to_owned())
+            };
+            let retry_after = retry_after
+                .map(|r| format!("retry-after: {r}\r\n"))
+                .unwrap_or_default();
+            let resp = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/problem+json\r\n{retry_after}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(resp.as_bytes());
+            let _ = s.flush();
+        }
+    });
+    (addr, seen)
+}
+
+/// A LAN interface (veth) named `<prefix><pid>` with the private address 10.<octet>.x.1, and a
+/// free port on it.
+fn lan_interface(prefix: &str, octet: u8) -> (Lan, String, u16) {
+    let id = std::process::id() % 10_000;
+    let lan = Lan(format!("{prefix}{id}"));
+    let ip = format!("10.{octet}.{}.1", id % 250);
+    sh(&format!(
+        "ip link add {l} type veth peer name {l}p && ip addr add {ip}/24 dev {l} && \
+         ip link set {l}p up && ip link set {l} up",
+        l = lan.0
+    ));
+    let port = {
+        let l = std::net::TcpListener::bind((ip.as_str(), 0)).unwrap();
+        l.local_addr().unwrap().port()
+    };
+    (lan, ip, port)
+}
+
+/// The test box's configuration on `lan`, with `enrol` (lines of `[enrol]`, or none).
+fn box_on(box_dir: &Path, lan: &(Lan, String, u16), enrol: Option<&str>) -> String {
+    config(box_dir, "", "")
+        .replace(
+            "listen = [\"127.0.0.1:0\"]\n",
+            &format!("listen_interfaces = [\"{}\"]\nport = {}\n", lan.0 .0, lan.2),
+        )
+        .replace(
+            "[metrics]",
+            &enrol.map_or_else(
+                || "[metrics]".to_owned(),
+                |e| format!("[enrol]\n{e}\n\n[metrics]"),
+            ),
+        )
+}
+
+/// `[enrol]` lines for the device of `pki`, against `authority`.
+fn enrol_lines(pki: &Path, authority: SocketAddr, zone: &str, extra: &str) -> String {
+    let d = pki.display();
+    format!(
+        "authority = \"https://{authority}\"\nauthority_ca = \"{d}/op-ca.pem\"\n\
+         device_cert = \"{d}/device.pem\"\ndevice_key = \"{d}/device.key\"\nzone = \"{zone}\"\n{extra}"
+    )
+}
+
+#[test]
+fn renewal_waits_for_the_authoritys_retry_after() {
+    if !is_root() {
+        eprintln!("skipped: needs root (network interface)");
+        return;
+    }
+    let dir = temp_dir("retry-after");
+    operator_pki(&dir);
+    let lan = lan_interface("bxr", 214);
+    // Issuance limit reached (an hour in the real authority; 5 s here), then busy for 3 s. The
+    // box's own backoff is 1-2 s: without the authority's word it would be back within 2.4 s.
+    let (authority, seen) = scripted_authority(
+        &dir,
+        vec![
+            (429, Some("5"), "rate_limited"),
+            (503, Some("3"), "busy"),
+            (429, Some("garbage"), "rate_limited"),
+        ],
+    );
+    let box_dir = dir.join("box");
+    std::fs::create_dir_all(&box_dir).unwrap();
+    let enrol = enrol_lines(
+        &dir,
+        authority,
+        "box.test",
+        // Due at once, whatever the fixture certificate's dates.
+        "renew_fraction = 1e-9\nretry_min_secs = 1\nretry_max_secs = 2",
+    );
+    std::fs::write(
+        box_dir.join("boxapi.toml"),
+        box_on(&box_dir, &lan, Some(&enrol)),
+    )
+    .unwrap();
+    let boxd = Daemon::start_in(box_dir, &[]);
+    let enrols = || -> Vec<std::time::Instant> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, p)| p == "/v1/enrol")
+            .map(|(t, _)| *t)
+            .collect()
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || enrols().len() >= 4),
+        "{:?}\n{}",
+        seen.lock().unwrap(),
+        boxd.log_text()
+    );
+    let t = enrols();
+    let (first, second, third) = (t[1] - t[0], t[2] - t[1], t[3] - t[2]);
+    assert!(
+        first >= Duration::from_secs(5),
+        "429 with Retry-After 5: back after {first:?}"
+    );
+    assert!(first < Duration::from_secs(8), "{first:?}");
+    assert!(
+        second >= Duration::from_secs(3),
+        "503 with Retry-After 3: back after {second:?}"
+    );
+    // An unreadable Retry-After is ignored: the box's backoff (1-2 s, ±20 %) again.
+    assert!(
+        third < Duration::from_secs(4),
+        "garbage Retry-After: back after {third:?}"
+    );
+    // The failure event says what the authority asked and when the box comes back.
+    let log = boxd.log_text();
+    let failed: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == "certificate_renewal_failed")
+        .collect();
+    assert_eq!(failed[0]["retry_after_s"], "5", "{log}");
+    assert!(
+        failed[0]["retry_in_s"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 5,
+        "{log}"
+    );
+    assert!(
+        failed[0]["error"].as_str().unwrap().contains("(429)"),
+        "{log}"
+    );
+    assert_eq!(failed[1]["retry_after_s"], "3", "{log}");
+    assert!(failed[2]["retry_after_s"].is_null(), "{log}");
+    let st = status_json(&boxd);
+    assert!(
+        st["cert_last_error"]
+            .as_str()
+            .unwrap()
+            .contains("rate_limited"),
+        "{st}"
+    );
+    drop(lan);
+}
+
+#[test]
+fn hosts_entry_follows_enrol_and_leaves_other_lines_alone() {
+    if !is_root() {
+        eprintln!("skipped: needs root (network interface)");
+        return;
+    }
+    let dir = temp_dir("hosts");
+    operator_pki(&dir);
+    let lan = lan_interface("bxh", 215);
+    let lan_ip = lan.1.clone();
+    // No enrolment is due (the fixture certificate's renewal time) and addresses go to an
+    // authority that answers them: only the hosts file matters here.
+    let (authority, _) = scripted_authority(&dir, vec![(503, Some("3600"), "busy")]);
+    let box_dir = dir.join("box");
+    std::fs::create_dir_all(&box_dir).unwrap();
+    let (hosts, hosts2) = (dir.join("hosts"), dir.join("hosts2"));
+    let operator = "# the operator's own\n10.215.0.9 printer.lan\n";
+    std::fs::write(&hosts, operator).unwrap();
+    let cfg = |zone: &str, file: &Path| {
+        let enrol = enrol_lines(
+            &dir,
+            authority,
+            zone,
+            &format!("hosts_file = \"{}\"", file.display()),
+        );
+        box_on(&box_dir, &lan, Some(&enrol))
+    };
+    let cfg_path = box_dir.join("boxapi.toml");
+    std::fs::write(&cfg_path, cfg("box.test", &hosts)).unwrap();
+    let boxd = Daemon::start_in(box_dir.clone(), &[]);
+    let reload_with = |text: &str| {
+        std::fs::write(&cfg_path, text).unwrap();
+        let (code, out, err) = boxd.ctl(&["reload"]);
+        assert_eq!(code, 0, "reload: {out}{err}");
+    };
+    let name = status_json(&boxd)["cert_name"].as_str().unwrap().to_owned();
+    assert!(name.ends_with(".box.test"), "{name}");
+    let read = |f: &Path| std::fs::read_to_string(f).unwrap_or_default();
+    // The box's line comes after the operator's, which stay.
+    let entry = format!("{lan_ip} {name}\n");
+    assert!(
+        wait_for(Duration::from_secs(10), || read(&hosts)
+            == format!("{operator}{entry}")),
+        "{:?}\n{}",
+        read(&hosts),
+        boxd.log_text()
+    );
+    // Another zone, so another name: the old name's line goes, the new one comes.
+    reload_with(&cfg("other.test", &hosts));
+    let renamed = format!("{lan_ip} {}.other.test\n", name.split('.').next().unwrap());
+    assert!(
+        wait_for(Duration::from_secs(10), || read(&hosts)
+            == format!("{operator}{renamed}")),
+        "{:?}\n{}",
+        read(&hosts),
+        boxd.log_text()
+    );
+    // Another hosts file: the entry moves, the first file is the operator's alone again.
+    reload_with(&cfg("other.test", &hosts2));
+    assert!(
+        wait_for(Duration::from_secs(10), || read(&hosts) == operator
+            && read(&hosts2) == renamed),
+        "{:?} {:?}\n{}",
+        read(&hosts),
+        read(&hosts2),
+        boxd.log_text()
+    );
+    // `[enrol]` removed: the box's entry goes with it (the file stays, empty).
+    reload_with(&box_on(&box_dir, &lan, None));
+    assert!(
+        wait_for(Duration::from_secs(10), || hosts2.exists()
+            && read(&hosts2).is_empty()),
+        "{:?}\n{}",
+        read(&hosts2),
+        boxd.log_text()
+    );
+    assert!(boxd.logged("hosts_entry_removed"), "{}", boxd.log_text());
+    assert_eq!(read(&hosts), operator);
+    drop(lan);
 }

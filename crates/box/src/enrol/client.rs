@@ -31,11 +31,41 @@ pub enum ClientError {
     Timeout(String),
     #[error("HTTP exchange with the authority failed: {0}")]
     Http(String),
-    /// The authority refused: its status and problem detail.
-    #[error("the authority refused ({0}): {1}")]
-    Refused(u16, String),
+    /// The authority refused: its status, problem detail and, for 429 and 503, how long it asked
+    /// the box to wait (`Retry-After`) before asking again.
+    #[error("the authority refused ({status}): {detail}{}", retry_note(.retry_after))]
+    Refused {
+        status: u16,
+        detail: String,
+        retry_after: Option<Duration>,
+    },
     #[error("the authority's answer is not JSON: {0}")]
     BadAnswer(String),
+}
+
+/// Said in the error (and so in `boxapi enrol`'s reason and `ctl status`'s `cert_last_error`), so
+/// an operator sees why the box waits longer than its own backoff.
+fn retry_note(retry_after: &Option<Duration>) -> String {
+    retry_after.map_or_else(String::new, |d| {
+        format!(" (asked to retry after {} s)", d.as_secs())
+    })
+}
+
+/// The longest `Retry-After` the box obeys: an authority's bug (or a proxy's) must not park a
+/// box's renewal for weeks, past its certificate's expiry; the backoff takes over beyond it.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+
+/// A `Retry-After` in its seconds form (RFC 9110 §10.2.3), capped at `MAX_RETRY_AFTER`. The
+/// date form and anything else unreadable is ignored: the box then keeps its own backoff, which
+/// is what it did before it read the header at all.
+pub fn parse_retry_after(value: &[u8]) -> Option<Duration> {
+    let text = std::str::from_utf8(value).ok()?.trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // All digits, so a parse error can only be an overflow: a huge wait, capped like any other.
+    let secs = text.parse::<u64>().unwrap_or(u64::MAX);
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
 /// Mutual-TLS settings: whom to trust and who we are.
@@ -150,23 +180,34 @@ pub async fn post_json(
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?;
         let status = resp.status().as_u16();
+        // Only where HTTP gives it a meaning for a refused request: 429 (RFC 6585) and 503.
+        let retry_after = matches!(status, 429 | 503)
+            .then(|| resp.headers().get(hyper::header::RETRY_AFTER))
+            .flatten()
+            .and_then(|v| parse_retry_after(v.as_bytes()));
         let bytes = Limited::new(resp.into_body(), MAX_ANSWER)
             .collect()
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?
             .to_bytes();
         driver.abort();
-        let answer: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ClientError::BadAnswer(format!("status {status}: {e}")))?;
+        let parsed = serde_json::from_slice::<Value>(&bytes);
         if !(200..300).contains(&status) {
+            // A refusal that is not problem+json (a proxy's 503 page) is still a refusal, and
+            // its Retry-After still counts.
+            let answer = parsed.unwrap_or(Value::Null);
             let detail = answer["detail"]
                 .as_str()
                 .or(answer["error_description"].as_str())
                 .unwrap_or("no detail");
             let code = answer["code"].as_str().unwrap_or("");
-            return Err(ClientError::Refused(status, format!("{code}: {detail}")));
+            return Err(ClientError::Refused {
+                status,
+                detail: format!("{code}: {detail}"),
+                retry_after,
+            });
         }
-        Ok(answer)
+        parsed.map_err(|e| ClientError::BadAnswer(format!("status {status}: {e}")))
     };
     tokio::time::timeout(EXCHANGE, work)
         .await
@@ -176,6 +217,48 @@ pub async fn post_json(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_seconds_are_read_capped_and_garbage_ignored() {
+        let secs = |v: &str| parse_retry_after(v.as_bytes()).map(|d| d.as_secs());
+        assert_eq!(secs("120"), Some(120));
+        assert_eq!(secs(" 7 "), Some(7));
+        assert_eq!(secs("0"), Some(0));
+        // A week (the issuance window) or an overflow: a day at most.
+        assert_eq!(secs("604800"), Some(86_400));
+        assert_eq!(secs("99999999999999999999999"), Some(86_400));
+        for garbage in [
+            "",
+            "-5",
+            "+5",
+            "1.5",
+            "12s",
+            "soon",
+            "Wed, 21 Oct 2015 07:28:00 GMT",
+        ] {
+            assert_eq!(secs(garbage), None, "{garbage:?}");
+        }
+        assert_eq!(parse_retry_after(b"\xff1"), None);
+    }
+
+    #[test]
+    fn a_refusal_says_how_long_it_was_asked_to_wait() {
+        let e = ClientError::Refused {
+            status: 429,
+            detail: "rate_limited: 5 certificates".into(),
+            retry_after: Some(Duration::from_secs(3600)),
+        };
+        assert_eq!(
+            e.to_string(),
+            "the authority refused (429): rate_limited: 5 certificates (asked to retry after 3600 s)"
+        );
+        let e = ClientError::Refused {
+            status: 502,
+            detail: "acme_failed: x".into(),
+            retry_after: None,
+        };
+        assert_eq!(e.to_string(), "the authority refused (502): acme_failed: x");
+    }
 
     #[test]
     fn urls() {

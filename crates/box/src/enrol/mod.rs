@@ -33,6 +33,17 @@ pub enum EnrolError {
     NoAddress,
 }
 
+impl EnrolError {
+    /// How long the authority asked the box to wait before the next attempt (`Retry-After` of a
+    /// 429 or 503), when it did.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            EnrolError::Client(client::ClientError::Refused { retry_after, .. }) => *retry_after,
+            _ => None,
+        }
+    }
+}
+
 /// The box's name, `<label>.<zone>`, from its device certificate.
 pub fn box_name(e: &Enrol) -> Result<String, EnrolError> {
     let path = e.device_cert.display().to_string();
@@ -278,12 +289,75 @@ pub fn hosts_lines(name: &str, addresses: &[IpAddr]) -> String {
     addresses.iter().map(|a| format!("{a} {name}\n")).collect()
 }
 
+/// Whether a hosts-file line is one the box writes for `name`: exactly `address name`. A line
+/// the operator wrote with the same name and aliases, or a comment, is not ours to touch.
+fn is_our_hosts_line(line: &[u8], name: &str) -> bool {
+    let Ok(text) = std::str::from_utf8(line) else {
+        return false;
+    };
+    let mut fields = text.split_ascii_whitespace();
+    match (fields.next(), fields.next(), fields.next()) {
+        (Some(addr), Some(host), None) => {
+            addr.parse::<IpAddr>().is_ok() && host.eq_ignore_ascii_case(name)
+        }
+        _ => false,
+    }
+}
+
+/// `current` (a hosts file) with the box's lines for `name` replaced by `ours` (none: removed),
+/// every other line kept as it was and where it was; the box's lines come last.
+pub fn merge_hosts(current: &[u8], name: &str, ours: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(current.len() + ours.len());
+    let body = current.strip_suffix(b"\n").unwrap_or(current);
+    if !current.is_empty() {
+        for line in body.split(|&b| b == b'\n') {
+            if !is_our_hosts_line(line, name) {
+                out.extend_from_slice(line);
+                out.push(b'\n');
+            }
+        }
+    }
+    out.extend_from_slice(ours.as_bytes());
+    out
+}
+
+/// Puts the box's lines for `name` in the hosts file at `path` (an empty `lines`: takes them out),
+/// leaving every other line alone: the file may be shared (an operator's own entries, or
+/// `/etc/hosts` itself), and the box must not erase what it did not write. Written atomically,
+/// and only when something changes; a missing file is created only to add lines. An emptied
+/// file stays (empty) rather than being deleted: dnsmasq's `hostsdir` re-reads a replaced file
+/// in every version, while older ones miss a deleted one and keep answering its records.
+pub fn update_hosts_file(path: &Path, name: &str, lines: &str) -> Result<(), EnrolError> {
+    let current = match std::fs::read(path) {
+        Ok(c) => Some(c),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(EnrolError::Install(format!("{}: {e}", path.display()))),
+    };
+    let merged = merge_hosts(current.as_deref().unwrap_or_default(), name, lines);
+    let unchanged = match &current {
+        Some(c) => *c == merged,
+        None => merged.is_empty(),
+    };
+    if unchanged {
+        return Ok(());
+    }
+    write_atomic(path, &merged, 0o644)
+}
+
 /// When to renew a certificate valid from `not_before` to `not_after`: at `fraction` of its life,
 /// or earlier when the CA's renewal information says so.
 pub fn renew_at(not_before: i64, not_after: i64, fraction: f64, ari: Option<i64>) -> i64 {
     let life = (not_after - not_before).max(0) as f64;
     let by_fraction = not_before + (life * fraction) as i64;
     ari.map_or(by_fraction, |a| a.min(by_fraction))
+}
+
+/// A uniform draw in [0, 1]: the jitter of the waits below.
+fn jitter() -> f64 {
+    use ring::rand::SecureRandom;
+    let mut r = [0u8; 2];
+    let _ = ring::rand::SystemRandom::new().fill(&mut r);
+    f64::from(u16::from_be_bytes(r)) / f64::from(u16::MAX)
 }
 
 /// The wait after `failures` failed attempts: doubling from `min`, capped at `max`, with ±20 %
@@ -293,12 +367,38 @@ pub fn backoff(
     min: std::time::Duration,
     max: std::time::Duration,
 ) -> std::time::Duration {
-    use ring::rand::SecureRandom;
+    retry_wait_with(failures, min, max, None, jitter())
+}
+
+/// The wait after a failed attempt: the backoff, but never shorter than the `Retry-After` the
+/// authority gave with a 429 (this device's issuance allowance is spent until then: asking
+/// sooner only gets another 429) or a 503 (busy, suspended).
+pub fn retry_wait(
+    failures: u32,
+    min: std::time::Duration,
+    max: std::time::Duration,
+    retry_after: Option<std::time::Duration>,
+) -> std::time::Duration {
+    retry_wait_with(failures, min, max, retry_after, jitter())
+}
+
+/// `retry_wait` with its jitter `j` (0 to 1) given, so that its bounds can be tested.
+fn retry_wait_with(
+    failures: u32,
+    min: std::time::Duration,
+    max: std::time::Duration,
+    retry_after: Option<std::time::Duration>,
+    j: f64,
+) -> std::time::Duration {
     let base = min.saturating_mul(1u32 << failures.min(20)).min(max);
-    let mut r = [0u8; 2];
-    let _ = ring::rand::SystemRandom::new().fill(&mut r);
-    let jitter = 0.8 + 0.4 * f64::from(u16::from_be_bytes(r)) / f64::from(u16::MAX);
-    base.mul_f64(jitter)
+    let backoff = base.mul_f64(0.8 + 0.4 * j);
+    match retry_after {
+        // Up to 20 % later, never earlier: the authority answers `busy` with the same
+        // Retry-After to every box that came in at the same moment, and they must not all come
+        // back in the same second.
+        Some(asked) if asked >= backoff => asked.mul_f64(1.0 + 0.2 * j),
+        _ => backoff,
+    }
 }
 
 #[cfg(test)]
@@ -324,6 +424,114 @@ mod tests {
                 "{f}: {d:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_retry_is_never_sooner_than_the_authoritys_retry_after() {
+        let (min, max) = (Duration::from_secs(60), Duration::from_secs(21_600));
+        for j in [0.0, 0.25, 0.5, 1.0] {
+            // No Retry-After: the backoff alone (60 s, 120 s, ... ±20 %).
+            assert_eq!(
+                retry_wait_with(1, min, max, None, j),
+                backoff_base(1, min, max).mul_f64(0.8 + 0.4 * j)
+            );
+            // 429 after a first failure: an hour asked, the backoff would say about two minutes.
+            let hour = Duration::from_secs(3_600);
+            let w = retry_wait_with(1, min, max, Some(hour), j);
+            assert!(w >= hour && w <= hour.mul_f64(1.2), "{j}: {w:?}");
+            // A Retry-After shorter than the backoff changes nothing: the box never goes faster.
+            let w = retry_wait_with(5, min, max, Some(Duration::from_secs(1)), j);
+            assert_eq!(w, backoff_base(5, min, max).mul_f64(0.8 + 0.4 * j));
+            // Above `retry_max` too: the authority's word wins over the box's cap.
+            let day = super::client::MAX_RETRY_AFTER;
+            let w = retry_wait_with(30, min, max, Some(day), j);
+            assert!(w >= day && w <= day.mul_f64(1.2), "{j}: {w:?}");
+        }
+        // The random jitter stays within the same bounds.
+        for _ in 0..100 {
+            let w = retry_wait(0, min, max, Some(Duration::from_secs(600)));
+            assert!(
+                w.as_secs_f64() >= 600.0 && w.as_secs_f64() <= 720.0,
+                "{w:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_refusal_carries_a_retry_after() {
+        let refused = |retry_after| {
+            EnrolError::Client(client::ClientError::Refused {
+                status: 429,
+                detail: "rate_limited: x".into(),
+                retry_after,
+            })
+        };
+        let hour = Duration::from_secs(3_600);
+        assert_eq!(refused(Some(hour)).retry_after(), Some(hour));
+        assert_eq!(refused(None).retry_after(), None);
+        assert_eq!(EnrolError::NoAddress.retry_after(), None);
+        let timeout = EnrolError::Client(client::ClientError::Timeout("a".into()));
+        assert_eq!(timeout.retry_after(), None);
+    }
+
+    /// The backoff before its jitter.
+    fn backoff_base(failures: u32, min: Duration, max: Duration) -> Duration {
+        min.saturating_mul(1u32 << failures.min(20)).min(max)
+    }
+
+    #[test]
+    fn the_box_changes_only_its_own_hosts_lines() {
+        let name = "k3x9q2abcdefgh2x.box.test";
+        let ours = hosts_lines(name, &["10.0.0.1".parse().unwrap()]);
+        let others = "# operator's\n127.0.0.1 localhost\n10.0.0.9 k3x9q2abcdefgh2x.box.test alias\n\n10.0.0.7 other.box.test\n";
+        // Added after the other lines, then replaced (new addresses), then taken out: the other
+        // lines, the operator's line naming the box with an alias and the blank line included,
+        // stay as they were.
+        let added = merge_hosts(others.as_bytes(), name, &ours);
+        assert_eq!(added, format!("{others}10.0.0.1 {name}\n").into_bytes());
+        let moved = hosts_lines(
+            name,
+            &["192.168.1.1".parse().unwrap(), "fd00::1".parse().unwrap()],
+        );
+        let replaced = merge_hosts(&added, name, &moved);
+        assert_eq!(replaced, format!("{others}{moved}").into_bytes());
+        assert_eq!(merge_hosts(&replaced, name, ""), others.as_bytes());
+        // Another box name's lines are not ours (a name changed by a new zone removes the old
+        // name's lines by that old name).
+        let other = merge_hosts(&added, "aaaaaaaaaaaaaaaa.box.test", "");
+        assert_eq!(other, added);
+        // A last line without its newline keeps its text; lines differing in case are ours.
+        assert_eq!(
+            merge_hosts(
+                format!("1.2.3.4 a\n10.0.0.1 {}", name.to_uppercase()).as_bytes(),
+                name,
+                ""
+            ),
+            b"1.2.3.4 a\n"
+        );
+        assert_eq!(merge_hosts(b"", name, ""), b"");
+    }
+
+    #[test]
+    fn a_hosts_file_is_written_only_when_it_changes() {
+        let dir = std::env::temp_dir().join(format!("boxapi-hosts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (file, name) = (dir.join("hosts"), "a.box.test");
+        // Nothing to take out of a file that is not there: none is created.
+        update_hosts_file(&file, name, "").unwrap();
+        assert!(!file.exists());
+        update_hosts_file(&file, name, "10.0.0.1 a.box.test\n").unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"10.0.0.1 a.box.test\n");
+        std::fs::write(&file, "10.0.0.1 a.box.test\n10.0.0.2 mine\n").unwrap();
+        update_hosts_file(&file, name, "").unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"10.0.0.2 mine\n");
+        // Unchanged: not rewritten (same inode; a rename would give a new one).
+        use std::os::unix::fs::MetadataExt;
+        let ino = std::fs::metadata(&file).unwrap().ino();
+        update_hosts_file(&file, name, "").unwrap();
+        assert_eq!(std::fs::metadata(&file).unwrap().ino(), ino);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
