@@ -14,7 +14,9 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 ulimit -n 8192
 
-box_port=18443; nginx_port=18444
+# Free ports, chosen now: a fixed pair collides with whatever else runs on the machine.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+box_port=$(free_port); nginx_port=$(free_port)
 . bench/setup.sh
 bench_setup "$box_port"
 
@@ -76,11 +78,12 @@ box_idle=$(kb "$box_pid" VmRSS); nginx_idle=$(( $(kb "$nginx_pid" VmRSS) + $(kb 
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}'; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-# CPU time (user + system, in clock ticks) a server process has used so far.
-ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
+# CPU time a server process has used so far, in clock ticks: "user system".
+ticks() { awk '{print $14, $15}' /proc/"$1"/stat; }
 TICK_HZ=$(getconf CLK_TCK)
 
-# One wrk run; prints "rps p50_ms p99_ms peak_rss_kb requests_per_cpu_second".
+# One wrk run; prints "rps p50_ms p99_ms peak_rss_kb requests_per_cpu_second user_us system_us"
+# (the last two: the server's CPU time per request, user and system).
 # The last is the server's own CPU time per answer: on a shared machine (wrk itself takes one of
 # two cores) throughput follows whatever else runs, while the work a server does per request
 # does not, so that column is the steadier comparison (docs/performance.md).
@@ -89,16 +92,18 @@ run() {
     echo 5 > /proc/"$pid"/clear_refs   # resets VmHWM: peak RSS of this run only
     local args=(-t2 -c"$conns" -d"$DURATION" --latency -H "Authorization: Bearer $token")
     [ "$close" = 1 ] && args+=(-H "Connection: close")
-    local t0; t0=$(ticks "$pid")
+    local u0 s0 u1 s1
+    read -r u0 s0 < <(ticks "$pid")
     local out; out=$(wrk "${args[@]}" "https://localhost:$port/v1/access")
-    local used=$(( $(ticks "$pid") - t0 ))
+    read -r u1 s1 < <(ticks "$pid")
     local rps p50 p99 done
     rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
     p50=$(awk '$1 == "50%" {print $2}' <<<"$out" | to_ms)
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out" | to_ms)
     done=$(awk '/requests in/ {print $1}' <<<"$out")
     if grep -q "Non-2xx" <<<"$out"; then echo "non-2xx answers: $out" >&2; exit 1; fi
-    echo "$rps $p50 $p99 $(kb "$pid" VmHWM) $(awk -v n="$done" -v t="$used" -v hz="$TICK_HZ" 'BEGIN { if (t > 0) printf "%.0f", n / (t / hz); else print 0 }')"
+    echo "$rps $p50 $p99 $(kb "$pid" VmHWM) $(awk -v n="$done" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$TICK_HZ" \
+        'BEGIN { if (u + s > 0 && n > 0) printf "%.0f %.2f %.2f", n / ((u + s) / hz), u / hz / n * 1e6, s / hz / n * 1e6; else print "0 - -" }')"
 }
 
 declare -A R
@@ -115,7 +120,7 @@ scenario() {
         done
     done
     for server in boxapi nginx; do
-        for col in 1 2 3 4 5; do
+        for col in 1 2 3 4 5 6 7; do
             R[$name,$server,$col]=$(awk -v c=$col 'NF {print $c}' <<<"${rows[$server]}" | median)
         done
     done
@@ -211,6 +216,8 @@ line "keep-alive p99 latency (ms)" "${R[keepalive,boxapi,3]}" "${R[keepalive,ngi
 line "keep-alive peak RSS (kB)" "${R[keepalive,boxapi,4]}" "${R[keepalive,nginx,4]}"
 line "new-connection requests per server CPU-second" "${R[new,boxapi,5]}" "${R[new,nginx,5]}"
 line "keep-alive requests per server CPU-second" "${R[keepalive,boxapi,5]}" "${R[keepalive,nginx,5]}"
+line "keep-alive user CPU per request (us)" "${R[keepalive,boxapi,6]}" "${R[keepalive,nginx,6]}"
+line "keep-alive system CPU per request (us)" "${R[keepalive,boxapi,7]}" "${R[keepalive,nginx,7]}"
 line "idle RSS after start (kB; nginx: master+worker)" "$box_idle" "$nginx_idle"
 line "start-to-ready (ms)" "$box_ready" "$nginx_ready"
 [ -n "${QUICK:-}" ] && exit 0
