@@ -17,6 +17,7 @@ ulimit -n 8192
 # Free ports, chosen now: a fixed pair collides with whatever else runs on the machine.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 box_port=$(free_port); nginx_port=$(free_port)
+while [ "$nginx_port" = "$box_port" ]; do nginx_port=$(free_port); done
 . bench/setup.sh
 bench_setup "$box_port"
 
@@ -96,13 +97,13 @@ run() {
     read -r u0 s0 < <(ticks "$pid")
     local out; out=$(wrk "${args[@]}" "https://localhost:$port/v1/access")
     read -r u1 s1 < <(ticks "$pid")
-    local rps p50 p99 done
+    local rps p50 p99 answered
     rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
     p50=$(awk '$1 == "50%" {print $2}' <<<"$out" | to_ms)
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out" | to_ms)
-    done=$(awk '/requests in/ {print $1}' <<<"$out")
+    answered=$(awk '/requests in/ {print $1}' <<<"$out")
     if grep -q "Non-2xx" <<<"$out"; then echo "non-2xx answers: $out" >&2; exit 1; fi
-    echo "$rps $p50 $p99 $(kb "$pid" VmHWM) $(awk -v n="$done" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$TICK_HZ" \
+    echo "$rps $p50 $p99 $(kb "$pid" VmHWM) $(awk -v n="$answered" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$TICK_HZ" \
         'BEGIN { if (u + s > 0 && n > 0) printf "%.0f %.2f %.2f", n / ((u + s) / hz), u / hz / n * 1e6, s / hz / n * 1e6; else print "0 - -" }')"
 }
 
@@ -155,7 +156,7 @@ flood_scenario() {
 }
 declare -A F
 # QUICK=1: the two rate scenarios only (for trying a change; `make bench` runs everything).
-if [ -z "${QUICK:-}" ]; then
+if [ "${QUICK:-0}" != 1 ]; then
 flood_scenario boxapi $box_port "$box_pid"
 flood_scenario nginx $nginx_port "$nginx_pid"
 
@@ -220,7 +221,7 @@ line "keep-alive user CPU per request (us)" "${R[keepalive,boxapi,6]}" "${R[keep
 line "keep-alive system CPU per request (us)" "${R[keepalive,boxapi,7]}" "${R[keepalive,nginx,7]}"
 line "idle RSS after start (kB; nginx: master+worker)" "$box_idle" "$nginx_idle"
 line "start-to-ready (ms)" "$box_ready" "$nginx_ready"
-[ -n "${QUICK:-}" ] && exit 0
+[ "${QUICK:-0}" = 1 ] && exit 0
 line "second terminal alone, requests/s (32 conns)" "${F[boxapi,normal]}" "${F[nginx,normal]}"
 line "flood (1000 conns) requests/s" "${F[boxapi,flood]}" "${F[nginx,flood]}"
 line "flood (1000 conns) peak RSS (kB)" "${F[boxapi,rss]}" "${F[nginx,rss]}"

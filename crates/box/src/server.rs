@@ -29,6 +29,8 @@ pub const HANDSHAKE_AND_HEAD: Duration = Duration::from_secs(10);
 /// contract's 10 s, and tighter): hyper's own header timer would only repeat it, at the cost of
 /// a timer allocated and registered per request.
 pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(5);
+// Both bounds stand for the contract's 10 s per head (there is no other head timer).
+const _: () = assert!(KEEP_ALIVE_IDLE.as_secs() <= 10 && HANDSHAKE_AND_HEAD.as_secs() <= 10);
 /// One request, body and answer included, may take at most this long (a `provider_command` may
 /// take up to a minute; a client that never reads its answer is cut here).
 pub const REQUEST_LIMIT: Duration = Duration::from_secs(75);
@@ -269,13 +271,17 @@ async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
         }
     });
     let conn = http1::Builder::new()
+        // Off explicitly: the loop below bounds every head (see `KEEP_ALIVE_IDLE`).
+        .header_read_timeout(None)
         .max_buf_size(MAX_HEAD_BYTES)
         .serve_connection(TokioIo::new(ParseErrorGuard::new(tls)), svc);
     tokio::pin!(conn);
     let mut state = app.control.subscribe();
     loop {
         // The deadline of the phase the connection is in; when it passes with the phase
-        // unchanged, the connection is closed.
+        // unchanged, the connection is closed. This is what enforces contract §4's limit on
+        // every request head: hyper reads the next head only once the previous answer is
+        // written, and the phase is Idle (its clock started) from that answer on.
         let Some((phase, since)) = slot.phase() else {
             return; // evicted to make room
         };

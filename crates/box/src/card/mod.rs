@@ -9,7 +9,7 @@ pub mod wifi;
 pub mod withhold;
 
 use boxapi_core::control::{Section, Sections};
-use boxapi_core::json;
+use boxapi_core::json as write_json;
 pub use layer::{merge, project, validate_layer, TECHNOLOGIES};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
@@ -225,24 +225,26 @@ impl<'a> Sources<'a> {
         }
         if member(&mut out, b",\"client\":", withholds(Section::Client)) {
             out.extend_from_slice(b"{\"connection\":");
-            json::push_str(&mut out, client.connection);
+            write_json::push_str(&mut out, client.connection);
             out.extend_from_slice(b",\"interface\":");
-            json::push_opt_str(&mut out, client.interface.as_deref());
+            write_json::push_opt_str(&mut out, client.interface.as_deref());
             out.extend_from_slice(b",\"link_kbps\":");
-            json::push_opt_u64(&mut out, client.link_kbps);
+            write_json::push_opt_u64(&mut out, client.link_kbps);
             out.extend_from_slice(b",\"wifi\":");
             // Serializing a Value into a Vec cannot fail (string keys, no I/O).
             let _ = serde_json::to_writer(&mut out, &client_wifi);
             out.push(b'}');
         }
         if member(&mut out, b",\"counters\":", withholds(Section::Counters)) {
+            // The time first, then the counters it dates (as `/v1/counters` does).
+            let monotonic_us = boxapi_core::time::monotonic_us();
             let wan = self.wan();
             out.extend_from_slice(b"{\"monotonic_us\":");
-            json::push_u64(&mut out, boxapi_core::time::monotonic_us());
+            write_json::push_u64(&mut out, monotonic_us);
             out.extend_from_slice(b",\"wan\":{\"rx_bytes\":");
-            json::push_opt_u64(&mut out, wan.rx_bytes);
+            write_json::push_opt_u64(&mut out, wan.rx_bytes);
             out.extend_from_slice(b",\"tx_bytes\":");
-            json::push_opt_u64(&mut out, wan.tx_bytes);
+            write_json::push_opt_u64(&mut out, wan.tx_bytes);
             out.extend_from_slice(b"}}");
         }
         if member(
@@ -252,15 +254,14 @@ impl<'a> Sources<'a> {
         ) {
             out.extend_from_slice(subscription);
         }
-        member(&mut out, b",\"timestamp\":", false);
-        out.push(b'"');
+        out.extend_from_slice(b",\"timestamp\":\"");
         boxapi_core::time::push_rfc3339_millis(&mut out, SystemTime::now());
         out.push(b'"');
         if member(&mut out, b",\"wifi\":", withholds(Section::Wifi)) {
             out.extend_from_slice(wifi);
         }
-        member(&mut out, b",\"withheld\":", false);
-        json::push_str_array(&mut out, withheld.iter().map(Section::name));
+        out.extend_from_slice(b",\"withheld\":");
+        write_json::push_str_array(&mut out, withheld.iter().map(Section::name));
         out.push(b'}');
         out
     }
@@ -290,7 +291,14 @@ mod tests {
             .build()
             .unwrap();
         let bytes = rt.block_on(src.access_card(client, withheld));
-        serde_json::from_slice(&bytes).unwrap()
+        let card: Value = serde_json::from_slice(&bytes).unwrap();
+        // Byte for byte what serde_json writes for the same card (members sorted, compact, the
+        // same escapes): no duplicated or misplaced member can hide behind a parse.
+        assert_eq!(
+            String::from_utf8(serde_json::to_vec(&card).unwrap()).unwrap(),
+            String::from_utf8(bytes).unwrap()
+        );
+        card
     }
 
     #[test]
