@@ -2,7 +2,7 @@
 //! balancer, not on a LAN), a bounded number of connections, deadlines on handshakes and heads.
 use crate::app::App;
 use crate::http;
-use boxapi_core::fair::{Phase, Terminal};
+use boxapi_core::fair::{Phase, Terminal, EVICTED_LINGER};
 use boxapi_core::guard::ParseErrorGuard;
 use boxapi_core::log;
 use hyper::server::conn::http1;
@@ -158,10 +158,8 @@ async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr, request_
         .serve_connection(TokioIo::new(ParseErrorGuard::new(tls)), svc);
     tokio::pin!(conn);
     let first_head = accepted + HANDSHAKE + HEAD;
-    loop {
-        let Some((phase, since)) = slot.phase() else {
-            return; // closed to make room
-        };
+    // No phase: closed to make room.
+    while let Some((phase, since)) = slot.phase() {
         let until = match phase {
             Phase::Busy => since + Duration::from_millis(limit_ms.load(Ordering::Relaxed)),
             _ if !served.load(Ordering::Relaxed) => first_head,
@@ -175,9 +173,13 @@ async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr, request_
                     return;
                 }
             }
-            _ = slot.evicted() => return,
+            _ = slot.evicted() => break,
         }
     }
+    // Closed to make room for another terminal, perhaps while its answer was being written: that
+    // answer is finished (briefly), no further request is read.
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(EVICTED_LINGER, conn).await;
 }
 
 fn millis(d: Duration) -> u64 {

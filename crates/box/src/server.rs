@@ -6,7 +6,7 @@ use crate::card::sys::Client;
 use crate::http::{self, ConnInfo};
 use crate::lan::{self, Endpoint};
 use boxapi_core::control::Mode;
-use boxapi_core::fair::{Phase, Terminal};
+use boxapi_core::fair::{Phase, Terminal, EVICTED_LINGER};
 use boxapi_core::guard::ParseErrorGuard;
 use boxapi_core::log;
 use hyper::server::conn::http1;
@@ -277,14 +277,11 @@ async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
         .serve_connection(TokioIo::new(ParseErrorGuard::new(tls)), svc);
     tokio::pin!(conn);
     let mut state = app.control.subscribe();
-    loop {
-        // The deadline of the phase the connection is in; when it passes with the phase
-        // unchanged, the connection is closed. This is what enforces contract §4's limit on
-        // every request head: hyper reads the next head only once the previous answer is
-        // written, and the phase is Idle (its clock started) from that answer on.
-        let Some((phase, since)) = slot.phase() else {
-            return; // evicted to make room
-        };
+    // The deadline of the phase the connection is in; when it passes with the phase unchanged,
+    // the connection is closed. This is what enforces contract §4's limit on every request head:
+    // hyper reads the next head only once the previous answer is written, and the phase is Idle
+    // (its clock started) from that answer on. No phase: closed to make room.
+    while let Some((phase, since)) = slot.phase() {
         let until = match phase {
             Phase::Busy => since + REQUEST_LIMIT,
             Phase::Streaming => since + app.snapshot().config.metrics.stream_max + STREAM_GRACE,
@@ -299,7 +296,7 @@ async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
                     return; // no (further) request in time, or a request that never ends
                 }
             }
-            _ = slot.evicted() => return,
+            _ = slot.evicted() => break,
             changed = state.changed() => {
                 // The subscriber's switch-off also ends connections already open.
                 if changed.is_err() || state.borrow().mode == Mode::Disabled {
@@ -308,4 +305,8 @@ async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
             }
         }
     }
+    // Closed to make room for another terminal, perhaps while its answer was being written: that
+    // answer is finished (briefly), no further request is read.
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(EVICTED_LINGER, conn).await;
 }

@@ -65,6 +65,55 @@ fn closed_within(s: &mut Tls, within: Duration) -> bool {
 
 const ACCESS: &str = "GET /v1/access HTTP/1.1\r\nHost: localhost\r\n\r\n";
 
+/// Four terminals each within their share (2 of 8 slots), polling every 100 ms on both of their
+/// connections: no connection is ever idle long enough to be closed by age, yet a fifth terminal
+/// must be served (contract §4: another terminal is always served).
+#[test]
+fn terminals_polling_within_their_shares_do_not_keep_another_out() {
+    let d = Daemon::start("pollers", "max_connections = 8", "");
+    let addr = d.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let until = Instant::now() + Duration::from_secs(6);
+    let pollers: Vec<_> = ["127.0.0.1", "127.0.0.3", "127.0.0.4", "127.0.0.5"]
+        .into_iter()
+        .flat_map(|src| [src, src])
+        .map(|src| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut answered = 0;
+                let mut s = tls_from(src, addr);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < until {
+                    match exchange(&mut s, ACCESS) {
+                        Some(_) => answered += 1,
+                        // Closed to make room: a page would reconnect.
+                        None => s = tls_from(src, addr),
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                answered
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    for i in 0..6 {
+        let t = Instant::now();
+        let mut s = tls_from("127.0.0.2", addr);
+        let r = exchange(&mut s, ACCESS).unwrap_or_else(|| panic!("probe {i} got no answer"));
+        assert_eq!(r.status, 401);
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "probe {i} took {:?}",
+            t.elapsed()
+        );
+        drop(s);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered: Vec<u32> = pollers.into_iter().map(|p| p.join().unwrap()).collect();
+    // The pollers were served too (a connection closed to make room comes back).
+    assert!(answered.iter().all(|&n| n > 5), "{answered:?}");
+}
+
 #[test]
 fn one_terminal_holding_every_slot_does_not_keep_another_out() {
     // 16 slots, 4 per terminal by default.

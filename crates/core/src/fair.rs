@@ -1,7 +1,9 @@
 //! Fair shares: who a connection belongs to (its terminal), and the connection slots, counted
 //! per terminal so that one host cannot take what the others need. At capacity, unfinished
 //! handshakes and idle keep-alive connections are closed first (oldest first); a connection in
-//! the middle of a request is never cut to make room.
+//! the middle of a request is never cut to make room. When none is old enough, the terminal
+//! holding the most slots gives one up to a terminal holding fewer: several hosts polling
+//! together cannot keep a further one out.
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +18,9 @@ pub const MIN_HANDSHAKE_AGE: Duration = Duration::from_millis(100);
 /// A keep-alive connection idle this long may be closed to make room (a page polling the
 /// counters every few hundred milliseconds keeps its connection).
 pub const MIN_IDLE_AGE: Duration = Duration::from_millis(500);
+/// A connection closed to make room while an answer was still being written gets this long to
+/// finish it (servers shut such a connection down gracefully: no further request is read).
+pub const EVICTED_LINGER: Duration = Duration::from_secs(1);
 /// How long a newcomer finding no room waits for some before it is closed.
 pub const PARK: Duration = Duration::from_secs(1);
 /// A waiting newcomer looks again this often (connections age into evictability).
@@ -101,9 +106,15 @@ impl Table {
     }
 
     /// Closes the best victim (of `only` this terminal, or of anyone): the oldest unfinished
-    /// handshake, else the longest-idle keep-alive connection; never one that is too young or
-    /// busy, never `spare`. True if one was closed.
-    fn evict(&mut self, now: Instant, only: Option<Terminal>, spare: Option<u64>) -> bool {
+    /// handshake, else the longest-idle keep-alive connection; never a busy one, never `spare`,
+    /// and with `Ages::MIN`, never one that is too young. True if one was closed.
+    fn evict(
+        &mut self,
+        now: Instant,
+        only: Option<Terminal>,
+        spare: Option<u64>,
+        ages: Ages,
+    ) -> bool {
         let candidates = || {
             self.conns
                 .iter()
@@ -111,15 +122,13 @@ impl Table {
         };
         let handshake = candidates()
             .filter(|(_, e)| {
-                e.phase == Phase::Handshake && now.duration_since(e.since) >= MIN_HANDSHAKE_AGE
+                e.phase == Phase::Handshake && now.duration_since(e.since) >= ages.handshake
             })
             .min_by_key(|(_, e)| e.since)
             .map(|(id, _)| *id);
         let victim = handshake.or_else(|| {
             candidates()
-                .filter(|(_, e)| {
-                    e.phase == Phase::Idle && now.duration_since(e.since) >= MIN_IDLE_AGE
-                })
+                .filter(|(_, e)| e.phase == Phase::Idle && now.duration_since(e.since) >= ages.idle)
                 .min_by_key(|(_, e)| e.since)
                 .map(|(id, _)| *id)
         });
@@ -131,6 +140,61 @@ impl Table {
             None => false,
         }
     }
+}
+
+impl Table {
+    /// Makes room for `newcomer` at capacity when no connection is old enough to go: the
+    /// terminals holding at least two slots more than it does give up one (a handshake, else
+    /// their longest-idle connection, of any age), the biggest holder first. Without this, four
+    /// hosts each polling within its quarter would hold every slot forever.
+    fn evict_from_bigger(&mut self, now: Instant, newcomer: Terminal) -> bool {
+        let have = self.count(&newcomer);
+        let mut bigger: Vec<(usize, Terminal)> = self
+            .per_terminal
+            .iter()
+            .filter(|(t, n)| **t != newcomer && **n > have + 1)
+            .map(|(t, n)| (*n, *t))
+            .collect();
+        bigger.sort_unstable_by_key(|b| std::cmp::Reverse(b.0));
+        bigger
+            .into_iter()
+            .any(|(_, t)| self.evict(now, Some(t), None, Ages::ANY))
+    }
+
+    /// Closes what a terminal holds beyond its share (handshakes and idle connections, of any
+    /// age; busy ones are left to finish).
+    fn shed_over_share(&mut self, now: Instant) {
+        let over: Vec<Terminal> = self
+            .per_terminal
+            .iter()
+            .filter(|(_, n)| **n > self.share)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in over {
+            while self.count(&t) > self.share && self.evict(now, Some(t), None, Ages::ANY) {}
+        }
+    }
+}
+
+/// How old a connection in each phase must be to be closed to make room.
+#[derive(Clone, Copy)]
+struct Ages {
+    handshake: Duration,
+    idle: Duration,
+}
+
+impl Ages {
+    /// For a terminal's own connections and at capacity: none that may still be in use.
+    const MIN: Ages = Ages {
+        handshake: MIN_HANDSHAKE_AGE,
+        idle: MIN_IDLE_AGE,
+    };
+    /// Taken from a terminal holding more than its fair part (closed gracefully: an answer
+    /// being written is finished).
+    const ANY: Ages = Ages {
+        handshake: Duration::ZERO,
+        idle: Duration::ZERO,
+    };
 }
 
 /// The connection slots of one server: `max_connections` in all, a share per terminal.
@@ -171,12 +235,15 @@ impl Slots {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A reloaded `max_connections` and share: open connections keep their slot (a smaller limit
-    /// is reached as they close); new ones are admitted under the new values.
+    /// A reloaded `max_connections` and share. A terminal over its new share loses its
+    /// handshakes and idle connections beyond it at once; busy ones finish (and are the first
+    /// to go when another terminal needs room). Other open connections keep their slot (a
+    /// smaller limit is reached as they close); new ones are admitted under the new values.
     pub fn configure(&self, limit: usize, share: usize) {
         let mut t = self.lock();
         t.limit = limit.max(1);
         t.share = share.max(1);
+        t.shed_over_share(Instant::now());
         drop(t);
         self.room.notify_waiters();
     }
@@ -188,10 +255,13 @@ impl Slots {
         let now = Instant::now();
         let mut t = self.lock();
         if t.count(&terminal) >= t.share {
-            if !t.evict(now, Some(terminal), None) {
+            if !t.evict(now, Some(terminal), None, Ages::MIN) {
                 return None;
             }
-        } else if t.conns.len() >= t.limit && !t.evict(now, None, None) {
+        } else if t.conns.len() >= t.limit
+            && !t.evict(now, None, None, Ages::MIN)
+            && !t.evict_from_bigger(now, terminal)
+        {
             return None;
         }
         let id = t.next;
@@ -294,7 +364,8 @@ impl Slot {
         if old == terminal {
             return true;
         }
-        if t.count(&terminal) >= t.share && !t.evict(Instant::now(), Some(terminal), Some(self.id))
+        if t.count(&terminal) >= t.share
+            && !t.evict(Instant::now(), Some(terminal), Some(self.id), Ages::MIN)
         {
             return false;
         }
@@ -386,6 +457,60 @@ mod tests {
         assert!(s.try_admit(v4(4)).is_none(), "busy ones stay");
         assert!(busy.phase().is_some());
         drop((n1, n2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hosts_polling_within_their_shares_cannot_keep_another_out() {
+        let s = Slots::new(8, 2);
+        let mut held = Vec::new();
+        for host in 1..=4 {
+            for _ in 0..2 {
+                let c = s.try_admit(v4(host)).unwrap();
+                c.set_phase(Phase::Idle); // between two polls: never idle for long
+                held.push(c);
+            }
+        }
+        // Full, each at its share, nothing old enough: the biggest holders give way, one slot
+        // at a time, to the terminal holding fewer.
+        let fifth = s.try_admit(v4(5)).expect("a fifth terminal gets in");
+        assert_eq!(held.iter().filter(|c| c.phase().is_none()).count(), 1);
+        fifth.set_phase(Phase::Idle);
+        // It holds 1, the others 2 or 1: nobody holds two more, so its second connection waits.
+        assert!(s.try_admit(v4(5)).is_none());
+        // A sixth terminal, holding none, gets one from a holder of 2.
+        let sixth = s.try_admit(v4(6)).expect("a sixth terminal gets in");
+        assert_eq!(held.iter().filter(|c| c.phase().is_none()).count(), 2);
+        for c in held.iter().chain([&fifth, &sixth]) {
+            if c.phase().is_some() {
+                c.set_phase(Phase::Busy);
+            }
+        }
+        assert!(
+            s.try_admit(v4(7)).is_none(),
+            "busy connections are never closed to make room"
+        );
+        drop((held, fifth, sixth));
+        assert_eq!(s.open(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lower_share_sheds_idle_connections_at_once_and_busy_ones_stay() {
+        let s = Slots::new(16, 8);
+        let conns: Vec<Slot> = (0..6).map(|_| s.try_admit(v4(1)).unwrap()).collect();
+        conns[0].set_phase(Phase::Busy);
+        conns[1].set_phase(Phase::Busy);
+        conns[2].set_phase(Phase::Busy);
+        for c in &conns[3..] {
+            c.set_phase(Phase::Idle);
+        }
+        s.configure(16, 2);
+        // Three busy ones stay (over the share of 2, they finish); the idle ones go.
+        let open: Vec<bool> = conns.iter().map(|c| c.phase().is_some()).collect();
+        assert_eq!(open, [true, true, true, false, false, false]);
+        // Another terminal is admitted; this one's own newcomers are not.
+        let other = s.try_admit(v4(2)).unwrap();
+        assert!(s.try_admit(v4(1)).is_none());
+        drop((conns, other));
     }
 
     #[tokio::test(start_paused = true)]
