@@ -276,6 +276,50 @@ fn parse_errors_carry_the_contract_headers_a_problem_and_a_log_line() {
 }
 
 #[test]
+fn a_parse_error_behind_a_pipelined_request_logs_its_own_request() {
+    let d = Daemon::start("pipeparse", "", "");
+    let t = fixtures().b.token("b", "counters");
+    // Both requests in one write: hyper reads them together, answers the first, rejects the
+    // second.
+    let raw = format!(
+        "HEAD /v1/counters HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {t}\r\n\r\n\
+         GET /bad HTTP/1.1\r\nHost: localhost\r\nno colon here\r\n\r\n"
+    );
+    let mut s = tls_from("127.0.0.1", d.addr);
+    s.write_all(raw.as_bytes()).unwrap();
+    s.sock
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // The 400 closes the connection: everything up to there.
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let end = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|e| e + 4)
+        .unwrap_or_else(|| panic!("{:?}", String::from_utf8_lossy(&got)));
+    assert_eq!(parse_response(&got[..end]).status, 200); // HEAD: no body
+    let second = parse_response(&got[end..]);
+    second.assert_problem(400, "invalid_request");
+    assert_eq!(
+        second.header("cache-control"),
+        Some("no-store"),
+        "{second:?}"
+    );
+    assert!(
+        d.logged("\"method\":\"GET\",\"path\":\"/bad\",\"status\":400"),
+        "the 400 is not logged as GET /bad: {}",
+        d.log_text()
+    );
+    assert!(
+        !d.log_text()
+            .contains("\"path\":\"/v1/counters\",\"status\":400"),
+        "{}",
+        d.log_text()
+    );
+}
+
+#[test]
 fn an_absolute_form_target_must_name_the_box() {
     let d = Daemon::start("absform", "", "");
     let t = fixtures().a.token("a", "access");
