@@ -13,6 +13,8 @@ use std::sync::{Arc, RwLock};
 /// This replica's copy of the shared (Redis) revocations, in `state_dir`: what it re-seeds into a
 /// Redis that lost its data, even after a restart of everything.
 const SHARED_REVOCATIONS: &str = "shared-revocations.json";
+/// A list of tool ids; anything far larger is not ours.
+const SHARED_REVOCATIONS_MAX_BYTES: u64 = 1 << 20;
 
 pub struct App {
     snapshot: RwLock<Arc<Snapshot>>,
@@ -64,7 +66,7 @@ fn shared_path(state_dir: &Path) -> PathBuf {
 
 /// The saved copy of the shared revocations (empty when there is none or it is unreadable).
 pub fn load_shared_revocations(state_dir: &Path) -> BTreeSet<String> {
-    std::fs::read(shared_path(state_dir))
+    boxapi_core::files::read_limited(&shared_path(state_dir), SHARED_REVOCATIONS_MAX_BYTES)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()

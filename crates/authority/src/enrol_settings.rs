@@ -4,6 +4,7 @@
 use crate::acme::{self, AcmeSettings, DnsSettings, Eab, Tsig};
 use boxapi_core::b64;
 use boxapi_core::config::{Config, Problem};
+use boxapi_core::files::{limit, read_limited};
 use hickory_proto::dnssec::rdata::tsig::TsigAlgorithm;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
@@ -39,14 +40,9 @@ fn file_problem(problems: &mut Vec<Problem>, key: &str, path: &Path, why: impl s
     problems.push(Problem::file(key, path, why));
 }
 
-fn read_file(problems: &mut Vec<Problem>, key: &str, path: &Path) -> Option<Vec<u8>> {
-    match std::fs::read(path) {
-        Ok(b) => Some(b),
-        Err(e) => {
-            file_problem(problems, key, path, format_args!("cannot read: {e}"));
-            None
-        }
-    }
+/// A regular file of at most `limit` bytes ([`limit`]); a problem naming `key` otherwise.
+fn read_file(problems: &mut Vec<Problem>, key: &str, path: &Path, limit: u64) -> Option<Vec<u8>> {
+    boxapi_core::config::read_named(key, path, limit, problems)
 }
 
 /// Every certificate of a PEM bundle; a problem when there is none or one does not parse.
@@ -55,7 +51,7 @@ fn pem_certs(
     key: &str,
     path: &Path,
 ) -> Option<Vec<CertificateDer<'static>>> {
-    let pem = read_file(problems, key, path)?;
+    let pem = read_file(problems, key, path, limit::PEM)?;
     match CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>() {
         Ok(c) if !c.is_empty() => Some(c),
         Ok(_) => {
@@ -78,7 +74,7 @@ fn secret(
     what: &str,
     min_len: usize,
 ) -> Option<Vec<u8>> {
-    let raw = read_file(problems, key, path)?;
+    let raw = read_file(problems, key, path, limit::SECRET)?;
     let text: Vec<u8> = raw
         .iter()
         .copied()
@@ -132,7 +128,7 @@ impl Settings {
         }
         let mut crls = Vec::new();
         for path in &e.device_crls {
-            let Some(pem) = read_file(problems, "enrolment.device_crls", path) else {
+            let Some(pem) = read_file(problems, "enrolment.device_crls", path, limit::CRL) else {
                 continue;
             };
             match CertificateRevocationListDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>()
@@ -175,7 +171,7 @@ impl Settings {
         };
 
         // ACME: the account's credentials (if already there), the CA's trust anchors, EAB.
-        match std::fs::read(&a.account) {
+        match read_limited(&a.account, limit::SECRET) {
             Ok(bytes) => {
                 if let Err(why) = acme::parse_credentials(&bytes, &a.directory) {
                     file_problem(problems, "acme.account", &a.account, why);
@@ -192,7 +188,7 @@ impl Settings {
                     }
                 }
             }
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            Err(err) if err.is_not_found() => {
                 let dir = a.account.parent().unwrap_or(Path::new("."));
                 if !dir.is_dir() {
                     file_problem(

@@ -132,11 +132,7 @@ pub fn box_url(value: &str) -> Result<String, LocateError> {
 }
 
 fn read_map(path: &Path) -> Result<HashMap<String, String>, String> {
-    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(format!("larger than {MAX_FILE_BYTES} bytes"));
-    }
-    let text = std::fs::read(path).map_err(|e| e.to_string())?;
+    let text = boxapi_core::files::read_limited(path, MAX_FILE_BYTES).map_err(|e| e.to_string())?;
     let raw: HashMap<String, String> = serde_json::from_slice(&text)
         .map_err(|e| format!("not a JSON object of address → box URL or name: {e}"))?;
     let mut map = HashMap::with_capacity(raw.len());

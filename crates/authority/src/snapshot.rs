@@ -4,6 +4,7 @@
 use crate::enrol_settings::Settings;
 use crate::locator::Locator;
 use boxapi_core::config::{self, Config, Problem, StoreConfig};
+use boxapi_core::files;
 use boxapi_core::trust::Trust;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::ServerConfig;
@@ -54,15 +55,11 @@ impl Snapshot {
             .and_then(|l| Locator::new(l, &mut problems));
         let store_password = match &config.authority.store {
             StoreConfig::Redis(r) => r.password_file.as_ref().and_then(|f| {
-                match std::fs::read_to_string(f) {
+                match files::read_text_limited(f, files::limit::SECRET) {
                     // The first line: a trailing newline is not part of the password.
                     Ok(text) => Some(text.lines().next().unwrap_or("").to_owned()),
                     Err(e) => {
-                        problems.push(Problem::file(
-                            "authority.store.password_file",
-                            f,
-                            format_args!("cannot read: {e}"),
-                        ));
+                        problems.push(Problem::file("authority.store.password_file", f, e));
                         None
                     }
                 }

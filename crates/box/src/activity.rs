@@ -50,13 +50,12 @@ pub struct Activity {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActivityError {
+    /// Not a regular file, larger than 1 MiB, or unreadable.
     #[error("{}: {source}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        source: boxapi_core::files::ReadError,
     },
-    #[error("{}: larger than 1 MiB", .0.display())]
-    TooLarge(PathBuf),
     #[error("{}: not a boxapi activity file: {why}", path.display())]
     Invalid { path: PathBuf, why: String },
     #[error(transparent)]
@@ -136,18 +135,11 @@ impl Activity {
     /// Reads `dir/activity.json`; a missing file is no activity yet.
     pub fn load(dir: &Path) -> Result<Activity, ActivityError> {
         let path = dir.join(FILE);
-        let meta = match std::fs::metadata(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Activity::default()),
+        let bytes = match boxapi_core::files::read_limited(&path, MAX_BYTES) {
+            Err(e) if e.is_not_found() => return Ok(Activity::default()),
             Err(source) => return Err(ActivityError::Read { path, source }),
-            Ok(m) => m,
+            Ok(b) => b,
         };
-        if meta.len() > MAX_BYTES {
-            return Err(ActivityError::TooLarge(path));
-        }
-        let bytes = std::fs::read(&path).map_err(|source| ActivityError::Read {
-            path: path.clone(),
-            source,
-        })?;
         let tools = parse(&bytes).map_err(|why| ActivityError::Invalid { path, why })?;
         Ok(Activity {
             inner: Mutex::new(Inner {

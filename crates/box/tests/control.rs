@@ -206,6 +206,80 @@ fn reload_keeps_the_old_config_on_error_and_sighup_reloads() {
     }));
 }
 
+/// A reload naming a named pipe or a device (which would block the open or never end) or an
+/// oversized file is refused at once, every such file listed, while the daemon keeps serving and
+/// answering on its control socket, and SIGTERM still stops it.
+#[test]
+fn reload_refuses_pipes_devices_and_oversized_files_promptly() {
+    let d = Daemon::start("specialfiles", "", "");
+    let path = d.dir.join("boxapi.toml");
+    let good = std::fs::read_to_string(&path).unwrap();
+    let t = fixtures().a.token("a", "access");
+    let f = &fixtures().dir;
+    let (cert, key, jwks) = (
+        f.join("server.pem").display().to_string(),
+        f.join("server.key").display().to_string(),
+        f.join("issuer.jwks").display().to_string(),
+    );
+    let fifo = d.dir.join("cert.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let fifo = fifo.display().to_string();
+    let big = d.dir.join("big.pem");
+    std::fs::write(&big, vec![b'A'; (1 << 20) + 1]).unwrap();
+    let big = big.display().to_string();
+    // (what the configuration names → what it names instead, the problems the reload lists)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [String]);
+    let cases: [Case; 3] = [
+        (
+            &[(&cert, &fifo), (&key, "/dev/zero"), (&jwks, &fifo)],
+            &[
+                format!("server.cert ({fifo}): not a regular file (a named pipe)"),
+                "server.key (/dev/zero): not a regular file (a character device)".to_owned(),
+                format!("auth.issuer_keys ({fifo}): not a regular file (a named pipe)"),
+            ],
+        ),
+        (
+            &[(&cert, "/dev/zero")],
+            &["server.cert (/dev/zero): not a regular file (a character device)".to_owned()],
+        ),
+        (
+            &[(&cert, &big)],
+            &[format!(
+                "server.cert ({big}): larger than 1 MiB, the limit for this file"
+            )],
+        ),
+    ];
+    for (swaps, wants) in cases {
+        let mut text = good.clone();
+        for (from, to) in swaps {
+            text = text.replace(from, to);
+        }
+        std::fs::write(&path, text).unwrap();
+        let started = std::time::Instant::now();
+        let (code, _, err) = d.ctl(&["reload"]);
+        assert_eq!(code, 1, "{err}");
+        for want in wants {
+            assert!(err.contains(want.as_str()), "{want:?} not in {err}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the reload took {:?}",
+            started.elapsed()
+        );
+        let s = status(&d);
+        assert_eq!(s["state"], "enabled");
+        assert_eq!(
+            d.get_token("/v1/access", &t).status,
+            200,
+            "still serving on the old configuration"
+        );
+    }
+    // Back to the good configuration: reloads again, then stops on SIGTERM.
+    std::fs::write(&path, &good).unwrap();
+    assert_eq!(d.ctl(&["reload"]).0, 0);
+    d.terminate();
+}
+
 #[test]
 fn bad_control_lines_get_errors_and_ctl_without_daemon_exits_69() {
     let d = Daemon::start("ctlbad", "", "");

@@ -7,6 +7,7 @@ pub use problem::{lines, Problem};
 
 use crate::auth::registry::{check_origin_syntax, valid_tool_id, TOOL_ID_RULE};
 use crate::auth::Scopes;
+use crate::files;
 use crate::privs::PrivError;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -476,19 +477,37 @@ pub fn parse_sha256_hex(h: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// Reads and parses the file at `path`; `None` (with the problem) when it cannot be read or is
-/// not TOML.
+/// Reads and parses the file at `path` (a regular file of at most [`files::limit::CONFIG`]);
+/// `None` (with the problem) when it cannot be read or is not TOML.
 pub fn load(path: &Path, problems: &mut Vec<Problem>) -> Option<Config> {
-    match std::fs::read_to_string(path) {
+    match files::read_text_limited(path, files::limit::CONFIG) {
         Ok(text) => parse(&text, path, problems),
         Err(e) => {
             problems.push(Problem::Unreadable {
                 path: path.to_path_buf(),
-                why: e.to_string(),
+                why: match e {
+                    // `Unreadable` already says "cannot read".
+                    files::ReadError::Io(e) => e.to_string(),
+                    other => other.to_string(),
+                },
             });
             None
         }
     }
+}
+
+/// Reads a file that configuration key `key` names, within `limit` ([`files::limit`]); a
+/// problem naming the key, the file and the reason when it is not a regular file, is too large
+/// or cannot be read.
+pub fn read_named(
+    key: &str,
+    path: &Path,
+    limit: u64,
+    problems: &mut Vec<Problem>,
+) -> Option<Vec<u8>> {
+    files::read_limited(path, limit)
+        .map_err(|e| problems.push(Problem::file(key, path, e)))
+        .ok()
 }
 
 /// Parses `text` (the file at `path`). Unless the TOML itself is broken, returns a best-effort
@@ -1309,6 +1328,50 @@ mod tests {
         assert_eq!(parse_sha256_hex(&"0f".repeat(32)), Some([0x0f; 32]));
         assert_eq!(parse_sha256_hex(&"+f".repeat(32)), None);
         assert_eq!(parse_sha256_hex("ab"), None);
+    }
+
+    #[test]
+    fn the_configuration_file_itself_is_read_safely() {
+        let dir = std::env::temp_dir().join(format!("boxapi-config-load-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo.toml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let big = dir.join("big.toml");
+        let mut text = GOOD.to_owned();
+        text.push_str(&"#".repeat(files::limit::CONFIG as usize));
+        std::fs::write(&big, text).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let paths = [fifo.clone(), big.clone()];
+        std::thread::spawn(move || {
+            for p in paths {
+                let mut problems = Vec::new();
+                let loaded = load(&p, &mut problems).is_some();
+                let _ = tx.send((loaded, lines(&problems)));
+            }
+        });
+        let next = || rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            next(),
+            (
+                false,
+                vec![format!(
+                    "{}: cannot read: not a regular file (a named pipe)",
+                    fifo.display()
+                )]
+            )
+        );
+        assert_eq!(
+            next(),
+            (
+                false,
+                vec![format!(
+                    "{}: cannot read: larger than 1 MiB, the limit for this file",
+                    big.display()
+                )]
+            )
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

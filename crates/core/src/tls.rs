@@ -1,5 +1,6 @@
 //! TLS: TLS 1.2 and 1.3 only, forward-secret AEAD suites only, ring as the one crypto provider.
-use crate::config::Problem;
+use crate::config::{read_named, Problem};
+use crate::files::limit;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{CipherSuite, ServerConfig};
@@ -52,20 +53,10 @@ pub fn provider() -> rustls::crypto::CryptoProvider {
 const CERT: &str = "server.cert";
 const KEY: &str = "server.key";
 
-fn read(path: &Path, key: &str, problems: &mut Vec<Problem>) -> Option<Vec<u8>> {
-    match std::fs::read(path) {
-        Ok(b) => Some(b),
-        Err(e) => {
-            problems.push(Problem::file(key, path, format_args!("cannot read: {e}")));
-            None
-        }
-    }
-}
-
 /// Loads the certificate chain and key; every problem is pushed, naming the key and file.
 pub fn load(cert: &Path, key: &Path, problems: &mut Vec<Problem>) -> Option<Identity> {
-    let cert_pem = read(cert, CERT, problems);
-    let key_pem = read(key, KEY, problems);
+    let cert_pem = read_named(CERT, cert, limit::PEM, problems);
+    let key_pem = read_named(KEY, key, limit::PEM, problems);
     let chain: Vec<CertificateDer<'static>> = match cert_pem {
         Some(pem) => match CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>() {
             Ok(c) if !c.is_empty() => c,
@@ -121,6 +112,7 @@ pub fn load(cert: &Path, key: &Path, problems: &mut Vec<Problem>) -> Option<Iden
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::lines;
 
     #[test]
     fn only_forward_secret_aead_suites() {
@@ -153,5 +145,36 @@ mod tests {
         assert!(p[1]
             .to_string()
             .starts_with("server.key (/nonexistent/k.pem)"));
+    }
+
+    #[test]
+    fn a_device_or_a_pipe_is_refused_unopened_and_both_are_reported() {
+        let dir = std::env::temp_dir().join(format!("boxapi-tls-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("key.pem");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let key = fifo.clone();
+        std::thread::spawn(move || {
+            let mut p = Vec::new();
+            let loaded = load(Path::new("/dev/zero"), &key, &mut p).is_some();
+            let _ = tx.send((loaded, lines(&p)));
+        });
+        let (loaded, p) = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("load blocked");
+        assert!(!loaded);
+        assert_eq!(
+            p,
+            [
+                "server.cert (/dev/zero): not a regular file (a character device)".to_owned(),
+                format!(
+                    "server.key ({}): not a regular file (a named pipe)",
+                    fifo.display()
+                ),
+            ]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

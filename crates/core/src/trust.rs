@@ -5,6 +5,7 @@ use crate::auth::jwk::{self, PublicJwk};
 use crate::auth::signed;
 use crate::auth::{Registry, Rules, Tool, Verifier};
 use crate::config::{Config, Problem};
+use crate::files;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -22,10 +23,10 @@ pub struct Trust {
 
 /// Reads the public keys (a JWK or a JWKS) of the file that configuration key `key` names.
 pub fn load_keys(path: &Path, key: &str, problems: &mut Vec<Problem>) -> Vec<PublicJwk> {
-    let text = match std::fs::read_to_string(path) {
+    let text = match files::read_text_limited(path, files::limit::JWK) {
         Ok(t) => t,
         Err(e) => {
-            problems.push(Problem::file(key, path, format_args!("cannot read: {e}")));
+            problems.push(Problem::file(key, path, e));
             return Vec::new();
         }
     };
@@ -41,8 +42,8 @@ pub fn load_private(
     key: &str,
     problems: &mut Vec<Problem>,
 ) -> Option<jwk::PrivateJwk> {
-    std::fs::read_to_string(path)
-        .map_err(|e| Problem::file(key, path, format_args!("cannot read: {e}")))
+    files::read_text_limited(path, files::limit::JWK)
+        .map_err(|e| Problem::file(key, path, e))
         .and_then(|t| jwk::parse_private(&t).map_err(|e| Problem::file(key, path, e)))
         .map_err(|p| problems.push(p))
         .ok()
@@ -166,8 +167,8 @@ impl Trust {
                     .next()
                     .ok_or(())
                     .and_then(|root| {
-                        let jws = std::fs::read(&rc.file)
-                            .map_err(|e| problems.push(bad(&format_args!("cannot read: {e}"))))?;
+                        let jws = files::read_limited(&rc.file, files::limit::REGISTRY)
+                            .map_err(|e| problems.push(bad(&e)))?;
                         let r = signed::verify(&root, &jws).map_err(|e| problems.push(bad(&e)))?;
                         signed::check_rollback(&config.server.state_dir, r.version)
                             .map_err(|e| problems.push(bad(&e)))?;

@@ -320,8 +320,8 @@ async fn load_or_create(acme: &AcmeSettings) -> Result<Account> {
         }
     };
     let http = Box::new(BoundedHttp::new(acme)?);
-    // A small local file: read directly.
-    match std::fs::read(path) {
+    // A small local file: read directly (a regular file within its limit only).
+    match boxapi_core::files::read_limited(path, boxapi_core::files::limit::SECRET) {
         Ok(bytes) => {
             // serde_json's messages name the position, never the content.
             let creds = parse_credentials(&bytes, &acme.directory_url).map_err(cred_err)?;
@@ -330,7 +330,7 @@ async fn load_or_create(acme: &AcmeSettings) -> Result<Account> {
                 .await
                 .map_err(acme_err("load the account (directory)"))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if e.is_not_found() => {
             let contact: Vec<&str> = acme.contact.iter().map(String::as_str).collect();
             let eab = acme
                 .eab

@@ -206,7 +206,7 @@ impl RedisStore {
         let client = match &settings.tls_ca_file {
             None => redis::Client::open(info),
             Some(path) => {
-                let pem = std::fs::read(path)
+                let pem = boxapi_core::files::read_limited(path, boxapi_core::files::limit::PEM)
                     .map_err(|e| config(format!("tls_ca_file {}: {e}", path.display())))?;
                 redis::Client::build_with_tls(
                     info,

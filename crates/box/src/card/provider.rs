@@ -149,38 +149,16 @@ impl FileLayer {
             }
         }
         let source = self.shape.file_source();
-        let parsed = if meta.len() > MAX_LAYER_BYTES as u64 {
-            log::event(
-                "provider_error",
-                &[("source", source), ("error", "file larger than 64 KiB")],
-            );
-            None
-        } else {
-            // Read with the same cap: the file may grow between the stat and the read.
-            let read = std::fs::File::open(&self.path).and_then(|f| {
-                let mut bytes = Vec::new();
-                std::io::Read::read_to_end(
-                    &mut std::io::Read::take(f, MAX_LAYER_BYTES as u64 + 1),
-                    &mut bytes,
-                )
-                .map(|_| bytes)
-            });
-            match read {
-                Ok(bytes) if bytes.len() > MAX_LAYER_BYTES => {
-                    log::event(
-                        "provider_error",
-                        &[("source", source), ("error", "file larger than 64 KiB")],
-                    );
-                    None
-                }
-                Ok(bytes) => self.shape.parse(source, &bytes).map(Arc::new),
-                Err(e) => {
-                    log::event(
-                        "provider_error",
-                        &[("source", source), ("error", &e.to_string())],
-                    );
-                    None
-                }
+        // A regular file of at most 64 KiB (the cap holds should it grow after the look); a
+        // named pipe or a device is never opened, its read would block or never end.
+        let parsed = match boxapi_core::files::read_limited(&self.path, MAX_LAYER_BYTES as u64) {
+            Ok(bytes) => self.shape.parse(source, &bytes).map(Arc::new),
+            Err(e) => {
+                log::event(
+                    "provider_error",
+                    &[("source", source), ("error", &e.to_string())],
+                );
+                None
             }
         };
         *cache = Some((stamp.0, stamp.1, parsed.clone()));
@@ -291,6 +269,23 @@ mod tests {
         std::fs::write(&path, r#"{"box": {"model": "New"}}"#).unwrap();
         std::thread::sleep(FILE_CHECK + Duration::from_millis(100));
         assert_eq!(layer.get().unwrap()["box"]["model"], "New");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_pipe_or_a_device_is_skipped_without_blocking() {
+        let dir = std::env::temp_dir().join(format!("boxapi-provider-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("card.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let got = [fifo, PathBuf::from("/dev/zero")].map(|p| FileLayer::new(p).get());
+            let _ = tx.send(got);
+        });
+        let got = rx.recv_timeout(Duration::from_secs(5)).expect("blocked");
+        assert_eq!(got, [None, None]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

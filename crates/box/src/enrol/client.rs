@@ -77,7 +77,7 @@ pub struct Identity {
 }
 
 fn read(path: &Path, key: &str) -> Result<Vec<u8>, ClientError> {
-    std::fs::read(path)
+    boxapi_core::files::read_limited(path, boxapi_core::files::limit::PEM)
         .map_err(|e| ClientError::File(format!("{key} ({})", path.display()), e.to_string()))
 }
 

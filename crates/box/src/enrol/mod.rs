@@ -6,6 +6,7 @@ pub mod client;
 pub mod csr;
 
 use boxapi_core::config::{Config, Enrol};
+use boxapi_core::files::{limit, read_limited};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use serde_json::json;
@@ -47,7 +48,7 @@ impl EnrolError {
 /// The box's name, `<label>.<zone>`, from its device certificate.
 pub fn box_name(e: &Enrol) -> Result<String, EnrolError> {
     let path = e.device_cert.display().to_string();
-    let pem = std::fs::read(&e.device_cert)
+    let pem = read_limited(&e.device_cert, limit::PEM)
         .map_err(|err| EnrolError::DeviceCert(path.clone(), err.to_string()))?;
     let leaf = CertificateDer::pem_slice_iter(&pem)
         .next()
@@ -204,7 +205,7 @@ pub(crate) fn install_pair(
             return Err(e);
         }
     };
-    let old_key = std::fs::read(key_path).ok();
+    let old_key = read_limited(key_path, limit::PEM).ok();
     let err = |p: &Path, e: std::io::Error| EnrolError::Install(format!("{}: {e}", p.display()));
     if let Err(e) = std::fs::rename(&key_tmp, key_path) {
         let _ = std::fs::remove_file(&key_tmp);
@@ -328,9 +329,9 @@ pub fn merge_hosts(current: &[u8], name: &str, ours: &str) -> Vec<u8> {
 /// file stays (empty) rather than being deleted: dnsmasq's `hostsdir` re-reads a replaced file
 /// in every version, while older ones miss a deleted one and keep answering its records.
 pub fn update_hosts_file(path: &Path, name: &str, lines: &str) -> Result<(), EnrolError> {
-    let current = match std::fs::read(path) {
+    let current = match read_limited(path, limit::HOSTS) {
         Ok(c) => Some(c),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) if e.is_not_found() => None,
         Err(e) => return Err(EnrolError::Install(format!("{}: {e}", path.display()))),
     };
     let merged = merge_hosts(current.as_deref().unwrap_or_default(), name, lines);

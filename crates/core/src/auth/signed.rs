@@ -174,10 +174,13 @@ pub fn sign(root: &PrivateJwk, payload: &[u8]) -> Result<String, SignedError> {
 
 /// The version accepted last (0 when none was).
 pub fn accepted_version(state_dir: &Path) -> u64 {
-    std::fs::read_to_string(state_dir.join(VERSION_FILE))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
+    crate::files::read_text_limited(
+        &state_dir.join(VERSION_FILE),
+        crate::files::limit::STATE_SMALL,
+    )
+    .ok()
+    .and_then(|s| s.trim().parse().ok())
+    .unwrap_or(0)
 }
 
 /// Refuses a registry older than the one accepted last.

@@ -63,17 +63,16 @@ pub enum Loaded {
 /// Reads the state; never fails, but reports what it had to do.
 pub fn load(dir: &Path) -> Loaded {
     let path = dir.join(FILE);
-    let why = match fs::metadata(&path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Loaded::Fresh(State::default()),
+    // A regular file only: whatever else sits there (a pipe, a device) is set aside unopened.
+    let why = match crate::files::read_limited(&path, MAX_BYTES) {
+        Err(e) if e.is_not_found() => return Loaded::Fresh(State::default()),
         Err(e) => e.to_string(),
-        Ok(m) if m.len() > MAX_BYTES => "larger than 1 MiB".to_owned(),
-        Ok(_) => match fs::read(&path).map(|b| serde_json::from_slice::<Value>(&b)) {
-            Ok(Ok(v)) => match from_json(&v) {
+        Ok(b) => match serde_json::from_slice::<Value>(&b) {
+            Ok(v) => match from_json(&v) {
                 Some(s) => return Loaded::Read(s),
                 None => "not a boxapi state object".to_owned(),
             },
-            Ok(Err(e)) => format!("not JSON: {e}"),
-            Err(e) => e.to_string(),
+            Err(e) => format!("not JSON: {e}"),
         },
     };
     let kept = dir.join(format!("{FILE}.broken-{}", crate::time::unix_now()));
