@@ -75,3 +75,103 @@ fn check_config_lists_every_problem_one_per_line() {
     // serve refuses the same file with the same code.
     assert_eq!(authority(&["serve", "--config", path]).0, 64);
 }
+
+/// Files the configuration names that are named pipes or devices (an open(2) that blocks, a read
+/// that never ends) are refused unopened, each named by its key, and at once; so are a state_dir
+/// that is a file and an empty audience.
+#[test]
+fn check_config_refuses_pipes_and_devices_at_once() {
+    let dir = temp_dir("special");
+    let fifo = dir.join("pipe");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    std::fs::write(dir.join("state"), "").expect("state file");
+    let (f, z) = (fifo.display().to_string(), "/dev/zero");
+    let text = format!(
+        r#"[server]
+cert = "{z}"
+key = "{f}"
+state_dir = "state"
+control_socket = "control.sock"
+[auth]
+audience = ""
+issuers = ["https://authority.test"]
+[[tool]]
+id = "t"
+origins = ["https://tool.example"]
+scopes = ["access"]
+keys = ["{f}"]
+[token_endpoint]
+enabled = true
+issuer = "https://authority.test"
+signing_key = "{z}"
+[authority]
+listen = ["127.0.0.1:0"]
+[authority.store]
+kind = "redis"
+url = "redis://127.0.0.1:1/0"
+password_file = "{f}"
+[enrolment]
+device_ca = "{z}"
+device_crls = ["{f}"]
+zone = "box.test"
+[acme]
+directory = "https://127.0.0.1:1/dir"
+account = "{f}"
+eab_kid = "kid-1"
+eab_hmac_key_file = "{z}"
+[dns]
+server = "127.0.0.1:53"
+tsig_name = "boxapi-update"
+tsig_secret_file = "{f}"
+"#
+    );
+    let path = dir.join("authority.toml");
+    std::fs::write(&path, text).expect("write config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_boxapi-authority"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run boxapi-authority");
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("check-config did not return within 10 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    let (pipe, device) = (
+        "not a regular file (a named pipe)",
+        "not a regular file (a character device)",
+    );
+    let state = dir.join("state");
+    let wants = [
+        format!(
+            "server.state_dir: {}: exists and is not a directory",
+            state.display()
+        ),
+        "auth.audience: must not be empty".to_owned(),
+        format!("server.cert ({z}): {device}"),
+        format!("server.key ({f}): {pipe}"),
+        format!("tool[0].keys ({f}): {pipe}"),
+        format!("token_endpoint.signing_key ({z}): {device}"),
+        format!("enrolment.device_ca ({z}): {device}"),
+        format!("enrolment.device_crls ({f}): {pipe}"),
+        format!("acme.account ({f}): {pipe}"),
+        format!("acme.eab_hmac_key_file ({z}): {device}"),
+        format!("dns.tsig_secret_file ({f}): {pipe}"),
+        format!("authority.store.password_file ({f}): {pipe}"),
+    ];
+    for want in &wants {
+        assert!(
+            err.lines().any(|l| l == want),
+            "{want} missing from:\n{err}"
+        );
+    }
+    assert_eq!(err.lines().count(), wants.len(), "{err}");
+}

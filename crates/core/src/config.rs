@@ -396,12 +396,44 @@ impl<'a> Section<'a> {
     }
 }
 
+/// What [`valid_ifname`] accepts, as problems say it.
+const IFNAME_RULE: &str =
+    "1-15 printable ASCII characters, without '/', ':' or spaces, not . or ..";
+
+/// A Linux interface name as the kernel's `dev_valid_name` accepts it (1 to 15 bytes, no '/',
+/// ':' or whitespace, not "." or ".."), restricted further to printable ASCII: the names are
+/// used as path components under /sys/class/net and given to SO_BINDTODEVICE.
 fn valid_ifname(name: &str) -> bool {
     !name.is_empty()
         && name.len() < 16
+        && name != "."
+        && name != ".."
         && name
             .bytes()
             .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':')
+}
+
+/// `server.state_dir` must be a directory, or be creatable: the nearest existing ancestor a
+/// directory (whether the daemon may write there depends on the user it runs as; not judged).
+fn check_state_dir(path: &Path) -> Result<(), String> {
+    for p in path.ancestors() {
+        if p.as_os_str().is_empty() {
+            break;
+        }
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_dir() => return Ok(()),
+            Ok(_) if p == path => return Err("exists and is not a directory".into()),
+            Ok(_) => {
+                return Err(format!(
+                    "cannot be created: {} is not a directory",
+                    p.display()
+                ))
+            }
+            // Absent (or not reachable from here): its parent decides.
+            Err(_) => continue,
+        }
+    }
+    Ok(())
 }
 
 /// `[enrol] authority`: `https://host[:port]` and nothing else (no path, query, user info), the
@@ -796,7 +828,7 @@ fn parse_server(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> Server {
         if !valid_ifname(i) {
             s.problem(
                 "listen_interfaces",
-                format_args!("{i:?} is not an interface name"),
+                format_args!("{i:?} is not an interface name ({IFNAME_RULE})"),
             );
         }
     }
@@ -839,9 +871,19 @@ fn parse_server(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> Server {
         1,
         max_connections as i64,
     ) as usize;
-    let state_dir = s
-        .path("state_dir", dir)
-        .unwrap_or_else(|| "/var/lib/boxapi".into());
+    let state_dir = match s.string("state_dir") {
+        Some(d) if d.trim().is_empty() => {
+            s.problem("state_dir", "must not be empty");
+            PathBuf::new()
+        }
+        Some(d) => dir.join(d),
+        None => "/var/lib/boxapi".into(),
+    };
+    if !state_dir.as_os_str().is_empty() {
+        if let Err(why) = check_state_dir(&state_dir) {
+            s.problem("state_dir", format_args!("{}: {why}", state_dir.display()));
+        }
+    }
     let control_socket = s
         .path("control_socket", dir)
         .unwrap_or_else(|| "/run/boxapi/control.sock".into());
@@ -901,9 +943,16 @@ fn parse_auth(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> Auth {
     } else {
         s.required_string("audience")
     };
+    // A token's `aud` must name this box; an empty one would name nothing.
+    if matches!(t.get("audience"), Some(Value::String(a)) if a.trim().is_empty()) {
+        s.problem("audience", "must not be empty");
+    }
     let issuers = s.strings("issuers");
     if issuers.is_empty() && !t.is_empty() {
         s.problem("issuers", "at least one accepted issuer is required");
+    }
+    if issuers.iter().any(|i| i.trim().is_empty()) {
+        s.problem("issuers", "an accepted issuer must not be empty");
     }
     let lifetime = s.get("max_token_lifetime").cloned();
     let max_token_lifetime = match lifetime {
@@ -1045,7 +1094,7 @@ fn parse_metrics(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> Metrics 
         if !valid_ifname(w) {
             s.problem(
                 "wan_interface",
-                format_args!("{w:?} is not an interface name"),
+                format_args!("{w:?} is not an interface name ({IFNAME_RULE})"),
             );
         }
     }
@@ -1328,6 +1377,90 @@ mod tests {
         assert_eq!(parse_sha256_hex(&"0f".repeat(32)), Some([0x0f; 32]));
         assert_eq!(parse_sha256_hex(&"+f".repeat(32)), None);
         assert_eq!(parse_sha256_hex("ab"), None);
+    }
+
+    #[test]
+    fn empty_audience_and_issuers_are_refused() {
+        let joined = problems_of(&GOOD.replace("\"https://box\"", "\"\"")).join("\n");
+        assert_eq!(joined, "auth.audience: must not be empty");
+        let joined =
+            problems_of(&GOOD.replace("[\"https://iss\"]", "[\"https://iss\", \" \"]")).join("\n");
+        assert_eq!(joined, "auth.issuers: an accepted issuer must not be empty");
+    }
+
+    #[test]
+    fn interface_names_follow_the_kernels_rule() {
+        for ok in ["eth0", "br-lan", "wan.100", "a", "veth_0123456789"] {
+            let text = format!("{GOOD}[metrics]\nwan_interface = \"{ok}\"\n");
+            assert_eq!(problems_of(&text), Vec::<String>::new(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "eth0/x",
+            "../x",
+            "eth 0",
+            "eth\t0",
+            "eth0:1",
+            "é",
+            "veth_01234567890",
+        ] {
+            let text = format!("{GOOD}[metrics]\nwan_interface = \"{bad}\"\n");
+            let joined = problems_of(&text).join("\n");
+            assert!(
+                joined.starts_with(&format!(
+                    "metrics.wan_interface: {bad:?} is not an interface name ("
+                )),
+                "{bad:?}: {joined}"
+            );
+            let text = GOOD.replace(
+                "[server]",
+                &format!("[server]\nlisten_interfaces = [\"{bad}\"]"),
+            );
+            let joined = problems_of(&text).join("\n");
+            assert!(
+                joined.starts_with("server.listen_interfaces: "),
+                "{bad:?}: {joined}"
+            );
+        }
+    }
+
+    #[test]
+    fn state_dir_must_be_a_directory_or_creatable() {
+        let dir = std::env::temp_dir().join(format!("boxapi-config-state-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("file");
+        std::fs::write(&file, "").unwrap();
+        let with = |state: &Path| {
+            problems_of(&GOOD.replace(
+                "[auth]",
+                &format!("state_dir = \"{}\"\n[auth]", state.display()),
+            ))
+        };
+        assert_eq!(with(&dir), Vec::<String>::new());
+        assert_eq!(with(&dir.join("new/deeper")), Vec::<String>::new());
+        assert_eq!(
+            with(&file),
+            [format!(
+                "server.state_dir: {}: exists and is not a directory",
+                file.display()
+            )]
+        );
+        assert_eq!(
+            with(&file.join("sub")),
+            [format!(
+                "server.state_dir: {}: cannot be created: {} is not a directory",
+                file.join("sub").display(),
+                file.display()
+            )]
+        );
+        assert_eq!(
+            problems_of(&GOOD.replace("[auth]", "state_dir = \"\"\n[auth]")),
+            ["server.state_dir: must not be empty"]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
