@@ -796,14 +796,15 @@ fn renewal_waits_for_the_authoritys_retry_after() {
         first >= Duration::from_secs(5),
         "429 with Retry-After 5: back after {first:?}"
     );
-    assert!(first < Duration::from_secs(8), "{first:?}");
+    // Upper bounds with room for a loaded machine (5 s + 20 % jitter, then scheduling).
+    assert!(first < Duration::from_secs(10), "{first:?}");
     assert!(
         second >= Duration::from_secs(3),
         "503 with Retry-After 3: back after {second:?}"
     );
     // An unreadable Retry-After is ignored: the box's backoff (1-2 s, ±20 %) again.
     assert!(
-        third < Duration::from_secs(4),
+        third < Duration::from_secs(5),
         "garbage Retry-After: back after {third:?}"
     );
     // The failure event says what the authority asked and when the box comes back.
