@@ -31,7 +31,10 @@ trap cleanup EXIT
 # The box: a test CA and certificate for localhost, two tools with their own keys.
 "$root/certs/make-dev-certs.sh" "$work" >/dev/null
 for t in demo other; do "$BOX" keygen --alg ES256 --kid "$t" --out "$work/keys" >/dev/null; done
-BOX_PORT=18443
+# The boxes' ports are chosen free now (a fixed port collides with whatever else runs); the tool
+# backends' 8000-8002 are part of the origins the pages and configs name.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+BOX_PORT=$(free_port)
 cat > "$work/boxapi.toml" <<CONF
 [server]
 listen = ["127.0.0.1:$BOX_PORT"]
@@ -66,7 +69,8 @@ CONF
 "$BOX" serve --config "$work/boxapi.toml" 2>"$OUT/boxapi.log" & pids+=($!)
 # A second box that issues tokens itself (discovery: "box" mode), for the page on :8002.
 "$BOX" keygen --alg EdDSA --kid box-signer --out "$work/keys" >/dev/null
-BOX2_PORT=18444
+BOX2_PORT=$(free_port)
+while [ "$BOX2_PORT" = "$BOX_PORT" ]; do BOX2_PORT=$(free_port); done
 sed -e "s/127.0.0.1:$BOX_PORT/127.0.0.1:$BOX2_PORT/" -e 's#http://localhost:8000#http://localhost:8002#' \
     -e 's#^state_dir = "state"#state_dir = "state2"#' -e 's#^control_socket = "control.sock"#control_socket = "control2.sock"#' \
     -e "s#^\[metrics\]#[token_endpoint]\nenabled = true\nissuer = \"https://localhost:$BOX2_PORT\"\nsigning_key = \"keys/box-signer.private.jwk\"\n\n[metrics]#" \
