@@ -115,10 +115,21 @@ impl Table {
         spare: Option<u64>,
         ages: Ages,
     ) -> bool {
+        self.evict_of(now, |t| only.is_none_or(|o| *t == o), spare, ages)
+    }
+
+    /// [`Table::evict`] among the connections of the terminals `of` accepts.
+    fn evict_of(
+        &mut self,
+        now: Instant,
+        of: impl Fn(&Terminal) -> bool,
+        spare: Option<u64>,
+        ages: Ages,
+    ) -> bool {
         let candidates = || {
             self.conns
                 .iter()
-                .filter(|(id, e)| only.is_none_or(|t| e.terminal == t) && Some(**id) != spare)
+                .filter(|(id, e)| of(&e.terminal) && Some(**id) != spare)
         };
         let handshake = candidates()
             .filter(|(_, e)| {
@@ -143,22 +154,39 @@ impl Table {
 }
 
 impl Table {
-    /// Makes room for `newcomer` at capacity when no connection is old enough to go: the
-    /// terminals holding at least two slots more than it does give up one (a handshake, else
-    /// their longest-idle connection, of any age), the biggest holder first. Without this, four
-    /// hosts each polling within its quarter would hold every slot forever.
+    /// Makes room for `newcomer` at capacity when no connection is old enough to go (closed
+    /// gracefully: an answer being written is finished). The terminals holding at least two
+    /// slots more than it give one up, the biggest holders first, whichever of them has the
+    /// longest-idle connection (or a handshake) on a tie; the "two more" keeps two terminals
+    /// from taking one slot back and forth. A terminal holding nothing is served even when every
+    /// slot is held by terminals holding one (as many addresses as slots): anyone's longest-idle
+    /// connection goes. Without this, four hosts each polling within its quarter would hold every
+    /// slot forever.
     fn evict_from_bigger(&mut self, now: Instant, newcomer: Terminal) -> bool {
         let have = self.count(&newcomer);
-        let mut bigger: Vec<(usize, Terminal)> = self
+        let holders_of = |table: &Table, level: usize| -> Vec<Terminal> {
+            table
+                .per_terminal
+                .iter()
+                .filter(|(t, n)| **t != newcomer && **n == level)
+                .map(|(t, _)| *t)
+                .collect()
+        };
+        let mut counts: Vec<usize> = self
             .per_terminal
             .iter()
             .filter(|(t, n)| **t != newcomer && **n > have + 1)
-            .map(|(t, n)| (*n, *t))
+            .map(|(_, n)| *n)
             .collect();
-        bigger.sort_unstable_by_key(|b| std::cmp::Reverse(b.0));
-        bigger
-            .into_iter()
-            .any(|(_, t)| self.evict(now, Some(t), None, Ages::ANY))
+        counts.sort_unstable_by_key(|n| std::cmp::Reverse(*n));
+        counts.dedup();
+        for level in counts {
+            let holders = holders_of(self, level);
+            if self.evict_of(now, |t| holders.contains(t), None, Ages::ANY) {
+                return true;
+            }
+        }
+        have == 0 && self.evict_of(now, |t| *t != newcomer, None, Ages::IDLE_ANY)
     }
 
     /// Closes what a terminal holds beyond its share (handshakes and idle connections, of any
@@ -193,6 +221,13 @@ impl Ages {
     /// being written is finished).
     const ANY: Ages = Ages {
         handshake: Duration::ZERO,
+        idle: Duration::ZERO,
+    };
+    /// Taken from a terminal holding no more than the newcomer's part: a keep-alive connection
+    /// between two requests (closed gracefully, which every HTTP client expects), not a
+    /// handshake under way.
+    const IDLE_ANY: Ages = Ages {
+        handshake: MIN_HANDSHAKE_AGE,
         idle: Duration::ZERO,
     };
 }
@@ -332,10 +367,22 @@ impl Slots {
 
 impl Slot {
     /// Enters a new phase (the clock of the eviction ages restarts).
+    /// Entering Idle over the terminal's share (lowered by a reload while this connection was
+    /// busy) gives the slot up: the connection finishes its answer and closes.
     pub fn set_phase(&self, phase: Phase) {
-        if let Some(e) = self.slots.lock().conns.get_mut(&self.id) {
-            e.phase = phase;
-            e.since = Instant::now();
+        let mut t = self.slots.lock();
+        let Some(e) = t.conns.get_mut(&self.id) else {
+            return;
+        };
+        e.phase = phase;
+        e.since = Instant::now();
+        let terminal = e.terminal;
+        if phase == Phase::Idle && t.count(&terminal) > t.share {
+            if let Some(e) = t.remove(self.id) {
+                e.kick.notify_one();
+            }
+            drop(t);
+            self.slots.room.notify_one();
         }
     }
 
@@ -511,6 +558,52 @@ mod tests {
         let other = s.try_admit(v4(2)).unwrap();
         assert!(s.try_admit(v4(1)).is_none());
         drop((conns, other));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn as_many_terminals_as_slots_polling_do_not_keep_another_out() {
+        let s = Slots::new(4, 1);
+        let held: Vec<Slot> = (1..=4)
+            .map(|h| {
+                let c = s.try_admit(v4(h)).unwrap();
+                c.set_phase(Phase::Idle);
+                c
+            })
+            .collect();
+        let fifth = s
+            .try_admit(v4(5))
+            .expect("a terminal holding nothing gets in");
+        assert_eq!(held.iter().filter(|c| c.phase().is_none()).count(), 1);
+        // Not over a young handshake (the fifth's): a sixth waits for an idle connection.
+        for c in &held {
+            if c.phase().is_some() {
+                c.set_phase(Phase::Busy);
+            }
+        }
+        assert!(s.try_admit(v4(6)).is_none());
+        drop((held, fifth));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn busy_connections_over_a_lowered_share_go_after_their_answer() {
+        let s = Slots::new(16, 8);
+        let conns: Vec<Slot> = (0..4).map(|_| s.try_admit(v4(1)).unwrap()).collect();
+        for c in &conns {
+            c.set_phase(Phase::Busy);
+        }
+        s.configure(16, 2);
+        assert!(
+            conns.iter().all(|c| c.phase().is_some()),
+            "busy ones finish"
+        );
+        for c in &conns {
+            c.set_phase(Phase::Idle);
+        }
+        // The first two answered while the terminal was over its share: they went.
+        let open: Vec<bool> = conns.iter().map(|c| c.phase().is_some()).collect();
+        assert_eq!(open, [false, false, true, true]);
+        drop(conns);
+        assert_eq!(s.open(), 0);
     }
 
     #[tokio::test(start_paused = true)]
