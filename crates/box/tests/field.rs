@@ -170,24 +170,29 @@ enum Rogue {
     SignFor(String),
 }
 
-/// An authority gone wrong (a bug or a compromise), serving `count` enrolments over TLS with the
-/// operator's authority certificate.
-fn rogue_authority(dir: &Path, rogue: Rogue, count: usize) -> SocketAddr {
-    let dir = dir.to_path_buf();
+/// TLS for a stand-in authority: the operator's authority certificate (`auth.pem`, `auth.key`).
+fn authority_tls(dir: &Path) -> Arc<rustls::ServerConfig> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("auth.pem"))
         .unwrap()
         .map(|c| c.unwrap())
         .collect();
     let key = rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join("auth.key")).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = Arc::new(
+    Arc::new(
         rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(rustls::DEFAULT_VERSIONS)
             .unwrap()
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .unwrap(),
-    );
+    )
+}
+
+/// An authority gone wrong (a bug or a compromise), serving `count` enrolments over TLS with the
+/// operator's authority certificate.
+fn rogue_authority(dir: &Path, rogue: Rogue, count: usize) -> SocketAddr {
+    let dir = dir.to_path_buf();
+    let cfg = authority_tls(&dir);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -641,20 +646,7 @@ fn scripted_authority(
     dir: &Path,
     enrol_answers: Vec<(u16, Option<&'static str>, &'static str)>,
 ) -> (SocketAddr, Seen) {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("auth.pem"))
-        .unwrap()
-        .map(|c| c.unwrap())
-        .collect();
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join("auth.key")).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = Arc::new(
-        rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(rustls::DEFAULT_VERSIONS)
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .unwrap(),
-    );
+    let cfg = authority_tls(dir);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let seen: Seen = Arc::default();
