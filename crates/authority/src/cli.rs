@@ -3,6 +3,7 @@
 use crate::app::App;
 use crate::snapshot::Snapshot;
 use crate::store::Store;
+use boxapi_core::auth::signed;
 use boxapi_core::control::{socket, state};
 use boxapi_core::log;
 use clap::{Parser, Subcommand};
@@ -112,6 +113,7 @@ fn run(snapshot: Snapshot) -> Result<(), StartError> {
             .map_err(|e| StartError::StateDir(dir.display().to_string(), e))?;
         let initial = state::load_or_default(&dir);
         let control = socket::bind(&server.control_socket)?;
+        signed::record_accepted(&dir, snapshot.trust.registry_version);
         let listeners =
             crate::server::bind(&snapshot.config.authority_listen).map_err(StartError::Bind)?;
         let metrics_listener = match snapshot.config.authority.metrics_listen {

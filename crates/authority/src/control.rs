@@ -2,6 +2,7 @@
 //! --socket` drives it): status, suspend/resume, revoke/unrevoke a tool, reload.
 use crate::app::App;
 use crate::snapshot::Snapshot;
+use boxapi_core::auth::signed;
 use boxapi_core::cert::certificate_warning;
 use boxapi_core::config::{self, Problem};
 use boxapi_core::control::{error_reply, parse_command, state, Command, Mode, State};
@@ -150,6 +151,7 @@ pub fn reload(app: &App) -> Result<(), Vec<Problem>> {
     let path = app.snapshot().config.path.clone();
     match Snapshot::load(&path) {
         Ok(new) => {
+            signed::record_accepted(&new.config.server.state_dir, new.trust.registry_version);
             let s = &new.config.server;
             app.slots
                 .configure(s.max_connections, s.max_connections_per_terminal);

@@ -5,6 +5,7 @@ use crate::app::App;
 use crate::control;
 use crate::server;
 use crate::snapshot::Snapshot;
+use boxapi_core::auth::signed;
 use boxapi_core::cert::certificate_warning;
 use boxapi_core::config::{self, Problem};
 use boxapi_core::control::{error_reply, parse_command, socket, state, Command, Mode};
@@ -46,7 +47,7 @@ pub fn reload(app: &App) -> Result<(), Vec<Problem>> {
     let path = app.snapshot().config.path.clone();
     match Snapshot::load(&path) {
         Ok(new) => {
-            record_registry_version(&new);
+            signed::record_accepted(&new.config.server.state_dir, new.trust.registry_version);
             if let Some(w) = certificate_warning(new.cert_not_after) {
                 log::event("certificate_warning", &[("warning", &w)]);
             }
@@ -380,19 +381,6 @@ pub enum StartError {
     Bind(std::io::Error),
 }
 
-/// Remembers the accepted registry version, so that an older one is refused later (no rollback).
-fn record_registry_version(snap: &Snapshot) {
-    if let Some(v) = snap.trust.registry_version {
-        if let Err(e) = boxapi_core::auth::signed::record_version(&snap.config.server.state_dir, v)
-        {
-            log::event(
-                "state_error",
-                &[("error", &format!("registry version: {e}"))],
-            );
-        }
-    }
-}
-
 /// Start-up around the server loop: state, control socket, signal and certificate watchers, and
 /// the first listeners. Must run inside the runtime.
 pub fn start(snapshot: Snapshot) -> Result<(Arc<App>, server::Bound), StartError> {
@@ -402,7 +390,7 @@ pub fn start(snapshot: Snapshot) -> Result<(Arc<App>, server::Bound), StartError
         .map_err(|e| StartError::StateDir(dir.display().to_string(), e))?;
     let initial = state::load_or_default(&dir);
     let control = socket::bind(&server_cfg.control_socket).map_err(StartError::Control)?;
-    record_registry_version(&snapshot);
+    signed::record_accepted(&server_cfg.state_dir, snapshot.trust.registry_version);
     if let Some(w) = certificate_warning(snapshot.cert_not_after) {
         log::event("certificate_warning", &[("warning", &w)]);
     }

@@ -193,14 +193,29 @@ pub fn check_rollback(state_dir: &Path, got: u64) -> Result<(), SignedError> {
 }
 
 /// Records an accepted version (atomically: temporary file, fsync, rename).
-pub fn record_version(state_dir: &Path, version: u64) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = state_dir.join(format!(".{VERSION_FILE}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(format!("{version}\n").as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, state_dir.join(VERSION_FILE))?;
-    std::fs::File::open(state_dir)?.sync_all()
+fn record_version(state_dir: &Path, version: u64) -> Result<(), crate::files::FileError> {
+    crate::files::write_atomic(
+        &state_dir.join(VERSION_FILE),
+        format!("{version}\n").as_bytes(),
+        0o600,
+    )
+}
+
+/// What both daemons do once a snapshot is accepted (at start and at each reload): remember its
+/// registry version, so that [`check_rollback`] refuses an older one from then on. Written only
+/// when it moves forward (a box reloads often and its flash wears). A failure is logged, not
+/// fatal: the registry in force was checked already.
+pub fn record_accepted(state_dir: &Path, version: Option<u64>) {
+    let Some(v) = version else { return };
+    if v <= accepted_version(state_dir) {
+        return;
+    }
+    if let Err(e) = record_version(state_dir, v) {
+        crate::log::event(
+            "state_error",
+            &[("error", &format!("registry version: {e}"))],
+        );
+    }
 }
 
 #[cfg(test)]
@@ -236,6 +251,24 @@ mod tests {
             br#"{"version": 1, "tools": [{"id": "a"}, {"id": "a"}]}"#
         )
         .is_err());
+    }
+
+    #[test]
+    fn accepted_versions_only_move_forward() {
+        let dir = std::env::temp_dir().join(format!("boxapi-signed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(accepted_version(&dir), 0);
+        record_accepted(&dir, Some(3));
+        assert_eq!(accepted_version(&dir), 3);
+        record_accepted(&dir, Some(2));
+        record_accepted(&dir, None);
+        assert_eq!(accepted_version(&dir), 3);
+        assert!(matches!(
+            check_rollback(&dir, 2),
+            Err(SignedError::Rollback { have: 3, got: 2 })
+        ));
+        assert!(check_rollback(&dir, 3).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn payload_error(json: &str) -> String {
