@@ -7,7 +7,7 @@ use crate::enrol::{self, Refusal};
 use crate::locator::{self, LocateError};
 use crate::metrics::{LocateResult, RefusedReason};
 use crate::snapshot::Snapshot;
-use crate::store::{self, Admission, Single, StoreError};
+use crate::store::{Admission, StoreError};
 use boxapi_core::authz::{self, OAuthError};
 use boxapi_core::control::Mode;
 use boxapi_core::cors::{self, Origin};
@@ -417,36 +417,20 @@ async fn token(
             };
         }
     };
-    let max_life = authz::MAX_ASSERTION_LIFE + snap.trust.verifier.leeway();
-    let single = grant.assertion.as_ref().map(|a| Single {
-        jti: &a.jti,
-        valid_until: a.valid_until,
-        made_at: store::made_at(a.iat, a.valid_until, max_life),
-    });
-    match app
+    let admission = match app
         .store
-        .admit(tool, single, grant.tokens_per_hour, now)
+        .admit(tool, grant.single(), grant.tokens_per_hour, now)
         .await
     {
-        Ok(Admission::Granted) => {}
-        Ok(Admission::Replayed) => {
-            return refuse(
-                OAuthError::InvalidClient("this client assertion was already used".into()),
-                RefusedReason::replayed_assertion,
-            )
-        }
-        Ok(Admission::PredatesStore) => {
-            return refuse(
-                OAuthError::InvalidClient(
-                    "this client assertion was made before the authority's record of used assertions began: make a new one".into(),
-                ),
-                RefusedReason::replayed_assertion,
-            )
-        }
-        Ok(Admission::QuotaSpent(s)) => {
-            return refuse(OAuthError::Quota(s.0), RefusedReason::quota)
-        }
+        Ok(a) => a,
         Err(e) => return store_failed(app, tool, "admit", &e),
+    };
+    if let Some(e) = authz::refusal(admission) {
+        let why = match admission {
+            Admission::QuotaSpent(_) => RefusedReason::quota,
+            _ => RefusedReason::replayed_assertion,
+        };
+        return refuse(e, why);
     }
     match authz::mint(&grant, &audience, now) {
         Ok(mut v) => {

@@ -21,8 +21,8 @@ pub struct App {
     pub limiter: Limiter,
     /// The box's own certificate: when it renews next and what went wrong last (`ctl status`).
     pub renewal: std::sync::Mutex<Renewal>,
-    /// Replay cache and quotas of the on-box token endpoint.
-    pub authz: boxapi_core::authz::State,
+    /// Single use of assertions and quotas of the on-box token endpoint, since this start.
+    pub grants: boxapi_core::grants::MemoryGrants,
     /// Which tools read the card and when, for the subscriber (`ctl tools`).
     pub activity: Activity,
     /// Connection slots: `server.max_connections`, a fair share per terminal.
@@ -98,7 +98,10 @@ impl App {
             lan: Lan::default(),
             limiter,
             activity,
-            authz: Default::default(),
+            grants: boxapi_core::grants::MemoryGrants::new(
+                boxapi_core::authz::MAX_REPLAY_PER_TOOL,
+                boxapi_core::time::unix_now(),
+            ),
             renewal: Default::default(),
             slots,
             streams: Arc::default(),

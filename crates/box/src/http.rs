@@ -458,7 +458,7 @@ async fn token_request(
             config: &snap.config,
             trust: &snap.trust,
         },
-        &app.authz,
+        &app.grants,
         req.headers(),
         &body,
         page_tool,

@@ -136,6 +136,24 @@ fn private_key_jwt_grant_and_replay() {
     oauth_error(&post(&d, &[FORM], &form(&long, "")), 401, "invalid_client");
 }
 
+/// Single use holds across a restart: the box's memory of used assertions begins at its start,
+/// and an assertion made before then may have been used with the previous process.
+#[test]
+fn an_assertion_used_before_a_restart_is_refused_after_it() {
+    let d = start("restart", 60);
+    let f = fixtures();
+    let a = assertion(&f.a, "a", ISSUER, "r-1");
+    let r = post(&d, &[FORM], &form(&a, ""));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // `iat` counts whole seconds: the new process starts in a later second than the assertion.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let d = Daemon::start_in(d.stop(), &[]);
+    oauth_error(&post(&d, &[FORM], &form(&a, "")), 401, "invalid_client");
+    // A new assertion is welcome.
+    let b = assertion(&f.a, "a", ISSUER, "r-2");
+    assert_eq!(post(&d, &[FORM], &form(&b, "")).status, 200);
+}
+
 #[test]
 fn client_secret_basic() {
     let d = start("basic", 60);

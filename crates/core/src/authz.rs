@@ -3,31 +3,23 @@
 //! single-use assertions) or `client_secret_basic`, with a per-tool hourly token quota.
 use crate::auth::{mint, Scopes};
 use crate::config::Config;
+use crate::grants::{self, Admission, MemoryGrants, Single};
 use crate::trust::Trust;
 use http::header::{self, HeaderMap};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 pub const TOKEN_PATH: &str = "/v1/token";
 pub const DISCOVERY_PATH: &str = "/.well-known/oauth-authorization-server";
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// A client assertion is made for one request: it may not live longer than this.
 pub const MAX_ASSERTION_LIFE: u64 = 300;
-/// Bounds each tool's replay set: assertions live 5 minutes, and an assertion only enters the set
-/// once the tool's quota has room, so a tool fills at most its own set, never another tool's.
-const MAX_REPLAY_PER_TOOL: usize = 1024;
+/// Bounds each tool's replay set in the box's [`MemoryGrants`]: assertions live 5 minutes, and
+/// an assertion only enters the set once the tool's quota has room, so a tool fills at most its
+/// own set, never another tool's.
+pub const MAX_REPLAY_PER_TOOL: usize = 1024;
 /// Form bodies of the token endpoint are a few hundred bytes (an assertion is under 4 KiB).
 pub const MAX_BODY: usize = 16 * 1024;
-
-/// Run-time state of the token endpoint, kept across reloads.
-#[derive(Default)]
-pub struct State {
-    /// Per tool: the jti of assertions already used, until their expiry (one bounded set each).
-    used: Mutex<HashMap<String, HashMap<String, u64>>>,
-    /// Per tool: (start of the current hour window, tokens issued in it).
-    issued: Mutex<HashMap<String, (u64, u32)>>,
-}
 
 /// What a token endpoint issues from: its configuration and whom it trusts.
 #[derive(Clone, Copy)]
@@ -269,14 +261,14 @@ pub struct UsedAssertion {
     /// Until when (unix seconds) the assertion would still be accepted, leeway included: a
     /// replay check must remember its `jti` at least this long.
     pub valid_until: u64,
-    /// When the client says it made it (optional in RFC 7523).
-    pub iat: Option<u64>,
+    /// The earliest it can have been made ([`grants::made_at`]).
+    pub made_at: u64,
 }
 
 /// A token request that passed every check needing no run-time state: the client is
 /// authenticated, not revoked, within its validity, allowed from this page, and asks for
 /// registered scopes. Left before [`mint`]: single use of the assertion and the quota, checked
-/// together by the caller (the box in [`State::admit`]; a replicated authority in a shared store).
+/// together by the caller's grant store ([`MemoryGrants`], or the authority's Redis store).
 pub struct PendingGrant<'a> {
     pub tool_index: usize,
     pub tool_id: &'a str,
@@ -325,14 +317,19 @@ pub fn validate<'a>(
     }
     let (index, assertion) = match authenticate(issuer, headers, &form, now)? {
         Authenticated::Secret(i) => (i, None),
-        Authenticated::Assertion(a) => (
-            a.tool,
-            Some(UsedAssertion {
-                valid_until: a.exp.saturating_add(trust.verifier.leeway()),
-                jti: a.jti,
-                iat: a.iat,
-            }),
-        ),
+        Authenticated::Assertion(a) => {
+            let valid_until = a.exp.saturating_add(trust.verifier.leeway());
+            let max_life = MAX_ASSERTION_LIFE + trust.verifier.leeway();
+            let made_at = grants::made_at(a.iat, valid_until, max_life);
+            (
+                a.tool,
+                Some(UsedAssertion {
+                    valid_until,
+                    jti: a.jti,
+                    made_at,
+                }),
+            )
+        }
     };
     let tool = trust
         .registry
@@ -380,41 +377,28 @@ pub fn validate<'a>(
     })
 }
 
-impl State {
-    /// Single use and quota, in memory (the box): a replay is refused first; then the quota;
-    /// only a grant within the quota records its assertion, so a tool whose quota is spent
-    /// records nothing, and each tool's replay set is its own (no tool can lock another out).
-    pub fn admit(&self, grant: &PendingGrant<'_>, now: u64) -> Result<(), OAuthError> {
-        let tool = grant.tool_id;
-        if let Some(a) = &grant.assertion {
-            let seen = self.used.lock().unwrap_or_else(|p| p.into_inner());
-            if seen
-                .get(tool)
-                .and_then(|set| set.get(&a.jti))
-                .is_some_and(|until| *until > now)
-            {
-                return Err(OAuthError::InvalidClient(
-                    "this client assertion was already used".into(),
-                ));
-            }
-        }
-        let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
-        let (start, count) = issued
-            .entry(tool.to_owned())
-            .or_insert((now - now % 3600, 0));
-        if now >= *start + 3600 {
-            (*start, *count) = (now - now % 3600, 0);
-        }
-        if *count >= grant.tokens_per_hour {
-            return Err(OAuthError::Quota(
-                (*start + 3600).saturating_sub(now).max(1),
-            ));
-        }
-        if let Some(a) = &grant.assertion {
-            record_assertion(self, tool, a.jti.clone(), a.valid_until, now)?;
-        }
-        *count += 1;
-        Ok(())
+impl PendingGrant<'_> {
+    /// The assertion to use once, as a grant store takes it.
+    pub fn single(&self) -> Option<Single<'_>> {
+        self.assertion.as_ref().map(|a| Single {
+            jti: &a.jti,
+            valid_until: a.valid_until,
+            made_at: a.made_at,
+        })
+    }
+}
+
+/// The OAuth answer to a grant store's refusal; `None` when it granted.
+pub fn refusal(admission: Admission) -> Option<OAuthError> {
+    match admission {
+        Admission::Granted => None,
+        Admission::Replayed => Some(OAuthError::InvalidClient(
+            "this client assertion was already used".into(),
+        )),
+        Admission::PredatesStore => Some(OAuthError::InvalidClient(
+            "this client assertion was made before this server's record of used assertions began: make a new one".into(),
+        )),
+        Admission::QuotaSpent(s) => Some(OAuthError::Quota(s.0)),
     }
 }
 
@@ -436,12 +420,12 @@ pub fn mint(grant: &PendingGrant<'_>, audience: &str, now: u64) -> Result<Value,
     )
 }
 
-/// Handles a token request with the in-memory state (the box's token endpoint): [`validate`],
-/// [`State::admit`], [`mint`]. `revoked` tells run-time revocations; `page_tool` is the tool
-/// whose allowed origin sent the request, if a browser did.
+/// Handles a token request with the in-memory grant store (the box's token endpoint):
+/// [`validate`], [`MemoryGrants::admit`], [`mint`]. `revoked` tells run-time revocations;
+/// `page_tool` is the tool whose allowed origin sent the request, if a browser did.
 pub fn token(
     issuer: Issuer<'_>,
-    state: &State,
+    grants: &MemoryGrants,
     headers: &HeaderMap,
     body: &[u8],
     page_tool: Option<usize>,
@@ -449,61 +433,19 @@ pub fn token(
     now: u64,
 ) -> Result<Value, OAuthError> {
     let grant = validate(issuer, headers, body, page_tool, revoked, now)?;
-    state.admit(&grant, now)?;
+    // Full means this tool alone used its replay set up within minutes: it slows down.
+    let admission = grants
+        .admit(grant.tool_id, grant.single(), grant.tokens_per_hour, now)
+        .map_err(|e| OAuthError::Quota(e.retry_after_secs()))?;
+    if let Some(e) = refusal(admission) {
+        return Err(e);
+    }
     mint(&grant, &issuer.config.auth.audience, now)
-}
-
-/// Records a used assertion in its tool's set until `valid_until` (its `exp` plus the leeway it
-/// is accepted with); refuses a replay, and a set that is full of unexpired assertions (that
-/// tool's problem only: retry once some expire).
-fn record_assertion(
-    state: &State,
-    tool: &str,
-    jti: String,
-    valid_until: u64,
-    now: u64,
-) -> Result<(), OAuthError> {
-    let mut used = state.used.lock().unwrap_or_else(|p| p.into_inner());
-    let set = used.entry(tool.to_owned()).or_default();
-    set.retain(|_, until| *until > now);
-    if set.contains_key(&jti) {
-        return Err(OAuthError::InvalidClient(
-            "this client assertion was already used".into(),
-        ));
-    }
-    if set.len() >= MAX_REPLAY_PER_TOOL {
-        return Err(OAuthError::Quota(60));
-    }
-    set.insert(jti, valid_until);
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn replay_sets_are_per_tool_and_bounded() {
-        let st = State::default();
-        for i in 0..MAX_REPLAY_PER_TOOL {
-            record_assertion(&st, "a", format!("j{i}"), 1000, 10).unwrap();
-        }
-        assert_eq!(
-            record_assertion(&st, "a", "one more".into(), 1000, 10),
-            Err(OAuthError::Quota(60)),
-            "tool a's set is full"
-        );
-        assert!(
-            record_assertion(&st, "b", "j0".into(), 1000, 10).is_ok(),
-            "tool b is not locked out by a"
-        );
-        assert!(matches!(
-            record_assertion(&st, "b", "j0".into(), 1000, 10),
-            Err(OAuthError::InvalidClient(_))
-        ));
-        // Once a's assertions expire, its set empties again.
-        assert!(record_assertion(&st, "a", "later".into(), 5000, 1100).is_ok());
-    }
 
     #[test]
     fn percent_decoding_takes_exactly_two_hex_digits() {
@@ -534,5 +476,11 @@ mod tests {
         );
         assert_eq!(OAuthError::Quota(5).status(), 429);
         assert_eq!(OAuthError::InvalidScope.body()["error"], "invalid_scope");
+        assert_eq!(refusal(Admission::Granted), None);
+        for refused in [Admission::Replayed, Admission::PredatesStore] {
+            assert_eq!(refusal(refused).map(|e| e.code()), Some("invalid_client"));
+        }
+        let quota = refusal(Admission::QuotaSpent(grants::RetryAfterSecs(5)));
+        assert_eq!(quota, Some(OAuthError::Quota(5)));
     }
 }

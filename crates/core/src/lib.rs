@@ -13,6 +13,7 @@ pub mod cors;
 pub mod der;
 pub mod fair;
 pub mod files;
+pub mod grants;
 pub mod guard;
 pub mod json;
 pub mod log;

@@ -56,6 +56,14 @@ impl StoreError {
     }
 }
 
+impl From<boxapi_core::grants::GrantError> for StoreError {
+    fn from(e: boxapi_core::grants::GrantError) -> Self {
+        match e {
+            boxapi_core::grants::GrantError::Full(n) => StoreError::Full(n),
+        }
+    }
+}
+
 impl From<redis::RedisError> for StoreError {
     fn from(e: redis::RedisError) -> Self {
         use redis::ErrorKind;

@@ -1,8 +1,7 @@
-//! The in-memory store: one authority, no network, bounded maps.
-use super::{
-    hour_window, in_window, Admission, Issuance, IssuanceTicket, RetryAfterSecs, Single,
-    StoreError, HOUR,
-};
+//! The in-memory store: one authority, no network, bounded maps. Its grants are core's
+//! [`MemoryGrants`], the box's store.
+use super::{in_window, Admission, Issuance, IssuanceTicket, RetryAfterSecs, Single, StoreError};
+use boxapi_core::grants::MemoryGrants;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
@@ -10,8 +9,6 @@ use std::sync::{Mutex, MutexGuard};
 /// recorded, so a tool reaches it only with a quota above 100,000 tokens per 5 minutes; then its
 /// own requests (nobody else's) get 503 until some expire.
 pub const MAX_JTI_PER_TOOL: usize = 100_000;
-/// Bound of the tables: one entry per tool, tools come from the registry.
-const MAX_TOOLS: usize = 10_000;
 /// Bound of the devices with issuances in the window: a fleet renewing every two months over a
 /// week-long window has about a tenth of its boxes there; past the bound, enrolments get 503
 /// (a larger fleet runs the Redis store). Address updates (an hour's window) have their own table
@@ -20,10 +17,6 @@ const MAX_DEVICES: usize = 1_000_000;
 
 #[derive(Default)]
 struct Inner {
-    /// tool → jti → until when it is remembered (unix seconds).
-    jti: HashMap<String, HashMap<String, u64>>,
-    /// tool → (window start, tokens issued in it).
-    quota: HashMap<String, (u64, u32)>,
     /// device → (when, ticket) of its certificate issuances, the old ones dropped lazily.
     issued: HashMap<String, Vec<(u64, u64)>>,
     /// device → (when, ticket) of its address updates, the same way.
@@ -32,19 +25,16 @@ struct Inner {
 }
 
 pub struct MemoryStore {
+    /// Single use and quotas since the authority's start.
+    grants: MemoryGrants,
     inner: Mutex<Inner>,
-    max_jti: usize,
-    /// When this memory began (the authority's start): assertions made earlier may have been
-    /// used with a previous process and are refused.
-    since: u64,
 }
 
 impl MemoryStore {
     pub fn new(max_jti: usize, since: u64) -> Self {
         MemoryStore {
+            grants: MemoryGrants::new(max_jti, since),
             inner: Mutex::new(Inner::default()),
-            max_jti,
-            since,
         }
     }
 
@@ -61,42 +51,7 @@ impl MemoryStore {
         limit_per_hour: u32,
         now: u64,
     ) -> Result<Admission, StoreError> {
-        if single.is_some_and(|a| a.made_at < self.since) {
-            return Ok(Admission::PredatesStore);
-        }
-        let mut inner = self.lock();
-        let Inner { jti, quota, .. } = &mut *inner;
-        if !quota.contains_key(tool) && quota.len() >= MAX_TOOLS {
-            return Err(StoreError::Full(MAX_TOOLS));
-        }
-        let set = jti.entry(tool.to_owned()).or_default();
-        if let Some(a) = single {
-            if set.get(a.jti).is_some_and(|&until| until >= now) {
-                return Ok(Admission::Replayed);
-            }
-        }
-        let window = hour_window(now);
-        let entry = quota.entry(tool.to_owned()).or_insert((window, 0));
-        if entry.0 != window {
-            *entry = (window, 0);
-        }
-        if entry.1 >= limit_per_hour {
-            return Ok(Admission::QuotaSpent(RetryAfterSecs(
-                (window + HOUR).saturating_sub(now).max(1),
-            )));
-        }
-        if let Some(a) = single {
-            if set.len() >= self.max_jti {
-                set.retain(|_, until| *until >= now);
-                if set.len() >= self.max_jti {
-                    // Refusing is safer than forgetting a used jti.
-                    return Err(StoreError::Full(self.max_jti));
-                }
-            }
-            set.insert(a.jti.to_owned(), a.valid_until);
-        }
-        entry.1 += 1;
-        Ok(Admission::Granted)
+        Ok(self.grants.admit(tool, single, limit_per_hour, now)?)
     }
 }
 
@@ -176,64 +131,36 @@ fn reserve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::HOUR;
 
     const T: u64 = 1_800_000_000 + 100; // 100 s into an hour window
 
-    fn single(jti: &str, valid_until: u64, made_at: u64) -> Option<Single<'_>> {
-        Some(Single {
-            jti,
-            valid_until,
-            made_at,
-        })
-    }
-
+    /// Grants are core's (tested there); this store answers them, and its bound is a 503.
     #[test]
-    fn single_use_per_tool_and_bounded() {
-        let m = MemoryStore::new(3, T);
-        let admit = |tool, jti, until| m.admit(tool, single(jti, until, T), 100, T).expect("room");
-        assert_eq!(admit("a", "1", T + 60), Admission::Granted);
-        assert_eq!(admit("a", "1", T + 60), Admission::Replayed);
-        assert_eq!(admit("b", "1", T + 60), Admission::Granted);
-        assert_eq!(admit("a", "2", T + 60), Admission::Granted);
-        assert_eq!(admit("a", "3", T + 60), Admission::Granted);
-        // a's set is full of live entries: refuse (fail closed) rather than forget one...
-        assert!(matches!(
-            m.admit("a", single("4", T + 60, T), 100, T),
-            Err(StoreError::Full(3))
-        ));
-        // ...and b is not locked out by a.
-        assert_eq!(admit("b", "2", T + 60), Admission::Granted);
-        // Expired entries make room again.
+    fn grants_answer_through_the_store() {
+        let m = MemoryStore::new(1, T);
+        let single = |jti| {
+            Some(Single {
+                jti,
+                valid_until: T + 60,
+                made_at: T,
+            })
+        };
         assert_eq!(
-            m.admit("a", single("4", T + 200, T), 100, T + 100)
-                .expect("room"),
-            Admission::Granted
+            m.admit("a", single("1"), 1, T).ok(),
+            Some(Admission::Granted)
         );
-        // Made before this memory began: may have been used with the previous process.
         assert_eq!(
-            m.admit("a", single("5", T + 60, T - 1), 100, T)
-                .expect("room"),
-            Admission::PredatesStore
+            m.admit("a", single("1"), 1, T).ok(),
+            Some(Admission::Replayed)
         );
-    }
-
-    #[test]
-    fn quota_first_refusals_record_nothing() {
-        let m = MemoryStore::new(10, T);
-        let admit = |jti, now| m.admit("a", single(jti, T + 60, T), 2, now).expect("ok");
-        assert_eq!(admit("1", T), Admission::Granted);
-        assert_eq!(admit("2", T), Admission::Granted);
-        assert_eq!(admit("3", T), Admission::QuotaSpent(RetryAfterSecs(3500)));
-        // A replay is a replay even when the quota is spent.
-        assert_eq!(admit("1", T), Admission::Replayed);
-        // "3" was not recorded: usable in the next window.
-        assert_eq!(admit("3", T + 3500), Admission::Granted);
-        // Without an assertion (client_secret_basic): the quota only.
-        assert_eq!(m.admit("b", None, 1, T).expect("ok"), Admission::Granted);
         assert_eq!(
-            m.admit("b", None, 1, T).expect("ok"),
-            Admission::QuotaSpent(RetryAfterSecs(3500))
+            m.admit("b", None, 0, T).ok(),
+            Some(Admission::QuotaSpent(RetryAfterSecs(3500)))
         );
+        let full = m.admit("a", single("2"), 2, T);
+        assert!(matches!(full, Err(StoreError::Full(1))), "{full:?}");
+        assert_eq!(full.err().map(|e| e.retry_after_secs()), Some(30));
     }
 
     #[test]

@@ -22,35 +22,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::sync::watch;
 
-pub(crate) const HOUR: u64 = 3600;
-
-/// A refused quota: seconds until the current hour window ends (the `Retry-After` of the 429).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryAfterSecs(pub u64);
-
-/// A client assertion to use once.
-#[derive(Debug, Clone, Copy)]
-pub struct Single<'a> {
-    pub jti: &'a str,
-    /// Remember it until then (unix seconds): its `exp` plus the leeway it is accepted with.
-    pub valid_until: u64,
-    /// The earliest it can have been made ([`made_at`]).
-    pub made_at: u64,
-}
-
-/// The store's answer to a token grant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
-    /// Within the quota and (with an assertion) its first use: counted and recorded, sign.
-    Granted,
-    /// The assertion was used before: `invalid_client`.
-    Replayed,
-    /// The assertion was made before the store's memory of used assertions began (the authority
-    /// started, or Redis came back empty): it may have been used before, so it is refused.
-    PredatesStore,
-    /// The tool's quota for the hour is spent: 429 with this `Retry-After`.
-    QuotaSpent(RetryAfterSecs),
-}
+pub(crate) use boxapi_core::grants::{hour_window, HOUR};
+pub use boxapi_core::grants::{Admission, RetryAfterSecs, Single};
 
 /// One certificate issuance counted against a device's limit, until the issuance fails and it is
 /// released.
@@ -90,19 +63,6 @@ impl From<Issuance> for AddressUpdate {
 /// Whether an issuance made at `at` still counts at `now`, in a rolling window of `window` s.
 pub(crate) fn in_window(at: u64, window: u64, now: u64) -> bool {
     at.saturating_add(window) > now
-}
-
-/// Start of the fixed hour window containing `now` (unix seconds). Windows are aligned on the
-/// hour so every replica computes the same one from its own (NTP-synchronised) clock.
-pub(crate) fn hour_window(now: u64) -> u64 {
-    now - now % HOUR
-}
-
-/// The earliest time an assertion can have been made: its `iat`, else (RFC 7523 makes `iat`
-/// optional) its `exp` minus the longest assertion life, which is when it could first have been
-/// accepted.
-pub fn made_at(iat: Option<u64>, valid_until: u64, max_life: u64) -> u64 {
-    iat.unwrap_or_else(|| valid_until.saturating_sub(max_life))
 }
 
 pub enum Store {
@@ -145,10 +105,10 @@ impl Store {
         }
     }
 
-    /// Single use and quota in one atomic step, in the order the box's in-memory path uses too: a
-    /// replay is refused first, then a spent quota; only a granted request records its
-    /// assertion and counts against the quota (a refused one changes nothing, so a tool hammering
-    /// after its quota is spent, or replaying, costs nobody anything).
+    /// Single use and quota in one atomic step, with the answers and order of
+    /// [`boxapi_core::grants::MemoryGrants::admit`] (the box's store, and this one's memory kind):
+    /// a replay is refused first, then a spent quota; only a granted request records its
+    /// assertion and counts against the quota.
     pub async fn admit(
         &self,
         tool: &str,
