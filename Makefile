@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # systemd (systemd-analyze, to keep the unit's exposure score in check), and for the authority's
 # enrolment tests an ACME CA (pebble) and an authoritative DNS server taking RFC 2136 updates
 # (knot, with kdig from knot-dnsutils): tests/field/; redis-server: the authority replicas share
-# their state through a real one (crates/box/tests/scale.rs); busybox: the OpenWrt rpcd plugin is
+# their state through a real one (crates/systest/tests/scale.rs); busybox: the OpenWrt rpcd plugin is
 # also run under ash, OpenWrt's shell (crates/box/tests/rpcd.rs).
 TEST_PACKAGES := openssl curl python3 iproute2 iputils-ping faketime ca-certificates systemd pebble knot knot-dnsutils redis-server busybox
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # start-field.sh DIR — start a throw-away ACME + DNS field in DIR (used by the enrolment tests,
-# crates/authority/tests/enrolment.rs, crates/box/tests/field.rs, tests/field/browser.sh; `make deps`
+# crates/authority/tests/enrolment.rs, crates/systest/tests/field.rs, tests/field/browser.sh; `make deps`
 # installs the packages, else this does):
 #   * Knot (authoritative for $ZONE, RFC 2136 updates allowed with one TSIG key)
 #   * Pebble (ACME test CA) validating DNS-01 against that Knot

@@ -208,7 +208,7 @@ fn keygen_and_token_work_with_the_daemon() {
 fn demo_prints_a_working_curl_command() {
     let dir = temp_dir("demo");
     let demo = |stdout: Stdio| {
-        Command::new(BIN)
+        Command::new(bin())
             .args([
                 "demo",
                 "--dir",

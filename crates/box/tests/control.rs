@@ -122,7 +122,7 @@ fn disable_closes_the_port_and_survives_a_restart() {
     let dir = d.stop();
 
     // Restarted while disabled: control socket only.
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args([
             "serve",
             "--config",
@@ -141,7 +141,7 @@ fn disable_closes_the_port_and_survives_a_restart() {
         "disabled daemon listens after restart"
     );
     let ctl = |args: &[&str]| {
-        Command::new(BIN)
+        Command::new(bin())
             .arg("ctl")
             .arg("--socket")
             .arg(&sock)
@@ -306,7 +306,7 @@ fn bad_control_lines_get_errors_and_ctl_without_daemon_exits_69() {
     assert!(answer.contains("longer than"), "{answer}");
     assert_eq!(status(&d)["state"], "enabled", "daemon undisturbed");
 
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(["ctl", "--socket", "/nonexistent/boxapi.sock", "status"])
         .output()
         .unwrap();
@@ -575,7 +575,7 @@ fn ctl_times_out_on_a_silent_daemon_with_exit_69() {
     // Accepts and never answers: a hung daemon.
     let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     let t = std::time::Instant::now();
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args([
             "ctl",
             "--timeout",

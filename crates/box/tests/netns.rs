@@ -120,7 +120,7 @@ wan_interface = "wan0"
     );
     std::fs::write(dir.join("boxapi.toml"), text).unwrap();
     let child = Command::new("ip")
-        .args(["netns", "exec", ns, BIN, "serve", "--config"])
+        .args(["netns", "exec", ns, bin(), "serve", "--config"])
         .arg(dir.join("boxapi.toml"))
         .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
         .spawn()
@@ -375,7 +375,7 @@ keys = ["{d}/a.jwk"]
     );
     std::fs::write(dir.join("boxapi.toml"), text).unwrap();
     let child = Command::new("ip")
-        .args(["netns", "exec", bx, BIN, "serve", "--config"])
+        .args(["netns", "exec", bx, bin(), "serve", "--config"])
         .arg(dir.join("boxapi.toml"))
         .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
         .spawn()
@@ -384,7 +384,7 @@ keys = ["{d}/a.jwk"]
     let sock = d.dir.join("control.sock");
     let ctl = |cmd: &str| {
         let out = Command::new("ip")
-            .args(["netns", "exec", bx, BIN, "ctl", "--socket"])
+            .args(["netns", "exec", bx, bin(), "ctl", "--socket"])
             .arg(&sock)
             .arg(cmd)
             .output()

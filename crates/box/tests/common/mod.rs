@@ -13,12 +13,37 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_boxapi");
+/// This build's `boxapi`: cargo names it for the box crate's own tests; the system tests
+/// (crates/systest, which share this harness) find it beside their own executable.
+pub fn bin() -> &'static str {
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| match option_env!("CARGO_BIN_EXE_boxapi") {
+        Some(b) => b.to_owned(),
+        None => workspace_bin("boxapi").display().to_string(),
+    })
+}
+
+/// A binary of this workspace in the target directory the running test was built into
+/// (`target/debug/deps/TEST` → `target/debug/NAME`), built by `cargo test --workspace`.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join(name))
+        .unwrap();
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace first (`cargo build --workspace`, or run the tests with `cargo test --workspace`)",
+        bin.display()
+    );
+    bin
+}
 
 /// The daemon under test: this build, or a cross-built binary (`make test-cross`) run through an
 /// emulator: BOXAPI_TEST_BIN=target/cross/…/boxapi BOXAPI_TEST_RUNNER=qemu-arm-static.
 pub fn daemon_command() -> Command {
-    let bin = std::env::var("BOXAPI_TEST_BIN").unwrap_or_else(|_| BIN.to_owned());
+    let bin = std::env::var("BOXAPI_TEST_BIN").unwrap_or_else(|_| bin().to_owned());
     match std::env::var("BOXAPI_TEST_RUNNER") {
         Ok(runner) if !runner.is_empty() => {
             let mut c = Command::new(runner);
@@ -28,15 +53,9 @@ pub fn daemon_command() -> Command {
         _ => Command::new(bin),
     }
 }
-/// The authority's binary, built beside the box's by `cargo test --workspace`.
+/// The authority's binary (system tests only).
 pub fn authority_bin() -> PathBuf {
-    let bin = Path::new(BIN).with_file_name("boxapi-authority");
-    assert!(
-        bin.exists(),
-        "{} is missing: run the tests with `cargo test --workspace`",
-        bin.display()
-    );
-    bin
+    workspace_bin("boxapi-authority")
 }
 
 pub const AUD: &str = "https://box.test";
@@ -273,7 +292,7 @@ impl Daemon {
             _ if command == "authority" => Command::new(authority_bin()),
             Some((p, rest)) => {
                 let mut c = Command::new(p);
-                c.args(rest).arg(BIN);
+                c.args(rest).arg(bin());
                 c
             }
             None => daemon_command(),

@@ -8,6 +8,7 @@
 //! Against a scripted authority (no Knot nor Pebble needed, root still for the LAN interface):
 //! the renewal waits for the authority's `Retry-After`, and the box's hosts-file entry follows
 //! `[enrol]` across reloads without touching the operator's own lines.
+#[path = "../../box/tests/common/mod.rs"]
 mod common;
 use common::*;
 use rustls::pki_types::pem::PemObject;

@@ -1,6 +1,7 @@
 //! The central authority at operator scale (issue 15): replicas sharing a real `redis-server`
 //! (started here on a free port, no persistence), failing closed when it is gone, the box
 //! locator, per-box audiences checked by two real boxes, and `/metrics`. Every wait is bounded.
+#[path = "../../box/tests/common/mod.rs"]
 mod common;
 use common::*;
 use serde_json::{json, Value};
