@@ -5,10 +5,11 @@ use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 use crate::store::Store;
 use boxapi_core::control::{Control, State};
+use boxapi_core::daemon::Current;
 use boxapi_core::fair::Slots;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 /// This replica's copy of the shared (Redis) revocations, in `state_dir`: what it re-seeds into a
 /// Redis that lost its data, even after a restart of everything.
@@ -17,7 +18,7 @@ const SHARED_REVOCATIONS: &str = "shared-revocations.json";
 const SHARED_REVOCATIONS_MAX_BYTES: u64 = 1 << 20;
 
 pub struct App {
-    snapshot: RwLock<Arc<Snapshot>>,
+    pub current: Current<Snapshot>,
     pub control: Control,
     pub store: Store,
     pub metrics: Metrics,
@@ -32,7 +33,7 @@ impl App {
         let s = &snapshot.config.server;
         let slots = Slots::new(s.max_connections, s.max_connections_per_terminal);
         Arc::new(App {
-            snapshot: RwLock::new(Arc::new(snapshot)),
+            current: Current::new(snapshot),
             control: Control::new(state),
             store,
             metrics: Metrics::new(),
@@ -43,20 +44,30 @@ impl App {
 
     /// The configuration in force now; a request keeps the one it started with.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    pub fn replace_snapshot(&self, new: Snapshot) {
-        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        self.current.get()
     }
 
     /// Revoked at run time, here or (shared store) on any replica, as last known. For decisions
     /// that must not miss a revocation, the token endpoint also checks the copy is fresh.
     pub fn is_revoked(&self, tool: &str) -> bool {
         self.control.is_revoked(tool) || self.store.revoked_view().contains(tool)
+    }
+}
+
+impl boxapi_core::daemon::Daemon for App {
+    type Snapshot = Snapshot;
+
+    fn current(&self) -> &Current<Snapshot> {
+        &self.current
+    }
+
+    fn slots(&self) -> &Slots {
+        &self.slots
+    }
+
+    /// The new registry's revocations reach the other replicas at once.
+    fn adopted(&self) {
+        note_registry(self);
     }
 }
 

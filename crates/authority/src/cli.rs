@@ -3,17 +3,17 @@
 use crate::app::App;
 use crate::snapshot::Snapshot;
 use crate::store::Store;
-use boxapi_core::auth::signed;
-use boxapi_core::control::{socket, state};
+use boxapi_core::control::socket;
+use boxapi_core::daemon::exit;
+use boxapi_core::daemon::reload;
+use boxapi_core::daemon::start::{self, StartError};
 use boxapi_core::log;
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub const EXIT_OK: i32 = 0;
-pub const EXIT_FAILURE: i32 = 1;
-pub const EXIT_USAGE: i32 = 64;
+pub use boxapi_core::daemon::exit::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 
 #[derive(Parser)]
 #[command(
@@ -41,44 +41,21 @@ enum Command {
 }
 
 pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
-    let cli = match Cli::try_parse_from(args) {
+    let cli: Cli = match exit::parse(args) {
         Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
-        }
+        Err(code) => return code,
     };
     match cli.command {
         Command::Serve { config } => serve(&config),
-        Command::CheckConfig { config } => match load(&config) {
-            Ok(_) => {
-                println!("{}: OK", config.display());
-                EXIT_OK
-            }
-            Err(code) => code,
-        },
+        Command::CheckConfig { config } => exit::check_config(&config, Snapshot::load),
     }
 }
 
-fn load(config: &Path) -> Result<Snapshot, i32> {
-    Snapshot::load(config).map_err(|problems| {
-        for p in problems {
-            eprintln!("{p}");
-        }
-        EXIT_USAGE
-    })
-}
-
+/// Start-up failures: the kit's, and the authority's own listeners and store.
 #[derive(Debug, thiserror::Error)]
-enum StartError {
-    #[error("cannot start the runtime: {0}")]
-    Runtime(std::io::Error),
-    #[error("state_dir {0}: {1}")]
-    StateDir(String, std::io::Error),
+enum RunError {
     #[error(transparent)]
-    Control(#[from] socket::BindError),
-    #[error("listen: {0}")]
-    Bind(std::io::Error),
+    Start(#[from] StartError),
     #[error("authority.metrics_listen: {0}")]
     BindMetrics(std::io::Error),
     #[error("authority.store: {0}")]
@@ -86,39 +63,28 @@ enum StartError {
 }
 
 fn serve(config: &Path) -> i32 {
-    let snapshot = match load(config) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    match run(snapshot) {
-        Ok(()) => EXIT_OK,
-        Err(e) => {
-            eprintln!("{e}");
-            EXIT_FAILURE
-        }
+    match exit::load(config, Snapshot::load) {
+        Ok(snapshot) => exit::ran(run(snapshot)),
+        Err(code) => code,
     }
 }
 
 /// Start-up (state, control socket, SIGHUP, listeners) and the run until SIGTERM/SIGINT.
-fn run(snapshot: Snapshot) -> Result<(), StartError> {
+fn run(snapshot: Snapshot) -> Result<(), RunError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(StartError::Runtime)?;
     rt.block_on(async {
         let stop = boxapi_core::control::stop_signal();
-        let server = &snapshot.config.server;
-        let dir = server.state_dir.clone();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| StartError::StateDir(dir.display().to_string(), e))?;
-        let initial = state::load_or_default(&dir);
-        let control = socket::bind(&server.control_socket)?;
-        signed::record_accepted(&dir, snapshot.trust.registry_version);
+        let (initial, control) = start::prepare(&snapshot.config.server)?;
+        reload::accepted(&snapshot);
+        let dir = snapshot.config.server.state_dir.clone();
         let listeners =
             crate::server::bind(&snapshot.config.authority_listen).map_err(StartError::Bind)?;
         let metrics_listener = match snapshot.config.authority.metrics_listen {
             Some(addr) => crate::server::bind(&[addr])
-                .map_err(StartError::BindMetrics)?
+                .map_err(RunError::BindMetrics)?
                 .pop(),
             None => None,
         };
@@ -147,15 +113,7 @@ fn run(snapshot: Snapshot) -> Result<(), StartError> {
         let handler_app = app.clone();
         let handler = move |line: &[u8]| crate::control::execute(&handler_app, line);
         tokio::spawn(socket::serve(control, Arc::new(handler)));
-        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        {
-            let app = app.clone();
-            tokio::spawn(async move {
-                while hup.recv().await.is_some() {
-                    let _ = crate::control::reload(&app);
-                }
-            });
-        }
+        reload::watch(&app);
         // The ACME account is loaded (or created) now rather than by the first enrolment; a CA
         // that cannot be reached yet is tried again by each enrolment.
         if let Some(settings) = app.snapshot().enrolment.clone() {

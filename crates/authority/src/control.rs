@@ -1,10 +1,7 @@
 //! The authority's control commands (the protocol is `boxapi_core::control`, so `boxapi ctl
 //! --socket` drives it): status, suspend/resume, revoke/unrevoke a tool, reload.
 use crate::app::App;
-use crate::snapshot::Snapshot;
-use boxapi_core::auth::signed;
 use boxapi_core::cert::certificate_warning;
-use boxapi_core::config::{self, Problem};
 use boxapi_core::control::{error_reply, parse_command, state, Command, Mode, State};
 use boxapi_core::log;
 use serde_json::{json, Value};
@@ -35,13 +32,7 @@ pub fn execute(app: &App, line: &[u8]) -> Value {
         Ok(Command::Unrevoke(id)) => change(app, |s| {
             s.revoked.remove(&id);
         }),
-        Ok(Command::Reload) => match reload(app) {
-            Ok(()) => json!({ "ok": true, "reloaded": true }),
-            // The reply lists the problems as the lines check-config prints.
-            Err(problems) => {
-                json!({ "ok": false, "error": "reload refused; still running on the previous configuration", "problems": config::lines(&problems) })
-            }
-        },
+        Ok(Command::Reload) => boxapi_core::daemon::reload::reply(app),
         Err(e) => error_reply(&e),
     }
 }
@@ -90,17 +81,10 @@ fn revoked_list(app: &App) -> Vec<String> {
 fn change(app: &App, f: impl FnOnce(&mut State)) -> Value {
     let mut new = app.control.state();
     f(&mut new);
-    let dir = app.snapshot().config.server.state_dir.clone();
-    if let Err(e) = state::save(&dir, &new) {
-        log::event("state_error", &[("error", &e.to_string())]);
-        return error_reply(&format!(
-            "cannot save the state in {}: {e}; nothing changed",
-            dir.display()
-        ));
+    if let Err(e) = state::change(&app.control, &app.snapshot().config.server.state_dir, &new) {
+        return error_reply(&e);
     }
-    app.control.update(|s| *s = new.clone());
     let mode = state::to_json(&new);
-    log::event("state", &[("state", mode["state"].as_str().unwrap_or(""))]);
     json!({ "ok": true, "state": mode["state"], "retry_after": mode["retry_after"], "revoked": mode["revoked"] })
 }
 
@@ -144,26 +128,4 @@ fn status(app: &App) -> Value {
         },
         "version": env!("CARGO_PKG_VERSION"),
     })
-}
-
-/// Rebuilds the snapshot from the same file; on any problem the running one stays.
-pub fn reload(app: &App) -> Result<(), Vec<Problem>> {
-    let path = app.snapshot().config.path.clone();
-    match Snapshot::load(&path) {
-        Ok(new) => {
-            signed::record_accepted(&new.config.server.state_dir, new.trust.registry_version);
-            let s = &new.config.server;
-            app.slots
-                .configure(s.max_connections, s.max_connections_per_terminal);
-            app.replace_snapshot(new);
-            crate::app::note_registry(app);
-            log::event("reloaded", &[("config", &path.display().to_string())]);
-            Ok(())
-        }
-        Err(problems) => {
-            let lines = config::lines(&problems);
-            log::event("reload_failed", &[("problems", &lines.join("; "))]);
-            Err(problems)
-        }
-    }
 }

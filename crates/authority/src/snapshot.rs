@@ -4,6 +4,7 @@
 use crate::enrol_settings::Settings;
 use crate::locator::Locator;
 use boxapi_core::config::{self, Config, Problem, StoreConfig};
+use boxapi_core::daemon::current::Files;
 use boxapi_core::files;
 use boxapi_core::trust::Trust;
 use rustls::server::danger::ClientCertVerifier;
@@ -22,6 +23,8 @@ pub struct Snapshot {
     pub locator: Option<Locator>,
     /// The Redis password (`[authority.store] password_file`), when one is configured.
     pub store_password: Option<String>,
+    /// The certificate and key as loaded, to notice their replacement.
+    files: Files,
 }
 
 impl Snapshot {
@@ -66,6 +69,7 @@ impl Snapshot {
             }),
             StoreConfig::Memory => None,
         };
+        let files = Files::of(&[&config.server.cert, &config.server.key]);
         match identity {
             Some(id) if problems.is_empty() => Ok(Snapshot {
                 tls: match &enrolment {
@@ -79,6 +83,7 @@ impl Snapshot {
                 enrolment,
                 locator,
                 store_password,
+                files,
             }),
             _ => Err(problems),
         }
@@ -98,4 +103,30 @@ fn with_client_verifier(
     config.alpn_protocols = base.alpn_protocols.clone();
     config.ignore_client_order = base.ignore_client_order;
     Ok(Arc::new(config))
+}
+
+impl boxapi_core::daemon::Snapshot for Snapshot {
+    fn load(path: &Path) -> Result<Snapshot, Vec<Problem>> {
+        Snapshot::load(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.config.path
+    }
+
+    fn server(&self) -> &config::Server {
+        &self.config.server
+    }
+
+    fn trust(&self) -> &Trust {
+        &self.trust
+    }
+
+    fn cert_not_after(&self) -> Option<i64> {
+        self.cert_not_after
+    }
+
+    fn files(&self) -> &Files {
+        &self.files
+    }
 }

@@ -6,16 +6,16 @@ use crate::lan::{self, Endpoint, Lan};
 use crate::ratelimit::Limiter;
 use crate::snapshot::Snapshot;
 use boxapi_core::control::{Control, Mode, State};
+use boxapi_core::daemon::Current;
 use boxapi_core::fair::Slots;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Everything the request path shares.
 pub struct App {
-    snapshot: RwLock<Arc<Snapshot>>,
-    /// Bumped at every new snapshot: tasks that follow the configuration (the certificate
-    /// renewal) wait on it rather than poll, so a reload reaches them at once.
-    reloaded: tokio::sync::watch::Sender<()>,
+    /// The snapshot in force; tasks that follow the configuration (the certificate renewal)
+    /// watch its swaps rather than poll, so a reload reaches them at once.
+    pub current: Current<Snapshot>,
     pub control: Control,
     pub lan: Lan,
     pub limiter: Limiter,
@@ -92,8 +92,7 @@ impl App {
         let limiter = Limiter::new(s.rate_limit_per_second, s.rate_limit_burst);
         let slots = Slots::new(s.max_connections, s.max_connections_per_terminal);
         Arc::new(App {
-            snapshot: RwLock::new(Arc::new(snapshot)),
-            reloaded: tokio::sync::watch::Sender::new(()),
+            current: Current::new(snapshot),
             control: Control::new(state),
             lan: Lan::default(),
             limiter,
@@ -112,23 +111,7 @@ impl App {
 
     /// The configuration in force now; a request keeps the one it started with.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Swaps in a new, fully built configuration and tells the reload watchers.
-    pub fn replace_snapshot(&self, new: Snapshot) {
-        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
-        // After the swap: a watcher woken by it always reads the new snapshot.
-        self.reloaded.send_replace(());
-    }
-
-    /// Resolves at each later `replace_snapshot` (mark the receiver seen before reading the
-    /// snapshot, so a reload between the two is not missed).
-    pub fn watch_reloads(&self) -> tokio::sync::watch::Receiver<()> {
-        self.reloaded.subscribe()
+        self.current.get()
     }
 
     pub(crate) fn listeners(&self) -> MutexGuard<'_, BTreeMap<Endpoint, Active>> {
@@ -158,6 +141,24 @@ impl App {
             Vec::new()
         };
         self.lan.refresh(server, &addrs).into_iter().collect()
+    }
+}
+
+impl boxapi_core::daemon::Daemon for App {
+    type Snapshot = Snapshot;
+
+    fn current(&self) -> &Current<Snapshot> {
+        &self.current
+    }
+
+    fn slots(&self) -> &Slots {
+        &self.slots
+    }
+
+    fn adopt(&self, new: &Snapshot) {
+        let s = &new.config.server;
+        self.limiter
+            .configure(s.rate_limit_per_second, s.rate_limit_burst);
     }
 }
 

@@ -14,18 +14,12 @@ use std::sync::Arc;
 fn change(app: &App, f: impl FnOnce(&mut State)) -> Value {
     let mut new = app.control.state();
     f(&mut new);
-    let dir = app.snapshot().config.server.state_dir.clone();
-    if let Err(e) = state::save(&dir, &new) {
-        log::event("state_error", &[("error", &e.to_string())]);
-        return error_reply(&format!(
-            "cannot save the state in {}: {e}; nothing changed",
-            dir.display()
-        ));
+    let snap = app.snapshot();
+    if let Err(e) = state::change(&app.control, &snap.config.server.state_dir, &new) {
+        return error_reply(&e);
     }
-    app.control.update(|s| *s = new.clone());
-    app.snapshot().trust.verifier.forget_verified();
+    snap.trust.verifier.forget_verified();
     let mode = state::to_json(&new);
-    log::event("state", &[("state", mode["state"].as_str().unwrap_or(""))]);
     json!({ "ok": true, "state": mode["state"], "retry_after": mode["retry_after"],
             "revoked": mode["revoked"], "withheld": mode["withheld"] })
 }

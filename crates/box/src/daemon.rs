@@ -5,12 +5,11 @@ use crate::app::App;
 use crate::control;
 use crate::server;
 use crate::snapshot::Snapshot;
-use boxapi_core::auth::signed;
-use boxapi_core::cert::certificate_warning;
-use boxapi_core::config::{self, Problem};
 use boxapi_core::control::{error_reply, parse_command, socket, state, Command, Mode};
+use boxapi_core::daemon::reload;
+use boxapi_core::daemon::start::{self, StartError};
 use boxapi_core::log;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,103 +18,9 @@ use std::time::Duration;
 /// One control line: reload is the daemon's; every other command is `control`'s.
 fn command(app: &Arc<App>, line: &[u8]) -> Value {
     match parse_command(line) {
-        Ok(Command::Reload) => match reload(app) {
-            Ok(()) => json!({ "ok": true, "reloaded": true }),
-            // The reply lists the problems as the lines check-config prints.
-            Err(problems) => {
-                json!({ "ok": false, "error": "reload refused; still running on the previous configuration", "problems": config::lines(&problems) })
-            }
-        },
+        Ok(Command::Reload) => reload::reply(&**app),
         Ok(cmd) => control::execute(app, cmd),
         Err(e) => error_reply(&e),
-    }
-}
-
-/// Logs each tool whose habilitation has lapsed or lapses within 30 days.
-fn warn_tool_expiry(snap: &Snapshot) {
-    let now = boxapi_core::time::unix_now() as i64;
-    for t in snap.trust.registry.tools() {
-        if let Some(w) = t.expiry_warning(now) {
-            log::event("tool_expiry_warning", &[("tool", &t.id), ("warning", &w)]);
-        }
-    }
-}
-
-/// Builds a whole new snapshot from the same config file and swaps it in; on any problem the
-/// running one stays and the problems are returned (and logged).
-pub fn reload(app: &App) -> Result<(), Vec<Problem>> {
-    let path = app.snapshot().config.path.clone();
-    match Snapshot::load(&path) {
-        Ok(new) => {
-            signed::record_accepted(&new.config.server.state_dir, new.trust.registry_version);
-            if let Some(w) = certificate_warning(new.cert_not_after) {
-                log::event("certificate_warning", &[("warning", &w)]);
-            }
-            warn_tool_expiry(&new);
-            let s = &new.config.server;
-            app.limiter
-                .configure(s.rate_limit_per_second, s.rate_limit_burst);
-            app.slots
-                .configure(s.max_connections, s.max_connections_per_terminal);
-            app.replace_snapshot(new);
-            log::event("reloaded", &[("config", &path.display().to_string())]);
-            Ok(())
-        }
-        Err(problems) => {
-            let lines = config::lines(&problems);
-            log::event("reload_failed", &[("problems", &lines.join("; "))]);
-            Err(problems)
-        }
-    }
-}
-
-/// How often the certificate and key files are checked for replacement.
-const CERT_CHECK: Duration = Duration::from_secs(10);
-
-/// Habilitation expiry is logged once a day (in checks of `CERT_CHECK`).
-const TOOL_EXPIRY_CHECKS: u64 = 86_400 / CERT_CHECK.as_secs();
-
-/// Reloads when the certificate or key file changes on disk; warns about expiry.
-async fn watch_certificate(app: Arc<App>) {
-    let mut checks: u64 = 0;
-    loop {
-        tokio::time::sleep(CERT_CHECK).await;
-        checks += 1;
-        let snap = app.snapshot();
-        // stat() and a reload read files: off the runtime.
-        let (check, app2) = (snap.clone(), app.clone());
-        let changed = tokio::task::spawn_blocking(move || {
-            let changed = check.files_changed();
-            if changed {
-                log::event("certificate_changed", &[]);
-                let _ = reload(&app2);
-            }
-            changed
-        })
-        .await
-        .unwrap_or(false);
-        if changed {
-            continue;
-        }
-        // An expired certificate is logged at every check; one about to expire every ten minutes.
-        let expired = snap
-            .cert_not_after
-            .is_some_and(|na| na <= boxapi_core::time::unix_now() as i64);
-        if checks % TOOL_EXPIRY_CHECKS == 0 {
-            warn_tool_expiry(&snap);
-        }
-        if expired || checks % 60 == 0 {
-            if let Some(w) = certificate_warning(snap.cert_not_after) {
-                log::event(
-                    if expired {
-                        "certificate_expired"
-                    } else {
-                        "certificate_warning"
-                    },
-                    &[("warning", &w)],
-                );
-            }
-        }
     }
 }
 
@@ -218,7 +123,7 @@ fn sync_hosts(written: &mut Option<HostsEntry>, want: Option<HostsEntry>) {
 /// starts afresh (no backoff earned under the old values, e.g. a wrong authority, holds the new
 /// ones back). An attempt under way when the configuration changes finishes first.
 async fn renew_certificate(app: Arc<App>) {
-    let mut reloads = app.watch_reloads();
+    let mut reloads = app.current.watch();
     let mut under: Option<boxapi_core::config::Enrol> = None;
     let mut p = Publication::default();
     // Outlives each `[enrol]`: what one wrote is taken out when the next one differs.
@@ -269,7 +174,7 @@ async fn renew_certificate(app: Arc<App>) {
                 Ok(done) => {
                     // A reload reads and checks every file: off the runtime, like the watcher's.
                     let app2 = app.clone();
-                    let loaded = tokio::task::spawn_blocking(move || reload(&app2))
+                    let loaded = tokio::task::spawn_blocking(move || reload::reload(&*app2))
                         .await
                         .unwrap_or_else(|join| {
                             Err(vec![boxapi_core::config::Problem::invalid("reload", join)])
@@ -364,50 +269,18 @@ async fn renew_certificate(app: Arc<App>) {
     }
 }
 
-async fn sighup(app: Arc<App>, mut hup: tokio::signal::unix::Signal) {
-    while hup.recv().await.is_some() {
-        let app = app.clone();
-        let _ = tokio::task::spawn_blocking(move || reload(&app)).await;
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("state_dir {0}: {1}")]
-    StateDir(String, std::io::Error),
-    #[error(transparent)]
-    Control(#[from] socket::BindError),
-    #[error("listen: {0}")]
-    Bind(std::io::Error),
-}
-
 /// Start-up around the server loop: state, control socket, signal and certificate watchers, and
 /// the first listeners. Must run inside the runtime.
 pub fn start(snapshot: Snapshot) -> Result<(Arc<App>, server::Bound), StartError> {
-    let server_cfg = &snapshot.config.server;
-    let dir = server_cfg.state_dir.clone();
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| StartError::StateDir(dir.display().to_string(), e))?;
-    let initial = state::load_or_default(&dir);
-    let control = socket::bind(&server_cfg.control_socket).map_err(StartError::Control)?;
-    signed::record_accepted(&server_cfg.state_dir, snapshot.trust.registry_version);
-    if let Some(w) = certificate_warning(snapshot.cert_not_after) {
-        log::event("certificate_warning", &[("warning", &w)]);
-    }
-    warn_tool_expiry(&snapshot);
+    let (initial, control) = start::prepare(&snapshot.config.server)?;
+    reload::accepted(&snapshot);
+    let dir = snapshot.config.server.state_dir.clone();
     let activity = Activity::load_or_empty(&dir);
     let app = App::new(snapshot, initial, activity);
     let handler_app = app.clone();
     let handler = move |line: &[u8]| command(&handler_app, line);
     tokio::spawn(socket::serve(control, Arc::new(handler)));
-    // Installed now, before any listener opens: SIGHUP's default action would kill the daemon.
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(hup) => {
-            tokio::spawn(sighup(app.clone(), hup));
-        }
-        Err(e) => log::event("signal_error", &[("error", &e.to_string())]),
-    }
-    tokio::spawn(watch_certificate(app.clone()));
+    reload::watch(&app);
     tokio::spawn(save_activity_periodically(app.clone()));
     // Wi-Fi: one refresh now (bounded, before any listener opens, so the first card has it),
     // then in the background.
@@ -424,8 +297,6 @@ pub fn start(snapshot: Snapshot) -> Result<(Arc<App>, server::Bound), StartError
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("cannot start the runtime: {0}")]
-    Runtime(std::io::Error),
     #[error(transparent)]
     Start(#[from] StartError),
     #[error(transparent)]
@@ -437,7 +308,7 @@ pub fn run(snapshot: Snapshot, announce: impl FnOnce(&[SocketAddr])) -> Result<(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(RunError::Runtime)?;
+        .map_err(StartError::Runtime)?;
     rt.block_on(async {
         let stop = boxapi_core::control::stop_signal();
         let (app, listeners) = start(snapshot)?;

@@ -1,6 +1,7 @@
 //! LAN-only by construction: which addresses to listen on (the LAN interfaces' own, followed as they
 //! change), binding with SO_BINDTODEVICE, and refusing peers outside the LAN prefixes.
 use boxapi_core::config::Server;
+use boxapi_core::fair::Terminal;
 use std::collections::BTreeSet;
 use std::io;
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
@@ -148,6 +149,16 @@ impl Lan {
     }
 }
 
+/// Who a connection belongs to (contract §4, rev. 3): the terminal's link-layer address
+/// whenever the box knows it, for IPv4 and IPv6 alike (many addresses behind one MAC are one
+/// terminal), else its IP address.
+pub fn terminal(ip: IpAddr, mac: Option<[u8; 6]>) -> Terminal {
+    match mac {
+        Some(mac) => Terminal::Mac(mac),
+        None => Terminal::of_ip(ip),
+    }
+}
+
 /// Binds a listening socket; interface endpoints are tied to their device (SO_BINDTODEVICE), so
 /// packets arriving on any other interface never reach it, whatever their destination address.
 pub fn bind(ep: &Endpoint) -> io::Result<TcpListener> {
@@ -181,6 +192,26 @@ mod tests {
             prefix,
             scope_id: 0,
         }
+    }
+
+    /// Contract §4 (rev. 3): an IPv4 terminal is its MAC too when the box knows it (it was its
+    /// address before, so one host with two IPv4 addresses held two shares).
+    #[test]
+    fn a_terminal_is_its_mac_whenever_known() {
+        let mac = [2, 0, 0, 0, 0, 1];
+        for ip in [
+            "192.168.1.10",
+            "192.168.1.11",
+            "fd00::10",
+            "::ffff:192.168.1.10",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(terminal(ip, Some(mac)), Terminal::Mac(mac), "{ip}");
+        }
+        let v4: IpAddr = "192.168.1.10".parse().unwrap();
+        assert_eq!(terminal(v4, None), Terminal::V4([192, 168, 1, 10]));
+        let mapped: IpAddr = "::ffff:192.168.1.10".parse().unwrap();
+        assert_eq!(terminal(mapped, None), Terminal::V4([192, 168, 1, 10]));
     }
 
     #[test]

@@ -2,8 +2,5 @@
 #![forbid(unsafe_code)]
 
 fn main() {
-    let code = boxapi::cli::main_with_args(std::env::args_os());
-    // Log lines are written by a thread: let it finish before the process ends.
-    boxapi_core::log::flush();
-    std::process::exit(code);
+    boxapi_core::daemon::exit::main(boxapi::cli::main_with_args)
 }

@@ -6,7 +6,7 @@ use crate::card::sys::Client;
 use crate::http::{self, ConnInfo};
 use crate::lan::{self, Endpoint};
 use boxapi_core::control::Mode;
-use boxapi_core::fair::{Phase, Terminal, EVICTED_LINGER};
+use boxapi_core::fair::{Phase, EVICTED_LINGER};
 use boxapi_core::guard::ParseErrorGuard;
 use boxapi_core::log;
 use hyper::server::conn::http1;
@@ -178,15 +178,6 @@ async fn accept_loop(app: Arc<App>, listener: TcpListener) {
     }
 }
 
-/// The terminal of a connection from `ip`, given what is known of it: on the LAN, an IPv6
-/// address stands for the MAC behind it.
-fn terminal_of(ip: IpAddr, client: Option<&Client>) -> Terminal {
-    match (ip, client.and_then(|c| c.mac)) {
-        (IpAddr::V6(_), Some(mac)) => Terminal::Mac(mac),
-        _ => Terminal::of_ip(ip),
-    }
-}
-
 /// Where the terminal is: from the cache if it was looked up lately, else read from the
 /// neighbour table, bridge database and sysfs on a blocking thread (never on the runtime).
 async fn client_facts(app: &App, ip: IpAddr) -> Client {
@@ -212,7 +203,7 @@ async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
     } else {
         app.snapshot().sys.client_cached(ip)
     };
-    let mut terminal = terminal_of(ip, cached.as_ref());
+    let mut terminal = lan::terminal(ip, cached.as_ref().and_then(|c| c.mac));
     // No room even after waiting a little: closed unanswered (the terminal is over its share
     // with every connection busy, or the box is full of busy connections).
     let Some(slot) = app.slots.admit(terminal).await else {
@@ -222,7 +213,7 @@ async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
         Some(c) => c,
         None => client_facts(&app, ip).await,
     };
-    let found = terminal_of(ip, Some(&client));
+    let found = lan::terminal(ip, client.mac);
     if found != terminal {
         if !slot.rekey(found) {
             return;

@@ -4,6 +4,7 @@
 use crate::card::provider::{CommandLayer, FileLayer, Shape};
 use crate::card::sys::Sys;
 use boxapi_core::config::{self, Config, Problem};
+use boxapi_core::daemon::current::Files;
 use boxapi_core::trust::Trust;
 use rustls::ServerConfig;
 use std::path::Path;
@@ -24,12 +25,8 @@ pub struct Snapshot {
     pub sys: Sys,
     /// The last card's layer sections, reused while the layers are unchanged.
     pub projected: crate::card::Projected,
-    /// Modification times of the certificate and key when loaded, to notice replacement.
-    files: Vec<(std::path::PathBuf, Option<std::time::SystemTime>)>,
-}
-
-fn mtime(p: &Path) -> Option<std::time::SystemTime> {
-    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+    /// The certificate and key as loaded, to notice their replacement.
+    files: Files,
 }
 
 impl Snapshot {
@@ -103,17 +100,9 @@ impl Snapshot {
                 .map(|p| CommandLayer::with_shape(p, m.provider_timeout, Shape::Stations)),
             sys: Sys::default(),
             projected: Default::default(),
-            files: [&config.server.cert, &config.server.key]
-                .iter()
-                .map(|p| ((*p).clone(), mtime(p)))
-                .collect(),
+            files: Files::of(&[&config.server.cert, &config.server.key]),
             config,
         })
-    }
-
-    /// Whether the certificate or key file was replaced since this snapshot was loaded.
-    pub fn files_changed(&self) -> bool {
-        self.files.iter().any(|(p, t)| mtime(p) != *t)
     }
 
     /// The card's sources under this configuration.
@@ -129,5 +118,31 @@ impl Snapshot {
             station_command: self.station_command.as_ref(),
             projected: &self.projected,
         }
+    }
+}
+
+impl boxapi_core::daemon::Snapshot for Snapshot {
+    fn load(path: &Path) -> Result<Snapshot, Vec<Problem>> {
+        Snapshot::load(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.config.path
+    }
+
+    fn server(&self) -> &config::Server {
+        &self.config.server
+    }
+
+    fn trust(&self) -> &Trust {
+        &self.trust
+    }
+
+    fn cert_not_after(&self) -> Option<i64> {
+        self.cert_not_after
+    }
+
+    fn files(&self) -> &Files {
+        &self.files
     }
 }

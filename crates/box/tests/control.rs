@@ -630,3 +630,45 @@ fn enable_reports_a_port_it_cannot_bind_as_failure() {
     assert_eq!(status(&d)["state"], "enabled");
     assert_eq!(d.get("/v1/access", &[]).status, 401);
 }
+
+/// Contract §7 (rev. 3): a reload that meets a changed `control_socket` or `state_dir` (settings
+/// only a restart applies) fails, names the key and changes nothing, not even the settings it
+/// could apply.
+#[test]
+fn reload_refuses_settings_only_a_restart_applies() {
+    let d = Daemon::start("restartonly", "", "");
+    let path = d.dir.join("boxapi.toml");
+    let good = std::fs::read_to_string(&path).unwrap();
+    let t = fixtures().a.token("a", "access");
+    let state = format!("{}/state\"", d.dir.display());
+    let socket = format!("{}/control.sock\"", d.dir.display());
+    for (from, to, key) in [
+        (
+            &state,
+            format!("{}/state2\"", d.dir.display()),
+            "server.state_dir",
+        ),
+        (
+            &socket,
+            format!("{}/control2.sock\"", d.dir.display()),
+            "server.control_socket",
+        ),
+    ] {
+        assert!(good.contains(from.as_str()), "{good}");
+        let changed = good
+            .replace(from.as_str(), &to)
+            .replace("Test Box", "Reloaded Box");
+        std::fs::write(&path, changed).unwrap();
+        let (code, _, err) = d.ctl(&["reload"]);
+        assert_eq!(code, 1, "{key}: {err}");
+        assert!(err.contains(key) && err.contains("restart"), "{key}: {err}");
+        let card = d.get_token("/v1/access", &t).json();
+        assert_eq!(card["box"]["model"], "Test Box", "nothing changed: {card}");
+    }
+    std::fs::write(&path, good.replace("Test Box", "Reloaded Box")).unwrap();
+    assert_eq!(d.ctl(&["reload"]).0, 0);
+    assert_eq!(
+        d.get_token("/v1/access", &t).json()["box"]["model"],
+        "Reloaded Box"
+    );
+}

@@ -29,10 +29,12 @@ const RETRY: Duration = Duration::from_millis(100);
 /// One client device, as well as the network lets us tell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Terminal {
-    /// An IPv4 address (an IPv4-mapped IPv6 address counts as its IPv4 address).
+    /// An IPv4 address whose MAC is unknown (an IPv4-mapped IPv6 address counts as its IPv4
+    /// address).
     V4([u8; 4]),
-    /// On the LAN: the link-layer address behind an IPv6 address (every LAN device shares one
-    /// /64 and rotates privacy addresses, but keeps its MAC).
+    /// On the LAN: the link-layer address behind any address of the terminal (every LAN device
+    /// shares one /64 and rotates privacy addresses, or holds several IPv4 ones, but keeps its
+    /// MAC).
     Mac([u8; 6]),
     /// An IPv6 address whose MAC is unknown (loopback, not yet in the neighbour table), or on the
     /// internet-facing authority an IPv6 /64 (the address bits below it zeroed).

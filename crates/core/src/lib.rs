@@ -10,6 +10,7 @@ pub mod cert;
 pub mod config;
 pub mod control;
 pub mod cors;
+pub mod daemon;
 pub mod der;
 pub mod fair;
 pub mod files;

@@ -9,10 +9,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-pub const EXIT_OK: i32 = 0;
-pub const EXIT_FAILURE: i32 = 1;
-pub const EXIT_USAGE: i32 = 64;
-pub const EXIT_UNAVAILABLE: i32 = 69;
+use boxapi_core::daemon::exit::{self, print_problems};
+pub use boxapi_core::daemon::exit::{EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE};
 
 #[derive(Parser)]
 #[command(
@@ -112,16 +110,13 @@ enum RegistryCommand {
 
 /// Parses `args` and runs the command; returns the process exit code.
 pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
-    let cli = match Cli::try_parse_from(args) {
+    let cli: Cli = match exit::parse(args) {
         Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
-        }
+        Err(code) => return code,
     };
     match cli.command {
         Command::Serve { config } => serve(&config),
-        Command::CheckConfig { config } => check_config(&config),
+        Command::CheckConfig { config } => exit::check_config(&config, Snapshot::load),
         Command::Enrol { config } => enrol(&config),
         Command::Demo { dir, listen } => demo(&dir, listen),
         Command::Keygen { alg, kid, out } => keygen(alg, &kid, &out),
@@ -136,31 +131,6 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32
         Command::Ctl(args) => ctl::run(args),
         Command::Registry(cmd) => registry(cmd),
     }
-}
-
-/// Contract §2: every problem on stderr, one per line, naming the key or file.
-fn print_problems(problems: &[Problem]) {
-    for p in problems {
-        eprintln!("{p}");
-    }
-}
-
-fn check_config(path: &Path) -> i32 {
-    match load(path) {
-        Ok(_) => {
-            println!("{}: OK", path.display());
-            EXIT_OK
-        }
-        Err(code) => code,
-    }
-}
-
-/// Loads the configuration once; every problem is printed and gives exit code 64.
-fn load(config: &Path) -> Result<Snapshot, i32> {
-    Snapshot::load(config).map_err(|problems| {
-        print_problems(&problems);
-        EXIT_USAGE
-    })
 }
 
 /// `boxapi enrol`: one enrolment now (first boot, tests, or a renewal by hand). A running daemon
@@ -238,7 +208,7 @@ fn load_for_serving(path: &Path) -> Result<Snapshot, i32> {
         // The load below reports what is still wrong.
         Err(e) => boxapi_core::log::event("enrol_failed", &[("error", &e.to_string())]),
     }
-    load(path)
+    exit::load(path, Snapshot::load)
 }
 
 /// Loads, binds and serves; `announce` runs once the listeners are bound.
@@ -256,13 +226,7 @@ fn serve_with(config: &Path, announce: impl FnOnce(&[SocketAddr])) -> i32 {
         )]);
         return EXIT_USAGE;
     }
-    match crate::daemon::run(snapshot, announce) {
-        Ok(()) => EXIT_OK,
-        Err(e) => {
-            eprintln!("{e}");
-            EXIT_FAILURE
-        }
-    }
+    exit::ran(crate::daemon::run(snapshot, announce))
 }
 
 fn serve(config: &Path) -> i32 {

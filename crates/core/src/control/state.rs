@@ -93,6 +93,22 @@ pub fn save(dir: &Path, s: &State) -> io::Result<()> {
 
 /// The state at start: the saved one, or the default when there is none; an unreadable file is
 /// kept aside (logged) and replaced by the default.
+/// Persists `new` first, then applies it to `control`: a failed write changes nothing, and a
+/// change acknowledged survives a power cut (contract §7). `Err`: the reply's message (logged).
+pub fn change(control: &super::Control, dir: &Path, new: &State) -> Result<(), String> {
+    if let Err(e) = save(dir, new) {
+        crate::log::event("state_error", &[("error", &e.to_string())]);
+        return Err(format!(
+            "cannot save the state in {}: {e}; nothing changed",
+            dir.display()
+        ));
+    }
+    control.update(|s| *s = new.clone());
+    let mode = to_json(new);
+    crate::log::event("state", &[("state", mode["state"].as_str().unwrap_or(""))]);
+    Ok(())
+}
+
 pub fn load_or_default(dir: &Path) -> State {
     match load(dir) {
         Loaded::Fresh(s) | Loaded::Read(s) => s,
