@@ -1,9 +1,9 @@
-//! HTTP: the access rules in their order (Host, Origin, rate, preflight, suspension, route, clock,
-//! token, scope), JSON answers, and every refusal as an RFC 9457 problem, mapped in one place.
+//! HTTP: a request's own rules in their order (Host, method, Origin, rate, preflight), routing (a
+//! token-protected route through `access`), JSON answers, every refusal as an RFC 9457 problem.
+use crate::access::{self, Context, Denied, Grant, Scope, ORIGIN_REFUSED};
 use crate::app::App;
 use crate::snapshot::Snapshot;
-use boxapi_core::auth::{Scopes, TokenError};
-use boxapi_core::control::Mode;
+use boxapi_core::auth::TokenError;
 use boxapi_core::cors::{self, Origin};
 use boxapi_core::fair::Terminal;
 use boxapi_core::{authz, problem};
@@ -16,8 +16,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// A response body: a complete buffer, or the counters stream that writes itself line by line.
-/// `Either` keeps the usual answers as cheap as `Full` alone (no boxing, no allocation).
-pub type Body = Either<Full<Bytes>, crate::stream::CounterStream>;
+/// `Either` keeps the usual answers as cheap as `Full` alone (no allocation); the stream, a few
+/// hundred bytes, is boxed so that every response moved around stays small (40 bytes, not 544:
+/// the moves cost a keep-alive request about 2,000 instructions).
+pub type Body = Either<Full<Bytes>, Box<crate::stream::CounterStream>>;
 
 /// An empty body (preflights, HEAD).
 pub fn empty() -> Body {
@@ -46,14 +48,9 @@ pub struct ConnInfo {
 /// Every refusal the API can answer; `Display` is the problem's `detail`.
 #[derive(Debug, thiserror::Error)]
 pub enum Problem {
-    #[error("no bearer token: send \"Authorization: Bearer <access token>\"")]
-    MissingToken,
+    /// A token-protected route's rules said no (`access::Context::check`), or the `Origin`.
     #[error(transparent)]
-    InvalidToken(#[from] TokenError),
-    #[error("the token does not grant the \"{0}\" scope this endpoint needs")]
-    InsufficientScope(&'static str),
-    #[error("{0}")]
-    OriginNotAllowed(&'static str),
+    Denied(#[from] Denied),
     /// A preflight that is refused; answered without any CORS header.
     #[error("the preflight asks for a method other than GET or HEAD")]
     PreflightRefused,
@@ -71,59 +68,68 @@ pub enum Problem {
     StreamOpen(u64),
     #[error(transparent)]
     InvalidInterval(#[from] crate::stream::IntervalError),
-    #[error("the operator has suspended this API for now; retry after {0} s")]
-    Suspended(u64),
-    #[error(
-        "the box's clock is not set yet (no NTP answer); tokens cannot be checked, retry shortly"
-    )]
-    ClockUnsynchronized,
+}
+
+impl From<TokenError> for Problem {
+    fn from(e: TokenError) -> Self {
+        Problem::Denied(e.into())
+    }
 }
 
 impl Problem {
     fn status(&self) -> StatusCode {
         match self {
-            Problem::MissingToken | Problem::InvalidToken(_) => StatusCode::UNAUTHORIZED,
-            Problem::InsufficientScope(_)
-            | Problem::OriginNotAllowed(_)
-            | Problem::PreflightRefused => StatusCode::FORBIDDEN,
+            Problem::Denied(d) => match d {
+                Denied::MissingToken | Denied::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+                Denied::InsufficientScope(_) | Denied::OriginNotAllowed(_) => StatusCode::FORBIDDEN,
+                Denied::Suspended(_) | Denied::ClockUnsynchronized => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            },
+            Problem::PreflightRefused => StatusCode::FORBIDDEN,
             Problem::NotFound => StatusCode::NOT_FOUND,
             Problem::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Problem::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             Problem::RateLimited(_) | Problem::StreamOpen(_) => StatusCode::TOO_MANY_REQUESTS,
             Problem::InvalidInterval(_) => StatusCode::BAD_REQUEST,
-            Problem::Suspended(_) | Problem::ClockUnsynchronized => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     pub fn code(&self) -> &'static str {
         match self {
-            Problem::MissingToken => "missing_token",
-            Problem::InvalidToken(_) => "invalid_token",
-            Problem::InsufficientScope(_) => "insufficient_scope",
-            Problem::OriginNotAllowed(_) | Problem::PreflightRefused => "origin_not_allowed",
+            Problem::Denied(d) => match d {
+                Denied::MissingToken => "missing_token",
+                Denied::InvalidToken(_) => "invalid_token",
+                Denied::InsufficientScope(_) => "insufficient_scope",
+                Denied::OriginNotAllowed(_) => "origin_not_allowed",
+                Denied::Suspended(_) => "suspended",
+                Denied::ClockUnsynchronized => "clock_unsynchronized",
+            },
+            Problem::PreflightRefused => "origin_not_allowed",
             Problem::NotFound => "not_found",
             Problem::MethodNotAllowed(_) => "method_not_allowed",
             Problem::Misdirected => "misdirected_request",
             Problem::RateLimited(_) | Problem::StreamOpen(_) => "rate_limited",
             Problem::InvalidInterval(_) => "invalid_request",
-            Problem::Suspended(_) => "suspended",
-            Problem::ClockUnsynchronized => "clock_unsynchronized",
         }
     }
 
     fn title(&self) -> &'static str {
         match self {
-            Problem::MissingToken => "Missing access token",
-            Problem::InvalidToken(_) => "Invalid access token",
-            Problem::InsufficientScope(_) => "Insufficient scope",
-            Problem::OriginNotAllowed(_) | Problem::PreflightRefused => "Origin not allowed",
+            Problem::Denied(d) => match d {
+                Denied::MissingToken => "Missing access token",
+                Denied::InvalidToken(_) => "Invalid access token",
+                Denied::InsufficientScope(_) => "Insufficient scope",
+                Denied::OriginNotAllowed(_) => "Origin not allowed",
+                Denied::Suspended(_) => "Suspended by the operator",
+                Denied::ClockUnsynchronized => "Clock not synchronized",
+            },
+            Problem::PreflightRefused => "Origin not allowed",
             Problem::NotFound => "Not found",
             Problem::MethodNotAllowed(_) => "Method not allowed",
             Problem::Misdirected => "Misdirected request",
             Problem::RateLimited(_) | Problem::StreamOpen(_) => "Too many requests",
             Problem::InvalidInterval(_) => "Invalid request",
-            Problem::Suspended(_) => "Suspended by the operator",
-            Problem::ClockUnsynchronized => "Clock not synchronized",
         }
     }
 
@@ -144,22 +150,25 @@ impl Problem {
             }
         };
         match self {
-            Problem::MissingToken => {
+            Problem::Denied(Denied::MissingToken) => {
                 set(header::WWW_AUTHENTICATE, "Bearer realm=\"boxapi\"".into())
             }
-            Problem::InvalidToken(_) => set(
+            Problem::Denied(Denied::InvalidToken(_)) => set(
                 header::WWW_AUTHENTICATE,
                 "Bearer realm=\"boxapi\", error=\"invalid_token\"".into(),
             ),
-            Problem::InsufficientScope(scope) => set(
+            Problem::Denied(Denied::InsufficientScope(scope)) => set(
                 header::WWW_AUTHENTICATE,
-                format!("Bearer realm=\"boxapi\", error=\"insufficient_scope\", scope=\"{scope}\""),
+                format!(
+                    "Bearer realm=\"boxapi\", error=\"insufficient_scope\", scope=\"{}\"",
+                    scope.name()
+                ),
             ),
             Problem::MethodNotAllowed(allow) => set(header::ALLOW, (*allow).into()),
-            Problem::RateLimited(s) | Problem::StreamOpen(s) | Problem::Suspended(s) => {
-                set(header::RETRY_AFTER, s.to_string())
-            }
-            Problem::ClockUnsynchronized => set(header::RETRY_AFTER, "30".into()),
+            Problem::RateLimited(s)
+            | Problem::StreamOpen(s)
+            | Problem::Denied(Denied::Suspended(s)) => set(header::RETRY_AFTER, s.to_string()),
+            Problem::Denied(Denied::ClockUnsynchronized) => set(header::RETRY_AFTER, "30".into()),
             _ => {}
         }
         resp
@@ -212,7 +221,6 @@ fn name_accepted(name: &str, snap: &Snapshot, conn: &ConnInfo) -> bool {
     })
 }
 
-/// DNS-rebinding defence: Host (and SNI when sent) must name this box.
 /// What the read-only endpoints allow, and what the token endpoint allows.
 const GET_HEAD: &str = "GET, HEAD, OPTIONS";
 const POST_ONLY: &str = "POST, OPTIONS";
@@ -220,14 +228,42 @@ const POST_ONLY: &str = "POST, OPTIONS";
 const GET_ONLY: &str = "GET, OPTIONS";
 const STREAM_PATH: &str = "/v1/counters/stream";
 
-/// The token-protected endpoints.
+/// What a request's path names.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Route {
     Access,
     Counters,
     Stream,
+    Discovery,
+    /// `POST /v1/token`, when this box answers it (`[token_endpoint]`).
+    Token,
+    Unknown,
 }
 
+impl Route {
+    fn of(path: &str, snap: &Snapshot) -> Route {
+        match path {
+            "/v1/access" => Route::Access,
+            "/v1/counters" => Route::Counters,
+            STREAM_PATH => Route::Stream,
+            authz::DISCOVERY_PATH => Route::Discovery,
+            authz::TOKEN_PATH if snap.config.token_endpoint.is_some() => Route::Token,
+            _ => Route::Unknown,
+        }
+    }
+
+    /// The methods a known path answers (405 with `Allow` for any other, whoever asks).
+    fn allow(self) -> Option<&'static str> {
+        match self {
+            Route::Access | Route::Counters | Route::Discovery => Some(GET_HEAD),
+            Route::Stream => Some(GET_ONLY),
+            Route::Token => Some(POST_ONLY),
+            Route::Unknown => None,
+        }
+    }
+}
+
+/// DNS-rebinding defence: Host (and SNI when sent) must name this box.
 fn host_ok<B>(req: &Request<B>, snap: &Snapshot, conn: &ConnInfo) -> bool {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let host = match (hosts.next(), hosts.next()) {
@@ -250,135 +286,79 @@ fn host_ok<B>(req: &Request<B>, snap: &Snapshot, conn: &ConnInfo) -> bool {
             .is_none_or(|sni| name_accepted(sni, snap, conn))
 }
 
-/// The bearer token of RFC 6750 §2.1, or `None` when there is none.
-fn bearer(headers: &HeaderMap) -> Result<Option<&[u8]>, Problem> {
+/// The bearer token of RFC 6750 §2.1.
+fn bearer(headers: &HeaderMap) -> Result<&[u8], Denied> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
-        return Ok(None);
+        return Err(Denied::MissingToken);
     };
     if values.next().is_some() {
         return Err(TokenError::Malformed("more than one Authorization header").into());
     }
     let v = value.as_bytes();
     if v.len() < 7 || !v[..7].eq_ignore_ascii_case(b"bearer ") {
-        return Ok(None);
+        return Err(Denied::MissingToken);
     }
-    Ok(Some(v[7..].trim_ascii()))
+    Ok(v[7..].trim_ascii())
 }
 
+/// The request's rules in their order (Host, method, Origin, rate, preflight, then the route's:
+/// `access::Context::check` for a token-protected one), then its answer.
 async fn decide(
     app: &Arc<App>,
     snap: &Arc<Snapshot>,
     conn: &ConnInfo,
+    ctx: &mut Context,
     req: &mut Request<hyper::body::Incoming>,
-    origin: Origin,
-    tool: &mut Option<usize>,
 ) -> Result<Response<Body>, Problem> {
     if !host_ok(req, snap, conn) {
         return Err(Problem::Misdirected);
     }
-    // A method a known path never answers is refused first, whoever asks.
-    let token_endpoint =
-        snap.config.token_endpoint.is_some() && req.uri().path() == authz::TOKEN_PATH;
-    let allow = match req.uri().path() {
-        "/v1/access" | "/v1/counters" | authz::DISCOVERY_PATH => Some(GET_HEAD),
-        STREAM_PATH => Some(GET_ONLY),
-        _ if token_endpoint => Some(POST_ONLY),
-        _ => None,
-    };
-    if let Some(allow) = allow {
+    let route = Route::of(req.uri().path(), snap);
+    if let Some(allow) = route.allow() {
         if !allow.split(", ").any(|m| m == req.method().as_str()) {
             return Err(Problem::MethodNotAllowed(allow));
         }
     }
-    if origin == Origin::Refused {
-        return Err(Problem::OriginNotAllowed(
-            "this Origin is not the origin of an allowed measurement tool",
-        ));
+    if ctx.origin == Origin::Refused {
+        return Err(Denied::OriginNotAllowed(ORIGIN_REFUSED).into());
     }
     app.limiter
-        .check(conn.terminal, Instant::now())
+        .check(ctx.terminal, Instant::now())
         .map_err(Problem::RateLimited)?;
-    let token_endpoint =
-        snap.config.token_endpoint.is_some() && req.uri().path() == authz::TOKEN_PATH;
     if req.method() == Method::OPTIONS {
-        return preflight(req.headers(), origin, token_endpoint);
+        return preflight(req.headers(), ctx.origin, route == Route::Token);
     }
-    if let Mode::Suspended { retry_after } = app.control.mode() {
-        return Err(Problem::Suspended(retry_after));
-    }
-    let read_only = req.method() == Method::GET || req.method() == Method::HEAD;
-    let route = match req.uri().path() {
-        "/v1/access" => Route::Access,
-        "/v1/counters" => Route::Counters,
-        STREAM_PATH => Route::Stream,
-        authz::DISCOVERY_PATH if read_only => {
-            let body = authz::discovery(&snap.config).to_string().into_bytes();
-            return Ok(json(StatusCode::OK, &APPLICATION_JSON, body));
+    // Each known path's method was checked above: a route is reached with one it answers.
+    let scope = match route {
+        Route::Access => Scope::Access,
+        Route::Counters | Route::Stream => Scope::Counters,
+        Route::Discovery | Route::Token | Route::Unknown => {
+            access::suspension(&app.control)?;
+            return match route {
+                Route::Discovery => {
+                    let body = authz::discovery(&snap.config).to_string().into_bytes();
+                    Ok(json(StatusCode::OK, &APPLICATION_JSON, body))
+                }
+                Route::Token => token_request(app, snap, req, ctx.origin).await,
+                _ => Err(Problem::NotFound),
+            };
         }
-        authz::DISCOVERY_PATH => return Err(Problem::MethodNotAllowed(GET_HEAD)),
-        _ if token_endpoint && req.method() == Method::POST => {
-            return token_request(app, snap, req, origin).await
-        }
-        _ if token_endpoint => return Err(Problem::MethodNotAllowed(POST_ONLY)),
-        _ => return Err(Problem::NotFound),
     };
-    if !read_only {
-        return Err(Problem::MethodNotAllowed(GET_HEAD));
-    }
-    let scope = if route == Route::Access {
-        Scopes::ACCESS
-    } else {
-        Scopes::COUNTERS
-    };
-    let now = boxapi_core::time::unix_now();
-    if boxapi_core::time::clock_is_unset(now) {
-        return Err(Problem::ClockUnsynchronized);
-    }
-    let token = bearer(req.headers())?.ok_or(Problem::MissingToken)?;
-    let revoked = |id: &str| app.control.is_revoked(id);
-    let grant = snap.trust.verifier.verify_remembered(
-        token,
-        now,
-        &snap.trust.registry,
-        &revoked,
+    let grant = ctx.check(
+        app,
+        snap,
+        bearer(req.headers()),
+        scope,
         &mut conn.token.lock().unwrap_or_else(|p| p.into_inner()),
     )?;
-    *tool = Some(grant.tool);
-    if let Origin::Allowed { tool: page_tool } = origin {
-        if page_tool != grant.tool {
-            return Err(Problem::OriginNotAllowed(
-                "this page's origin belongs to another tool than the token",
-            ));
+    let body = match route {
+        Route::Stream => return stream(app, snap, conn, ctx, req, grant),
+        Route::Access => {
+            let src = snap.sources().with_wifi(&app.wifi);
+            src.access_card(&conn.client, grant.withheld).await
         }
-    }
-    if !grant.scopes.contains(scope) {
-        let name = if scope == Scopes::ACCESS {
-            "access"
-        } else {
-            "counters"
-        };
-        return Err(Problem::InsufficientScope(name));
-    }
-    if route == Route::Stream {
-        return stream(app, snap, conn, req, grant, token);
-    }
-    let src = snap.sources().with_wifi(&app.wifi);
-    // The rights in effect: the token's scopes ∩ the registration (checked above, 403) ∩ the
-    // subscriber's choices (withheld sections are null, not refused).
-    let withheld = snap
-        .trust
-        .registry
-        .get(grant.tool)
-        .map(|t| app.control.withheld_for(&t.id))
-        .unwrap_or_default();
-    let body = if route == Route::Access {
-        src.access_card(&conn.client, withheld).await
-    } else {
-        let mut counters = src.counters(&conn.client);
-        crate::card::withhold::counters(&mut counters, withheld);
-        // Serializing a Value into a Vec cannot fail.
-        serde_json::to_vec(&counters).unwrap_or_default()
+        _ => snap.sources().counters(&conn.client, grant.withheld),
     };
     Ok(json(StatusCode::OK, &APPLICATION_JSON, body))
 }
@@ -389,33 +369,36 @@ fn stream(
     app: &Arc<App>,
     snap: &Arc<Snapshot>,
     conn: &ConnInfo,
+    ctx: &Context,
     req: &Request<hyper::body::Incoming>,
-    grant: boxapi_core::auth::Grant,
-    token: &[u8],
+    grant: Grant,
 ) -> Result<Response<Body>, Problem> {
     let every = crate::stream::interval(req.uri().query())?;
     let ends = tokio::time::Instant::now() + snap.config.metrics.stream_max;
     let guard = app
         .streams
-        .begin(conn.terminal, ends)
+        .begin(ctx.terminal, ends)
         .map_err(Problem::StreamOpen)?;
-    let tool_id = snap
-        .trust
-        .registry
-        .get(grant.tool)
-        .map(|t| t.id.clone())
-        .unwrap_or_default();
+    // Kept to judge the page's origin again before each line, under the registry in force then
+    // (a repeated Origin was refused above).
+    let mut origin = HeaderMap::new();
+    if let Some(o) = req.headers().get(header::ORIGIN) {
+        origin.insert(header::ORIGIN, o.clone());
+    }
     let body = crate::stream::CounterStream::new(crate::stream::Opening {
         app: app.clone(),
         snap: snap.clone(),
         client: conn.client.clone(),
-        tool_id,
-        token: token.into(),
+        ctx: *ctx,
+        origin,
+        // The token that `ctx.check` has just accepted.
+        token: bearer(req.headers()).unwrap_or_default().into(),
+        grant,
         every,
         guard,
         ends,
     });
-    let mut resp = Response::new(Either::Right(body));
+    let mut resp = Response::new(Either::Right(Box::new(body)));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-ndjson"),
@@ -433,7 +416,7 @@ async fn token_request(
     use http_body_util::BodyExt;
     let now = boxapi_core::time::unix_now();
     if boxapi_core::time::clock_is_unset(now) {
-        return Err(Problem::ClockUnsynchronized);
+        return Err(Denied::ClockUnsynchronized.into());
     }
     // Size and time bounded: a slow body must not hold a connection slot.
     let limited = http_body_util::Limited::new(req.body_mut(), authz::MAX_BODY);
@@ -512,12 +495,11 @@ pub async fn handle(
     conn: &ConnInfo,
     mut req: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
-    let started = Instant::now();
     let snap = app.snapshot();
     let revoked = |id: &str| app.control.is_revoked(id);
     let origin = cors::classify(req.headers(), &snap.trust.registry, &revoked);
-    let mut tool = None;
-    let result = decide(app, &snap, conn, &mut req, origin, &mut tool).await;
+    let mut ctx = Context::new(conn.terminal, origin);
+    let result = decide(app, &snap, conn, &mut ctx, &mut req).await;
     let cors_allowed = matches!(origin, Origin::Allowed { .. })
         && !matches!(result, Err(Problem::PreflightRefused));
     let mut resp = result.unwrap_or_else(|p| p.response());
@@ -537,21 +519,12 @@ pub async fn handle(
         }
         *resp.body_mut() = empty();
     }
-    let tool = tool
-        .and_then(|i| snap.trust.registry.get(i))
-        .map(|t| t.id.as_str());
-    // Activity counts what a verified tool was given (the subscriber's "who read my data").
-    if let Some(id) = tool.filter(|_| resp.status().is_success()) {
-        app.activity
-            .record(id, boxapi_core::time::unix_now() as i64);
-    }
-    let elapsed = started.elapsed().as_micros() as u64;
-    boxapi_core::log::access(
-        tool,
+    ctx.log(
+        app,
+        &snap,
         req.method().as_str(),
         req.uri().path(),
         resp.status().as_u16(),
-        elapsed,
     );
     resp
 }
@@ -559,6 +532,17 @@ pub async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_response_stays_small_to_move() {
+        // Every answer is moved through hyper's dispatcher several times: a stream's state kept
+        // inline made each keep-alive request copy 544 bytes a move.
+        assert!(
+            std::mem::size_of::<Body>() <= 48,
+            "{}",
+            std::mem::size_of::<Body>()
+        );
+    }
 
     #[test]
     fn host_names() {
@@ -572,33 +556,34 @@ mod tests {
     #[test]
     fn bearer_parsing() {
         let mut h = HeaderMap::new();
-        assert_eq!(bearer(&h).unwrap(), None);
+        assert!(matches!(bearer(&h), Err(Denied::MissingToken)));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
-        assert_eq!(bearer(&h).unwrap(), None);
+        assert!(matches!(bearer(&h), Err(Denied::MissingToken)));
         h.insert(
             header::AUTHORIZATION,
             HeaderValue::from_static("bearer  a.b.c "),
         );
-        assert_eq!(bearer(&h).unwrap(), Some(&b"a.b.c"[..]));
+        assert_eq!(bearer(&h).unwrap(), &b"a.b.c"[..]);
         h.append(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
-        assert!(bearer(&h).is_err());
+        assert!(matches!(bearer(&h), Err(Denied::InvalidToken(_))));
     }
 
     #[test]
     fn every_problem_has_its_status_and_headers() {
         let cases: Vec<(Problem, u16, &str)> = vec![
-            (Problem::MissingToken, 401, "missing_token"),
+            (Denied::MissingToken.into(), 401, "missing_token"),
+            (TokenError::Expired.into(), 401, "invalid_token"),
             (
-                Problem::InvalidToken(TokenError::Expired),
-                401,
-                "invalid_token",
-            ),
-            (
-                Problem::InsufficientScope("counters"),
+                Denied::InsufficientScope(Scope::Counters).into(),
                 403,
                 "insufficient_scope",
             ),
-            (Problem::OriginNotAllowed("x"), 403, "origin_not_allowed"),
+            (
+                Denied::OriginNotAllowed("x").into(),
+                403,
+                "origin_not_allowed",
+            ),
+            (Problem::PreflightRefused, 403, "origin_not_allowed"),
             (Problem::NotFound, 404, "not_found"),
             (
                 Problem::MethodNotAllowed(GET_HEAD),
@@ -613,8 +598,12 @@ mod tests {
                 400,
                 "invalid_request",
             ),
-            (Problem::Suspended(60), 503, "suspended"),
-            (Problem::ClockUnsynchronized, 503, "clock_unsynchronized"),
+            (Denied::Suspended(60).into(), 503, "suspended"),
+            (
+                Denied::ClockUnsynchronized.into(),
+                503,
+                "clock_unsynchronized",
+            ),
         ];
         for (p, status, code) in cases {
             let r = p.response();
@@ -625,13 +614,13 @@ mod tests {
                 "application/problem+json"
             );
         }
-        let r = Problem::InsufficientScope("counters").response();
+        let r = Problem::from(Denied::InsufficientScope(Scope::Counters)).response();
         assert!(r.headers()[header::WWW_AUTHENTICATE]
             .to_str()
             .unwrap()
             .contains("scope=\"counters\""));
         assert_eq!(
-            Problem::Suspended(60).response().headers()[header::RETRY_AFTER],
+            Problem::from(Denied::Suspended(60)).response().headers()[header::RETRY_AFTER],
             "60"
         );
         assert_eq!(

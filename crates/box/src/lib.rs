@@ -2,6 +2,7 @@
 //! the box daemon. What it shares with the operator's authority lives in `boxapi-core`.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod activity;
 pub mod app;
 pub mod card;

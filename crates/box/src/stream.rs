@@ -6,12 +6,13 @@
 //! they were read). Nothing is buffered ahead: a client that reads slowly skips samples instead of
 //! queueing them. Bounds: 100–10,000 ms per line, `metrics.stream_max_seconds` (120 s at most)
 //! per stream, one stream per terminal, and the connection holds its connection slot throughout.
+use crate::access::{self, Denied, Grant, Scope};
 use crate::app::App;
 use crate::snapshot::Snapshot;
 use crate::streams::StreamGuard;
-use boxapi_core::auth::{Scopes, TokenError};
-use boxapi_core::control::Mode;
-use boxapi_core::log;
+use boxapi_core::auth::{Remembered, TokenError};
+use boxapi_core::control::Sections;
+use boxapi_core::{cors, log};
 use bytes::Bytes;
 use hyper::body::Frame;
 use std::convert::Infallible;
@@ -68,11 +69,16 @@ pub struct Opening {
     pub snap: Arc<Snapshot>,
     /// The connection's terminal, found when it connected.
     pub client: crate::card::sys::Client,
-    pub tool_id: String,
-    /// The token that opened it, checked again before each line: the stream ends when the same
-    /// request made now would be refused (token expired, tool revoked or lapsed, or a reload that
-    /// removed its key or its counters scope).
+    /// The opening request's context (terminal, page origin, tool).
+    pub ctx: access::Context,
+    /// The opening request's `Origin` header, if any, and its token: the access check is made
+    /// with them again before each line, so the stream ends when the same request made now would
+    /// be refused (suspended, token expired, tool revoked or lapsed, or a reload that removed its
+    /// key, its counters scope or its origin). The subscriber's switch-off closes the connection.
+    pub origin: hyper::HeaderMap,
     pub token: Box<[u8]>,
+    /// What the opening request was granted.
+    pub grant: Grant,
     pub every: Duration,
     pub guard: StreamGuard,
     pub ends: Instant,
@@ -92,6 +98,16 @@ enum End {
 }
 
 impl End {
+    /// Why the access check now refuses the stream.
+    fn of(denied: &Denied) -> End {
+        match denied {
+            Denied::Suspended(_) => End::Suspended,
+            Denied::InvalidToken(TokenError::Revoked) => End::Revoked,
+            Denied::InvalidToken(TokenError::Expired) => End::TokenExpired,
+            _ => End::Refused,
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             End::Closed => "closed",
@@ -107,6 +123,11 @@ impl End {
 /// The response body of one stream.
 pub struct CounterStream {
     open: Opening,
+    /// The token's last check (a comparison while the snapshot is the same).
+    memo: Remembered,
+    /// The sections withheld from the tool at the last check.
+    withheld: Sections,
+    tool_id: String,
     /// Told when the body is done (the connection's slot goes back to waiting for a request).
     on_end: Option<Box<dyn FnOnce() + Send>>,
     tick: Interval,
@@ -121,7 +142,17 @@ impl CounterStream {
         // A client that reads slower than the interval gets fewer lines, not a backlog.
         tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let deadline = Box::pin(tokio::time::sleep_until(open.ends));
+        let tool_id = open
+            .snap
+            .trust
+            .registry
+            .get(open.grant.tool)
+            .map(|t| t.id.clone())
+            .unwrap_or_default();
         CounterStream {
+            memo: Remembered::default(),
+            withheld: open.grant.withheld,
+            tool_id,
             open,
             on_end: None,
             tick,
@@ -131,29 +162,27 @@ impl CounterStream {
         }
     }
 
-    /// Whether the stream must stop before its next line: the same rules a new request meets,
-    /// under the configuration in force now (a cache hit of the verifier's, after a reload one
-    /// full verification).
-    fn stop_reason(&self) -> Option<End> {
-        let app = &self.open.app;
-        if app.control.mode() != Mode::Enabled {
-            return Some(End::Suspended);
-        }
+    /// Whether the stream must stop before its next line: the access check of a new request,
+    /// under the configuration in force now.
+    fn stop_reason(&mut self) -> Option<End> {
+        let Opening {
+            app,
+            ctx,
+            origin,
+            token,
+            ..
+        } = &mut self.open;
         let snap = app.snapshot();
         let revoked = |id: &str| app.control.is_revoked(id);
-        let now = boxapi_core::time::unix_now();
-        let checked = snap.trust.verifier.verify_cached(
-            &self.open.token,
-            now,
-            &snap.trust.registry,
-            &revoked,
-        );
-        match checked {
-            Ok(grant) if grant.scopes.contains(Scopes::COUNTERS) => None,
-            Ok(_) => Some(End::Refused),
-            Err(TokenError::Revoked) => Some(End::Revoked),
-            Err(TokenError::Expired) => Some(End::TokenExpired),
-            Err(_) => Some(End::Refused),
+        ctx.origin = cors::classify(origin, &snap.trust.registry, &revoked);
+        match ctx.check(app, &snap, Ok(token), Scope::Counters, &mut self.memo) {
+            Ok(grant) => {
+                // The subscriber's choices as they are now: a withholding made during the
+                // stream applies from the next line on.
+                self.withheld = grant.withheld;
+                None
+            }
+            Err(denied) => Some(End::of(&denied)),
         }
     }
 
@@ -164,12 +193,7 @@ impl CounterStream {
 
     fn line(&self) -> Bytes {
         let src = self.open.snap.sources();
-        let mut v = src.counters(&self.open.client);
-        // The subscriber's choices as they are now: a withholding made during the stream
-        // applies from the next line on.
-        let withheld = self.open.app.control.withheld_for(&self.open.tool_id);
-        crate::card::withhold::counters(&mut v, withheld);
-        let mut text = v.to_string().into_bytes();
+        let mut text = src.counters(&self.open.client, self.withheld);
         text.push(b'\n');
         Bytes::from(text)
     }
@@ -216,7 +240,7 @@ impl Drop for CounterStream {
         log::event(
             "stream_end",
             &[
-                ("tool", &self.open.tool_id),
+                ("tool", &self.tool_id),
                 ("reason", reason.as_str()),
                 ("lines", &self.lines.to_string()),
             ],

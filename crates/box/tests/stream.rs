@@ -307,8 +307,8 @@ fn a_withholding_applies_from_the_next_line() {
 }
 
 /// A reload that takes the stream's rights away (the tool revoked in the file, its counters
-/// scope removed, its key gone) ends the stream at its next line, as it would refuse the same
-/// request made now.
+/// scope removed, its key gone, the origin of the page that opened it no longer the tool's) ends
+/// the stream at its next line, as it would refuse the same request made now.
 #[test]
 fn a_reload_that_takes_the_rights_away_ends_the_stream() {
     let f = fixtures();
@@ -321,10 +321,20 @@ fn a_reload_that_takes_the_rights_away_ends_the_stream() {
             "origins = [\"https://a.example\", \"https://a.example:8443\"]\nscopes = [\"access\"]".to_owned(),
         ),
         ("key", a_keys.clone(), "keys = []".to_owned()),
+        (
+            "origin",
+            "origins = [\"https://a.example\", \"https://a.example:8443\"]".to_owned(),
+            "origins = [\"https://a.example:8443\"]".to_owned(),
+        ),
     ] {
         let d = Daemon::start(&format!("stream-reload-{name}"), "", "");
         let token = counters_token();
-        let mut s = open(d.addr, "?interval_ms=100", &token, &[]);
+        let auth = format!("Bearer {token}");
+        let mut asking = vec![("Authorization", auth.as_str())];
+        if name == "origin" {
+            asking.push(("Origin", "https://a.example"));
+        }
+        let mut s = open(d.addr, "?interval_ms=100", &token, &asking[1..]);
         assert_eq!(s.head.status, 200, "{name}");
         assert!(s.next_line().is_some());
         let path = d.dir.join("boxapi.toml");
@@ -334,7 +344,7 @@ fn a_reload_that_takes_the_rights_away_ends_the_stream() {
         let (code, out, err) = d.ctl(&["reload"]);
         assert_eq!(code, 0, "{name}: {out} {err}");
         // The same request made now is refused ...
-        assert_ne!(d.get_token("/v1/counters", &token).status, 200, "{name}");
+        assert_ne!(d.get("/v1/counters", &asking).status, 200, "{name}");
         // ... and the open stream ends within a few lines.
         let started = Instant::now();
         let mut after = 0;

@@ -53,18 +53,7 @@ impl Inputs {
     }
 }
 
-/// Writes the card's next member's `head` (separator, quoted name, colon: one literal, this is
-/// the hot path), then `null` for a withheld one; returns whether the value is still to be
-/// written.
-fn member(out: &mut Vec<u8>, head: &'static [u8], withheld: bool) -> bool {
-    out.extend_from_slice(head);
-    if withheld {
-        out.extend_from_slice(b"null");
-    }
-    !withheld
-}
-
-#[derive(serde::Serialize)]
+/// A pair of byte counters; a member is `null` when unknown.
 struct ByteCounts {
     rx_bytes: Option<u64>,
     tx_bytes: Option<u64>,
@@ -142,15 +131,15 @@ impl<'a> Sources<'a> {
 
     /// The terminal's own counters, from its point of view: what it received is what the box's
     /// port transmitted.
-    fn client_counters(&self, client: &sys::Client) -> Value {
-        match client
+    fn client_counters(&self, client: &sys::Client) -> Option<ByteCounts> {
+        let (port_rx, port_tx) = client
             .counters_interface
             .as_deref()
-            .and_then(|i| self.sys.counters(i))
-        {
-            Some((port_rx, port_tx)) => json!({ "rx_bytes": port_tx, "tx_bytes": port_rx }),
-            None => Value::Null,
-        }
+            .and_then(|i| self.sys.counters(i))?;
+        Some(ByteCounts {
+            rx_bytes: Some(port_tx),
+            tx_bytes: Some(port_rx),
+        })
     }
 
     /// The box, subscription, access and wifi sections (every layer merged, system first,
@@ -216,14 +205,14 @@ impl<'a> Sources<'a> {
         }
         let withholds = |s| withheld.contains(s);
         let mut out = Vec::with_capacity(1024);
-        if member(&mut out, b"{\"access\":", withholds(Section::Access)) {
+        if withhold::member(&mut out, b"{\"access\":", withholds(Section::Access)) {
             out.extend_from_slice(access);
         }
         out.extend_from_slice(b",\"api_version\":\"1.0\"");
-        if member(&mut out, b",\"box\":", withholds(Section::Box)) {
+        if withhold::member(&mut out, b",\"box\":", withholds(Section::Box)) {
             out.extend_from_slice(box_);
         }
-        if member(&mut out, b",\"client\":", withholds(Section::Client)) {
+        if withhold::member(&mut out, b",\"client\":", withholds(Section::Client)) {
             out.extend_from_slice(b"{\"connection\":");
             write_json::push_str(&mut out, client.connection);
             out.extend_from_slice(b",\"interface\":");
@@ -235,19 +224,17 @@ impl<'a> Sources<'a> {
             let _ = serde_json::to_writer(&mut out, &client_wifi);
             out.push(b'}');
         }
-        if member(&mut out, b",\"counters\":", withholds(Section::Counters)) {
+        if withhold::member(&mut out, b",\"counters\":", withholds(Section::Counters)) {
             // The time first, then the counters it dates (as `/v1/counters` does).
             let monotonic_us = boxapi_core::time::monotonic_us();
             let wan = self.wan();
             out.extend_from_slice(b"{\"monotonic_us\":");
             write_json::push_u64(&mut out, monotonic_us);
-            out.extend_from_slice(b",\"wan\":{\"rx_bytes\":");
-            write_json::push_opt_u64(&mut out, wan.rx_bytes);
-            out.extend_from_slice(b",\"tx_bytes\":");
-            write_json::push_opt_u64(&mut out, wan.tx_bytes);
-            out.extend_from_slice(b"}}");
+            out.extend_from_slice(b",\"wan\":");
+            push_byte_counts(&mut out, Some(&wan));
+            out.push(b'}');
         }
-        if member(
+        if withhold::member(
             &mut out,
             b",\"subscription\":",
             withholds(Section::Subscription),
@@ -257,24 +244,53 @@ impl<'a> Sources<'a> {
         out.extend_from_slice(b",\"timestamp\":\"");
         boxapi_core::time::push_rfc3339_millis(&mut out, SystemTime::now());
         out.push(b'"');
-        if member(&mut out, b",\"wifi\":", withholds(Section::Wifi)) {
+        if withhold::member(&mut out, b",\"wifi\":", withholds(Section::Wifi)) {
             out.extend_from_slice(wifi);
         }
-        out.extend_from_slice(b",\"withheld\":");
-        write_json::push_str_array(&mut out, withheld.iter().map(Section::name));
-        out.push(b'}');
+        withhold::close(&mut out, withheld);
         out
     }
 
-    /// `GET /v1/counters`: cheap, read fresh, no provider involved.
-    pub fn counters(&self, client: &sys::Client) -> Value {
-        json!({
-            "timestamp": boxapi_core::time::rfc3339_millis(SystemTime::now()),
-            "monotonic_us": boxapi_core::time::monotonic_us(),
-            "wan": self.wan(),
-            "client": self.client_counters(client),
-        })
+    /// `GET /v1/counters` (and each line of its stream), serialized: cheap, read fresh, no
+    /// provider involved; what the subscriber withholds is `null` (`withhold::in_counters`).
+    /// Members in the order serde_json writes an object's, with literal names.
+    pub fn counters(&self, client: &sys::Client, withheld: Sections) -> Vec<u8> {
+        let hidden = withhold::in_counters(withheld);
+        // The time first, then the counters it dates.
+        let now = SystemTime::now();
+        let monotonic_us = boxapi_core::time::monotonic_us();
+        let wan = (!hidden.wan).then(|| self.wan());
+        let own = (!hidden.client).then(|| self.client_counters(client));
+        let mut out = Vec::with_capacity(192);
+        withhold::member(&mut out, b"{\"client\":", own.is_none());
+        if let Some(own) = own {
+            push_byte_counts(&mut out, own.as_ref());
+        }
+        out.extend_from_slice(b",\"monotonic_us\":");
+        write_json::push_u64(&mut out, monotonic_us);
+        out.extend_from_slice(b",\"timestamp\":\"");
+        boxapi_core::time::push_rfc3339_millis(&mut out, now);
+        out.push(b'"');
+        withhold::member(&mut out, b",\"wan\":", wan.is_none());
+        if let Some(wan) = &wan {
+            push_byte_counts(&mut out, Some(wan));
+        }
+        withhold::close(&mut out, hidden.listed);
+        out
     }
+}
+
+/// `{"rx_bytes":…,"tx_bytes":…}`, or `null` when the counts are not known at all.
+fn push_byte_counts(out: &mut Vec<u8>, counts: Option<&ByteCounts>) {
+    let Some(c) = counts else {
+        out.extend_from_slice(b"null");
+        return;
+    };
+    out.extend_from_slice(b"{\"rx_bytes\":");
+    write_json::push_opt_u64(out, c.rx_bytes);
+    out.extend_from_slice(b",\"tx_bytes\":");
+    write_json::push_opt_u64(out, c.tx_bytes);
+    out.push(b'}');
 }
 
 #[cfg(test)]
@@ -301,21 +317,27 @@ mod tests {
         card
     }
 
-    #[test]
-    fn the_per_request_members_are_json_whatever_the_interface_is_called() {
-        let sys = sys::Sys::with_root(std::path::Path::new("/nonexistent-boxapi-root"));
-        let projected = Projected::default();
-        let src = Sources {
-            sys: &sys,
-            wan_interface: Some("wan\"0"),
-            static_layer: &Value::Null,
+    /// The system's readings alone: no layer, provider or nl80211 view.
+    fn system_only<'a>(sys: &'a sys::Sys, wan: &'a str, projected: &'a Projected) -> Sources<'a> {
+        static NO_LAYER: Value = Value::Null;
+        Sources {
+            sys,
+            wan_interface: Some(wan),
+            static_layer: &NO_LAYER,
             file: None,
             command: None,
             wifi: None,
             station_file: None,
             station_command: None,
-            projected: &projected,
-        };
+            projected,
+        }
+    }
+
+    #[test]
+    fn the_per_request_members_are_json_whatever_the_interface_is_called() {
+        let sys = sys::Sys::with_root(std::path::Path::new("/nonexistent-boxapi-root"));
+        let projected = Projected::default();
+        let src = system_only(&sys, "wan\"0", &projected);
         let client = sys::Client {
             connection: "ethernet",
             interface: Some("lan\\1\u{7}é".into()),
@@ -340,6 +362,52 @@ mod tests {
             (c["box"].clone(), c["withheld"].clone()),
             (Value::Null, json!(["box"]))
         );
+    }
+
+    #[test]
+    fn counters_are_json_and_withheld_members_null() {
+        let dir = std::env::temp_dir().join(format!("boxapi-counters-{}", std::process::id()));
+        for (port, rx, tx) in [("wan0", 7, 8), ("lan\\1", 3, 4)] {
+            let stats = dir.join("sys/class/net").join(port).join("statistics");
+            std::fs::create_dir_all(&stats).unwrap();
+            std::fs::write(stats.join("rx_bytes"), format!("{rx}\n")).unwrap();
+            std::fs::write(stats.join("tx_bytes"), format!("{tx}\n")).unwrap();
+        }
+        let sys = sys::Sys::with_root(&dir);
+        let projected = Projected::default();
+        let src = system_only(&sys, "wan0", &projected);
+        let client = sys::Client {
+            counters_interface: Some("lan\\1".into()),
+            ..sys::Client::default()
+        };
+        let counters = |client: &sys::Client, names: &[Section]| {
+            let mut withheld = Sections::default();
+            names.iter().for_each(|s| withheld.insert(*s));
+            let bytes = src.counters(client, withheld);
+            let v: Value = serde_json::from_slice(&bytes).unwrap();
+            // Byte for byte what serde_json writes for the same object.
+            assert_eq!(serde_json::to_vec(&v).unwrap(), bytes);
+            v
+        };
+        let c = counters(&client, &[Section::Wifi]);
+        assert_eq!(c["wan"], json!({"rx_bytes": 7, "tx_bytes": 8}));
+        // The terminal's view: what it received is what its port sent.
+        assert_eq!(c["client"], json!({"rx_bytes": 4, "tx_bytes": 3}));
+        assert!(c["monotonic_us"].as_u64().is_some() && c["timestamp"].is_string());
+        assert_eq!(c["withheld"], json!([]));
+        let c = counters(&client, &[Section::Client, Section::Box]);
+        assert_eq!(
+            (&c["client"], &c["wan"]["rx_bytes"]),
+            (&Value::Null, &json!(7))
+        );
+        assert_eq!(c["withheld"], json!(["client"]));
+        let c = counters(&client, &[Section::Counters]);
+        assert_eq!((&c["client"], &c["wan"]), (&Value::Null, &Value::Null));
+        assert_eq!(c["withheld"], json!(["counters"]));
+        // Not withheld, unknown: null all the same, and not listed.
+        let c = counters(&sys::Client::unknown(), &[]);
+        assert_eq!((&c["client"], &c["withheld"]), (&Value::Null, &json!([])));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
