@@ -83,7 +83,7 @@ pub fn load_shared_revocations(state_dir: &Path) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-/// Keeps the saved copy in step with the shared revocations (atomically: temp file + rename).
+/// Keeps the saved copy in step with the shared revocations (`files::write_atomic`).
 pub async fn save_shared_revocations(app: Arc<App>, state_dir: PathBuf) {
     let Some(mut changes) = app.store.watch_revoked() else {
         return;
@@ -91,14 +91,15 @@ pub async fn save_shared_revocations(app: Arc<App>, state_dir: PathBuf) {
     while changes.changed().await.is_ok() {
         let set = changes.borrow_and_update().clone();
         let path = shared_path(&state_dir);
-        let tmp = path.with_extension("tmp");
         let text = serde_json::to_vec(&*set).unwrap_or_default();
-        let result = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = result {
-            boxapi_core::log::event(
-                "state_error",
-                &[("error", &format!("{}: {e}", path.display()))],
-            );
+        // fsyncs: off the runtime's threads.
+        let written = tokio::task::spawn_blocking(move || {
+            boxapi_core::files::write_atomic(&path, &text, 0o600).map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        if let Err(e) = written {
+            boxapi_core::log::event("state_error", &[("error", &e)]);
         }
     }
 }

@@ -1,8 +1,9 @@
 //! Files the daemons and their tools write (private keys, readable by their owner only, and
 //! state replaced atomically) and the files a configuration names, read within a size limit.
 use std::io::{Read, Write};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Size limits of the files [`read_limited`] reads, per kind. Each is many times what a real file
 /// of its kind holds, and small enough that a mistaken path (a disk image, a log, a device) is
@@ -138,38 +139,111 @@ pub fn write_private(path: &Path, content: &[u8]) -> Result<(), FileError> {
     f.write_all(content).map_err(err)
 }
 
-/// Replaces `path` atomically with `content` (created with `mode`): a temporary file in the same
-/// directory, fsynced, renamed over the old one, then the directory fsynced, so that a power cut
-/// leaves the old file or the new one, never half of either.
-pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<(), FileError> {
-    let err = |source| FileError {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = match path.parent() {
+/// The directory a file named by `path` sits in.
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
-    };
+    }
+}
+
+/// Where [`stage`] writes first: beside `path` (a rename never crosses file systems), hidden,
+/// named per process and per write, so that two writers (`boxapi enrol` by hand and the daemon's
+/// renewal, or two tasks of one daemon) never write into, or rename, each other's file.
+fn staging_path(path: &Path) -> PathBuf {
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let written = std::fs::OpenOptions::new()
+    parent(path).join(format!(".{name}.{}.{n}.tmp", std::process::id()))
+}
+
+/// A file written whole and flushed to disk beside its destination, not in place yet: see
+/// [`Staged::commit`]. Dropped before it is placed, it is removed.
+#[must_use = "a staged file is removed unless it is committed or renamed"]
+pub struct Staged {
+    tmp: PathBuf,
+    path: PathBuf,
+    placed: bool,
+}
+
+/// Writes `content` for `path` to a staging file created with exactly `mode` (whatever the
+/// umask) and fsyncs it; nothing is left behind on failure.
+pub fn stage(path: &Path, content: &[u8], mode: u32) -> Result<Staged, FileError> {
+    let err = |source| FileError {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = staging_path(path);
+    // One left by a power cut under the same process id (pids repeat from boot to boot) is ours;
+    // anything else standing there (a directory, a link) is not, and makes the write fail.
+    if std::fs::symlink_metadata(&tmp).is_ok_and(|m| m.is_file()) {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(mode)
         .open(&tmp)
-        .and_then(|mut f| f.write_all(content).and_then(|_| f.sync_all()));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err(e));
+        .map_err(err)?;
+    let staged = Staged {
+        tmp,
+        path: path.to_path_buf(),
+        placed: false,
+    };
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .and_then(|()| f.write_all(content))
+        .and_then(|()| f.sync_all())
+        .map_err(err)?;
+    Ok(staged)
+}
+
+impl Staged {
+    /// Renames the staged file over its destination: readers see the old file or the new one,
+    /// never half of either. Durable once the directory is synced ([`sync_parent`]).
+    pub fn rename(mut self) -> Result<(), FileError> {
+        std::fs::rename(&self.tmp, &self.path).map_err(|source| FileError {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.placed = true;
+        Ok(())
     }
-    std::fs::rename(&tmp, path).map_err(err)?;
-    std::fs::File::open(dir)
+
+    /// [`Staged::rename`], then the directory synced, so that a power cut leaves the old file or
+    /// the new one.
+    pub fn commit(self) -> Result<(), FileError> {
+        let path = self.path.clone();
+        self.rename()?;
+        sync_parent(&path)
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.placed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Syncs the directory holding `path`, which makes a rename in it durable.
+pub fn sync_parent(path: &Path) -> Result<(), FileError> {
+    std::fs::File::open(parent(path))
         .and_then(|d| d.sync_all())
-        .map_err(err)
+        .map_err(|source| FileError {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Replaces `path` atomically with `content`, with exactly `mode`: a staging file in the same
+/// directory, fsynced, renamed over the old one, then the directory fsynced ([`stage`],
+/// [`Staged::commit`]). Every file the daemons replace is written this way.
+pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<(), FileError> {
+    stage(path, content, mode)?.commit()
 }
 
 #[cfg(test)]
@@ -254,17 +328,63 @@ mod tests {
         assert!(e.to_string().starts_with("cannot read: "), "{e}");
     }
 
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     #[test]
-    fn atomic_write_replaces_and_leaves_no_temporary() {
-        let dir = std::env::temp_dir().join(format!("boxapi-files-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+    fn atomic_write_replaces_whole_with_its_mode_and_leaves_no_temporary() {
+        let dir = temp("atomic");
         let p = dir.join("x.json");
-        write_atomic(&p, b"one", 0o600).unwrap();
+        write_atomic(&p, b"a longer first content", 0o644).unwrap();
         write_atomic(&p, b"two", 0o600).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
-        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
-        assert_eq!(names.len(), 1);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        // The mode asked for, not the old file's, nor what the umask leaves of it.
+        assert_eq!(mode(&p), 0o600);
+        write_atomic(&p, b"three", 0o644).unwrap();
+        assert_eq!(mode(&p), 0o644);
+        assert_eq!(names(&dir), ["x.json"]);
         assert!(write_atomic(&dir.join("missing/x"), b"", 0o600).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_old_file_and_no_temporary() {
+        let dir = temp("atomic-failed");
+        // Renaming a file over a directory that holds something fails after the staging file
+        // was written: it must go.
+        let p = dir.join("busy");
+        std::fs::create_dir(&p).unwrap();
+        std::fs::write(p.join("inside"), b"kept").unwrap();
+        let e = write_atomic(&p, b"new", 0o600).unwrap_err();
+        assert_eq!(e.path, p);
+        assert_eq!(names(&dir), ["busy"]);
+        assert_eq!(std::fs::read(p.join("inside")).unwrap(), b"kept");
+        // A staged file dropped before it is placed is removed; the destination is untouched.
+        let q = dir.join("q");
+        std::fs::write(&q, b"old").unwrap();
+        let staged = stage(&q, b"new", 0o600).unwrap();
+        assert_eq!(names(&dir).len(), 3);
+        drop(staged);
+        assert_eq!(names(&dir), ["busy", "q"]);
+        assert_eq!(std::fs::read(&q).unwrap(), b"old");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn staging_names_are_hidden_beside_the_file_and_never_reused() {
+        let p = Path::new("/state/x");
+        let (one, two) = (staging_path(p), staging_path(p));
+        assert_ne!(one, two);
+        assert_eq!(one.parent(), Some(Path::new("/state")));
+        let name = one.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with(".x.") && name.ends_with(".tmp"), "{name}");
+        assert_eq!(staging_path(Path::new("x")).parent(), Some(Path::new(".")));
     }
 }

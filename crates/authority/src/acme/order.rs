@@ -349,7 +349,9 @@ async fn load_or_create(acme: &AcmeSettings) -> Result<Account> {
                 .await
                 .map_err(acme_err("create the account"))?;
             let json = serde_json::to_vec_pretty(&creds).map_err(|e| cred_err(e.to_string()))?;
-            write_private_atomic(path, &json).map_err(|e| cred_err(e.to_string()))?;
+            // Never half a file, never readable by others.
+            boxapi_core::files::write_atomic(path, &json, 0o600)
+                .map_err(|e| cred_err(e.to_string()))?;
             log::event(
                 "acme_account_created",
                 &[
@@ -375,37 +377,6 @@ pub(crate) fn parse_credentials(
         }
     }
     serde_json::from_value(value).map_err(|e| format!("not ACME account credentials: {e}"))
-}
-
-/// Written beside its final name with mode 0600, synced, then renamed: never half a file, never
-/// readable by others.
-fn write_private_atomic(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("credentials"),
-        std::process::id()
-    ));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    let res = f
-        .write_all(data)
-        .and_then(|()| f.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
 }
 
 /// ACME ARI (RFC 9773): the start of the CA's suggested renewal window for `leaf_der`, Unix

@@ -6,13 +6,11 @@ pub mod client;
 pub mod csr;
 
 use boxapi_core::config::{Config, Enrol};
-use boxapi_core::files::{limit, read_limited};
+use boxapi_core::files::{self, limit, read_limited};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use serde_json::json;
-use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -128,63 +126,8 @@ fn check_leaf(
     Ok((nb, na))
 }
 
-/// The temporary file beside `path` that `write_atomic` and `install_pair` write first.
-fn staging_path(path: &Path) -> std::path::PathBuf {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // Named per process and created new: `boxapi enrol` by hand and the daemon's renewal must
-    // never write into (and rename) each other's half-written temporary file.
-    dir.join(format!(".{name}.new.{}", std::process::id()))
-}
-
-/// Writes `content` to the staging file of `path`, flushed to disk; on failure nothing stays.
-fn stage(path: &Path, content: &[u8], mode: u32) -> Result<std::path::PathBuf, EnrolError> {
-    let err = |e: std::io::Error| EnrolError::Install(format!("{}: {e}", path.display()));
-    let tmp = staging_path(path);
-    // One left by a power cut under the same process id (pids repeat from boot to boot) is ours.
-    if std::fs::symlink_metadata(&tmp).is_ok_and(|m| m.is_file()) {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    let mut created = false;
-    let res = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        created = true;
-        f.write_all(content)?;
-        f.sync_all()
-    })();
-    if let Err(e) = res {
-        // Only a file we made: never something else that stands in the way.
-        if created {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        return Err(err(e));
-    }
-    Ok(tmp)
-}
-
-fn sync_dir(path: &Path) {
-    if let Ok(d) = std::fs::File::open(path.parent().unwrap_or(Path::new("."))) {
-        let _ = d.sync_all();
-    }
-}
-
-/// Writes `content` to `path` atomically: a temporary file in the same directory, flushed to
-/// disk, then renamed over the old one (readers see the old file or the new one, never half).
-pub(crate) fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<(), EnrolError> {
-    let tmp = stage(path, content, mode)?;
-    if let Err(e) = std::fs::rename(&tmp, path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(EnrolError::Install(format!("{}: {e}", path.display())));
-    }
-    sync_dir(path);
-    Ok(())
+fn install_err(e: files::FileError) -> EnrolError {
+    EnrolError::Install(e.to_string())
 }
 
 /// Installs a key and its certificate chain as a pair: both are written out in full first (a
@@ -197,30 +140,20 @@ pub(crate) fn install_pair(
     cert_path: &Path,
     cert_pem: &[u8],
 ) -> Result<(), EnrolError> {
-    let key_tmp = stage(key_path, key_pem, 0o600)?;
-    let cert_tmp = match stage(cert_path, cert_pem, 0o644) {
-        Ok(t) => t,
-        Err(e) => {
-            let _ = std::fs::remove_file(&key_tmp);
-            return Err(e);
-        }
-    };
+    let key = files::stage(key_path, key_pem, 0o600).map_err(install_err)?;
+    let cert = files::stage(cert_path, cert_pem, 0o644).map_err(install_err)?;
     let old_key = read_limited(key_path, limit::PEM).ok();
-    let err = |p: &Path, e: std::io::Error| EnrolError::Install(format!("{}: {e}", p.display()));
-    if let Err(e) = std::fs::rename(&key_tmp, key_path) {
-        let _ = std::fs::remove_file(&key_tmp);
-        let _ = std::fs::remove_file(&cert_tmp);
-        return Err(err(key_path, e));
-    }
-    if let Err(e) = std::fs::rename(&cert_tmp, cert_path) {
-        let _ = std::fs::remove_file(&cert_tmp);
+    key.rename().map_err(install_err)?;
+    if let Err(e) = cert.rename() {
         if let Some(old) = old_key {
-            let _ = write_atomic(key_path, &old, 0o600);
+            let _ = files::write_atomic(key_path, &old, 0o600);
         }
-        return Err(err(cert_path, e));
+        return Err(install_err(e));
     }
-    sync_dir(key_path);
-    sync_dir(cert_path);
+    // The pair is in place and in use: a directory that cannot be synced does not undo that, so
+    // it is not an install failure (the next sync makes it durable).
+    let _ = files::sync_parent(key_path);
+    let _ = files::sync_parent(cert_path);
     Ok(())
 }
 
@@ -342,7 +275,7 @@ pub fn update_hosts_file(path: &Path, name: &str, lines: &str) -> Result<(), Enr
     if unchanged {
         return Ok(());
     }
-    write_atomic(path, &merged, 0o644)
+    files::write_atomic(path, &merged, 0o644).map_err(install_err)
 }
 
 /// When to renew a certificate valid from `not_before` to `not_after`: at `fraction` of its life,
@@ -545,15 +478,17 @@ mod tests {
         std::fs::write(&cert, "old cert").unwrap();
         // The certificate's staging file cannot be made (as a full disk or a read-only
         // directory would have it, even for root): the key must not change either.
-        let blocker = staging_path(&cert);
-        std::fs::create_dir(&blocker).unwrap();
-        let e = install_pair(&key, b"new key", &cert, b"new cert").unwrap_err();
+        let elsewhere = dir.join("missing/cert.pem");
+        let e = install_pair(&key, b"new key", &elsewhere, b"new cert").unwrap_err();
         assert!(e.to_string().contains("cert.pem"), "{e}");
         assert_eq!(std::fs::read(&key).unwrap(), b"old key");
         assert_eq!(std::fs::read(&cert).unwrap(), b"old cert");
-        assert!(!staging_path(&key).exists(), "no staging file left");
-        assert!(blocker.is_dir(), "not ours to remove");
-        std::fs::remove_dir(&blocker).unwrap();
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["cert.pem", "key.pem"], "no staging file left");
         install_pair(&key, b"new key", &cert, b"new cert").unwrap();
         assert_eq!(std::fs::read(&key).unwrap(), b"new key");
         assert_eq!(std::fs::read(&cert).unwrap(), b"new cert");
