@@ -313,68 +313,6 @@ fn token_endpoint_follows_the_cors_allow_list() {
     assert_eq!(evil.header("access-control-allow-origin"), None);
 }
 
-/// `boxapi authority`: the same token endpoint in the data centre, signing each tool's tokens with
-/// that tool's own operator-held key; a box that knows only that public key accepts them.
-#[test]
-fn central_authority_signs_with_per_tool_keys() {
-    let dir = temp_dir("authority");
-    keygen(&dir, "ES256", "a-operator");
-    let a_jwk = format!("{}/a.jwk", fixtures().dir.display());
-    // No [server] listen: the authority listens on [authority] listen only.
-    let text = config(&dir, "", "")
-        .replace("listen = [\"127.0.0.1:0\"]\n", "")
-        .replacen(&format!("keys = [\"{a_jwk}\"]"), &format!("keys = [\"{a_jwk}\"]\nsigning_key = \"a-operator.private.jwk\""), 1)
-        .replace(
-            "[metrics]",
-            &format!("[token_endpoint]\nenabled = true\nissuer = \"{ISSUER}\"\nsigning_key = \"a-operator.private.jwk\"\n\n[authority]\nlisten = [\"127.0.0.1:0\"]\n\n[metrics]"),
-        );
-    std::fs::write(dir.join("boxapi.toml"), text).unwrap();
-    let authority = Daemon::start_command(dir.clone(), &[], "authority");
-    let f = fixtures();
-    let r = post(
-        &authority,
-        &[FORM],
-        &form(
-            &assertion(&f.a, "a", &format!("{ISSUER}/v1/token"), "au-1"),
-            "",
-        ),
-    );
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let token = r.json()["access_token"].as_str().unwrap().to_owned();
-    let header: Value = {
-        let h = token.split('.').next().unwrap();
-        let std_b64 = h.replace('-', "+").replace('_', "/");
-        let pad = "=".repeat((4 - std_b64.len() % 4) % 4);
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(format!("printf %s '{std_b64}{pad}' | base64 -d"))
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
-    assert_eq!(header["kid"], "a-operator", "signed with tool a's own key");
-    // The authority serves tokens, not the box API.
-    authority
-        .get("/v1/access", &[])
-        .assert_problem(404, "not_found");
-
-    // A box whose registry binds the operator's key for tool a to tool a.
-    let box_dir = temp_dir("authority-box");
-    let box_text = config(&box_dir, "", "")
-        .replacen(
-            &format!("keys = [\"{a_jwk}\"]"),
-            &format!("keys = [\"{a_jwk}\", \"{}/a-operator.jwk\"]", dir.display()),
-            1,
-        )
-        .replace(
-            &format!("issuers = [\"{ISS}\"]"),
-            &format!("issuers = [\"{ISS}\", \"{ISSUER}\"]"),
-        );
-    std::fs::write(box_dir.join("boxapi.toml"), box_text).unwrap();
-    let boxd = Daemon::start_in(box_dir, &[]);
-    assert_eq!(boxd.get_token("/v1/access", &token).status, 200);
-}
-
 /// A tool's own quota (here in [[tool]]; the signed registry carries the same member) overrides
 /// the server's default.
 #[test]

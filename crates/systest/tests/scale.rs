@@ -202,6 +202,25 @@ fn claims_of(jwt: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The token endpoint in the data centre signs each tool's tokens with that tool's own
+/// operator-held key; a box that knows only that public key accepts them. The authority serves
+/// tokens, not the box API.
+#[test]
+fn central_authority_signs_with_per_tool_keys() {
+    let keys = operator_keys("central-keys");
+    let authority = authority(&authority_dir("central", &keys, 1000, "", ""));
+    let r = token_request(&authority, &assertion(&fixtures().a, "a", "au-1"));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let token = r.json()["access_token"].as_str().unwrap().to_owned();
+    let header = claims_of(&format!("x.{}", token.split('.').next().unwrap()));
+    assert_eq!(header["kid"], "a-operator", "signed with tool a's own key");
+    authority
+        .get("/v1/access", &[])
+        .assert_problem(404, "not_found");
+    let boxd = box_at("central-box", &keys, AUD);
+    assert_eq!(boxd.get_token("/v1/access", &token).status, 200);
+}
+
 #[test]
 fn same_assertion_at_two_replicas_at_once_gives_one_token() {
     let redis = Redis::start();
