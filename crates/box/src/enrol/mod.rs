@@ -492,6 +492,10 @@ mod tests {
         install_pair(&key, b"new key", &cert, b"new cert").unwrap();
         assert_eq!(std::fs::read(&key).unwrap(), b"new key");
         assert_eq!(std::fs::read(&cert).unwrap(), b"new cert");
+        // The key is private, the chain public, whatever the old files were.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(&key), mode(&cert)), (0o600, 0o644));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
