@@ -3,6 +3,7 @@
 use crate::access::{self, Context, Denied, Grant, Scope, ORIGIN_REFUSED};
 use crate::app::App;
 use crate::snapshot::Snapshot;
+use crate::streams::Busy;
 use boxapi_core::auth::TokenError;
 use boxapi_core::cors::{self, Origin};
 use boxapi_core::fair::Terminal;
@@ -66,6 +67,8 @@ pub enum Problem {
         "this terminal already has a counters stream open (one at a time); it ends within {0} s"
     )]
     StreamOpen(u64),
+    #[error("counters streams already hold half of the box's connections; one ends within {0} s")]
+    StreamsFull(u64),
     #[error(transparent)]
     InvalidInterval(#[from] crate::stream::IntervalError),
 }
@@ -90,7 +93,9 @@ impl Problem {
             Problem::NotFound => StatusCode::NOT_FOUND,
             Problem::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Problem::Misdirected => StatusCode::MISDIRECTED_REQUEST,
-            Problem::RateLimited(_) | Problem::StreamOpen(_) => StatusCode::TOO_MANY_REQUESTS,
+            Problem::RateLimited(_) | Problem::StreamOpen(_) | Problem::StreamsFull(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Problem::InvalidInterval(_) => StatusCode::BAD_REQUEST,
         }
     }
@@ -109,7 +114,9 @@ impl Problem {
             Problem::NotFound => "not_found",
             Problem::MethodNotAllowed(_) => "method_not_allowed",
             Problem::Misdirected => "misdirected_request",
-            Problem::RateLimited(_) | Problem::StreamOpen(_) => "rate_limited",
+            Problem::RateLimited(_) | Problem::StreamOpen(_) | Problem::StreamsFull(_) => {
+                "rate_limited"
+            }
             Problem::InvalidInterval(_) => "invalid_request",
         }
     }
@@ -128,19 +135,48 @@ impl Problem {
             Problem::NotFound => "Not found",
             Problem::MethodNotAllowed(_) => "Method not allowed",
             Problem::Misdirected => "Misdirected request",
-            Problem::RateLimited(_) | Problem::StreamOpen(_) => "Too many requests",
+            Problem::RateLimited(_) | Problem::StreamOpen(_) | Problem::StreamsFull(_) => {
+                "Too many requests"
+            }
             Problem::InvalidInterval(_) => "Invalid request",
+        }
+    }
+
+    /// Contract §6 rev. 3: which of the causes one `code` covers, where a tool must tell them
+    /// apart.
+    fn reason(&self) -> Option<&'static str> {
+        match self {
+            Problem::Denied(Denied::InvalidToken(
+                TokenError::ToolExpired(_) | TokenError::ToolNotYetValid(_),
+            )) => Some("tool_not_valid"),
+            Problem::Denied(Denied::InvalidToken(TokenError::Revoked)) => Some("tool_revoked"),
+            Problem::StreamOpen(_) => Some("stream_open"),
+            Problem::StreamsFull(_) => Some("streams_full"),
+            _ => None,
         }
     }
 
     fn response(&self) -> Response<Body> {
         let status = self.status();
-        let body = problem::body(
+        let mut body = problem::body(
             self.code(),
             self.title(),
             status.as_u16(),
             &self.to_string(),
         );
+        if let Some(reason) = self.reason() {
+            body["reason"] = reason.into();
+        }
+        // The tool's window, repeated: the bound it is outside of.
+        match self {
+            Problem::Denied(Denied::InvalidToken(TokenError::ToolExpired(at))) => {
+                body["expires"] = boxapi_core::time::rfc3339(*at).into();
+            }
+            Problem::Denied(Denied::InvalidToken(TokenError::ToolNotYetValid(at))) => {
+                body["not_before"] = boxapi_core::time::rfc3339(*at).into();
+            }
+            _ => {}
+        }
         let mut resp = json(status, &PROBLEM_JSON, body.to_string().into_bytes());
         let h = resp.headers_mut();
         let mut set = |name: header::HeaderName, value: String| {
@@ -167,6 +203,7 @@ impl Problem {
             Problem::MethodNotAllowed(allow) => set(header::ALLOW, (*allow).into()),
             Problem::RateLimited(s)
             | Problem::StreamOpen(s)
+            | Problem::StreamsFull(s)
             | Problem::Denied(Denied::Suspended(s)) => set(header::RETRY_AFTER, s.to_string()),
             Problem::Denied(Denied::ClockUnsynchronized) => set(header::RETRY_AFTER, "30".into()),
             _ => {}
@@ -377,8 +414,11 @@ fn stream(
     let ends = tokio::time::Instant::now() + snap.config.metrics.stream_max;
     let guard = app
         .streams
-        .begin(ctx.terminal, ends)
-        .map_err(Problem::StreamOpen)?;
+        .begin(ctx.terminal, ends, snap.config.server.max_connections / 2)
+        .map_err(|busy| match busy {
+            Busy::Open(s) => Problem::StreamOpen(s),
+            Busy::Full(s) => Problem::StreamsFull(s),
+        })?;
     // Kept to judge the page's origin again before each line, under the registry in force then
     // (a repeated Origin was refused above).
     let mut origin = HeaderMap::new();
@@ -593,6 +633,7 @@ mod tests {
             (Problem::Misdirected, 421, "misdirected_request"),
             (Problem::RateLimited(3), 429, "rate_limited"),
             (Problem::StreamOpen(3), 429, "rate_limited"),
+            (Problem::StreamsFull(3), 429, "rate_limited"),
             (
                 Problem::InvalidInterval(crate::stream::IntervalError::Missing),
                 400,

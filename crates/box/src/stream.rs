@@ -251,7 +251,7 @@ impl Drop for CounterStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::streams::Streams;
+    use crate::streams::{Busy, Streams};
     use boxapi_core::fair::Terminal;
 
     #[test]
@@ -288,14 +288,24 @@ mod tests {
         let s = Arc::new(Streams::default());
         let t = Terminal::V4([10, 0, 0, 2]);
         let ends = Instant::now() + Duration::from_secs(30);
-        let g = s.begin(t, ends).unwrap();
-        let retry = s.begin(t, ends).err().unwrap();
+        let g = s.begin(t, ends, 2).unwrap();
+        let Err(Busy::Open(retry)) = s.begin(t, ends, 2) else {
+            panic!("a second stream for the same terminal")
+        };
         assert!((30..=31).contains(&retry), "{retry}");
-        let other = s.begin(Terminal::V4([10, 0, 0, 3]), ends).unwrap();
+        let other = s.begin(Terminal::V4([10, 0, 0, 3]), ends, 2).unwrap();
         assert_eq!(s.len(), 2);
+        // Two open of two: a third terminal waits for the first to end (the sooner one).
+        let later = ends + Duration::from_secs(60);
+        let Err(Busy::Full(retry)) = s.begin(Terminal::V4([10, 0, 0, 4]), later, 2) else {
+            panic!("a third stream where two may be open")
+        };
+        assert!((30..=31).contains(&retry), "{retry}");
         drop(g);
-        assert!(s.begin(t, ends).is_ok());
+        assert!(s.begin(t, ends, 2).is_ok());
         drop(other);
         assert!(s.is_empty());
+        // No stream at all where streams may hold no slot.
+        assert!(matches!(s.begin(t, ends, 0), Err(Busy::Full(_))));
     }
 }

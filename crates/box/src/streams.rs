@@ -1,5 +1,5 @@
-//! Which terminals have a counters stream open (one each, contract §5), and until when: the
-//! daemon's state holds it, the stream bodies register and release themselves in it.
+//! Which terminals have a counters stream open (one each, at most half of `max_connections` in
+//! all: contract §5), and until when: the stream bodies register and release themselves in it.
 use boxapi_core::fair::Terminal;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,17 +17,40 @@ pub struct StreamGuard {
     terminal: Terminal,
 }
 
+/// Why a stream cannot open now; each holds the seconds until that can change (`Retry-After`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Busy {
+    /// The terminal already has one: the time that one has left at most.
+    Open(u64),
+    /// Streams hold as many slots as they may: the time until the first of them ends.
+    Full(u64),
+}
+
+/// Whole seconds until `at`, rounded up, at least 1.
+fn secs_until(at: Instant) -> u64 {
+    let left = at.saturating_duration_since(Instant::now());
+    left.as_secs().saturating_add(1)
+}
+
 impl Streams {
-    /// Registers a stream for `terminal` until `ends`; when it already has one, the seconds until
-    /// that one ends at the latest (the `Retry-After` of the 429).
-    pub fn begin(self: &Arc<Self>, terminal: Terminal, ends: Instant) -> Result<StreamGuard, u64> {
+    /// Registers a stream for `terminal` until `ends`, when the terminal has none and fewer than
+    /// `most` are open (contract §5 rev. 3: streams hold at most half of `max_connections`).
+    pub fn begin(
+        self: &Arc<Self>,
+        terminal: Terminal,
+        ends: Instant,
+        most: usize,
+    ) -> Result<StreamGuard, Busy> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(other) = open.get(&terminal) {
-            let left = other.saturating_duration_since(Instant::now());
-            return Err(left.as_secs().saturating_add(1));
+            return Err(Busy::Open(secs_until(*other)));
         }
-        // No bound needed here: each entry lives as long as a connection, and connections are
-        // bounded by `max_connections`.
+        if open.len() >= most {
+            // None open (a box with one slot in all): as long as a stream may last.
+            let first = open.values().min().copied().unwrap_or(ends);
+            return Err(Busy::Full(secs_until(first)));
+        }
+        // Bounded by `most`, itself below `max_connections`.
         open.insert(terminal, ends);
         Ok(StreamGuard {
             streams: self.clone(),

@@ -243,6 +243,13 @@ fn every_token_rule() {
             Some(r#"Bearer realm="boxapi", error="invalid_token""#),
             "{name}"
         );
+        // Contract §6 rev. 3: a reason only where the tool itself is refused.
+        let reason = if name.starts_with("revoked") {
+            serde_json::json!("tool_revoked")
+        } else {
+            serde_json::Value::Null
+        };
+        assert_eq!(r.json()["reason"], reason, "{name}");
         let detail = r.json()["detail"].as_str().unwrap().to_owned();
         assert!(
             !detail.contains(&token[..token.len().min(20)]) || token.len() < 20,

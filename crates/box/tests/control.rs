@@ -75,10 +75,11 @@ fn revoke_one_tool_leaves_the_others() {
     let (ta, tb) = (f.a.token("a", "access"), f.b.token("b", "access"));
     let via_issuer = f.issuer.token("a", "access");
     assert_eq!(d.ctl(&["revoke", "a"]).0, 0);
-    d.get_token("/v1/access", &ta)
-        .assert_problem(401, "invalid_token");
-    d.get_token("/v1/access", &via_issuer)
-        .assert_problem(401, "invalid_token");
+    for t in [&ta, &via_issuer] {
+        let r = d.get_token("/v1/access", t);
+        r.assert_problem(401, "invalid_token");
+        assert_eq!(r.json()["reason"], "tool_revoked");
+    }
     let r = d.get("/v1/access", &[("Origin", "https://a.example")]);
     r.assert_problem(403, "origin_not_allowed");
     assert_eq!(r.header("access-control-allow-origin"), None);

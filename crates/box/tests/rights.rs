@@ -78,6 +78,12 @@ fn a_tool_outside_its_validity_window_gets_a_distinct_401() {
     let detail = r.json()["detail"].as_str().unwrap().to_owned();
     assert!(detail.contains("authorisation expired at"), "{detail}");
     assert!(detail.contains("not valid now"), "{detail}");
+    // Contract §6 rev. 3: the reason, and the bound of the window it is outside of.
+    assert_eq!(r.json()["reason"], "tool_not_valid");
+    assert!(
+        detail.contains(r.json()["expires"].as_str().unwrap()),
+        "{detail}"
+    );
     assert!(r
         .header("www-authenticate")
         .unwrap()
@@ -101,6 +107,11 @@ fn a_tool_outside_its_validity_window_gets_a_distinct_401() {
     let detail = r.json()["detail"].as_str().unwrap().to_owned();
     assert!(detail.contains("not valid now"), "{detail}");
     assert!(detail.contains("starts at"), "{detail}");
+    assert_eq!(r.json()["reason"], "tool_not_valid");
+    assert!(
+        detail.contains(r.json()["not_before"].as_str().unwrap()),
+        "{detail}"
+    );
 
     // Inside its window: served, and warned about.
     assert_eq!(

@@ -20,7 +20,21 @@ struct Stream {
 }
 
 fn open(addr: SocketAddr, query: &str, token: &str, extra: &[(&str, &str)]) -> Stream {
-    let mut s = connect(addr, "localhost", client_config(rustls::DEFAULT_VERSIONS));
+    let s = connect(addr, "localhost", client_config(rustls::DEFAULT_VERSIONS));
+    open_on(s, query, token, extra)
+}
+
+/// A stream opened from another terminal: the loopback address `src`.
+fn open_from(src: &str, addr: SocketAddr, query: &str, token: &str) -> Stream {
+    let tcp = connect_from(src, addr);
+    tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let name = "localhost".try_into().unwrap();
+    let conn =
+        rustls::ClientConnection::new(client_config(rustls::DEFAULT_VERSIONS), name).unwrap();
+    open_on(rustls::StreamOwned::new(conn, tcp), query, token, &[])
+}
+
+fn open_on(mut s: Tls, query: &str, token: &str, extra: &[(&str, &str)]) -> Stream {
     let mut req = format!(
         "GET /v1/counters/stream{query} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n"
     );
@@ -218,6 +232,7 @@ fn one_stream_per_terminal() {
     for t in [token.clone(), fixtures().b.token("b", "counters")] {
         let second = open(d.addr, "?interval_ms=100", &t, &[]);
         second.head.assert_problem(429, "rate_limited");
+        assert_eq!(second.head.json()["reason"], "stream_open");
         let retry: u64 = second.head.header("retry-after").unwrap().parse().unwrap();
         assert!((1..=121).contains(&retry), "{retry}");
     }
@@ -230,6 +245,45 @@ fn one_stream_per_terminal() {
     });
     assert!(reopened, "{}", d.log_text());
     assert!(d.logged("\"reason\":\"closed\""), "{}", d.log_text());
+}
+
+/// Contract §5 rev. 3: streams hold at most half of `max_connections` (here 2 of 5); the next
+/// terminal's gets 429 `streams_full` with the time until one ends, and is served once one has.
+#[test]
+fn streams_hold_at_most_half_the_connections() {
+    let d = Daemon::start(
+        "stream-half",
+        "max_connections = 5\nmax_connections_per_terminal = 2",
+        "",
+    );
+    let token = counters_token();
+    let mut streams: Vec<Stream> = ["127.0.0.1", "127.0.0.2"]
+        .into_iter()
+        .map(|src| open_from(src, d.addr, "?interval_ms=200", &token))
+        .collect();
+    for s in &mut streams {
+        assert_eq!(s.head.status, 200, "{:?}", s.head);
+        assert!(s.next_line().is_some());
+    }
+    let third = open_from("127.0.0.3", d.addr, "?interval_ms=200", &token);
+    third.head.assert_problem(429, "rate_limited");
+    assert_eq!(third.head.json()["reason"], "streams_full");
+    let retry: u64 = third.head.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=121).contains(&retry), "{retry}");
+    // A plain request from that terminal is still answered.
+    let auth = format!("Bearer {token}");
+    assert_eq!(
+        d.get("/v1/counters", &[("Authorization", &auth)]).status,
+        200
+    );
+    drop(streams.pop());
+    let opened = wait_for(Duration::from_secs(5), || {
+        open_from("127.0.0.3", d.addr, "?interval_ms=100", &token)
+            .head
+            .status
+            == 200
+    });
+    assert!(opened, "{}", d.log_text());
 }
 
 #[test]
