@@ -2,7 +2,8 @@
 //! balancer, not on a LAN), a bounded number of connections, deadlines on handshakes and heads.
 use crate::app::App;
 use crate::http;
-use boxapi_core::fair::{Phase, Terminal, EVICTED_LINGER};
+use boxapi_core::daemon::conn;
+use boxapi_core::fair::{Phase, Terminal};
 use boxapi_core::guard::ParseErrorGuard;
 use boxapi_core::log;
 use hyper::server::conn::http1;
@@ -11,7 +12,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -23,16 +24,9 @@ pub const HANDSHAKE: Duration = Duration::from_secs(10);
 pub const HEAD: Duration = Duration::from_secs(10);
 /// Request heads above this size are refused.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
-/// A kept-alive connection must start its next request within this time of the last answer.
-pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(5);
 /// One request, body and answer included (a client that never reads its answer is cut here);
 /// `POST /v1/enrol` has its own, longer limit (`http::time_limit`).
 pub const REQUEST_LIMIT: Duration = Duration::from_secs(30);
-/// How often a connection's deadlines are looked at (phases change without a wake-up: a
-/// deadline is kept to within this).
-const PHASE_CHECK: Duration = Duration::from_secs(1);
-/// On shutdown, open connections get this long to finish.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Binds the configured addresses (any address: the authority is a data-centre server).
 pub fn bind(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
@@ -53,8 +47,8 @@ pub fn bind(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
         .collect()
 }
 
-/// Serves on `listeners` until `shutdown` completes, then lets open connections finish for
-/// `SHUTDOWN_GRACE`.
+/// Serves on `listeners` until `shutdown` completes, then tells open connections to close after
+/// their answers in flight (the kit's drain).
 pub async fn run(app: Arc<App>, listeners: Vec<TcpListener>, shutdown: impl Future<Output = ()>) {
     run_with_request_limit(app, listeners, shutdown, REQUEST_LIMIT).await
 }
@@ -71,41 +65,16 @@ pub async fn run_with_request_limit(
     for l in listeners {
         let local = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
         log::event("listening", &[("addr", &local), ("device", "")]);
-        tasks.push(tokio::spawn(accept_loop(app.clone(), l, request_limit)));
+        let app = app.clone();
+        tasks.push(tokio::spawn(conn::accept(l, move |stream, peer| {
+            tokio::spawn(connection(app.clone(), stream, peer, request_limit));
+        })));
     }
     shutdown.await;
     for t in tasks {
         t.abort();
     }
-    let drained = app.slots.drained(SHUTDOWN_GRACE).await;
-    log::event(
-        "stopped",
-        &[(
-            "drained",
-            if drained {
-                "yes"
-            } else {
-                "no, grace period over"
-            },
-        )],
-    );
-}
-
-async fn accept_loop(app: Arc<App>, listener: TcpListener, request_limit: Duration) {
-    loop {
-        // Never waits for room: each connection is admitted (or closed) in its own task, so one
-        // source's flood cannot hold others in the backlog.
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                tokio::spawn(connection(app.clone(), stream, peer, request_limit));
-            }
-            Err(e) => {
-                // Typically EMFILE: back off instead of spinning.
-                log::event("accept_error", &[("error", &e.to_string())]);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    conn::drain(&app.slots).await;
 }
 
 async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr, request_limit: Duration) {
@@ -117,12 +86,9 @@ async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr, request_
     let slot = Arc::new(slot);
     let _ = stream.set_nodelay(true);
     let acceptor = tokio_rustls::TlsAcceptor::from(app.snapshot().tls.clone());
-    let tls = tokio::select! {
-        r = tokio::time::timeout_at(accepted + HANDSHAKE, acceptor.accept(stream)) => match r {
-            Ok(Ok(tls)) => tls,
-            _ => return,
-        },
-        _ = slot.evicted() => return,
+    let handshake = acceptor.accept(stream);
+    let Some(tls) = conn::handshake(&slot, accepted + HANDSHAKE, handshake).await else {
+        return;
     };
     // The client's certificate, already verified against the device CA and its CRLs during the
     // handshake (absent for tool clients): the box's identity on every request of the connection.
@@ -133,14 +99,11 @@ async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr, request_
         .and_then(|chain| chain.first())
         .map(|leaf| Arc::from(leaf.as_ref()));
     slot.set_phase(Phase::Idle);
-    let served = Arc::new(AtomicBool::new(false));
     // The limit of the request under way, in milliseconds: set before its Busy phase begins, so
-    // the loop below never judges a request by the previous one's limit.
+    // the loop never judges a request by the previous one's limit.
     let limit_ms = Arc::new(AtomicU64::new(millis(request_limit)));
-    let (svc_app, svc_slot, svc_served, svc_limit) =
-        (app.clone(), slot.clone(), served.clone(), limit_ms.clone());
+    let (svc_app, svc_slot, svc_limit) = (app.clone(), slot.clone(), limit_ms.clone());
     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        svc_served.store(true, Ordering::Relaxed);
         let limit = http::time_limit(&svc_app, req.uri().path(), request_limit);
         svc_limit.store(millis(limit), Ordering::Relaxed);
         svc_slot.set_phase(Phase::Busy);
@@ -157,29 +120,12 @@ async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr, request_
         .max_buf_size(MAX_HEAD_BYTES)
         .serve_connection(TokioIo::new(ParseErrorGuard::new(tls)), svc);
     tokio::pin!(conn);
+    let busy_until = |_, since| since + Duration::from_millis(limit_ms.load(Ordering::Relaxed));
     let first_head = accepted + HANDSHAKE + HEAD;
-    // No phase: closed to make room.
-    while let Some((phase, since)) = slot.phase() {
-        let until = match phase {
-            Phase::Busy => since + Duration::from_millis(limit_ms.load(Ordering::Relaxed)),
-            _ if !served.load(Ordering::Relaxed) => first_head,
-            _ => since + KEEP_ALIVE_IDLE,
-        };
-        tokio::select! {
-            _ = &mut conn => return,
-            // Looked at least every second: phases change without waking this loop.
-            _ = tokio::time::sleep_until(until.min(Instant::now() + PHASE_CHECK)) => {
-                if slot.phase() == Some((phase, since)) && Instant::now() >= until {
-                    return;
-                }
-            }
-            _ = slot.evicted() => break,
-        }
-    }
-    // Closed to make room for another terminal, perhaps while its answer was being written: that
-    // answer is finished (briefly), no further request is read.
-    conn.as_mut().graceful_shutdown();
-    let _ = tokio::time::timeout(EVICTED_LINGER, conn).await;
+    conn::serve(conn, &slot, &app.control, first_head, busy_until, |c| {
+        c.graceful_shutdown()
+    })
+    .await;
 }
 
 fn millis(d: Duration) -> u64 {

@@ -1,28 +1,18 @@
 //! The authority's signed tool registry: an older registry, validly signed, is refused on reload
 //! (by the control socket or SIGHUP) and at start, so a revocation cannot be undone by putting
 //! back the registry from before it. Registries and keys are made with boxapi-core's own signer;
-//! the server certificate with certs/make-dev-certs.sh (openssl).
+//! the server certificate with certs/make-dev-certs.sh (openssl), through `common`.
+mod common;
 use boxapi_core::auth::jwk::{Alg, PrivateJwk};
 use boxapi_core::auth::{mint, signed};
 use boxapi_core::b64;
-use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use common::{dev_certs, temp_dir, Authority};
+use serde_json::json;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const ISSUER: &str = "https://authority.test";
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "boxapi-authority-registry-{name}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
 
 fn now() -> u64 {
     SystemTime::now()
@@ -68,56 +58,13 @@ fn assertion(tool: &PrivateJwk, jti: &str) -> String {
     format!("{input}.{}", b64::url_encode(&sig))
 }
 
-struct Authority {
-    child: Child,
-    addr: String,
-    dir: PathBuf,
+/// What these tests ask of a running authority.
+trait Checks {
+    fn reg_revoked(&self) -> bool;
+    fn token_status(&self, tool: &PrivateJwk, jti: &str) -> u16;
 }
 
-impl Authority {
-    fn start(dir: &Path) -> Authority {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_boxapi-authority"))
-            .args(["serve", "--config"])
-            .arg(dir.join("authority.toml"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start boxapi-authority");
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().expect("piped stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let v: Value = serde_json::from_str(&line).unwrap_or_default();
-                if v["event"] == "listening" {
-                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
-                }
-            }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(20));
-        let Ok(addr) = addr else {
-            let _ = child.kill();
-            panic!("the authority did not start");
-        };
-        Authority {
-            child,
-            addr,
-            dir: dir.to_owned(),
-        }
-    }
-
-    fn control(&self, line: &str) -> Value {
-        use std::os::unix::net::UnixStream;
-        let mut s = UnixStream::connect(self.dir.join("control.sock")).expect("control socket");
-        s.write_all(format!("{line}\n").as_bytes())
-            .expect("control write");
-        let mut reply = String::new();
-        BufReader::new(s)
-            .read_line(&mut reply)
-            .expect("control read");
-        serde_json::from_str(&reply).expect("control reply is JSON")
-    }
-
+impl Checks for Authority {
     /// Whether `ctl status` says tool "reg" is revoked.
     fn reg_revoked(&self) -> bool {
         let status = self.control(r#"{"cmd":"status"}"#);
@@ -132,7 +79,7 @@ impl Authority {
             "grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={}",
             assertion(tool, jti)
         );
-        let port = self.addr.rsplit(':').next().expect("a port");
+        let port = self.addr.port();
         let out = Command::new("curl")
             .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
             .arg(self.dir.join("ca.pem"))
@@ -149,25 +96,10 @@ impl Authority {
     }
 }
 
-impl Drop for Authority {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn an_older_registry_is_refused_on_reload_and_at_start() {
-    let dir = temp_dir("rollback");
-    let certs = Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../certs/make-dev-certs.sh"
-    ));
-    let made = Command::new(certs)
-        .arg(&dir)
-        .output()
-        .expect("run make-dev-certs.sh");
-    assert!(made.status.success(), "{made:?}");
+    let dir = temp_dir("registry", "rollback");
+    dev_certs(&dir);
     let root = mint::generate(Alg::EdDsa, "root").expect("root key");
     let tool = mint::generate(Alg::EdDsa, "reg-key").expect("tool key");
     let op = mint::generate(Alg::EdDsa, "op").expect("signing key");

@@ -5,8 +5,8 @@ use crate::app::{Active, App};
 use crate::card::sys::Client;
 use crate::http::{self, ConnInfo};
 use crate::lan::{self, Endpoint};
-use boxapi_core::control::Mode;
-use boxapi_core::fair::{Phase, EVICTED_LINGER};
+use boxapi_core::daemon::conn::{self, KEEP_ALIVE_IDLE};
+use boxapi_core::fair::Phase;
 use boxapi_core::guard::ParseErrorGuard;
 use boxapi_core::log;
 use hyper::server::conn::http1;
@@ -15,20 +15,16 @@ use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
 /// A connection must finish its TLS handshake and send its first request head within this time.
+/// Later heads have the kit's `KEEP_ALIVE_IDLE` from the last answer; together they are what
+/// bounds every request head (the contract's 10 s, and tighter): hyper's own header timer would
+/// only repeat it, at the cost of a timer allocated and registered per request.
 pub const HANDSHAKE_AND_HEAD: Duration = Duration::from_secs(10);
-/// A kept-alive connection must start its next request (its whole head read) within this time
-/// of the last answer: a page polling the counters does; an idle connection just holds a slot.
-/// With `HANDSHAKE_AND_HEAD` for the first, this is what bounds every request head (the
-/// contract's 10 s, and tighter): hyper's own header timer would only repeat it, at the cost of
-/// a timer allocated and registered per request.
-pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(5);
 // Both bounds stand for the contract's 10 s per head (there is no other head timer).
 const _: () = assert!(KEEP_ALIVE_IDLE.as_secs() <= 10 && HANDSHAKE_AND_HEAD.as_secs() <= 10);
 /// One request, body and answer included, may take at most this long (a `provider_command` may
@@ -37,11 +33,6 @@ pub const REQUEST_LIMIT: Duration = Duration::from_secs(75);
 /// A streaming answer may outlive its own time limit by this much (its last line being written
 /// to a slow reader); a client that stops reading a stream is cut there.
 pub const STREAM_GRACE: Duration = Duration::from_secs(10);
-/// How often a connection's deadlines are looked at (phases change without a wake-up: a
-/// deadline is kept to within this).
-const PHASE_CHECK: Duration = Duration::from_secs(1);
-/// On shutdown, open connections get this long to finish.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Request heads (all headers) above this size get 431 or a closed connection.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 
@@ -98,19 +89,7 @@ pub async fn run(app: Arc<App>, listeners: Bound, shutdown: impl Future<Output =
     for (_, a) in std::mem::take(&mut *app.listeners()) {
         a.task.abort();
     }
-    // In-flight requests get a bounded grace period.
-    let drained = app.slots.drained(SHUTDOWN_GRACE).await;
-    log::event(
-        "stopped",
-        &[(
-            "drained",
-            if drained {
-                "yes"
-            } else {
-                "no, grace period over"
-            },
-        )],
-    );
+    conn::drain(&app.slots).await;
 }
 
 fn start_listener(app: &Arc<App>, ep: Endpoint, l: TcpListener) {
@@ -155,27 +134,17 @@ pub(crate) fn reconcile(app: &Arc<App>, desired: &[Endpoint]) -> Vec<(Endpoint, 
     failed
 }
 
+/// Accepts connections from the LAN: any other peer is closed before any TLS byte, so requests
+/// routed from the WAN side never get an answer.
 async fn accept_loop(app: Arc<App>, listener: TcpListener) {
-    loop {
-        // Never waits for room: the accept queue is drained at once, so a flood from one terminal
-        // cannot keep another terminal's connection waiting behind it in the kernel's backlog.
-        // Admission (and the wait for room, bounded) happens in the connection's own task.
-        let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                // Typically EMFILE: back off instead of spinning.
-                log::event("accept_error", &[("error", &e.to_string())]);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        if !app.lan.allows(peer.ip()) {
-            // Closed before any TLS byte: requests routed from the WAN side never get an answer.
+    conn::accept(listener, |stream, peer| {
+        if app.lan.allows(peer.ip()) {
+            tokio::spawn(connection(app.clone(), stream, peer));
+        } else {
             log::event("peer_refused", &[("reason", "not in a LAN prefix")]);
-            continue;
         }
-        tokio::spawn(connection(app.clone(), stream, peer));
-    }
+    })
+    .await
 }
 
 /// Where the terminal is: from the cache if it was looked up lately, else read from the
@@ -224,12 +193,8 @@ async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
     let local = stream.local_addr().unwrap_or(peer);
     let _ = stream.set_nodelay(true);
     let acceptor = tokio_rustls::TlsAcceptor::from(app.snapshot().tls.clone());
-    let tls = tokio::select! {
-        r = tokio::time::timeout_at(deadline, acceptor.accept(stream)) => match r {
-            Ok(Ok(tls)) => tls,
-            _ => return, // handshake failed (e.g. TLS 1.1, plain HTTP) or too slow: no HTTP answer
-        },
-        _ = slot.evicted() => return,
+    let Some(tls) = conn::handshake(&slot, deadline, acceptor.accept(stream)).await else {
+        return;
     };
     slot.set_phase(Phase::Idle);
     let sni = tls.get_ref().1.server_name().map(str::to_owned);
@@ -241,10 +206,8 @@ async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
         client,
         token: Default::default(),
     });
-    let served = Arc::new(AtomicBool::new(false));
-    let (svc_served, svc_slot, svc_app) = (served.clone(), slot.clone(), app.clone());
+    let (svc_slot, svc_app) = (slot.clone(), app.clone());
     let svc = service_fn(move |req| {
-        svc_served.store(true, Ordering::Relaxed);
         svc_slot.set_phase(Phase::Busy);
         let (app, info, slot) = (svc_app.clone(), info.clone(), svc_slot.clone());
         async move {
@@ -262,42 +225,19 @@ async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
         }
     });
     let conn = http1::Builder::new()
-        // Off explicitly: the loop below bounds every head (see `KEEP_ALIVE_IDLE`).
+        // Off explicitly: the kit's loop bounds every head (see `HANDSHAKE_AND_HEAD`).
         .header_read_timeout(None)
         .max_buf_size(MAX_HEAD_BYTES)
         .serve_connection(TokioIo::new(ParseErrorGuard::new(tls)), svc);
     tokio::pin!(conn);
-    let mut state = app.control.subscribe();
-    // The deadline of the phase the connection is in; when it passes with the phase unchanged,
-    // the connection is closed. This is what enforces contract §4's limit on every request head:
-    // hyper reads the next head only once the previous answer is written, and the phase is Idle
-    // (its clock started) from that answer on. No phase: closed to make room.
-    while let Some((phase, since)) = slot.phase() {
-        let until = match phase {
-            Phase::Busy => since + REQUEST_LIMIT,
-            Phase::Streaming => since + app.snapshot().config.metrics.stream_max + STREAM_GRACE,
-            _ if !served.load(Ordering::Relaxed) => deadline,
-            _ => since + KEEP_ALIVE_IDLE,
-        };
-        tokio::select! {
-            _ = &mut conn => return,
-            // Looked at least every second: phases change without waking this loop.
-            _ = tokio::time::sleep_until(until.min(Instant::now() + PHASE_CHECK)) => {
-                if slot.phase() == Some((phase, since)) && Instant::now() >= until {
-                    return; // no (further) request in time, or a request that never ends
-                }
-            }
-            _ = slot.evicted() => break,
-            changed = state.changed() => {
-                // The subscriber's switch-off also ends connections already open.
-                if changed.is_err() || state.borrow().mode == Mode::Disabled {
-                    return;
-                }
-            }
-        }
-    }
-    // Closed to make room for another terminal, perhaps while its answer was being written: that
-    // answer is finished (briefly), no further request is read.
-    conn.as_mut().graceful_shutdown();
-    let _ = tokio::time::timeout(EVICTED_LINGER, conn).await;
+    // Contract §4's limit on every request head: hyper reads the next head only once the
+    // previous answer is written, and the phase is Idle (its clock started) from that answer on.
+    let busy_until = |phase, since| match phase {
+        Phase::Streaming => since + app.snapshot().config.metrics.stream_max + STREAM_GRACE,
+        _ => since + REQUEST_LIMIT,
+    };
+    conn::serve(conn, &slot, &app.control, deadline, busy_until, |c| {
+        c.graceful_shutdown()
+    })
+    .await;
 }

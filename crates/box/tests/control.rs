@@ -673,3 +673,93 @@ fn reload_refuses_settings_only_a_restart_applies() {
         "Reloaded Box"
     );
 }
+
+/// One request on an open keep-alive connection; the answer read by its Content-Length.
+fn request_kept_alive(s: &mut (impl Read + Write), path: &str, token: &str) -> Resp {
+    let req =
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "closed before the answer: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let r = parse_response(&got[..end + 4]);
+            let len: usize = r.header("content-length").unwrap().parse().unwrap();
+            if got.len() >= end + 4 + len {
+                return parse_response(&got);
+            }
+        }
+    }
+}
+
+/// SIGTERM tells every connection to close: a kept-alive idle one is closed at once (not when
+/// its idle limit or the shutdown's grace period runs out), and a request in flight is answered
+/// first, on its own connection, which then closes too.
+#[test]
+fn sigterm_closes_idle_connections_at_once_and_answers_requests_in_flight() {
+    let dir = temp_dir("drain");
+    let provider = dir.join("slow.sh");
+    std::fs::write(
+        &provider,
+        "#!/bin/sh\nsleep 2\necho '{\"box\": {\"model\": \"Slow Box\"}}'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&provider, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let metrics = format!(
+        "[metrics]\nprovider_command = \"{}\"\nprovider_timeout_ms = 10000\n",
+        provider.display()
+    );
+    let text = config(&dir, "", "").replace("[metrics]\n", &metrics);
+    std::fs::write(dir.join("boxapi.toml"), text).unwrap();
+    let mut d = Daemon::start_in(dir, &[]);
+    let cfg = client_config(rustls::DEFAULT_VERSIONS);
+    let counters = fixtures().c.token("c", "counters");
+    let mut idle = connect(d.addr, "localhost", cfg.clone());
+    assert_eq!(
+        request_kept_alive(&mut idle, "/v1/counters", &counters).status,
+        200
+    );
+    let addr = d.addr;
+    let in_flight = std::thread::spawn(move || {
+        let mut s = connect(addr, "localhost", cfg);
+        let t = fixtures().a.token("a", "access");
+        let r = request_kept_alive(&mut s, "/v1/access", &t);
+        // Then closed: no further request is read.
+        let mut rest = Vec::new();
+        let closed = s.read_to_end(&mut rest).is_ok();
+        (r, closed)
+    });
+    // The card's provider takes 2 s: the request is in flight when SIGTERM comes.
+    std::thread::sleep(Duration::from_millis(700));
+    let pid = d.child.id().to_string();
+    let sent = std::time::Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut rest = Vec::new();
+    let _ = idle.read_to_end(&mut rest);
+    let idle_closed = sent.elapsed();
+    assert!(
+        idle_closed < Duration::from_millis(1500),
+        "the idle connection was closed {idle_closed:?} after SIGTERM"
+    );
+    let (answer, closed) = in_flight.join().unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.json()["box"]["model"], "Slow Box");
+    assert!(closed, "the connection in flight closes after its answer");
+    let mut code = None;
+    assert!(wait_for(Duration::from_secs(5), || {
+        code = d.child.try_wait().unwrap().map(|s| s.code());
+        code.is_some()
+    }));
+    assert_eq!(code.unwrap(), Some(0));
+}

@@ -6,7 +6,7 @@
 //! together cannot keep a further one out.
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -243,6 +243,8 @@ pub struct Slots {
     empty: Notify,
     /// Newcomers waiting in [`Slots::admit`].
     parked: AtomicUsize,
+    /// Set by [`Slots::shutdown`]: nothing more is admitted.
+    closing: AtomicBool,
 }
 
 /// One admitted connection's slot; freed when dropped.
@@ -250,6 +252,8 @@ pub struct Slot {
     id: u64,
     kick: Arc<Notify>,
     slots: Arc<Slots>,
+    /// Whether a request has begun on this connection (its first head was read).
+    served: AtomicBool,
 }
 
 impl Slots {
@@ -265,6 +269,7 @@ impl Slots {
             room: Notify::new(),
             empty: Notify::new(),
             parked: AtomicUsize::new(0),
+            closing: AtomicBool::new(false),
         })
     }
 
@@ -291,6 +296,10 @@ impl Slots {
     pub fn try_admit(self: &Arc<Self>, terminal: Terminal) -> Option<Slot> {
         let now = Instant::now();
         let mut t = self.lock();
+        // Under the lock: a connection admitted before `shutdown` took it is told to close.
+        if self.closing.load(Ordering::Relaxed) {
+            return None;
+        }
         if t.count(&terminal) >= t.share {
             if !t.evict(now, Some(terminal), None, Ages::MIN) {
                 return None;
@@ -318,6 +327,7 @@ impl Slots {
             id,
             kick,
             slots: self.clone(),
+            served: AtomicBool::new(false),
         })
     }
 
@@ -339,7 +349,7 @@ impl Slots {
         while Instant::now() < until {
             let _ = tokio::time::timeout(RETRY, self.room.notified()).await;
             got = self.try_admit(terminal);
-            if got.is_some() {
+            if got.is_some() || self.closing.load(Ordering::Relaxed) {
                 break;
             }
         }
@@ -350,6 +360,20 @@ impl Slots {
     /// Open connections now.
     pub fn open(&self) -> usize {
         self.lock().conns.len()
+    }
+
+    /// The daemon is stopping: nothing more is admitted, and every open connection is told to
+    /// close ([`Slot::evicted`] resolves, [`Slot::closing`] says why) once its answer in flight,
+    /// if any, is written. Connections keep their slots until they close ([`Slots::drained`]).
+    pub fn shutdown(&self) {
+        let t = self.lock();
+        self.closing.store(true, Ordering::Relaxed);
+        for e in t.conns.values() {
+            e.kick.notify_one();
+        }
+        drop(t);
+        // Newcomers waiting for room give up at once.
+        self.room.notify_waiters();
     }
 
     /// Waits until every connection has closed, or `max` passes; true if all closed.
@@ -372,6 +396,9 @@ impl Slot {
     /// Entering Idle over the terminal's share (lowered by a reload while this connection was
     /// busy) gives the slot up: the connection finishes its answer and closes.
     pub fn set_phase(&self, phase: Phase) {
+        if matches!(phase, Phase::Busy | Phase::Streaming) {
+            self.served.store(true, Ordering::Relaxed);
+        }
         let mut t = self.slots.lock();
         let Some(e) = t.conns.get_mut(&self.id) else {
             return;
@@ -386,6 +413,16 @@ impl Slot {
             drop(t);
             self.slots.room.notify_one();
         }
+    }
+
+    /// Whether a request has begun on this connection (it entered `Busy` or `Streaming`).
+    pub fn served(&self) -> bool {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    /// Whether [`Slots::shutdown`] has told every connection to close.
+    pub fn closing(&self) -> bool {
+        self.slots.closing.load(Ordering::Relaxed)
     }
 
     /// The phase and since when; `None` once evicted.
@@ -487,6 +524,30 @@ mod tests {
         assert!(a2.phase().is_some());
         drop((a2, a3, b));
         assert_eq!(s.open(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_tells_every_connection_and_admits_no_more() {
+        let s = Slots::new(8, 8);
+        let idle = s.try_admit(v4(1)).unwrap();
+        idle.set_phase(Phase::Idle);
+        let busy = s.try_admit(v4(2)).unwrap();
+        busy.set_phase(Phase::Busy);
+        assert!(busy.served() && !idle.served() && !idle.closing());
+        s.shutdown();
+        for slot in [&idle, &busy] {
+            // Told at once, and keeping its slot until it closes (the drain waits for it).
+            tokio::time::timeout(Duration::from_millis(1), slot.evicted())
+                .await
+                .expect("told to close");
+            assert!(slot.closing() && slot.phase().is_some());
+        }
+        assert!(s.try_admit(v4(3)).is_none());
+        assert!(s.admit(v4(3)).await.is_none());
+        drop(idle);
+        assert!(!s.drained(Duration::from_millis(10)).await, "busy is open");
+        drop(busy);
+        assert!(s.drained(Duration::ZERO).await);
     }
 
     #[tokio::test(start_paused = true)]
