@@ -167,15 +167,14 @@ impl Problem {
         if let Some(reason) = self.reason() {
             body["reason"] = reason.into();
         }
-        // The tool's window, repeated: the bound it is outside of.
-        match self {
-            Problem::Denied(Denied::InvalidToken(TokenError::ToolExpired(at))) => {
-                body["expires"] = boxapi_core::time::rfc3339(*at).into();
-            }
-            Problem::Denied(Denied::InvalidToken(TokenError::ToolNotYetValid(at))) => {
-                body["not_before"] = boxapi_core::time::rfc3339(*at).into();
-            }
-            _ => {}
+        // The tool's window, repeated (`null`: unbounded on that side).
+        if let Problem::Denied(Denied::InvalidToken(
+            TokenError::ToolExpired(w) | TokenError::ToolNotYetValid(w),
+        )) = self
+        {
+            let date = |t: Option<i64>| t.map(boxapi_core::time::rfc3339);
+            body["not_before"] = date(w.not_before).into();
+            body["expires"] = date(w.expires).into();
         }
         let mut resp = json(status, &PROBLEM_JSON, body.to_string().into_bytes());
         let h = resp.headers_mut();

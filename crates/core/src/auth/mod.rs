@@ -7,7 +7,7 @@ pub mod signed;
 pub mod token;
 
 pub use registry::{Registry, Scopes, Tool};
-pub use token::{Assertion, Grant, Remembered, Rules, TokenError, Verifier};
+pub use token::{Assertion, Grant, Remembered, Rules, TokenError, Verifier, Window};
 
 #[cfg(test)]
 mod tests {
@@ -164,14 +164,24 @@ mod tests {
         r = Registry::new(tools.clone());
         assert!(v.verify_cached(t.as_bytes(), NOW + 9, &r, &never).is_ok());
         let e = v.verify_cached(t.as_bytes(), NOW + 10, &r, &never);
-        assert_eq!(e, Err(TokenError::ToolExpired(NOW as i64 + 10)));
+        let window = |not_before, expires| Window {
+            not_before,
+            expires,
+        };
+        assert_eq!(
+            e,
+            Err(TokenError::ToolExpired(window(None, Some(NOW as i64 + 10))))
+        );
         assert!(e.unwrap_err().to_string().contains("not valid now"));
         tools[0].expires = None;
         tools[0].not_before = Some(NOW as i64 + 100);
         r = Registry::new(tools);
         assert_eq!(
             v.verify(t.as_bytes(), NOW, &r, &never),
-            Err(TokenError::ToolNotYetValid(NOW as i64 + 100))
+            Err(TokenError::ToolNotYetValid(window(
+                Some(NOW as i64 + 100),
+                None
+            )))
         );
     }
 
@@ -258,7 +268,10 @@ mod tests {
         r = Registry::new(tools);
         assert_eq!(
             v.verify_remembered(t.as_bytes(), NOW + 10, &r, &never, &mut memo),
-            Err(TokenError::ToolExpired(NOW as i64 + 10))
+            Err(TokenError::ToolExpired(Window {
+                not_before: None,
+                expires: Some(NOW as i64 + 10)
+            }))
         );
         // Other bytes on the same connection are verified in full.
         let bad = format!("{}x", &t[..t.len() - 1]);

@@ -43,17 +43,25 @@ pub enum TokenError {
     #[error("this tool's access has been revoked")]
     Revoked,
     /// The tool's habilitation (registry or `[[tool]]` `expires`) has lapsed: distinct from a
-    /// token that expired, so that a tool developer knows a new token will not help.
-    #[error("this tool's authorisation expired at {}: it is not valid now, whatever the token says; the operator must renew it", crate::time::rfc3339(*.0))]
-    ToolExpired(i64),
-    #[error("this tool's authorisation is not valid now: it starts at {}", crate::time::rfc3339(*.0))]
-    ToolNotYetValid(i64),
+    /// token that expired, so that a tool developer knows a new token will not help. Both
+    /// carry the tool's whole window, which the box's problem repeats (contract §6 rev. 3).
+    #[error("this tool's authorisation expired at {}: it is not valid now, whatever the token says; the operator must renew it", crate::time::rfc3339(.0.expires.unwrap_or_default()))]
+    ToolExpired(Window),
+    #[error("this tool's authorisation is not valid now: it starts at {}", crate::time::rfc3339(.0.not_before.unwrap_or_default()))]
+    ToolNotYetValid(Window),
     #[error("the token has expired")]
     Expired,
     #[error("the token is not valid yet (nbf or iat in the future)")]
     NotYetValid,
     #[error("the token's lifetime (exp - iat) is longer than allowed")]
     LifetimeTooLong,
+}
+
+/// A tool's validity window (Unix seconds; `None`: unbounded on that side).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub not_before: Option<i64>,
+    pub expires: Option<i64>,
 }
 
 /// What a valid token grants.
@@ -193,10 +201,14 @@ pub fn check_tool(tool: &Tool, now: u64, revoked: &dyn Fn(&str) -> bool) -> Resu
     if tool.revoked || revoked(&tool.id) {
         return Err(TokenError::Revoked);
     }
+    let window = Window {
+        not_before: tool.not_before,
+        expires: tool.expires,
+    };
     match tool.validity(i64::try_from(now).unwrap_or(i64::MAX)) {
         Validity::Valid => Ok(()),
-        Validity::NotYetValid(at) => Err(TokenError::ToolNotYetValid(at)),
-        Validity::Expired(at) => Err(TokenError::ToolExpired(at)),
+        Validity::NotYetValid(_) => Err(TokenError::ToolNotYetValid(window)),
+        Validity::Expired(_) => Err(TokenError::ToolExpired(window)),
     }
 }
 
