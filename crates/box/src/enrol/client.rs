@@ -1,8 +1,5 @@
 //! The box's one HTTPS client call: a JSON POST to the operator's authority over mutual TLS, the
 //! device certificate proving which box is asking. Bounded in time and size.
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::Value;
@@ -144,6 +141,11 @@ fn split_url(url: &str) -> Result<(String, u16), ClientError> {
     }
 }
 
+/// The answer's head: a few lines from the authority (or a proxy in front of it).
+const MAX_HEAD: usize = 16 * 1024;
+/// Headers in that head; hyper's client allowed 100.
+const MAX_HEADERS: usize = 64;
+
 /// POSTs `body` as JSON to `{base}{path}` and returns the JSON answer of a 2xx.
 pub async fn post_json(
     identity: &Identity,
@@ -168,53 +170,213 @@ pub async fn post_json(
         let tls = tokio::time::timeout(CONNECT, connect)
             .await
             .map_err(|_| ClientError::Timeout(base.to_owned()))??;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
-        let driver = tokio::spawn(conn);
-        let req = hyper::Request::post(path)
-            .header(hyper::header::HOST, host.as_str())
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(hyper::header::ACCEPT, "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
-            .map_err(|e| ClientError::Http(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
-        let status = resp.status().as_u16();
-        // Only where HTTP gives it a meaning for a refused request: 429 (RFC 6585) and 503.
-        let retry_after = matches!(status, 429 | 503)
-            .then(|| resp.headers().get(hyper::header::RETRY_AFTER))
-            .flatten()
-            .and_then(|v| parse_retry_after(v.as_bytes()));
-        let bytes = Limited::new(resp.into_body(), MAX_ANSWER)
-            .collect()
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?
-            .to_bytes();
-        driver.abort();
-        let parsed = serde_json::from_slice::<Value>(&bytes);
-        if !(200..300).contains(&status) {
-            // A refusal that is not problem+json (a proxy's 503 page) is still a refusal, and
-            // its Retry-After still counts.
-            let answer = parsed.unwrap_or(Value::Null);
-            let detail = answer["detail"]
-                .as_str()
-                .or(answer["error_description"].as_str())
-                .unwrap_or("no detail");
-            let code = answer["code"].as_str().unwrap_or("");
-            return Err(ClientError::Refused {
-                status,
-                detail: format!("{code}: {detail}"),
-                retry_after,
-            });
-        }
-        parsed.map_err(|e| ClientError::BadAnswer(format!("status {status}: {e}")))
+        let answer = exchange(tls, &host, path, body.to_string().as_bytes()).await?;
+        judge(answer)
     };
     tokio::time::timeout(EXCHANGE, work)
         .await
         .map_err(|_| ClientError::Timeout(base.to_owned()))?
+}
+
+/// What the authority answered, before it is judged.
+#[derive(Debug, PartialEq)]
+struct Answer {
+    status: u16,
+    retry_after: Option<Duration>,
+    body: Vec<u8>,
+}
+
+/// A 2xx's JSON, or the refusal with its problem detail.
+fn judge(answer: Answer) -> Result<Value, ClientError> {
+    let Answer {
+        status,
+        retry_after,
+        body,
+    } = answer;
+    let parsed = serde_json::from_slice::<Value>(&body);
+    if !(200..300).contains(&status) {
+        // A refusal that is not problem+json (a proxy's 503 page) is still a refusal, and
+        // its Retry-After still counts.
+        let answer = parsed.unwrap_or(Value::Null);
+        let detail = answer["detail"]
+            .as_str()
+            .or(answer["error_description"].as_str())
+            .unwrap_or("no detail");
+        let code = answer["code"].as_str().unwrap_or("");
+        return Err(ClientError::Refused {
+            status,
+            detail: format!("{code}: {detail}"),
+            retry_after,
+        });
+    }
+    parsed.map_err(|e| ClientError::BadAnswer(format!("status {status}: {e}")))
+}
+
+/// One HTTP/1.1 request on its own connection (`Connection: close`) and its answer, read within
+/// `MAX_HEAD` and `MAX_ANSWER`. Written by hand rather than with hyper's client: the box makes
+/// this one call, and a second hyper dispatcher cost ~60 KB of every box binary.
+async fn exchange<S>(mut io: S, host: &str, path: &str, body: &[u8]) -> Result<Answer, ClientError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let http = |e: &dyn std::fmt::Display| ClientError::Http(e.to_string());
+    if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(ClientError::Http(format!("bad request path {path:?}")));
+    }
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n\
+         accept: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    io.write_all(&request).await.map_err(|e| http(&e))?;
+    io.flush().await.map_err(|e| http(&e))?;
+
+    let mut buf = Vec::with_capacity(4096);
+    let mut eof = false;
+    loop {
+        match parse(&buf, eof)? {
+            Some(answer) => return Ok(answer),
+            None if eof => {
+                return Err(ClientError::Http(
+                    "connection closed before the answer's end".into(),
+                ))
+            }
+            None => {}
+        }
+        if buf.len() >= MAX_HEAD + MAX_ANSWER + 64 * 1024 {
+            return Err(ClientError::Http("answer too large".into()));
+        }
+        let mut chunk = [0u8; 4096];
+        match io.read(&mut chunk).await {
+            Ok(0) => eof = true,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            // An authority that closes without TLS's close_notify ends an answer delimited by
+            // the close just the same; one that had framed its answer is judged by that frame.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => eof = true,
+            Err(e) => return Err(http(&e)),
+        }
+    }
+}
+
+/// The answer in `buf` if it is complete (`eof`: the authority closed the connection), `None` if
+/// more is needed. Informational (1xx) answers before the final one are skipped.
+fn parse(mut buf: &[u8], eof: bool) -> Result<Option<Answer>, ClientError> {
+    let bad = |why: &str| ClientError::Http(why.to_owned());
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut head = httparse::Response::new(&mut headers);
+        let head_len = match head.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                return Err(bad("answer head too large"))
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(ClientError::Http(format!("bad answer head: {e}"))),
+        };
+        if head_len > MAX_HEAD {
+            return Err(bad("answer head too large"));
+        }
+        let status = head.code.unwrap_or(0);
+        if (100..200).contains(&status) {
+            if status == 101 {
+                return Err(bad("unexpected protocol switch"));
+            }
+            buf = &buf[head_len..];
+            continue;
+        }
+        let mut length = None;
+        let mut chunked = false;
+        let mut retry_after = None;
+        for h in head.headers.iter() {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                let n = std::str::from_utf8(h.value)
+                    .ok()
+                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .ok_or_else(|| bad("bad content-length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(bad("conflicting content-length"));
+                }
+                length = Some(n);
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                // Only chunked is spoken to a client that asked for no other coding.
+                let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
+                if !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                    return Err(bad("unsupported transfer-encoding"));
+                }
+                chunked = true;
+            } else if h.name.eq_ignore_ascii_case("retry-after")
+                // Only where HTTP gives it a meaning for a refused request: 429 (RFC 6585) and 503.
+                && matches!(status, 429 | 503)
+            {
+                retry_after = parse_retry_after(h.value);
+            }
+        }
+        let rest = &buf[head_len..];
+        let body = if matches!(status, 204 | 304) {
+            Some(Vec::new())
+        } else if chunked {
+            dechunk(rest)?
+        } else if let Some(n) = length {
+            if n > MAX_ANSWER {
+                return Err(bad("length limit exceeded"));
+            }
+            (rest.len() >= n).then(|| rest[..n].to_vec())
+        } else if rest.len() > MAX_ANSWER {
+            return Err(bad("length limit exceeded"));
+        } else {
+            // Delimited by the close.
+            eof.then(|| rest.to_vec())
+        };
+        return Ok(body.map(|body| Answer {
+            status,
+            retry_after,
+            body,
+        }));
+    }
+}
+
+/// A chunked body (RFC 9112 §7.1) from `buf` once its last chunk and trailers are in, bounded
+/// by `MAX_ANSWER`.
+fn dechunk(mut buf: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
+    let bad = |why: &str| ClientError::Http(why.to_owned());
+    let mut body = Vec::new();
+    loop {
+        let (start, size) = match httparse::parse_chunk_size(buf) {
+            Ok(httparse::Status::Complete(c)) => c,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(_) => return Err(bad("bad chunk size")),
+        };
+        let size = usize::try_from(size).map_err(|_| bad("length limit exceeded"))?;
+        if size > MAX_ANSWER - body.len() {
+            return Err(bad("length limit exceeded"));
+        }
+        buf = &buf[start..];
+        if size == 0 {
+            // Trailers, each ended by CRLF, then the empty line: skipped, not read.
+            return Ok(find_crlf_crlf(buf).map(|_| body));
+        }
+        if buf.len() < size + 2 {
+            return Ok(None);
+        }
+        if &buf[size..size + 2] != b"\r\n" {
+            return Err(bad("bad chunk end"));
+        }
+        body.extend_from_slice(&buf[..size]);
+        buf = &buf[size + 2..];
+    }
+}
+
+/// Where the trailer section after a last chunk ends: at once on an empty line, else after the
+/// first empty line.
+fn find_crlf_crlf(buf: &[u8]) -> Option<usize> {
+    if buf.starts_with(b"\r\n") {
+        return Some(2);
+    }
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
 }
 
 #[cfg(test)]
@@ -261,6 +423,139 @@ mod tests {
             retry_after: None,
         };
         assert_eq!(e.to_string(), "the authority refused (502): acme_failed: x");
+    }
+
+    fn answer(status: u16, retry: Option<u64>, body: &str) -> Answer {
+        Answer {
+            status,
+            retry_after: retry.map(Duration::from_secs),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn answers_framed_by_length_chunks_or_the_close() {
+        let whole = |text: &str, eof| parse(text.as_bytes(), eof).map_err(|e| e.to_string());
+        let ok = "HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n{\"a\":1}";
+        assert_eq!(whole(ok, false), Ok(Some(answer(200, None, "{\"a\":1}"))));
+        // Every prefix of it is incomplete, not an error.
+        for cut in 0..ok.len() {
+            assert_eq!(whole(&ok[..cut], false), Ok(None), "{cut}");
+        }
+        // Closed before the length: incomplete still (the caller reports the early close).
+        assert_eq!(whole(&ok[..ok.len() - 1], true), Ok(None));
+        let chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                       3\r\n{\"a\r\n4;ext=1\r\n\":1}\r\n0\r\nx-trailer: y\r\n\r\n";
+        assert_eq!(
+            whole(chunked, false),
+            Ok(Some(answer(200, None, "{\"a\":1}")))
+        );
+        for cut in 0..chunked.len() {
+            assert_eq!(whole(&chunked[..cut], false), Ok(None), "{cut}");
+        }
+        let close = "HTTP/1.1 503 Busy\r\nRetry-After: 30\r\n\r\n<html>busy</html>";
+        assert_eq!(whole(close, false), Ok(None));
+        assert_eq!(
+            whole(close, true),
+            Ok(Some(answer(503, Some(30), "<html>busy</html>")))
+        );
+        // 1xx answers are skipped; Retry-After counts only for 429 and 503.
+        let cont = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 400 Bad\r\nretry-after: 9\r\n\
+                    content-length: 0\r\n\r\n";
+        assert_eq!(whole(cont, false), Ok(Some(answer(400, None, ""))));
+        let no_body = "HTTP/1.1 204 No Content\r\n\r\n";
+        assert_eq!(whole(no_body, false), Ok(Some(answer(204, None, ""))));
+    }
+
+    #[test]
+    fn answers_beyond_the_bounds_or_malformed_are_refused() {
+        let err = |text: &[u8]| match parse(text, true) {
+            Err(ClientError::Http(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        let big = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+            MAX_ANSWER + 1
+        );
+        assert_eq!(err(big.as_bytes()), "length limit exceeded");
+        let mut close = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        close.resize(close.len() + MAX_ANSWER + 1, b' ');
+        assert_eq!(err(&close), "length limit exceeded");
+        let chunk = format!(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n",
+            MAX_ANSWER + 1
+        );
+        assert_eq!(err(chunk.as_bytes()), "length limit exceeded");
+        let huge = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nffffffffffffffff\r\n";
+        assert_eq!(err(huge.as_bytes()), "length limit exceeded");
+        let mut head = b"HTTP/1.1 200 OK\r\nx: ".to_vec();
+        head.resize(MAX_HEAD + 1, b'a');
+        assert_eq!(err(&head), "answer head too large");
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x{i}: y\r\n")).collect();
+        let many = format!("HTTP/1.1 200 OK\r\n{many}\r\n");
+        assert!(err(many.as_bytes()).starts_with("bad answer head"));
+        for bad in [
+            "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\nab\r\n",
+            "HTTP/1.1 101 Switching\r\n\r\n",
+            "SMTP ready\r\n\r\n",
+        ] {
+            err(bad.as_bytes());
+        }
+    }
+
+    #[tokio::test]
+    async fn one_exchange_over_a_stream() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        let authority = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !seen.ends_with(b"{\"csr\":\"x\"}") {
+                let n = server.read(&mut buf).await.unwrap();
+                assert!(n > 0, "request cut short");
+                seen.extend_from_slice(&buf[..n]);
+            }
+            // Answered in small pieces, closed without more.
+            for piece in [
+                &b"HTTP/1.1 200 OK\r\ncont"[..],
+                b"ent-length: 8\r\n\r\n{\"ok\"",
+                b":1}",
+            ] {
+                server.write_all(piece).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            String::from_utf8(seen).unwrap()
+        });
+        let got = exchange(client, "auth.example", "/v1/enrol", br#"{"csr":"x"}"#)
+            .await
+            .unwrap();
+        assert_eq!(got, answer(200, None, "{\"ok\":1}"));
+        assert_eq!(
+            authority.await.unwrap(),
+            "POST /v1/enrol HTTP/1.1\r\nhost: auth.example\r\ncontent-type: application/json\r\n\
+             accept: application/json\r\ncontent-length: 11\r\nconnection: close\r\n\r\n{\"csr\":\"x\"}"
+        );
+        // Closed mid-answer: an error, not a short body.
+        let (client, mut server) = tokio::io::duplex(1024);
+        tokio::spawn(async move {
+            let _ = server
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n{}")
+                .await;
+        });
+        let early = exchange(client, "a", "/v1/address", b"{}").await;
+        assert!(matches!(early, Err(ClientError::Http(_))), "{early:?}");
+        assert!(judge(answer(
+            429,
+            Some(5),
+            "{\"code\":\"rate_limited\",\"detail\":\"d\"}"
+        ))
+        .unwrap_err()
+        .to_string()
+        .ends_with("(429): rate_limited: d (asked to retry after 5 s)"));
     }
 
     #[test]
