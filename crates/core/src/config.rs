@@ -1,6 +1,7 @@
 //! The TOML configuration: parsed and validated in one pass that reports every problem, never just the first.
 mod enrolment;
 mod problem;
+mod tree;
 
 pub use enrolment::{Acme, Dns, Enrolment};
 pub use problem::{lines, Problem};
@@ -12,7 +13,7 @@ use crate::privs::PrivError;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use toml::{Table, Value};
+use tree::{Table, Value};
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -353,7 +354,7 @@ impl<'a> Section<'a> {
     fn date(&mut self, key: &'static str) -> Option<i64> {
         let text = match self.get(key)? {
             Value::String(s) => s.clone(),
-            Value::Datetime(d) => d.to_string(),
+            Value::Datetime(d) => d.clone(),
             other => {
                 self.wrong_type(key, "an RFC 3339 date-time", other);
                 return None;
@@ -547,7 +548,7 @@ pub fn read_named(
 /// their own problems; `problems` gets one entry per mistake.
 pub fn parse(text: &str, path: &Path, problems: &mut Vec<Problem>) -> Option<Config> {
     let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let root: Table = match text.parse() {
+    let root: Table = match tree::parse(text) {
         Ok(t) => t,
         Err(e) => {
             let msg = e.to_string().replace('\n', " ");
@@ -1106,16 +1107,9 @@ fn parse_metrics(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> Metrics 
     let station_provider_command = s.path("station_provider_command", dir);
     let stream_max = Duration::from_secs(s.int("stream_max_seconds", 120, 1, 120) as u64);
     // Its shape is the card's, checked by the box (`card::validate_layer`).
-    let static_layer = match s.table("static") {
-        Some(table) => match serde_json::to_value(table) {
-            Ok(v) => v,
-            Err(e) => {
-                s.problem("static", e);
-                serde_json::Value::Null
-            }
-        },
-        None => serde_json::Value::Null,
-    };
+    let static_layer = s.table("static").map_or(serde_json::Value::Null, |t| {
+        Value::Table(t.clone()).to_json()
+    });
     s.finish();
     Metrics {
         wan_interface,

@@ -1,11 +1,11 @@
 //! The authority's enrolment sections (`[enrolment]`, `[acme]`, `[dns]`): per-box names and
 //! certificates (contract §10, docs/certificates.md). Only their shape is checked here; the files
 //! they name (CA bundles, CRLs, secrets) are read and checked by the authority itself.
+use super::tree::Table;
 use super::{valid_hostname, Problem, Section};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use toml::Table;
 
 #[derive(Clone, Debug)]
 pub struct Enrolment {
