@@ -1,24 +1,17 @@
 //! `boxapi ctl`: sends one command to the daemon's control socket and prints the reply.
+use super::args::{cmd, optional, Cmd, Matches, Pos};
 use super::{EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE};
 use boxapi_core::control::withheld::SECTION_NAMES;
 use boxapi_core::control::Section;
-use clap::builder::PossibleValuesParser;
-use clap::{Args, Subcommand};
 use serde_json::{json, Map, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-#[derive(Args)]
 pub struct CtlArgs {
-    /// The daemon's control socket (server.control_socket)
-    #[arg(long, default_value = "/run/boxapi/control.sock")]
     socket: PathBuf,
-    /// Seconds to wait for the daemon's answer before giving up (exit 69)
-    #[arg(long, default_value_t = ANSWER_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
     timeout: u64,
-    #[command(subcommand)]
     command: CtlCommand,
 }
 
@@ -31,47 +24,162 @@ const SECTIONS: [&str; 6] = [
     "counters",
 ];
 
-#[derive(Subcommand)]
+const SECTION: &[Pos] = &[Pos {
+    name: "section",
+    choices: &SECTIONS,
+}];
+const TOOL: &[Pos] = &[Pos {
+    name: "tool",
+    choices: &[],
+}];
+
+/// `boxapi ctl` (contract §7).
+pub const CTL: Cmd = Cmd {
+    opts: &[
+        optional(
+            "socket",
+            "The daemon's control socket (server.control_socket)",
+            Some("/run/boxapi/control.sock"),
+        ),
+        // ANSWER_TIMEOUT's seconds (a unit test holds them equal).
+        optional(
+            "timeout",
+            "Seconds to wait for the daemon's answer before giving up (exit 69)",
+            Some("15"),
+        ),
+    ],
+    subs: &[
+        cmd(
+            "status",
+            "Print the daemon's state, tools and certificate expiry",
+        ),
+        cmd("disable", "Subscriber switch-off: close the listeners"),
+        cmd("enable", "Subscriber switch-on"),
+        Cmd {
+            opts: &[optional("retry-after", "", Some("300"))],
+            ..cmd(
+                "suspend",
+                "Operator emergency restriction: every API request gets 503",
+            )
+        },
+        cmd("resume", "Lift a suspension"),
+        Cmd {
+            pos: TOOL,
+            ..cmd("revoke", "Refuse this tool's tokens and origins at once")
+        },
+        Cmd {
+            pos: TOOL,
+            ..cmd("unrevoke", "Accept this tool again")
+        },
+        cmd(
+            "reload",
+            "Re-read config, certificate and keys; keep the old ones on any error",
+        ),
+        cmd(
+            "tools",
+            "Print every tool (JSON list): state, validity, what is withheld from it, its activity",
+        ),
+        Cmd {
+            pos: SECTION,
+            opts: &[optional("tool", "", None)],
+            ..cmd(
+                "withhold",
+                "Subscriber: stop sharing a card section with every tool, or with one",
+            )
+        },
+        Cmd {
+            pos: SECTION,
+            opts: &[optional("tool", "", None)],
+            ..cmd(
+                "allow",
+                "Subscriber: share a withheld card section again, with every tool or with one",
+            )
+        },
+        // For the OpenWrt rpcd plugin: run METHOD with its JSON arguments read on stdin and
+        // print one JSON object, errors included ({"error": "..."}).
+        Cmd {
+            pos: &[Pos {
+                name: "method",
+                choices: &[],
+            }],
+            hidden: true,
+            ..cmd("rpc", "")
+        },
+    ],
+    ..cmd("ctl", "Talk to a running daemon through its control socket")
+};
+
 enum CtlCommand {
-    /// Print the daemon's state, tools and certificate expiry
     Status,
-    /// Subscriber switch-off: close the listeners
     Disable,
-    /// Subscriber switch-on
     Enable,
-    /// Operator emergency restriction: every API request gets 503
     Suspend {
-        #[arg(long, default_value_t = 300)]
         retry_after: u64,
     },
-    /// Lift a suspension
     Resume,
-    /// Refuse this tool's tokens and origins at once
-    Revoke { tool: String },
-    /// Accept this tool again
-    Unrevoke { tool: String },
-    /// Re-read config, certificate and keys; keep the old ones on any error
+    Revoke {
+        tool: String,
+    },
+    Unrevoke {
+        tool: String,
+    },
     Reload,
-    /// Print every tool (JSON list): state, validity, what is withheld from it, its activity
     Tools,
-    /// Subscriber: stop sharing a card section with every tool, or with one
     Withhold {
-        #[arg(value_parser = PossibleValuesParser::new(SECTIONS))]
         section: String,
-        #[arg(long)]
         tool: Option<String>,
     },
-    /// Subscriber: share a withheld card section again, with every tool or with one
     Allow {
-        #[arg(value_parser = PossibleValuesParser::new(SECTIONS))]
         section: String,
-        #[arg(long)]
         tool: Option<String>,
     },
-    /// For the OpenWrt rpcd plugin: run METHOD with its JSON arguments read on stdin and print
-    /// one JSON object, errors included ({"error": "..."})
-    #[command(hide = true)]
-    Rpc { method: String },
+    Rpc {
+        method: String,
+    },
+}
+
+/// `ctl`'s arguments from the parsed command line, or the usage error's exit code.
+pub fn args(m: &Matches) -> Result<CtlArgs, i32> {
+    let timeout: u64 = m.parsed("timeout", "")?;
+    if !(1..=3600).contains(&timeout) {
+        return Err(m.fail(&format!(
+            "invalid value '{timeout}' for '--timeout <TIMEOUT>': {timeout} is not in 1..=3600"
+        )));
+    }
+    let tool = m.get("tool").map(str::to_owned);
+    let command = match m.command(2) {
+        "status" => CtlCommand::Status,
+        "disable" => CtlCommand::Disable,
+        "enable" => CtlCommand::Enable,
+        "suspend" => CtlCommand::Suspend {
+            retry_after: m.parsed("retry-after", "")?,
+        },
+        "resume" => CtlCommand::Resume,
+        "revoke" => CtlCommand::Revoke {
+            tool: m.positional(0),
+        },
+        "unrevoke" => CtlCommand::Unrevoke {
+            tool: m.positional(0),
+        },
+        "reload" => CtlCommand::Reload,
+        "tools" => CtlCommand::Tools,
+        "withhold" => CtlCommand::Withhold {
+            section: m.positional(0),
+            tool,
+        },
+        "allow" => CtlCommand::Allow {
+            section: m.positional(0),
+            tool,
+        },
+        _ => CtlCommand::Rpc {
+            method: m.positional(0),
+        },
+    };
+    Ok(CtlArgs {
+        socket: PathBuf::from(m.value("socket")),
+        timeout,
+        command,
+    })
 }
 
 fn request(cmd: CtlCommand) -> Value {
@@ -315,5 +423,14 @@ mod tests {
     fn the_cli_knows_every_section() {
         let names: Vec<&str> = Section::ALL.iter().map(|s| s.name()).collect();
         assert_eq!(names, SECTIONS);
+    }
+
+    #[test]
+    fn the_default_timeout_is_answer_timeout() {
+        let timeout = CTL.opts.iter().find(|o| o.name == "timeout").unwrap();
+        assert_eq!(
+            timeout.default,
+            Some(ANSWER_TIMEOUT.as_secs().to_string().as_str())
+        );
     }
 }

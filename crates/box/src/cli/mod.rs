@@ -1,136 +1,142 @@
 //! The command line (contract §2): argument parsing, each command, and exit codes.
+mod args;
 pub mod ctl;
 
 use crate::snapshot::Snapshot;
+use args::{cmd, opt, optional, Cmd, Matches};
 use boxapi_core::auth::jwk::{self, Alg};
 use boxapi_core::auth::mint;
 use boxapi_core::config::Problem;
-use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use boxapi_core::daemon::exit::{self, print_problems};
 pub use boxapi_core::daemon::exit::{EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE};
 
-#[derive(Parser)]
-#[command(
-    name = "boxapi",
-    version,
-    about = "LAN-only HTTPS measurement API for ISP boxes (ARCEP 2019-1410, annex 2)"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
+const CONFIG: &[args::Opt] = &[opt("config", "")];
 
-#[derive(Clone, Copy, ValueEnum)]
-enum AlgArg {
-    #[value(name = "ES256")]
-    Es256,
-    #[value(name = "EdDSA")]
-    EdDsa,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the daemon in the foreground
-    Serve {
-        #[arg(long)]
-        config: PathBuf,
-    },
-    /// Obtain (or renew) the box's own certificate now from the operator's authority
-    Enrol {
-        #[arg(long)]
-        config: PathBuf,
-    },
-    /// Validate the configuration and every file it names; list all problems
-    CheckConfig {
-        #[arg(long)]
-        config: PathBuf,
-    },
-    /// Zero-setup local demo on loopback
-    Demo {
-        /// Where to keep the demo's CA, keys and config
-        #[arg(long, default_value = "boxapi-demo")]
-        dir: PathBuf,
-        #[arg(long, default_value = "127.0.0.1:8443")]
-        listen: SocketAddr,
-    },
-    /// Write DIR/KID.private.jwk (mode 0600) and DIR/KID.jwk (public only)
-    Keygen {
-        #[arg(long, value_enum)]
-        alg: AlgArg,
-        #[arg(long)]
-        kid: String,
-        #[arg(long)]
-        out: PathBuf,
-    },
-    /// Print a signed access token (operator tooling, tests)
-    Token {
-        #[arg(long)]
-        key: PathBuf,
-        #[arg(long)]
-        tool: String,
-        #[arg(long)]
-        scope: String,
-        #[arg(long)]
-        aud: String,
-        #[arg(long)]
-        iss: String,
-        /// Lifetime in seconds, at most 900
-        #[arg(long, default_value_t = 900)]
-        ttl: u64,
-    },
-    /// Talk to a running daemon through its control socket
-    Ctl(ctl::CtlArgs),
-    /// Operator tooling for the signed tool registry
-    #[command(subcommand)]
-    Registry(RegistryCommand),
-}
-
-#[derive(Subcommand)]
-enum RegistryCommand {
-    /// Sign a registry (JSON: {"version": N, "tools": [...]}) with the operator's root key
-    Sign {
-        #[arg(long)]
-        key: PathBuf,
-        #[arg(long = "in")]
-        input: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
-    },
-    /// Verify a signed registry with the operator's root public key; print its content
-    Verify {
-        #[arg(long)]
-        key: PathBuf,
-        #[arg(long = "in")]
-        input: PathBuf,
-    },
-}
+/// The command line of contract §2.
+static BOXAPI: Cmd = Cmd {
+    subs: &[
+        Cmd {
+            opts: CONFIG,
+            ..cmd("serve", "Run the daemon in the foreground")
+        },
+        Cmd {
+            opts: CONFIG,
+            ..cmd(
+                "enrol",
+                "Obtain (or renew) the box's own certificate now from the operator's authority",
+            )
+        },
+        Cmd {
+            opts: CONFIG,
+            ..cmd(
+                "check-config",
+                "Validate the configuration and every file it names; list all problems",
+            )
+        },
+        Cmd {
+            opts: &[
+                optional(
+                    "dir",
+                    "Where to keep the demo's CA, keys and config",
+                    Some("boxapi-demo"),
+                ),
+                optional("listen", "", Some("127.0.0.1:8443")),
+            ],
+            ..cmd("demo", "Zero-setup local demo on loopback")
+        },
+        Cmd {
+            opts: &[
+                args::Opt {
+                    choices: &["ES256", "EdDSA"],
+                    ..opt("alg", "")
+                },
+                opt("kid", ""),
+                opt("out", ""),
+            ],
+            ..cmd(
+                "keygen",
+                "Write DIR/KID.private.jwk (mode 0600) and DIR/KID.jwk (public only)",
+            )
+        },
+        Cmd {
+            opts: &[
+                opt("key", ""),
+                opt("tool", ""),
+                opt("scope", ""),
+                opt("aud", ""),
+                opt("iss", ""),
+                optional("ttl", "Lifetime in seconds, at most 900", Some("900")),
+            ],
+            ..cmd("token", "Print a signed access token (operator tooling, tests)")
+        },
+        ctl::CTL,
+        Cmd {
+            subs: &[
+                Cmd {
+                    opts: &[opt("key", ""), opt("in", ""), opt("out", "")],
+                    ..cmd(
+                        "sign",
+                        "Sign a registry (JSON: {\"version\": N, \"tools\": [...]}) with the operator's root key",
+                    )
+                },
+                Cmd {
+                    opts: &[opt("key", ""), opt("in", "")],
+                    ..cmd(
+                        "verify",
+                        "Verify a signed registry with the operator's root public key; print its content",
+                    )
+                },
+            ],
+            ..cmd("registry", "Operator tooling for the signed tool registry")
+        },
+    ],
+    ..cmd(
+        "boxapi",
+        "LAN-only HTTPS measurement API for ISP boxes (ARCEP 2019-1410, annex 2)",
+    )
+};
 
 /// Parses `args` and runs the command; returns the process exit code.
 pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
-    let cli: Cli = match exit::parse(args) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    match cli.command {
-        Command::Serve { config } => serve(&config),
-        Command::CheckConfig { config } => exit::check_config(&config, Snapshot::load),
-        Command::Enrol { config } => enrol(&config),
-        Command::Demo { dir, listen } => demo(&dir, listen),
-        Command::Keygen { alg, kid, out } => keygen(alg, &kid, &out),
-        Command::Token {
-            key,
-            tool,
-            scope,
-            aud,
-            iss,
-            ttl,
-        } => token(&key, &tool, &scope, &aud, &iss, ttl),
-        Command::Ctl(args) => ctl::run(args),
-        Command::Registry(cmd) => registry(cmd),
+    match args::parse(&BOXAPI, env!("CARGO_PKG_VERSION"), args) {
+        Ok(m) => run(&m).unwrap_or_else(|code| code),
+        Err(code) => code,
     }
+}
+
+fn run(m: &Matches) -> Result<i32, i32> {
+    let path = |name: &str| PathBuf::from(m.value(name));
+    Ok(match m.command(1) {
+        "serve" => serve(&path("config")),
+        "check-config" => exit::check_config(&path("config"), Snapshot::load),
+        "enrol" => enrol(&path("config")),
+        "demo" => demo(&path("dir"), m.parsed("listen", "")?),
+        "keygen" => {
+            let alg = match m.value("alg").as_str() {
+                "ES256" => Alg::Es256,
+                _ => Alg::EdDsa,
+            };
+            keygen(alg, &m.value("kid"), &path("out"))
+        }
+        "token" => token(
+            &path("key"),
+            &m.value("tool"),
+            &m.value("scope"),
+            &m.value("aud"),
+            &m.value("iss"),
+            m.parsed("ttl", "")?,
+        ),
+        "ctl" => ctl::run(ctl::args(m)?),
+        _ => registry(
+            m.command(2) == "sign",
+            &path("key"),
+            &path("in"),
+            &path("out"),
+        ),
+    })
 }
 
 /// `boxapi enrol`: one enrolment now (first boot, tests, or a renewal by hand). A running daemon
@@ -266,15 +272,11 @@ fn demo(dir: &Path, listen: SocketAddr) -> i32 {
     })
 }
 
-fn keygen(alg: AlgArg, kid: &str, out: &Path) -> i32 {
+fn keygen(alg: Alg, kid: &str, out: &Path) -> i32 {
     if !mint::valid_file_kid(kid) {
         eprintln!("--kid: use 1-128 of A-Z a-z 0-9 . _ - (it names the files)");
         return EXIT_USAGE;
     }
-    let alg = match alg {
-        AlgArg::Es256 => Alg::Es256,
-        AlgArg::EdDsa => Alg::EdDsa,
-    };
     let private_path = out.join(format!("{kid}.private.jwk"));
     let public_path = out.join(format!("{kid}.jwk"));
     if private_path.exists() || public_path.exists() {
@@ -352,24 +354,26 @@ fn token(key: &Path, tool: &str, scope: &str, aud: &str, iss: &str, ttl: u64) ->
     }
 }
 
-fn registry(cmd: RegistryCommand) -> i32 {
+/// `registry sign` (`sign`) or `registry verify`.
+fn registry(sign: bool, key: &Path, input: &Path, out: &Path) -> i32 {
     use boxapi_core::auth::signed;
     let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-    let result = match cmd {
-        RegistryCommand::Sign { key, input, out } => read(&key)
+    let result = if sign {
+        read(key)
             .and_then(|k| {
                 jwk::parse_private(&String::from_utf8_lossy(&k))
                     .map_err(|e| format!("--key {}: {e}", key.display()))
             })
             .and_then(|k| {
-                read(&input).and_then(|p| {
+                read(input).and_then(|p| {
                     signed::sign(&k, &p).map_err(|e| format!("--in {}: {e}", input.display()))
                 })
             })
             .and_then(|jws| {
-                std::fs::write(&out, jws + "\n").map_err(|e| format!("{}: {e}", out.display()))
-            }),
-        RegistryCommand::Verify { key, input } => read(&key)
+                std::fs::write(out, jws + "\n").map_err(|e| format!("{}: {e}", out.display()))
+            })
+    } else {
+        read(key)
             .and_then(|k| {
                 jwk::parse_public_set(&String::from_utf8_lossy(&k))
                     .ok()
@@ -377,7 +381,7 @@ fn registry(cmd: RegistryCommand) -> i32 {
                     .ok_or_else(|| format!("--key {}: not a public JWK", key.display()))
             })
             .and_then(|k| {
-                read(&input).and_then(|j| {
+                read(input).and_then(|j| {
                     signed::verify(&k, &j).map_err(|e| format!("--in {}: {e}", input.display()))
                 })
             })
@@ -389,7 +393,7 @@ fn registry(cmd: RegistryCommand) -> i32 {
                     ids.len(),
                     ids.join(", ")
                 );
-            }),
+            })
     };
     match result {
         Ok(()) => EXIT_OK,
