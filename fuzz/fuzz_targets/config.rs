@@ -49,13 +49,13 @@ fuzz_target!(|data: &[u8]| {
     let path = std::path::Path::new("/fuzz/boxapi.toml");
     if let Ok(text) = std::str::from_utf8(data) {
         let mut problems = Vec::new();
-        let _ = boxapi_core::config::parse(text, path, &mut problems);
+        let _ = boxapi::config::parse(text, path, &mut problems);
         // The first byte picks the key, the rest is its value.
         if let Some((&k, rest)) = text.as_bytes().split_first() {
             if let Ok(value) = std::str::from_utf8(rest) {
                 let key = KEYS[usize::from(k) % KEYS.len()];
                 let mut problems = Vec::new();
-                let _ = boxapi_core::config::parse(&template(key, value), path, &mut problems);
+                let _ = boxapi::config::parse(&template(key, value), path, &mut problems);
             }
         }
     }

@@ -81,7 +81,6 @@ server = "$KNOT_ADDR"
 tsig_name = "$TSIG_NAME"
 tsig_algorithm = "$TSIG_ALG"
 tsig_secret_file = "tsig.key"
-[metrics]
 CONF
 "$AUTH" serve --config "$work/authority.toml" 2>"$OUT/field-authority.log" & pids+=($!)
 auth_addr=""

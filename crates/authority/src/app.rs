@@ -30,7 +30,7 @@ pub struct App {
 
 impl App {
     pub fn new(snapshot: Snapshot, state: State, store: Store) -> Arc<App> {
-        let s = &snapshot.config.server;
+        let s = &snapshot.config.common.server;
         let slots = Slots::new(s.max_connections, s.max_connections_per_terminal);
         Arc::new(App {
             current: Current::new(snapshot),

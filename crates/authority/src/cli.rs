@@ -77,11 +77,10 @@ fn run(snapshot: Snapshot) -> Result<(), RunError> {
         .map_err(StartError::Runtime)?;
     rt.block_on(async {
         let stop = boxapi_core::control::stop_signal();
-        let (initial, control) = start::prepare(&snapshot.config.server)?;
+        let (initial, control) = start::prepare(&snapshot.config.common.server)?;
         reload::accepted(&snapshot);
-        let dir = snapshot.config.server.state_dir.clone();
-        let listeners =
-            crate::server::bind(&snapshot.config.authority_listen).map_err(StartError::Bind)?;
+        let dir = snapshot.config.common.server.state_dir.clone();
+        let listeners = crate::server::bind(&snapshot.config.listen).map_err(StartError::Bind)?;
         let metrics_listener = match snapshot.config.authority.metrics_listen {
             Some(addr) => crate::server::bind(&[addr])
                 .map_err(RunError::BindMetrics)?

@@ -81,7 +81,11 @@ fn revoked_list(app: &App) -> Vec<String> {
 fn change(app: &App, f: impl FnOnce(&mut State)) -> Value {
     let mut new = app.control.state();
     f(&mut new);
-    if let Err(e) = state::change(&app.control, &app.snapshot().config.server.state_dir, &new) {
+    if let Err(e) = state::change(
+        &app.control,
+        &app.snapshot().config.common.server.state_dir,
+        &new,
+    ) {
         return error_reply(&e);
     }
     let mode = state::to_json(&new);
@@ -117,7 +121,7 @@ fn status(app: &App) -> Value {
         "tools": tools,
         "cert_not_after": snap.cert_not_after.map(boxapi_core::time::rfc3339),
         "warnings": certificate_warning(snap.cert_not_after).into_iter().collect::<Vec<_>>(),
-        "config": snap.config.path.display().to_string(),
+        "config": snap.config.common.path.display().to_string(),
         "enrolment": enrolment,
         "store": {
             "kind": app.store.kind(),

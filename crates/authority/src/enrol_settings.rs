@@ -2,8 +2,9 @@
 //! once, all problems reported, into what `enrol` serves with. Apart from `enrol` so that the
 //! snapshot, which holds it, does not depend on the request handling.
 use crate::acme::{self, AcmeSettings, DnsSettings, Eab, Tsig};
+use crate::config::Config;
 use boxapi_core::b64;
-use boxapi_core::config::{Config, Problem};
+use boxapi_core::config::Problem;
 use boxapi_core::files::{limit, read_limited};
 use hickory_proto::dnssec::rdata::tsig::TsigAlgorithm;
 use rustls::pki_types::pem::PemObject;

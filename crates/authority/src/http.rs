@@ -236,7 +236,9 @@ async fn route(
         authz::TOKEN_PATH => token(app, snap, req, origin, peer).await,
         LOCATE_PATH => locate(app, snap, req, peer).await.into(),
         _ => {
-            let body = authz::discovery(&snap.config).to_string().into_bytes();
+            let body = authz::discovery(&snap.config.common)
+                .to_string()
+                .into_bytes();
             json(StatusCode::OK, "application/json", body).into()
         }
     }
@@ -355,7 +357,7 @@ async fn token(
     };
     let revoked = |id: &str| app.control.is_revoked(id) || shared.contains(id);
     let issuer = authz::Issuer {
-        config: &snap.config,
+        config: &snap.config.common,
         trust: &snap.trust,
     };
     let grant = match authz::validate(issuer, req.headers(), &body, page_tool, &revoked, now) {
@@ -398,7 +400,7 @@ async fn token(
         }
     };
     let audience = match (&box_url, settings.per_box_audience) {
-        (_, false) => snap.config.auth.audience.clone(),
+        (_, false) => snap.config.common.auth.audience.clone(),
         (Some(url), true) => url.clone(),
         (None, true) => {
             app.metrics

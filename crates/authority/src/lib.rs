@@ -6,6 +6,7 @@
 pub mod acme;
 pub mod app;
 pub mod cli;
+pub mod config;
 pub mod control;
 pub mod enrol;
 pub mod enrol_settings;

@@ -5,8 +5,9 @@
 //! Keys are addresses as the caller's public address appears to the authority: an IPv4 address,
 //! or for IPv6 the address or one of its /64, /56, /48 prefixes (`2001:db8:1:2::/64`), since a
 //! line's terminals pick their own addresses inside the prefix delegated to the box.
+use crate::config::LocatorConfig;
 use crate::store::{Store, StoreError};
-use boxapi_core::config::{LocatorConfig, Problem};
+use boxapi_core::config::Problem;
 use boxapi_core::log;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};

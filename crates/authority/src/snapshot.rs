@@ -1,9 +1,10 @@
 //! One immutable configuration of the authority: config, TLS identity, whom it trusts and the keys
 //! it signs with, the box locator. Built whole or not at all; swapped as an `Arc` on reload (the
 //! store is opened once, at start: its settings take effect at a restart).
+use crate::config::{self, Config, StoreConfig};
 use crate::enrol_settings::Settings;
 use crate::locator::Locator;
-use boxapi_core::config::{self, Config, Problem, StoreConfig};
+use boxapi_core::config::{Problem, Server};
 use boxapi_core::daemon::current::Files;
 use boxapi_core::files;
 use boxapi_core::trust::Trust;
@@ -35,21 +36,24 @@ impl Snapshot {
         let Some(config) = config::load(path, &mut problems) else {
             return Err(problems);
         };
-        if config.token_endpoint.is_none() {
+        if config.common.token_endpoint.is_none() {
             problems.push(Problem::invalid(
                 "token_endpoint",
                 "the authority needs [token_endpoint] enabled",
             ));
         }
-        if config.authority_listen.is_empty() {
+        if config.listen.is_empty() {
             problems.push(Problem::invalid(
                 "authority.listen",
                 "the authority needs at least one address",
             ));
         }
-        let identity =
-            boxapi_core::tls::load(&config.server.cert, &config.server.key, &mut problems);
-        let trust = Trust::build(&config, &mut problems);
+        let identity = boxapi_core::tls::load(
+            &config.common.server.cert,
+            &config.common.server.key,
+            &mut problems,
+        );
+        let trust = Trust::build(&config.common, &mut problems);
         let enrolment = Settings::load(&config, &mut problems).map(Arc::new);
         let locator = config
             .authority
@@ -69,7 +73,7 @@ impl Snapshot {
             }),
             StoreConfig::Memory => None,
         };
-        let files = Files::of(&[&config.server.cert, &config.server.key]);
+        let files = Files::of(&[&config.common.server.cert, &config.common.server.key]);
         match identity {
             Some(id) if problems.is_empty() => Ok(Snapshot {
                 tls: match &enrolment {
@@ -111,11 +115,11 @@ impl boxapi_core::daemon::Snapshot for Snapshot {
     }
 
     fn path(&self) -> &Path {
-        &self.config.path
+        &self.config.common.path
     }
 
-    fn server(&self) -> &config::Server {
-        &self.config.server
+    fn server(&self) -> &Server {
+        &self.config.common.server
     }
 
     fn trust(&self) -> &Trust {

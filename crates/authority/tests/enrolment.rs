@@ -1330,7 +1330,7 @@ fn enrolment_outlasts_the_general_request_limit() {
         .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (app, addr) = rt.block_on(async {
-        let listeners = server::bind(&snapshot.config.authority_listen).unwrap();
+        let listeners = server::bind(&snapshot.config.listen).unwrap();
         let addr = listeners[0].local_addr().unwrap();
         let store = Store::open(
             &snapshot.config.authority.store,

@@ -88,7 +88,7 @@ impl Renewal {
 
 impl App {
     pub fn new(snapshot: Snapshot, state: State, activity: Activity) -> Arc<App> {
-        let s = &snapshot.config.server;
+        let s = &snapshot.config.common.server;
         let limiter = Limiter::new(s.rate_limit_per_second, s.rate_limit_burst);
         let slots = Slots::new(s.max_connections, s.max_connections_per_terminal);
         Arc::new(App {
@@ -130,7 +130,7 @@ impl App {
     /// The endpoints the configuration asks for, whatever the mode, refreshing the LAN prefixes.
     pub fn endpoints(&self) -> Vec<Endpoint> {
         let snap = self.snapshot();
-        let server = &snap.config.server;
+        let server = &snap.config.common.server;
         // Interface addresses matter only for listen_interfaces and for explicit non-loopback
         // addresses (whose interface prefix is the LAN); a loopback-only daemon needs none.
         let needs_interfaces = !server.listen_interfaces.is_empty()
@@ -156,7 +156,7 @@ impl boxapi_core::daemon::Daemon for App {
     }
 
     fn adopt(&self, new: &Snapshot) {
-        let s = &new.config.server;
+        let s = &new.config.common.server;
         self.limiter
             .configure(s.rate_limit_per_second, s.rate_limit_burst);
     }

@@ -15,7 +15,7 @@ fn change(app: &App, f: impl FnOnce(&mut State)) -> Value {
     let mut new = app.control.state();
     f(&mut new);
     let snap = app.snapshot();
-    if let Err(e) = state::change(&app.control, &snap.config.server.state_dir, &new) {
+    if let Err(e) = state::change(&app.control, &snap.config.common.server.state_dir, &new) {
         return error_reply(&e);
     }
     snap.trust.verifier.forget_verified();
@@ -196,7 +196,7 @@ fn status(app: &App) -> Value {
         "cert_renew_at": renewal.renew_at.map(boxapi_core::time::rfc3339),
         "cert_last_error": renewal.last_error,
         "warnings": warnings,
-        "config": snap.config.path.display().to_string(),
+        "config": snap.config.common.path.display().to_string(),
         "version": env!("CARGO_PKG_VERSION"),
     })
 }

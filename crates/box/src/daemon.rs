@@ -124,7 +124,7 @@ fn sync_hosts(written: &mut Option<HostsEntry>, want: Option<HostsEntry>) {
 /// ones back). An attempt under way when the configuration changes finishes first.
 async fn renew_certificate(app: Arc<App>) {
     let mut reloads = app.current.watch();
-    let mut under: Option<boxapi_core::config::Enrol> = None;
+    let mut under: Option<crate::config::Enrol> = None;
     let mut p = Publication::default();
     // Outlives each `[enrol]`: what one wrote is taken out when the next one differs.
     let mut hosts: Option<HostsEntry> = None;
@@ -155,7 +155,7 @@ async fn renew_certificate(app: Arc<App>) {
             r.renew_at = Some(due);
             due
         };
-        let server = &snap.config.server;
+        let server = &snap.config.common.server;
         let addrs = crate::lan::published_addrs(server, &crate::lan::interface_addrs());
         let want = e
             .hosts_file
@@ -272,9 +272,9 @@ async fn renew_certificate(app: Arc<App>) {
 /// Start-up around the server loop: state, control socket, signal and certificate watchers, and
 /// the first listeners. Must run inside the runtime.
 pub fn start(snapshot: Snapshot) -> Result<(Arc<App>, server::Bound), StartError> {
-    let (initial, control) = start::prepare(&snapshot.config.server)?;
+    let (initial, control) = start::prepare(&snapshot.config.common.server)?;
     reload::accepted(&snapshot);
-    let dir = snapshot.config.server.state_dir.clone();
+    let dir = snapshot.config.common.server.state_dir.clone();
     let activity = Activity::load_or_empty(&dir);
     let app = App::new(snapshot, initial, activity);
     let handler_app = app.clone();
@@ -300,7 +300,7 @@ pub enum RunError {
     #[error(transparent)]
     Start(#[from] StartError),
     #[error(transparent)]
-    Privileges(#[from] boxapi_core::privs::PrivError),
+    Privileges(#[from] crate::privs::PrivError),
 }
 
 /// Runs the daemon on one thread until SIGTERM/SIGINT; `announce` gets the bound addresses.
@@ -312,7 +312,7 @@ pub fn run(snapshot: Snapshot, announce: impl FnOnce(&[SocketAddr])) -> Result<(
     rt.block_on(async {
         let stop = boxapi_core::control::stop_signal();
         let (app, listeners) = start(snapshot)?;
-        let server = &app.snapshot().config.server;
+        let server = &app.snapshot().config.common.server;
         if let Some(user) = &server.user {
             let state_file = server.state_dir.join(state::FILE);
             let activity_file = server.state_dir.join(crate::activity::FILE);
@@ -322,7 +322,7 @@ pub fn run(snapshot: Snapshot, announce: impl FnOnce(&[SocketAddr])) -> Result<(
                 activity_file.as_path(),
                 server.control_socket.as_path(),
             ];
-            boxapi_core::privs::drop_to(user, server.group.as_deref(), &writable)?;
+            crate::privs::drop_to(user, server.group.as_deref(), &writable)?;
             log::event("privileges_dropped", &[("user", user)]);
         }
         let addrs: Vec<SocketAddr> = listeners
@@ -350,7 +350,7 @@ fn prune_activity(app: &App) -> Option<Vec<u8>> {
         .iter()
         .map(|t| t.id.as_str())
         .collect();
-    let days = u64::from(snap.config.server.activity_retention_days);
+    let days = u64::from(snap.config.common.server.activity_retention_days);
     let now = boxapi_core::time::unix_now();
     // A box whose clock is not set yet would take every entry for decades old.
     if !boxapi_core::time::clock_is_unset(now) {
@@ -362,7 +362,7 @@ fn prune_activity(app: &App) -> Option<Vec<u8>> {
 
 /// Writes the activity file (blocking); on failure it stays to be saved next time.
 fn write_activity(app: &App, content: &[u8]) {
-    let dir = app.snapshot().config.server.state_dir.clone();
+    let dir = app.snapshot().config.common.server.state_dir.clone();
     if let Err(e) = crate::activity::save(&dir, content) {
         app.activity.mark_dirty();
         log::event("state_error", &[("error", &format!("activity: {e}"))]);

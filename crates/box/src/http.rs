@@ -243,7 +243,7 @@ pub fn host_name(host: &str) -> &str {
 }
 
 fn name_accepted(name: &str, snap: &Snapshot, conn: &ConnInfo) -> bool {
-    let server = &snap.config.server;
+    let server = &snap.config.common.server;
     if server
         .server_names
         .iter()
@@ -283,7 +283,7 @@ impl Route {
             "/v1/counters" => Route::Counters,
             STREAM_PATH => Route::Stream,
             authz::DISCOVERY_PATH => Route::Discovery,
-            authz::TOKEN_PATH if snap.config.token_endpoint.is_some() => Route::Token,
+            authz::TOKEN_PATH if snap.config.common.token_endpoint.is_some() => Route::Token,
             _ => Route::Unknown,
         }
     }
@@ -373,7 +373,9 @@ async fn decide(
             access::suspension(&app.control)?;
             return match route {
                 Route::Discovery => {
-                    let body = authz::discovery(&snap.config).to_string().into_bytes();
+                    let body = authz::discovery(&snap.config.common)
+                        .to_string()
+                        .into_bytes();
                     Ok(json(StatusCode::OK, &APPLICATION_JSON, body))
                 }
                 Route::Token => token_request(app, snap, req, ctx.origin).await,
@@ -413,7 +415,11 @@ fn stream(
     let ends = tokio::time::Instant::now() + snap.config.metrics.stream_max;
     let guard = app
         .streams
-        .begin(ctx.terminal, ends, snap.config.server.max_connections / 2)
+        .begin(
+            ctx.terminal,
+            ends,
+            snap.config.common.server.max_connections / 2,
+        )
         .map_err(|busy| match busy {
             Busy::Open(s) => Problem::StreamOpen(s),
             Busy::Full(s) => Problem::StreamsFull(s),
@@ -477,7 +483,7 @@ async fn token_request(
     let revoked = |id: &str| app.control.is_revoked(id);
     match authz::token(
         authz::Issuer {
-            config: &snap.config,
+            config: &snap.config.common,
             trust: &snap.trust,
         },
         &app.grants,

@@ -229,12 +229,13 @@ mod tests {
     #[test]
     fn lan_follows_configured_interfaces_only() {
         let mut p = Vec::new();
-        let cfg = boxapi_core::config::parse(
+        let cfg = crate::config::parse(
             "[server]\nlisten_interfaces=[\"br-lan\"]\nlisten=[\"127.0.0.1:8443\"]\nport=443\ncert=\"c\"\nkey=\"k\"\n",
             std::path::Path::new("/x.toml"),
             &mut p,
         )
         .unwrap()
+        .common
         .server;
         let lan = Lan::default();
         let eps = lan.refresh(

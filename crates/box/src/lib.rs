@@ -7,13 +7,16 @@ pub mod activity;
 pub mod app;
 pub mod card;
 pub mod cli;
+pub mod config;
 pub mod control;
 pub mod daemon;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod der;
 pub mod enrol;
 pub mod http;
 pub mod lan;
+pub mod privs;
 pub mod ratelimit;
 pub mod server;
 pub mod snapshot;

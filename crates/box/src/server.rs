@@ -70,7 +70,7 @@ pub async fn run(app: Arc<App>, listeners: Bound, shutdown: impl Future<Output =
     let mut state_changes = app.control.subscribe();
     tokio::pin!(shutdown);
     loop {
-        let poll = app.snapshot().config.server.interface_poll;
+        let poll = app.snapshot().config.common.server.interface_poll;
         tokio::select! {
             _ = &mut shutdown => break,
             _ = tokio::time::sleep(poll) => {}

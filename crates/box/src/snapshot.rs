@@ -3,7 +3,8 @@
 //! `Arc`.
 use crate::card::provider::{CommandLayer, FileLayer, Shape};
 use crate::card::sys::Sys;
-use boxapi_core::config::{self, Config, Problem};
+use crate::config::{self, Config};
+use boxapi_core::config::{Problem, Server};
 use boxapi_core::daemon::current::Files;
 use boxapi_core::trust::Trust;
 use rustls::ServerConfig;
@@ -44,8 +45,11 @@ impl Snapshot {
                 problems.push(Problem::invalid("metrics.static", p));
             }
         }
-        let identity =
-            boxapi_core::tls::load(&config.server.cert, &config.server.key, &mut problems);
+        let identity = boxapi_core::tls::load(
+            &config.common.server.cert,
+            &config.common.server.key,
+            &mut problems,
+        );
         for (key, cmd) in [
             ("metrics.provider_command", &config.metrics.provider_command),
             (
@@ -59,7 +63,7 @@ impl Snapshot {
                 }
             }
         }
-        let trust = Trust::build(&config, &mut problems);
+        let trust = Trust::build(&config.common, &mut problems);
         let box_name = match &config.enrol {
             Some(e) => match crate::enrol::box_name(e) {
                 Ok(n) => Some(n),
@@ -100,7 +104,7 @@ impl Snapshot {
                 .map(|p| CommandLayer::with_shape(p, m.provider_timeout, Shape::Stations)),
             sys: Sys::default(),
             projected: Default::default(),
-            files: Files::of(&[&config.server.cert, &config.server.key]),
+            files: Files::of(&[&config.common.server.cert, &config.common.server.key]),
             config,
         })
     }
@@ -127,11 +131,11 @@ impl boxapi_core::daemon::Snapshot for Snapshot {
     }
 
     fn path(&self) -> &Path {
-        &self.config.path
+        &self.config.common.path
     }
 
-    fn server(&self) -> &config::Server {
-        &self.config.server
+    fn server(&self) -> &Server {
+        &self.config.common.server
     }
 
     fn trust(&self) -> &Trust {

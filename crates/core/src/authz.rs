@@ -2,7 +2,7 @@
 //! `client_credentials` token endpoint authenticating tools by `private_key_jwt` (RFC 7523,
 //! single-use assertions) or `client_secret_basic`, with a per-tool hourly token quota.
 use crate::auth::{mint, Scopes};
-use crate::config::Config;
+use crate::config::Common;
 use crate::grants::{self, Admission, MemoryGrants, Single};
 use crate::trust::Trust;
 use http::header::{self, HeaderMap};
@@ -24,7 +24,7 @@ pub const MAX_BODY: usize = 16 * 1024;
 /// What a token endpoint issues from: its configuration and whom it trusts.
 #[derive(Clone, Copy)]
 pub struct Issuer<'a> {
-    pub config: &'a Config,
+    pub config: &'a Common,
     pub trust: &'a Trust,
 }
 
@@ -122,7 +122,7 @@ pub fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
 }
 
 /// The discovery document: where tokens come from (the box or the central server) and how.
-pub fn discovery(config: &Config) -> Value {
+pub fn discovery(config: &Common) -> Value {
     let auth = &config.auth;
     let (issuer, endpoint) = match &config.token_endpoint {
         Some(te) => (

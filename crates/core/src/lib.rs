@@ -19,7 +19,6 @@ pub mod guard;
 pub mod json;
 pub mod log;
 pub mod names;
-pub mod privs;
 pub mod problem;
 pub mod time;
 pub mod tls;

@@ -4,7 +4,7 @@
 use crate::auth::jwk::{self, PublicJwk};
 use crate::auth::signed;
 use crate::auth::{Registry, Rules, Tool, Verifier};
-use crate::config::{Config, Problem};
+use crate::config::{Common, Problem};
 use crate::files;
 use std::collections::HashMap;
 use std::path::Path;
@@ -69,7 +69,7 @@ impl std::fmt::Display for KidOwner<'_> {
 
 impl Trust {
     /// Loads every key and registry `config` names; problems are pushed, one per mistake.
-    pub fn build(config: &Config, problems: &mut Vec<Problem>) -> Trust {
+    pub fn build(config: &Common, problems: &mut Vec<Problem>) -> Trust {
         // Key id → its first owner, written as problems name it.
         let mut kids: HashMap<String, String> = HashMap::new();
         let mut claim_kid = |k: &PublicJwk, owner: KidOwner, problems: &mut Vec<Problem>| {

@@ -302,7 +302,6 @@ tsig_name = "{tsig_name}"
 tsig_algorithm = "{tsig_alg}"
 tsig_secret_file = "{d}/tsig.key"
 ttl = 60
-[metrics]
 "#,
             dir_url = field.get("ACME_DIRECTORY"),
             pebble_ca = field.get("PEBBLE_LISTENER_CA"),

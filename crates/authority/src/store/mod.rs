@@ -17,7 +17,7 @@ pub use error::StoreError;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
-use boxapi_core::config::StoreConfig;
+use crate::config::StoreConfig;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::sync::watch;

@@ -20,7 +20,7 @@
 use super::{
     hour_window, Admission, Issuance, IssuanceTicket, RetryAfterSecs, Single, StoreError, HOUR,
 };
-use boxapi_core::config::RedisConfig;
+use crate::config::RedisConfig;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, RedisResult, Script, Value};
 use std::collections::BTreeSet;

@@ -6,7 +6,6 @@ use crate::snapshot::Snapshot;
 use args::{cmd, opt, optional, Cmd, Matches};
 use boxapi_core::auth::jwk::{self, Alg};
 use boxapi_core::auth::mint;
-use boxapi_core::config::Problem;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -144,7 +143,7 @@ fn run(m: &Matches) -> Result<i32, i32> {
 /// (contract §2), a configuration it cannot use included: first-boot scripts test for 0 or 1.
 fn enrol(path: &Path) -> i32 {
     let mut problems = Vec::new();
-    let config = boxapi_core::config::load(path, &mut problems);
+    let config = crate::config::load(path, &mut problems);
     let config = match config {
         Some(c) if problems.is_empty() => c,
         _ => {
@@ -164,7 +163,7 @@ fn enrol(path: &Path) -> i32 {
             println!(
                 "{}: certificate installed in {} (valid until {})",
                 done.name,
-                config.server.cert.display(),
+                config.common.server.cert.display(),
                 boxapi_core::time::rfc3339(done.not_after)
             );
             EXIT_OK
@@ -177,12 +176,12 @@ fn enrol(path: &Path) -> i32 {
 }
 
 fn enrol_now(
-    config: &boxapi_core::config::Config,
+    config: &crate::config::Config,
 ) -> Result<crate::enrol::Enrolled, Box<dyn std::error::Error>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let addrs = crate::lan::published_addrs(&config.server, &crate::lan::interface_addrs());
+    let addrs = crate::lan::published_addrs(&config.common.server, &crate::lan::interface_addrs());
     Ok(rt.block_on(crate::enrol::enrol(config, &addrs))?)
 }
 
@@ -202,7 +201,7 @@ fn load_for_serving(path: &Path) -> Result<Snapshot, i32> {
     // The configuration itself parsed (only its certificate files are at fault): read it again
     // to enrol, on this rare path only.
     let enrolling = identity_only
-        .then(|| boxapi_core::config::load(path, &mut Vec::new()))
+        .then(|| crate::config::load(path, &mut Vec::new()))
         .flatten()
         .filter(|c| c.enrol.is_some());
     let Some(config) = enrolling else {
@@ -223,15 +222,6 @@ fn serve_with(config: &Path, announce: impl FnOnce(&[SocketAddr])) -> i32 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let server = &snapshot.config.server;
-    if server.listen_interfaces.is_empty() && server.listen.is_empty() {
-        // A valid configuration for the authority alone: not one the box can serve.
-        print_problems(&[Problem::invalid(
-            "server",
-            "set listen_interfaces or listen (nothing to listen on; [authority] listen is for boxapi-authority)",
-        )]);
-        return EXIT_USAGE;
-    }
     exit::ran(crate::daemon::run(snapshot, announce))
 }
 

@@ -1,7 +1,7 @@
 //! Writing the demo's certificates: its local CA and the server certificate it signs.
+use crate::der::{self, seq, tlv, uint};
 use crate::enrol::csr::{name, OID_ECDSA_SHA256};
 pub use crate::enrol::csr::{EcKey, KeyError as X509Error};
-use boxapi_core::der::{self, seq, tlv, uint};
 use ring::rand::{SecureRandom, SystemRandom};
 use std::net::IpAddr;
 

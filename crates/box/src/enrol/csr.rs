@@ -1,6 +1,6 @@
 //! The box's own key and its certificate signing request (PKCS#10, RFC 2986): an ECDSA P-256 key
 //! made on the box, never sent anywhere, and a CSR naming exactly the box's DNS name.
-use boxapi_core::der::{self, seq, tlv};
+use crate::der::{self, seq, tlv};
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
 

@@ -5,7 +5,7 @@
 pub mod client;
 pub mod csr;
 
-use boxapi_core::config::{Config, Enrol};
+use crate::config::{Config, Enrol};
 use boxapi_core::files::{self, limit, read_limited};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -194,9 +194,9 @@ pub async fn enrol(config: &Config, addresses: &[IpAddr]) -> Result<Enrolled, En
         chain_text.push_str(&boxapi_core::cert::pem("CERTIFICATE", c));
     }
     install_pair(
-        &config.server.key,
+        &config.common.server.key,
         key_pem.as_bytes(),
-        &config.server.cert,
+        &config.common.server.cert,
         chain_text.as_bytes(),
     )?;
     Ok(Enrolled {

@@ -1,8 +1,7 @@
 //! The authority's enrolment sections (`[enrolment]`, `[acme]`, `[dns]`): per-box names and
 //! certificates (contract §10, docs/certificates.md). Only their shape is checked here; the files
 //! they name (CA bundles, CRLs, secrets) are read and checked by the authority itself.
-use super::tree::Table;
-use super::{valid_hostname, Problem, Section};
+use boxapi_core::config::{valid_hostname, Problem, Section, Table};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
