@@ -86,9 +86,14 @@ async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr, request_
     let slot = Arc::new(slot);
     let _ = stream.set_nodelay(true);
     let acceptor = tokio_rustls::TlsAcceptor::from(app.snapshot().tls.clone());
-    let handshake = acceptor.accept(stream);
-    let Some(tls) = conn::handshake(&slot, accepted + HANDSHAKE, handshake).await else {
-        return;
+    // Inline, as on the box (a kit function returning the TLS stream costs more per connection).
+    let tls = tokio::select! {
+        r = tokio::time::timeout_at(accepted + HANDSHAKE, acceptor.accept(stream)) => match r {
+            Ok(Ok(tls)) => tls,
+            _ => return, // failed (e.g. TLS 1.1, plain HTTP) or too slow: no HTTP answer
+        },
+        // Taken back to make room, or the daemon is stopping.
+        _ = slot.evicted() => return,
     };
     // The client's certificate, already verified against the device CA and its CRLs during the
     // handshake (absent for tool clients): the box's identity on every request of the connection.

@@ -1,5 +1,5 @@
-//! Each connection's life, the same in both daemons: the accept loop, the handshake's deadline,
-//! the deadline of each phase once served, closing to make room or when the API is switched off,
+//! Each connection's life, the same in both daemons: the accept loop, the deadline of each phase
+//! once the handshake is done, closing to make room or when the API is switched off,
 //! and the drain at shutdown, which tells every connection to close after its answer in flight.
 use crate::control::{Control, Mode};
 use crate::fair::{Phase, Slot, Slots, EVICTED_LINGER};
@@ -34,20 +34,6 @@ pub async fn accept(listener: TcpListener, mut accepted: impl FnMut(TcpStream, S
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }
-    }
-}
-
-/// The TLS handshake of an admitted connection, within `deadline`; `None` when it failed (TLS
-/// 1.1, plain HTTP: no HTTP answer), was too slow, or the slot was taken back (to make room, or
-/// the daemon is stopping).
-pub async fn handshake<T, E>(
-    slot: &Slot,
-    deadline: Instant,
-    handshake: impl Future<Output = Result<T, E>>,
-) -> Option<T> {
-    tokio::select! {
-        r = tokio::time::timeout_at(deadline, handshake) => r.ok()?.ok(),
-        _ = slot.evicted() => None,
     }
 }
 
