@@ -41,9 +41,13 @@ enum Command {
 }
 
 pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
-    let cli: Cli = match exit::parse(args) {
+    let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
-        Err(code) => return code,
+        // Help and version (exit 0) or a usage error (64), as clap prints them.
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+        }
     };
     match cli.command {
         Command::Serve { config } => serve(&config),

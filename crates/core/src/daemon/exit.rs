@@ -1,5 +1,5 @@
-//! Exit codes (contract §2) and the shape of each daemon's command line: parse, load, run, map
-//! the outcome to a code.
+//! Exit codes (contract §2) and the shape of each daemon's command line: load, run, map the
+//! outcome to a code (each daemon parses its own arguments: the box without clap).
 use crate::config::Problem;
 use std::path::Path;
 
@@ -17,21 +17,6 @@ pub fn main(main_with_args: impl FnOnce(std::env::ArgsOs) -> i32) -> ! {
     let code = main_with_args(std::env::args_os());
     crate::log::flush();
     std::process::exit(code)
-}
-
-/// Parses the command line; `Err` is the exit code once clap has printed the help, the version
-/// (0) or the usage error (64).
-pub fn parse<C: clap::Parser>(
-    args: impl IntoIterator<Item = std::ffi::OsString>,
-) -> Result<C, i32> {
-    C::try_parse_from(args).map_err(|e| {
-        let _ = e.print();
-        if e.use_stderr() {
-            EXIT_USAGE
-        } else {
-            EXIT_OK
-        }
-    })
 }
 
 /// Contract §2: every problem on stderr, one per line, naming the key or file.
