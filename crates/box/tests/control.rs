@@ -423,6 +423,45 @@ fn killed_while_writing_state_always_restarts_valid() {
     assert!(["enabled", "suspended"].contains(&status(&d)["state"].as_str().unwrap()));
 }
 
+/// A power cut during a state write leaves its staging file behind, under a name no later write
+/// reuses (a new process id after the restart): the daemon removes those of dead writers at start,
+/// or every cut would leave one more file on the box's flash.
+#[test]
+fn staging_files_left_by_a_cut_are_removed_at_start() {
+    let dir = temp_dir("stale-staging");
+    std::fs::write(dir.join("boxapi.toml"), config(&dir, "", "")).unwrap();
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(
+        state.join("state.json"),
+        r#"{"version":1,"state":"suspended","retry_after":9,"revoked":["b"]}"#,
+    )
+    .unwrap();
+    // Torn writes of processes that no longer run (pids above any pid_max).
+    let left = [
+        ".state.json.2147483648.0.tmp",
+        ".activity.json.2147483649.12.tmp",
+    ];
+    for n in left {
+        std::fs::write(state.join(n), b"{\"version\":1,\"sta").unwrap();
+    }
+    let d = Daemon::start_in(dir.clone(), &[]);
+    let mut names: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["state.json"]);
+    assert!(d.logged("staging_removed"));
+    // The state itself was read, not replaced.
+    let s = status(&d);
+    assert_eq!(
+        (s["state"].as_str(), s["retry_after"].as_u64()),
+        (Some("suspended"), Some(9))
+    );
+}
+
 #[test]
 fn started_as_root_it_drops_to_the_configured_user() {
     if !nix::unistd::geteuid().is_root() {

@@ -239,6 +239,54 @@ pub fn sync_parent(path: &Path) -> Result<(), FileError> {
         })
 }
 
+/// A directory of a daemon's own holds at most a few files; this bounds what a start looks at.
+const MAX_SCAN: usize = 4096;
+
+/// The writer's process id in a name [`staging_path`] made (`.NAME.PID.N.tmp`).
+fn staging_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (rest, n) = rest.rsplit_once('.')?;
+    let (file, pid) = rest.rsplit_once('.')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if file.is_empty() || !digits(n) || !digits(pid) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Removes the staging files that writers killed mid-write (a power cut, kill -9) left in
+/// `dir`, a directory of this daemon's own: those of processes no longer running, and this
+/// process's, so it must run before this process writes there. A new name per process and per
+/// write means nothing else ever removes them, and every cut during a write would leave one more
+/// on the flash. Returns how many it removed. Without /proc nothing is known dead: none is.
+pub fn remove_stale_staging(dir: &Path) -> usize {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return 0;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let me = std::process::id();
+    let mut removed = 0;
+    for entry in entries.take(MAX_SCAN).flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(staging_pid) else {
+            continue;
+        };
+        if pid != me && proc.join(pid.to_string()).exists() {
+            continue;
+        }
+        // A regular file only: whatever else has such a name is not ours.
+        if entry.file_type().is_ok_and(|t| t.is_file())
+            && std::fs::remove_file(entry.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Replaces `path` atomically with `content`, with exactly `mode`: a staging file in the same
 /// directory, fsynced, renamed over the old one, then the directory fsynced ([`stage`],
 /// [`Staged::commit`]). Every file the daemons replace is written this way.
@@ -374,6 +422,46 @@ mod tests {
         drop(staged);
         assert_eq!(names(&dir), ["busy", "q"]);
         assert_eq!(std::fs::read(&q).unwrap(), b"old");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn stale_staging_files_are_removed_and_nothing_else() {
+        let dir = temp("stale");
+        let me = std::process::id();
+        // Above any pid_max (4,194,304 at most): a writer that is not running.
+        let dead = format!(".state.json.{}.3.tmp", 1u64 << 31);
+        let mine = format!(".activity.json.{me}.0.tmp");
+        // pid 1 always runs: its write may be under way.
+        let live = ".state.json.1.7.tmp";
+        let others = [
+            "state.json",
+            ".hidden.tmp",
+            ".x.12.tmp",
+            "..1.2.tmp",
+            ".a.b.c.tmp",
+        ];
+        for n in [dead.as_str(), mine.as_str(), live].iter().chain(&others) {
+            std::fs::write(dir.join(n), b"x").unwrap();
+        }
+        // Not a regular file: left alone.
+        let odd = dir.join(format!(".d.{}.1.tmp", 1u64 << 31));
+        std::fs::create_dir(&odd).unwrap();
+        assert_eq!(remove_stale_staging(&dir), 2);
+        let mut want: Vec<String> = others.iter().map(|s| s.to_string()).collect();
+        want.extend([
+            live.to_owned(),
+            odd.file_name().unwrap().to_string_lossy().into(),
+        ]);
+        want.sort();
+        assert_eq!(names(&dir), want);
+        // What staging_path makes is recognised as staging, with this process's id.
+        let made = staging_path(&dir.join("state.json"));
+        assert_eq!(
+            staging_pid(&made.file_name().unwrap().to_string_lossy()),
+            Some(me)
+        );
+        assert_eq!(remove_stale_staging(&dir.join("missing")), 0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -21,6 +21,17 @@ pub enum StartError {
 pub fn prepare(server: &config::Server) -> Result<(State, UnixListener), StartError> {
     let dir = &server.state_dir;
     std::fs::create_dir_all(dir).map_err(|e| StartError::StateDir(dir.display().to_string(), e))?;
+    // Before anything of this process writes there (files::remove_stale_staging).
+    let stale = crate::files::remove_stale_staging(dir);
+    if stale > 0 {
+        crate::log::event(
+            "staging_removed",
+            &[
+                ("dir", &dir.display().to_string()),
+                ("files", &stale.to_string()),
+            ],
+        );
+    }
     let initial = state::load_or_default(dir);
     let control = socket::bind(&server.control_socket)?;
     Ok((initial, control))
