@@ -44,7 +44,7 @@ pub struct AuthoritySettings {
 }
 
 /// Where the authority keeps single-use assertions, quotas and run-time revocations.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub enum StoreConfig {
     /// In its own memory: one authority (the default).
     #[default]
@@ -53,7 +53,7 @@ pub enum StoreConfig {
     Redis(RedisConfig),
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RedisConfig {
     /// `redis://host:port/db` or `rediss://…` (TLS); never with a password in it.
     pub url: String,

@@ -1,6 +1,6 @@
 //! One immutable configuration of the authority: config, TLS identity, whom it trusts and the keys
 //! it signs with, the box locator. Built whole or not at all; swapped as an `Arc` on reload (the
-//! store is opened once, at start: its settings take effect at a restart).
+//! store and the listeners are opened once, at start: a reload that changes them is refused).
 use crate::config::{self, Config, StoreConfig};
 use crate::enrol_settings::Settings;
 use crate::locator::Locator;
@@ -132,5 +132,34 @@ impl boxapi_core::daemon::Snapshot for Snapshot {
 
     fn files(&self) -> &Files {
         &self.files
+    }
+
+    /// The listeners and the store are opened once, at start.
+    fn restart_only(&self, new: &Snapshot) -> Vec<Problem> {
+        let (was, now) = (&self.config, &new.config);
+        [
+            ("authority.listen", was.listen == now.listen),
+            (
+                "authority.metrics_listen",
+                was.authority.metrics_listen == now.authority.metrics_listen,
+            ),
+            (
+                "authority.store",
+                was.authority.store == now.authority.store,
+            ),
+            (
+                "authority.store.password_file",
+                self.store_password == new.store_password,
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, same)| !same)
+        .map(|(key, _)| {
+            Problem::invalid(
+                key,
+                "changed: only a restart applies it, so nothing was reloaded",
+            )
+        })
+        .collect()
     }
 }

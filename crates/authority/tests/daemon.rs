@@ -74,9 +74,9 @@ trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
 /// Contract §7 (rev. 3), as on the box: a reload that changes `state_dir` fails, names it and
-/// changes nothing.
+/// changes nothing; so does one that moves the authority's listeners.
 #[test]
-fn reload_refuses_a_new_state_dir() {
+fn reload_refuses_what_only_a_restart_applies() {
     let dir = setup("restartonly");
     let auth = Authority::start(&dir);
     std::fs::write(dir.join("authority.toml"), config("state2")).expect("write config");
@@ -88,6 +88,15 @@ fn reload_refuses_a_new_state_dir() {
         "{r}"
     );
     assert!(!dir.join("state2").exists(), "nothing changed");
+    // Nor its listeners (opened once, at start).
+    let moved = config("state").replace("127.0.0.1:0", "127.0.0.1:1");
+    std::fs::write(dir.join("authority.toml"), moved).expect("write config");
+    let r = auth.control(r#"{"cmd":"reload"}"#);
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(
+        r["problems"].to_string().contains("authority.listen"),
+        "{r}"
+    );
     std::fs::write(dir.join("authority.toml"), config("state")).expect("write config");
     assert_eq!(auth.control(r#"{"cmd":"reload"}"#)["ok"], true);
 }
