@@ -1,6 +1,5 @@
-//! Each connection's life, the same in both daemons: the accept loop, the deadline of each phase
-//! once the handshake is done, closing to make room or when the API is switched off,
-//! and the drain at shutdown, which tells every connection to close after its answer in flight.
+//! Each connection's life in both daemons: accept, each phase's deadline after the handshake, and
+//! the drain at shutdown, which tells every connection to close after its answer in flight.
 use crate::control::{Control, Mode};
 use crate::fair::{Phase, Slot, Slots, EVICTED_LINGER};
 use crate::log;

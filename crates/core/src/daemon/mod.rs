@@ -1,6 +1,5 @@
-//! The daemon kit: what the box daemon and the authority run the same way (the command line's
-//! shape and exit codes, start-up, the snapshot in force and its reload, each connection's
-//! deadlines and the drain at shutdown), so that the two cannot drift apart.
+//! The daemon kit: what the box daemon and the authority run the same way, so that the two cannot
+//! drift apart (command line and exit codes, start-up, snapshot and reload, connections, drain).
 pub mod conn;
 pub mod current;
 pub mod exit;

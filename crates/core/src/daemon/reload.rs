@@ -1,6 +1,5 @@
-//! Reload: a whole new snapshot built from the same file and swapped in only when it has no
-//! problem (else the running one stays and the problems are reported), on `ctl reload`, SIGHUP,
-//! or the certificate or key replaced on disk.
+//! Reload (`ctl reload`, SIGHUP, a replaced certificate): a whole new snapshot, swapped in only
+//! when it has no problem; else the running one stays and the problems are reported.
 use super::current::{Current, Files};
 use crate::cert::certificate_warning;
 use crate::config::{self, Problem};
