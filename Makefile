@@ -8,8 +8,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # enrolment tests an ACME CA (pebble) and an authoritative DNS server taking RFC 2136 updates
 # (knot, with kdig from knot-dnsutils): tests/field/; redis-server: the authority replicas share
 # their state through a real one (crates/systest/tests/scale.rs); busybox: the OpenWrt rpcd plugin is
-# also run under ash, OpenWrt's shell (crates/box/tests/rpcd.rs).
-TEST_PACKAGES := openssl curl python3 iproute2 iputils-ping faketime ca-certificates systemd pebble knot knot-dnsutils redis-server busybox
+# also run under ash, OpenWrt's shell (crates/box/tests/rpcd.rs); strace: which directories the daemon
+# syncs (crates/box/tests/control.rs).
+TEST_PACKAGES := openssl curl python3 iproute2 iputils-ping faketime ca-certificates systemd pebble knot knot-dnsutils redis-server busybox strace
 
 .PHONY: demo test deps lint unit-security build release release-box size clean cross cross-setup test-cross bench fuzz test-e2e test-wifi test-powercut
 

@@ -462,6 +462,64 @@ fn staging_files_left_by_a_cut_are_removed_at_start() {
     );
 }
 
+/// A box's first start creates state_dir: the directory it is made in is synced before the
+/// daemon answers, or a power cut could take state_dir away with a change `ctl` acknowledged in
+/// it (the state file's own directory sync does not cover the directory's entry in its parent).
+/// strace watches the daemon's opens and fsyncs (`make test` installs it).
+#[test]
+fn a_new_state_dir_is_synced_into_its_parent() {
+    let dir = temp_dir("mkdir-sync");
+    std::fs::write(dir.join("boxapi.toml"), config(&dir, "", "")).unwrap();
+    let trace = dir.join("strace.log");
+    let found = Command::new("strace").arg("-V").output();
+    assert!(
+        found.is_ok_and(|o| o.status.success()),
+        "strace is missing (make test installs it: apt-get install strace)"
+    );
+    let d = Daemon::start_in(
+        dir.clone(),
+        &[
+            "strace",
+            "-f",
+            "-qq",
+            "-e",
+            "trace=openat,fsync",
+            "-o",
+            trace.to_str().unwrap(),
+        ],
+    );
+    assert!(dir.join("state").is_dir());
+    let log = std::fs::read_to_string(&trace).unwrap();
+    // Killed here: the tracee outlives a killed strace.
+    let daemon_pid = log.split_whitespace().next().unwrap().to_owned();
+    Command::new("kill")
+        .args(["-KILL", &daemon_pid])
+        .status()
+        .unwrap();
+    drop(d);
+    // "PID openat(AT_FDCWD, \"DIR\", O_RDONLY|O_CLOEXEC) = FD" then "PID fsync(FD) = 0".
+    let opened = format!("openat(AT_FDCWD, \"{}\", ", dir.display());
+    let mut open_fds: Vec<(String, String)> = Vec::new();
+    let mut synced = false;
+    for line in log.lines() {
+        let mut parts = line.splitn(2, ' ');
+        let (pid, call) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        if call.starts_with(&opened) {
+            if let Some(fd) = call.rsplit("= ").next() {
+                open_fds.push((pid.to_owned(), fd.trim().to_owned()));
+            }
+        } else if let Some(fd) = call.strip_prefix("fsync(") {
+            let fd = fd.split(')').next().unwrap_or("");
+            synced |= call.ends_with("= 0") && open_fds.iter().any(|(p, f)| p == pid && f == fd);
+        }
+    }
+    assert!(
+        synced,
+        "{} never synced after state_dir was made in it:\n{log}",
+        dir.display()
+    );
+}
+
 #[test]
 fn started_as_root_it_drops_to_the_configured_user() {
     if !nix::unistd::geteuid().is_root() {

@@ -239,6 +239,42 @@ pub fn sync_parent(path: &Path) -> Result<(), FileError> {
         })
 }
 
+/// Creates `dir` and whichever of its parents are missing, each one made durable by syncing the
+/// directory it was created in: a state directory created at a box's first start, then a `ctl`
+/// change written in it and acknowledged, must not vanish with that change at a power cut.
+pub fn create_dir_durable(dir: &Path) -> Result<(), FileError> {
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| FileError { path, source }
+    };
+    let mut missing = Vec::new();
+    let mut at = dir;
+    // Bounded by the path's components.
+    while std::fs::symlink_metadata(at).is_err() {
+        missing.push(at);
+        match at.parent() {
+            Some(p) if !p.as_os_str().is_empty() => at = p,
+            _ => break,
+        }
+    }
+    for d in missing.into_iter().rev() {
+        match std::fs::create_dir(d) {
+            Ok(()) => sync_parent(d)?,
+            // Made meanwhile by someone else, who syncs it.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(err(d)(e)),
+        }
+    }
+    // Whatever stands there must be a directory.
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(err(dir)(std::io::Error::from(
+            std::io::ErrorKind::NotADirectory,
+        ))),
+        Err(e) => Err(err(dir)(e)),
+    }
+}
+
 /// A directory of a daemon's own holds at most a few files; this bounds what a start looks at.
 const MAX_SCAN: usize = 4096;
 
@@ -422,6 +458,20 @@ mod tests {
         drop(staged);
         assert_eq!(names(&dir), ["busy", "q"]);
         assert_eq!(std::fs::read(&q).unwrap(), b"old");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn durable_directories_are_made_with_their_parents() {
+        let dir = temp("mkdir");
+        let deep = dir.join("a/b/c");
+        create_dir_durable(&deep).unwrap();
+        assert!(deep.is_dir());
+        // Again: nothing to do.
+        create_dir_durable(&deep).unwrap();
+        std::fs::write(dir.join("file"), b"x").unwrap();
+        assert!(create_dir_durable(&dir.join("file")).is_err());
+        assert!(create_dir_durable(&dir.join("file/below")).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -20,7 +20,8 @@ pub enum StartError {
 /// refuses to take over a running daemon's). Must run inside the runtime.
 pub fn prepare(server: &config::Server) -> Result<(State, UnixListener), StartError> {
     let dir = &server.state_dir;
-    std::fs::create_dir_all(dir).map_err(|e| StartError::StateDir(dir.display().to_string(), e))?;
+    crate::files::create_dir_durable(dir)
+        .map_err(|e| StartError::StateDir(dir.display().to_string(), e.source))?;
     // Before anything of this process writes there (files::remove_stale_staging).
     let stale = crate::files::remove_stale_staging(dir);
     if stale > 0 {
