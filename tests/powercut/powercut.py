@@ -393,7 +393,7 @@ def main():
     start = time.monotonic()
     lazy = box = None
     lost, unparsable, staging_max, cuts, in_flight_applied = [], [], 0, 0, 0
-    leftover = []
+    leftover, activity_cuts = [], 0
     model = Model()
     try:
         lazy, box, port, token, ca = setup(args, work)
@@ -426,6 +426,9 @@ def main():
             cuts += 1
             before = dict(model.acked)
             bad, staging = check_files(state_disk, known_bad)
+            # The requests made the daemon write activity.json too (at once after a quiet
+            # minute, so at most once per burst): count the cuts that found it on the disk.
+            activity_cuts += os.path.exists(os.path.join(state_disk, "activity.json"))
             for b in bad:
                 log(f"cut {cut}: UNPARSABLE {b}")
             unparsable += bad
@@ -470,7 +473,8 @@ def main():
     elapsed = time.monotonic() - start
     log(f"power cuts: {cuts} cuts, {model.acknowledged} changes acknowledged, "
         f"{model.unanswered} in flight at a cut ({in_flight_applied} of them found applied), "
-        f"{len(lost)} acknowledged changes lost, {len(unparsable)} files unparsable, "
+        f"{len(lost)} acknowledged changes lost, {len(unparsable)} files unparsable "
+        f"(activity.json among them after {activity_cuts} cuts), "
         f"at most {staging_max} staging files left by a cut, {len(leftover)} restarts that kept "
         f"some, {elapsed:.0f} s (seed {seed})")
     ok = (cuts >= min(args.cuts, 1) and not lost and not unparsable and not leftover
