@@ -521,11 +521,9 @@ fn a_new_state_dir_is_synced_into_its_parent() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with --include-ignored (make test does)"]
 fn started_as_root_it_drops_to_the_configured_user() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root");
-        return;
-    }
+    require_root("to drop privileges");
     let d = Daemon::start("privs", "user = \"nobody\"\ngroup = \"nogroup\"", "");
     let status = std::fs::read_to_string(format!("/proc/{}/status", d.child.id())).unwrap();
     let ids = |key: &str| -> Vec<u32> {

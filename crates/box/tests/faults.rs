@@ -185,11 +185,9 @@ impl Drop for SmallFs {
 }
 
 #[test]
+#[ignore = "needs root: run as root with --include-ignored (make test does)"]
 fn state_dir_full_or_read_only_changes_nothing() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root to mount a tmpfs");
-        return;
-    }
+    require_root("to mount a tmpfs");
     let dir = temp_dir("statefull");
     let state = dir.join("state");
     std::fs::create_dir_all(&state).unwrap();

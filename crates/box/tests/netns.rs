@@ -8,10 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 fn sh(cmd: &str) {
     let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
     assert!(
@@ -158,11 +154,9 @@ fn listening_sockets(ns: &str) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs root: run as root with --include-ignored (make test does)"]
 fn lan_client_gets_the_card_and_wan_client_gets_nothing() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root for network namespaces (make test runs as root in CI)");
-        return;
-    }
+    require_root("for network namespaces");
     let net = Net::new("r", &["box", "lan", "wan"]);
     let (bx, lan, wan) = (net.ns(0), net.ns(1), net.ns(2));
     sh(&format!(
@@ -273,11 +267,9 @@ fn lan_client_gets_the_card_and_wan_client_gets_nothing() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with --include-ignored (make test does)"]
 fn bridged_lan_reports_the_bridge_port() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root for network namespaces (make test runs as root in CI)");
-        return;
-    }
+    require_root("for network namespaces");
     let net = Net::new("b", &["box", "c1", "c2"]);
     let (bx, c1, c2) = (net.ns(0), net.ns(1), net.ns(2));
     sh(&format!(
@@ -321,11 +313,9 @@ fn bridged_lan_reports_the_bridge_port() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with --include-ignored (make test does)"]
 fn after_the_root_drop_enable_and_new_addresses_still_bind_port_443() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root for network namespaces (make test runs as root in CI)");
-        return;
-    }
+    require_root("for network namespaces");
     let net = Net::new("p", &["box", "lan"]);
     let (bx, lan) = (net.ns(0), net.ns(1));
     sh(&format!(
@@ -446,11 +436,9 @@ keys = ["{d}/a.jwk"]
 }
 
 #[test]
+#[ignore = "needs root: run as root with --include-ignored (make test does)"]
 fn counters_stream_sees_wan_traffic() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root for network namespaces (make test runs as root in CI)");
-        return;
-    }
+    require_root("for network namespaces");
     let net = Net::new("s", &["box", "lan", "wan"]);
     let (bx, lan, wan) = (net.ns(0), net.ns(1), net.ns(2));
     sh(&format!(
@@ -526,11 +514,9 @@ fn counters_stream_sees_wan_traffic() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with --include-ignored (make test does)"]
 fn station_providers_describe_a_vendor_wifi_terminal() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root for network namespaces (make test runs as root in CI)");
-        return;
-    }
+    require_root("for network namespaces");
     // A vendor Wi-Fi stack without nl80211: its port looks like Ethernet in sysfs (a veth here),
     // and the operator's station providers say what the driver knows of the terminal.
     let net = Net::new("w", &["box", "lan"]);

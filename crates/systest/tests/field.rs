@@ -24,10 +24,6 @@ use std::time::Duration;
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 fn sh(cmd: &str) -> String {
     let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
     assert!(
@@ -243,11 +239,9 @@ fn status_json(d: &Daemon) -> Value {
 }
 
 #[test]
+#[ignore = "needs root: run as root with --include-ignored (make test does)"]
 fn box_enrols_serves_its_public_name_and_renews_by_itself() {
-    if !is_root() {
-        eprintln!("skipped: needs root (network interface, Knot and Pebble)");
-        return;
-    }
+    require_root("to add a network interface for Knot and Pebble");
     let dir = temp_dir("field");
     let field = Field::start(&dir.join("field"));
     let zone = field.get("ZONE").trim_end_matches('.').to_owned();
@@ -735,11 +729,9 @@ fn enrol_lines(pki: &Path, authority: SocketAddr, zone: &str, extra: &str) -> St
 }
 
 #[test]
+#[ignore = "needs root: run as root with --include-ignored (make test does)"]
 fn renewal_waits_for_the_authoritys_retry_after() {
-    if !is_root() {
-        eprintln!("skipped: needs root (network interface)");
-        return;
-    }
+    require_root("to add a network interface");
     let dir = temp_dir("retry-after");
     operator_pki(&dir);
     let lan = lan_interface("bxr", 214);
@@ -834,11 +826,9 @@ fn renewal_waits_for_the_authoritys_retry_after() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with --include-ignored (make test does)"]
 fn hosts_entry_follows_enrol_and_leaves_other_lines_alone() {
-    if !is_root() {
-        eprintln!("skipped: needs root (network interface)");
-        return;
-    }
+    require_root("to add a network interface");
     let dir = temp_dir("hosts");
     operator_pki(&dir);
     let lan = lan_interface("bxh", 215);

@@ -23,6 +23,16 @@ pub fn bin() -> &'static str {
     })
 }
 
+/// The guard of a root-only test, which is `#[ignore]`d so that a plain `cargo test` reports it
+/// ignored rather than passed; run with `--include-ignored` (as `make test` does, as root in CI)
+/// without root, it fails instead of passing having proved nothing.
+pub fn require_root(for_what: &str) {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root ({for_what}): run it as root, as `make test` does in CI"
+    );
+}
+
 /// A binary of this workspace in the target directory the running test was built into
 /// (`target/debug/deps/TEST` → `target/debug/NAME`), built by `cargo test --workspace`.
 pub fn workspace_bin(name: &str) -> PathBuf {
