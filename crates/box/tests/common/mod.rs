@@ -33,6 +33,19 @@ pub fn require_root(for_what: &str) {
     );
 }
 
+/// A token endpoint's refusal of a client assertion dated beyond the leeway: `invalid_client`,
+/// with a detail a tool developer can act on (it names `iat` and the client's clock).
+pub fn assert_refused_as_from_the_future(r: &Resp) {
+    assert_eq!(r.status, 401, "{r:?}");
+    let v = r.json();
+    assert_eq!(v["error"], "invalid_client", "{v}");
+    let detail = v["error_description"].as_str().unwrap_or("");
+    assert!(
+        detail.contains("iat") && detail.contains("future") && detail.contains("clock"),
+        "{detail}"
+    );
+}
+
 /// A binary of this workspace in the target directory the running test was built into
 /// (`target/debug/deps/TEST` → `target/debug/NAME`), built by `cargo test --workspace`.
 pub fn workspace_bin(name: &str) -> PathBuf {

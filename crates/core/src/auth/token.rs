@@ -55,6 +55,10 @@ pub enum TokenError {
     NotYetValid,
     #[error("the token's lifetime (exp - iat) is longer than allowed")]
     LifetimeTooLong,
+    /// A client assertion dated ahead of this server's clock: it would pass for one made after
+    /// a replay store was emptied, so it is refused, and the detail names the client's clock.
+    #[error("the token's iat is in the future, beyond the {0} s allowed for clock skew: iat must be when the assertion was made; check the client's clock")]
+    IssuedInFuture(u64),
 }
 
 /// A tool's validity window (Unix seconds; `None`: unbounded on that side).
@@ -372,6 +376,9 @@ impl Verifier {
             }
         }
         let iat = claims.iat.map(seconds).transpose()?;
+        if iat.is_some_and(|iat| iat > now.saturating_add(self.leeway)) {
+            return Err(TokenError::IssuedInFuture(self.leeway));
+        }
         Ok(Assertion {
             tool,
             jti: jti.to_owned(),
