@@ -362,9 +362,18 @@ async fn token(
     };
     let grant = match authz::validate(issuer, req.headers(), &body, page_tool, &revoked, now) {
         Ok(g) => g,
-        Err(e) => {
-            app.metrics.token_refused("-", reason(&e));
-            return oauth_error(&e).into();
+        Err(r) => {
+            // A tool is named once it authenticated, a revoked one included (docs/authorization.md).
+            let why = if r.revoked {
+                RefusedReason::revoked
+            } else {
+                reason(&r.error)
+            };
+            app.metrics.token_refused(r.tool.unwrap_or("-"), why);
+            return Answer {
+                resp: oauth_error(&r.error),
+                tool: r.tool.map(str::to_owned),
+            };
         }
     };
     let tool = grant.tool_id;

@@ -281,6 +281,26 @@ pub struct PendingGrant<'a> {
     ttl: u64,
 }
 
+/// A token request [`validate`] refused: the answer, and for metrics whom it was refused to.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal<'a> {
+    pub error: OAuthError,
+    /// The tool, once its client authentication passed (`None` before).
+    pub tool: Option<&'a str>,
+    /// The authenticated tool is revoked.
+    pub revoked: bool,
+}
+
+impl From<OAuthError> for Refusal<'_> {
+    fn from(error: OAuthError) -> Self {
+        Refusal {
+            error,
+            tool: None,
+            revoked: false,
+        }
+    }
+}
+
 /// Checks a token request up to (not including) single use and quota: see [`PendingGrant`].
 /// `revoked` tells run-time revocations; `page_tool` is the tool whose allowed origin sent the
 /// request, if a browser did.
@@ -291,7 +311,7 @@ pub fn validate<'a>(
     page_tool: Option<usize>,
     revoked: &dyn Fn(&str) -> bool,
     now: u64,
-) -> Result<PendingGrant<'a>, OAuthError> {
+) -> Result<PendingGrant<'a>, Refusal<'a>> {
     let Issuer { config, trust } = issuer;
     let te = config
         .token_endpoint
@@ -307,13 +327,14 @@ pub fn validate<'a>(
     {
         return Err(OAuthError::InvalidRequest(
             "the body must be application/x-www-form-urlencoded",
-        ));
+        )
+        .into());
     }
     let form = parse_form(body)?;
     match form.get("grant_type").map(String::as_str) {
         Some("client_credentials") => {}
-        Some(_) => return Err(OAuthError::UnsupportedGrantType),
-        None => return Err(OAuthError::InvalidRequest("grant_type is required")),
+        Some(_) => return Err(OAuthError::UnsupportedGrantType.into()),
+        None => return Err(OAuthError::InvalidRequest("grant_type is required").into()),
     }
     let (index, assertion) = match authenticate(issuer, headers, &form, now)? {
         Authenticated::Secret(i) => (i, None),
@@ -335,32 +356,41 @@ pub fn validate<'a>(
         .registry
         .get(index)
         .ok_or(OAuthError::InvalidClient("unknown client".into()))?;
+    let refuse = |error: OAuthError| Refusal {
+        error,
+        tool: Some(&tool.id),
+        revoked: false,
+    };
     // Revoked, or outside its validity window: the same words as the API's 401.
-    crate::auth::token::check_tool(tool, now, revoked)
-        .map_err(|e| OAuthError::InvalidClient(e.to_string()))?;
+    crate::auth::token::check_tool(tool, now, revoked).map_err(|e| Refusal {
+        revoked: e == crate::auth::TokenError::Revoked,
+        ..refuse(OAuthError::InvalidClient(e.to_string()))
+    })?;
     if page_tool.is_some_and(|p| p != index) {
-        return Err(OAuthError::InvalidClient(
+        return Err(refuse(OAuthError::InvalidClient(
             "this page's origin belongs to another tool".into(),
-        ));
+        )));
     }
     // The tool's own signing key when the server holds one (a central authority), else the box's.
     let key = trust
         .tool_signing_keys
         .get(&index)
         .or(trust.signing_key.as_ref())
-        .ok_or(OAuthError::InvalidRequest(
-            "this server holds no signing key for this tool",
-        ))?;
+        .ok_or_else(|| {
+            refuse(OAuthError::InvalidRequest(
+                "this server holds no signing key for this tool",
+            ))
+        })?;
     let scopes = match form.get("scope") {
         None => tool.scopes,
         Some(s) => {
             let mut want = Scopes::default();
             for name in s.split(' ').filter(|n| !n.is_empty()) {
-                let sc = Scopes::from_name(name).ok_or(OAuthError::InvalidScope)?;
+                let sc = Scopes::from_name(name).ok_or_else(|| refuse(OAuthError::InvalidScope))?;
                 want = want.union(sc);
             }
             if !tool.scopes.contains(want) || want == Scopes::default() {
-                return Err(OAuthError::InvalidScope);
+                return Err(refuse(OAuthError::InvalidScope));
             }
             want
         }
@@ -432,7 +462,7 @@ pub fn token(
     revoked: &dyn Fn(&str) -> bool,
     now: u64,
 ) -> Result<Value, OAuthError> {
-    let grant = validate(issuer, headers, body, page_tool, revoked, now)?;
+    let grant = validate(issuer, headers, body, page_tool, revoked, now).map_err(|r| r.error)?;
     // Full means this tool alone used its replay set up within minutes: it slows down.
     let admission = grants
         .admit(grant.tool_id, grant.single(), grant.tokens_per_hour, now)

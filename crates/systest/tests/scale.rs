@@ -679,6 +679,18 @@ fn metrics_count_tokens_refusals_store_errors_and_latency() {
     assert_eq!(token_request(&d, &assertion(&f.a, "a", "m-1")).status, 401);
     assert_eq!(token_request(&d, &assertion(&f.b, "b", "m-2")).status, 200);
     assert_eq!(token_request(&d, &assertion(&f.b, "b", "m-3")).status, 429);
+    // A revoked tool authenticated: it is named, with its own reason (docs/authorization.md).
+    assert_eq!(d.ctl(&["revoke", "c"]).0, 0);
+    let c = {
+        let t = now();
+        f.c.sign(&json!({"iss": "c", "sub": "c", "aud": format!("{AUTHORITY}/v1/token"), "iat": t, "exp": t + 60, "jti": "m-c"}))
+    };
+    assert_eq!(token_request(&d, &c).status, 401);
+    // A frozen Redis does not answer within the response timeout: kind "timeout".
+    redis.freeze(true);
+    let r = token_request(&d, &assertion(&f.a, "a", "m-5"));
+    redis.freeze(false);
+    assert_eq!(r.status, 503, "{r:?}");
     redis.stop();
     assert_eq!(token_request(&d, &assertion(&f.a, "a", "m-4")).status, 503);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -690,13 +702,19 @@ fn metrics_count_tokens_refusals_store_errors_and_latency() {
         "boxapi_authority_tokens_issued_total{tool=\"b\"} 1",
         "boxapi_authority_tokens_refused_total{tool=\"a\",reason=\"replayed_assertion\"} 1",
         "boxapi_authority_tokens_refused_total{tool=\"b\",reason=\"quota\"} 1",
-        "reason=\"store_unavailable\"} 1",
-        "boxapi_authority_store_errors_total{op=\"",
-        "boxapi_authority_request_duration_seconds_count{endpoint=\"token\"} 5",
+        "boxapi_authority_tokens_refused_total{tool=\"c\",reason=\"revoked\"} 1",
+        "boxapi_authority_tokens_refused_total{tool=\"a\",reason=\"store_unavailable\"} ",
+        "boxapi_authority_store_errors_total{op=\"admit\",kind=\"timeout\"} 1",
+        "boxapi_authority_request_duration_seconds_count{endpoint=\"token\"} 7",
         "# EOF",
     ] {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
+    // Every client here authenticated: none of its refusals is anonymous.
+    assert!(
+        !text.contains("tool=\"-\",reason=\"invalid_client\""),
+        "{text}"
+    );
     assert_eq!(http_get(addr, "/v1/token").0, 404);
     // The API listener does not serve metrics.
     d.get("/metrics", &[]).assert_problem(404, "not_found");

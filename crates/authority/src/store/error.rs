@@ -64,8 +64,10 @@ impl From<boxapi_core::grants::GrantError> for StoreError {
     }
 }
 
-impl From<redis::RedisError> for StoreError {
-    fn from(e: redis::RedisError) -> Self {
+impl StoreError {
+    /// Classifies a Redis error. `timeout` is the bound the client was given: its timeouts are
+    /// the same event as ours and get the same kind (docs/authorization.md's metrics).
+    pub fn from_redis(e: redis::RedisError, timeout: Duration) -> Self {
         use redis::ErrorKind;
         // The code, when Redis sent one (WRONGPASS, NOPERM, WRONGTYPE...), is the most useful part.
         let code = e.code().map(str::to_owned);
@@ -75,7 +77,7 @@ impl From<redis::RedisError> for StoreError {
                 StoreError::Auth(e.to_string())
             }
             ErrorKind::InvalidClientConfig => StoreError::Config(e.to_string()),
-            _ if e.is_timeout() => StoreError::Unavailable(format!("timed out: {e}")),
+            _ if e.is_timeout() => StoreError::Timeout(timeout),
             ErrorKind::Io => StoreError::Unavailable(e.to_string()),
             _ if e.is_connection_dropped() || e.is_connection_refusal() => {
                 StoreError::Unavailable(e.to_string())
@@ -88,5 +90,20 @@ impl From<redis::RedisError> for StoreError {
             }
             _ => StoreError::Protocol(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redis_timeout_is_a_timeout_not_unavailable() {
+        let bound = Duration::from_millis(500);
+        let timed_out = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert_eq!(StoreError::from_redis(timed_out, bound).kind(), "timeout");
+        let refused =
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(StoreError::from_redis(refused, bound).kind(), "unavailable");
     }
 }

@@ -480,7 +480,7 @@ impl Inner {
                         if needs_new_manager(&e) {
                             self.reset().await;
                         }
-                        return Err(StoreError::from(e));
+                        return Err(StoreError::from_redis(e, self.response_timeout));
                     }
                 }
             }
