@@ -503,7 +503,11 @@ fn a_new_state_dir_is_synced_into_its_parent() {
     let mut synced = false;
     for line in log.lines() {
         let mut parts = line.splitn(2, ' ');
-        let (pid, call) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        // strace pads the PID column ("4936  openat" but "31247 openat").
+        let (pid, call) = (
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or("").trim_start(),
+        );
         if call.starts_with(&opened) {
             if let Some(fd) = call.rsplit("= ").next() {
                 open_fds.push((pid.to_owned(), fd.trim().to_owned()));
