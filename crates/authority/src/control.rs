@@ -14,13 +14,9 @@ pub fn execute(app: &App, line: &[u8]) -> Value {
         Ok(Command::Suspend { retry_after }) => {
             change(app, |s| s.mode = Mode::Suspended { retry_after })
         }
-        Ok(Command::Disable) => error_reply(
-            "the authority has no subscriber switch-off: use suspend, or stop the service",
-        ),
-        // The subscriber's choices and the tools' activity live on each box.
-        Ok(Command::Tools | Command::Withhold { .. } | Command::Allow { .. }) => {
-            error_reply("this is a box command: the authority keeps no subscriber choices")
-        }
+        // The box's own commands (switch-off, subscriber choices, tools' activity) are unknown
+        // here: the authority has none of them.
+        Ok(Command::Other(req)) => error_reply(&req.unknown()),
         Ok(Command::Revoke(id)) if app.snapshot().trust.registry.index_of(&id).is_none() => {
             error_reply(&format!("no tool {id:?} is registered"))
         }

@@ -101,6 +101,27 @@ fn reload_refuses_what_only_a_restart_applies() {
     assert_eq!(auth.control(r#"{"cmd":"reload"}"#)["ok"], true);
 }
 
+/// The control protocol is core's, the box's own commands are not: the authority answers them
+/// as unknown (it used to know them and refuse them at run time), and still answers its own.
+#[test]
+fn box_commands_are_unknown_to_the_authority() {
+    let dir = setup("boxcommands");
+    let auth = Authority::start(&dir);
+    for (line, cmd) in [
+        (r#"{"cmd":"disable"}"#, "disable"),
+        (r#"{"cmd":"tools"}"#, "tools"),
+        (r#"{"cmd":"withhold","section":"wifi"}"#, "withhold"),
+        (r#"{"cmd":"allow","section":"wifi","tool":"t"}"#, "allow"),
+    ] {
+        let r = auth.control(line);
+        assert_eq!(r["ok"], false, "{r}");
+        assert_eq!(r["error"], format!("unknown command {cmd:?}"), "{r}");
+    }
+    let r = auth.control(r#"{"cmd":"suspend","retry_after":5}"#);
+    assert_eq!(r["state"], "suspended", "{r}");
+    assert_eq!(auth.control(r#"{"cmd":"resume"}"#)["state"], "enabled");
+}
+
 /// SIGTERM closes a kept-alive idle connection at once (it used to stay open until its idle
 /// limit or the grace period ran out), and the authority exits 0.
 #[test]

@@ -5,7 +5,8 @@ use crate::app::App;
 use boxapi_core::auth::registry::Validity;
 use boxapi_core::auth::Tool;
 use boxapi_core::cert::certificate_warning;
-use boxapi_core::control::{error_reply, state, Command, Mode, Section, State};
+use boxapi_core::control::withheld::SECTION_NAMES;
+use boxapi_core::control::{error_reply, state, Command, Mode, Request, Section, State};
 use boxapi_core::log;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -24,12 +25,60 @@ fn change(app: &App, f: impl FnOnce(&mut State)) -> Value {
             "revoked": mode["revoked"], "withheld": mode["withheld"] })
 }
 
+/// The box's own control commands, beyond those both daemons answer (`boxapi_core::control`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum BoxCommand {
+    /// The subscriber's switch-off: listeners closed.
+    Disable,
+    /// Every tool with its state, validity, withholdings and activity.
+    Tools,
+    /// The subscriber stops sharing a card section, with every tool or one.
+    Withhold {
+        section: Section,
+        tool: Option<String>,
+    },
+    /// Undoes `Withhold`.
+    Allow {
+        section: Section,
+        tool: Option<String>,
+    },
+}
+
+/// Parses one of the box's own commands; the error is the reply's message (an unknown command
+/// included).
+pub fn parse_own(req: &Request) -> Result<BoxCommand, String> {
+    let section = || {
+        let name = req
+            .section
+            .as_deref()
+            .ok_or_else(|| "this command needs \"section\"".to_owned())?;
+        Section::from_name(name)
+            .ok_or_else(|| format!("{name:?} is not a section of the card ({})", SECTION_NAMES))
+    };
+    Ok(match req.cmd.as_str() {
+        "disable" => BoxCommand::Disable,
+        "tools" => BoxCommand::Tools,
+        "withhold" => BoxCommand::Withhold {
+            section: section()?,
+            tool: req.tool.clone(),
+        },
+        "allow" => BoxCommand::Allow {
+            section: section()?,
+            tool: req.tool.clone(),
+        },
+        _ => return Err(req.unknown()),
+    })
+}
+
 /// Runs one control command and returns the reply; `Reload` belongs to the daemon.
 pub fn execute(app: &Arc<App>, cmd: Command) -> Value {
     match cmd {
         Command::Status => status(app),
         Command::Enable | Command::Resume => enable(app),
-        Command::Disable => change(app, |s| s.mode = Mode::Disabled),
+        Command::Other(req) => match parse_own(&req) {
+            Ok(own) => execute_own(app, own),
+            Err(e) => error_reply(&e),
+        },
         Command::Suspend { retry_after } => {
             change(app, |s| s.mode = Mode::Suspended { retry_after })
         }
@@ -42,15 +91,21 @@ pub fn execute(app: &Arc<App>, cmd: Command) -> Value {
         Command::Unrevoke(id) => change(app, |s| {
             s.revoked.remove(&id);
         }),
-        Command::Withhold { tool: Some(id), .. } | Command::Allow { tool: Some(id), .. }
+        Command::Reload => error_reply("reload is handled by the daemon"),
+    }
+}
+
+fn execute_own(app: &Arc<App>, cmd: BoxCommand) -> Value {
+    match cmd {
+        BoxCommand::Disable => change(app, |s| s.mode = Mode::Disabled),
+        BoxCommand::Withhold { tool: Some(id), .. } | BoxCommand::Allow { tool: Some(id), .. }
             if app.snapshot().trust.registry.index_of(&id).is_none() =>
         {
             error_reply(&format!("no tool {id:?} is registered"))
         }
-        Command::Withhold { section, tool } => withhold(app, section, tool, false),
-        Command::Allow { section, tool } => withhold(app, section, tool, true),
-        Command::Tools => tools(app),
-        Command::Reload => error_reply("reload is handled by the daemon"),
+        BoxCommand::Withhold { section, tool } => withhold(app, section, tool, false),
+        BoxCommand::Allow { section, tool } => withhold(app, section, tool, true),
+        BoxCommand::Tools => tools(app),
     }
 }
 
@@ -199,4 +254,48 @@ fn status(app: &App) -> Value {
         "config": snap.config.common.path.display().to_string(),
         "version": env!("CARGO_PKG_VERSION"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use boxapi_core::control::parse_command;
+
+    fn own(line: &[u8]) -> Result<BoxCommand, String> {
+        match parse_command(line)? {
+            Command::Other(req) => parse_own(&req),
+            shared => Err(format!("{shared:?} is a shared command")),
+        }
+    }
+
+    #[test]
+    fn parses_the_boxs_own_commands_and_refuses_the_rest() {
+        assert_eq!(own(br#"{"cmd":"disable"}"#), Ok(BoxCommand::Disable));
+        assert_eq!(own(br#"{"cmd":"tools"}"#), Ok(BoxCommand::Tools));
+        assert_eq!(
+            own(br#"{"cmd":"withhold","section":"wifi","tool":"a"}"#),
+            Ok(BoxCommand::Withhold {
+                section: Section::Wifi,
+                tool: Some("a".into())
+            })
+        );
+        assert_eq!(
+            own(br#"{"cmd":"allow","section":"client"}"#),
+            Ok(BoxCommand::Allow {
+                section: Section::Client,
+                tool: None
+            })
+        );
+        assert_eq!(
+            own(br#"{"cmd":"withhold"}"#),
+            Err("this command needs \"section\"".into())
+        );
+        assert_eq!(
+            own(br#"{"cmd":"withhold","section":"Wifi"}"#),
+            Err(format!(
+                "\"Wifi\" is not a section of the card ({SECTION_NAMES})"
+            ))
+        );
+        assert_eq!(own(br#"{"cmd":"x"}"#), Err("unknown command \"x\"".into()));
+    }
 }

@@ -101,21 +101,38 @@ pub fn error_reply(msg: &str) -> Value {
     json!({ "ok": false, "error": msg })
 }
 
-#[derive(serde::Deserialize)]
+/// One control line as sent: the members every command may carry (the wire format both daemons
+/// and `boxapi ctl` share, contract §7). A daemon's own commands read it through
+/// [`Command::Other`].
+#[derive(Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Request {
-    cmd: String,
-    tool: Option<String>,
-    retry_after: Option<u64>,
-    section: Option<String>,
+pub struct Request {
+    pub cmd: String,
+    pub tool: Option<String>,
+    pub retry_after: Option<u64>,
+    pub section: Option<String>,
 }
 
-/// One control command, as parsed from a line of the socket.
+impl Request {
+    /// The tool the command names; the error is the reply's message.
+    pub fn tool(&self) -> Result<String, String> {
+        self.tool
+            .clone()
+            .ok_or_else(|| "this command needs \"tool\"".to_owned())
+    }
+
+    /// The reply's message for a command this daemon does not have.
+    pub fn unknown(&self) -> String {
+        format!("unknown command {:?}", self.cmd)
+    }
+}
+
+/// One control command both daemons answer, as parsed from a line of the socket.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
     Status,
+    /// The API on again: ends a suspension (and, on a box, the subscriber's switch-off).
     Enable,
-    Disable,
     Suspend {
         retry_after: u64,
     },
@@ -123,63 +140,27 @@ pub enum Command {
     Revoke(String),
     Unrevoke(String),
     Reload,
-    /// Every tool with its state, validity, withholdings and activity.
-    Tools,
-    /// The subscriber stops sharing a card section, with every tool or one.
-    Withhold {
-        section: Section,
-        tool: Option<String>,
-    },
-    /// Undoes `Withhold`.
-    Allow {
-        section: Section,
-        tool: Option<String>,
-    },
+    /// Any other command: the daemon's own (the box's `disable`, `tools`, `withhold`, `allow`),
+    /// parsed by the daemon, or unknown there ([`Request::unknown`]).
+    Other(Request),
 }
 
 /// Parses a control line; the error is the reply's message.
 pub fn parse_command(line: &[u8]) -> Result<Command, String> {
     let req: Request =
         serde_json::from_slice(line).map_err(|e| format!("not a command object: {e}"))?;
-    let tool = || {
-        req.tool
-            .clone()
-            .ok_or_else(|| "this command needs \"tool\"".to_owned())
-    };
-    let section = || {
-        let name = req
-            .section
-            .as_deref()
-            .ok_or_else(|| "this command needs \"section\"".to_owned())?;
-        Section::from_name(name).ok_or_else(|| {
-            format!(
-                "{name:?} is not a section of the card ({})",
-                withheld::SECTION_NAMES
-            )
-        })
-    };
     Ok(match req.cmd.as_str() {
         "status" => Command::Status,
         "enable" => Command::Enable,
-        "disable" => Command::Disable,
         "resume" => Command::Resume,
         "suspend" => match req.retry_after.unwrap_or(300) {
             r @ 1..=86_400 => Command::Suspend { retry_after: r },
             _ => return Err("retry_after must be 1 to 86400 seconds".into()),
         },
-        "revoke" => Command::Revoke(tool()?),
-        "unrevoke" => Command::Unrevoke(tool()?),
+        "revoke" => Command::Revoke(req.tool()?),
+        "unrevoke" => Command::Unrevoke(req.tool()?),
         "reload" => Command::Reload,
-        "tools" => Command::Tools,
-        "withhold" => Command::Withhold {
-            section: section()?,
-            tool: req.tool.clone(),
-        },
-        "allow" => Command::Allow {
-            section: section()?,
-            tool: req.tool.clone(),
-        },
-        other => return Err(format!("unknown command {other:?}")),
+        _ => Command::Other(req),
     })
 }
 
@@ -217,28 +198,24 @@ mod tests {
             parse_command(br#"{"cmd":"revoke","tool":"a"}"#),
             Ok(Command::Revoke("a".into()))
         );
+        // A daemon's own commands come through whole, for it to parse.
+        let Ok(Command::Other(req)) = parse_command(br#"{"cmd":"withhold","section":"wifi"}"#)
+        else {
+            panic!("withhold is a daemon's own command")
+        };
+        assert_eq!(req.section.as_deref(), Some("wifi"));
         assert_eq!(
-            parse_command(br#"{"cmd":"withhold","section":"wifi","tool":"a"}"#),
-            Ok(Command::Withhold {
-                section: Section::Wifi,
-                tool: Some("a".into())
-            })
-        );
-        assert_eq!(
-            parse_command(br#"{"cmd":"allow","section":"client"}"#),
-            Ok(Command::Allow {
-                section: Section::Client,
-                tool: None
-            })
+            parse_command(br#"{"cmd":"x"}"#).map(|c| match c {
+                Command::Other(r) => r.unknown(),
+                other => format!("{other:?}"),
+            }),
+            Ok("unknown command \"x\"".to_owned())
         );
         for bad in [
-            &br#"{"cmd":"withhold"}"#[..],
-            br#"{"cmd":"withhold","section":"Wifi"}"#,
-            br#"{"cmd":"allow","section":3}"#,
+            &br#"{"cmd":"withhold","section":3}"#[..],
             b"{",
             br#"{"cmd":"revoke"}"#,
             br#"{"cmd":"suspend","retry_after":0}"#,
-            br#"{"cmd":"x"}"#,
             br#"{"cmd":"status","y":1}"#,
             br#"[]"#,
         ] {
