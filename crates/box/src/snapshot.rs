@@ -63,6 +63,26 @@ impl Snapshot {
                 }
             }
         }
+        // The runtime's own check (a named pipe, a device or a directory is never read, nor a
+        // file past the cap), so check-config fails where the card would log errors forever.
+        // Absent is fine: a provider may write the file later.
+        for (key, file) in [
+            ("metrics.provider_file", &config.metrics.provider_file),
+            (
+                "metrics.station_provider_file",
+                &config.metrics.station_provider_file,
+            ),
+        ] {
+            if let Some(file) = file {
+                match boxapi_core::files::read_limited(
+                    file,
+                    crate::card::provider::MAX_LAYER_BYTES as u64,
+                ) {
+                    Err(e) if !e.is_not_found() => problems.push(Problem::file(key, file, e)),
+                    _ => {}
+                }
+            }
+        }
         let trust = Trust::build(&config.common, &mut problems);
         let box_name = match &config.enrol {
             Some(e) => match crate::enrol::box_name(e) {

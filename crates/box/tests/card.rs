@@ -123,3 +123,54 @@ fn failing_providers_are_skipped_within_their_timeout() {
         assert!(start.elapsed() < Duration::from_millis(500));
     }
 }
+
+/// check-config (and so reload) applies the runtime's regular-file check to the provider files:
+/// a named pipe or a directory there is a problem naming the key, while a file not written yet
+/// is not (a provider may write it later). Before, check-config passed both.
+#[test]
+fn check_config_refuses_provider_files_that_are_not_regular() {
+    let dir = temp_dir("provider-fifo");
+    let fifo = dir.join("card.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    std::fs::create_dir(dir.join("stations.d")).unwrap();
+    let metrics = format!(
+        "provider_file = \"{}\"\nstation_provider_file = \"{}/stations.d\"\n",
+        fifo.display(),
+        dir.display()
+    );
+    let check = |metrics: &str| {
+        let path = dir.join("boxapi.toml");
+        let text = config(&dir, "", "").replace("[metrics]\n", &format!("[metrics]\n{metrics}"));
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(bin())
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = check(&metrics);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("metrics.provider_file") && err.contains("named pipe"),
+        "{err}"
+    );
+    assert!(
+        err.contains("metrics.station_provider_file") && err.contains("directory"),
+        "{err}"
+    );
+
+    // Absent is fine: the provider writes it later.
+    let (code, err) = check(&format!(
+        "provider_file = \"{}/later.json\"\n",
+        dir.display()
+    ));
+    assert_eq!(code, Some(0), "{err}");
+}
