@@ -35,7 +35,7 @@ pub struct Common {
 impl Common {
     /// The directory relative paths in the file are resolved against.
     pub fn dir(&self) -> &Path {
-        self.path.parent().unwrap_or(Path::new("."))
+        dir_of(&self.path)
     }
 
     /// Reports a `[server]` with no address to listen on, unless the daemon listens elsewhere
@@ -200,6 +200,16 @@ pub fn parse_sha256_hex(h: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// The directory of the configuration file at `path`: "." for a bare file name, whose parent is
+/// the empty path (`--config authority.toml`), or the files it names would have no directory
+/// either, and a check of their directory ("does it exist?") would fail.
+fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
 /// What [`load`] and [`parse`] give a daemon: the shared sections, and the top-level entries of
 /// the sections it claimed (by name, as written; absent ones are not there) for it to parse.
 pub type Parsed = (Common, Table);
@@ -248,7 +258,7 @@ pub fn parse(
     own: &[&'static str],
     problems: &mut Vec<Problem>,
 ) -> Option<Parsed> {
-    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let dir = dir_of(path).to_path_buf();
     let root: Table = match tree::parse(text) {
         Ok(t) => t,
         Err(e) => {
@@ -619,6 +629,19 @@ mod tests {
         assert_eq!(c.auth.max_token_lifetime, 900);
         assert_eq!(c.tools[0].keys[0], Path::new("/etc/boxapi/tools/nperf.jwk"));
         assert_eq!(c.tools[0].name, "nperf");
+    }
+
+    /// `--config boxapi.toml`, a bare name: what it names is beside it, in "." (the authority
+    /// refused `account = "acme-account.json"` so, its directory being the empty path).
+    #[test]
+    fn a_bare_config_name_names_files_in_the_current_directory() {
+        let mut p = Vec::new();
+        let (c, _) = parse(GOOD, Path::new("boxapi.toml"), &[], &mut p).unwrap();
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(c.dir(), Path::new("."));
+        assert_eq!(c.server.cert, Path::new("./cert.pem"));
+        assert_eq!(c.server.cert.parent(), Some(Path::new(".")));
+        assert!(c.server.cert.parent().is_some_and(Path::is_dir));
     }
 
     #[test]
