@@ -278,3 +278,38 @@ fn openwrt_default_config_only_lacks_provisioned_files() {
         "{err}"
     );
 }
+
+/// `token --key` reads the key as every configured file is read: a device or a named pipe is
+/// refused at once, naming the option (before, `--key /dev/zero` read until memory ran out).
+#[test]
+fn token_refuses_a_key_that_is_not_a_regular_file() {
+    let mut child = daemon_command()
+        .args([
+            "token",
+            "--key",
+            "/dev/zero",
+            "--tool",
+            "a",
+            "--scope",
+            "access",
+        ])
+        .args(["--aud", AUD, "--iss", ISS])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ended = wait_for(Duration::from_secs(5), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !ended {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(ended, "token --key /dev/zero still reading after 5 s");
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("--key /dev/zero") && err.contains("not a regular file"),
+        "{err}"
+    );
+}

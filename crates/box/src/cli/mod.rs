@@ -310,7 +310,8 @@ fn token(key: &Path, tool: &str, scope: &str, aud: &str, iss: &str, ttl: u64) ->
         eprintln!("--ttl: {ttl} is not allowed; tokens live at most 900 seconds (15 minutes)");
         return EXIT_USAGE;
     }
-    let text = match std::fs::read_to_string(key) {
+    // Bounded as every configured key file is: `/dev/zero` or a FIFO is refused, not read.
+    let text = match boxapi_core::files::read_text_limited(key, boxapi_core::files::limit::JWK) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("--key {}: {e}", key.display());
@@ -347,7 +348,11 @@ fn token(key: &Path, tool: &str, scope: &str, aud: &str, iss: &str, ttl: u64) ->
 /// `registry sign` (`sign`) or `registry verify`.
 fn registry(sign: bool, key: &Path, input: &Path, out: &Path) -> i32 {
     use boxapi_core::auth::signed;
-    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    // The registry's own cap bounds the key too (a JWK is far smaller): never a device read whole.
+    let read = |p: &Path| {
+        boxapi_core::files::read_limited(p, boxapi_core::files::limit::REGISTRY)
+            .map_err(|e| format!("{}: {e}", p.display()))
+    };
     let result = if sign {
         read(key)
             .and_then(|k| {
