@@ -313,3 +313,22 @@ fn token_refuses_a_key_that_is_not_a_regular_file() {
         "{err}"
     );
 }
+
+/// A value that is not UTF-8 is reported as such, not as a missing value (before: "a value is
+/// required for '--config <CONFIG>' but none was supplied").
+#[test]
+fn a_value_that_is_not_utf8_is_named_as_such() {
+    use std::os::unix::ffi::OsStrExt;
+    let out = daemon_command()
+        .arg("serve")
+        .arg("--config")
+        .arg(std::ffi::OsStr::from_bytes(b"/tmp/\xff.toml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("invalid UTF-8") && err.contains("--config"),
+        "{err}"
+    );
+}

@@ -281,8 +281,20 @@ pub fn parse(
                     return fail(format!("unexpected argument '--{name}' found"), cmd, &path);
                 };
                 let shown = format!("--{} <{}>", o.name, upper(o.name));
-                let Some(value) = inline.or_else(|| args.next().and_then(|v| v.into_string().ok()))
-                else {
+                let value = match inline {
+                    Some(v) => Some(v),
+                    None => match args.next().map(OsString::into_string) {
+                        Some(Err(_)) => {
+                            return fail(
+                                format!("invalid UTF-8 in the value of '{shown}'"),
+                                cmd,
+                                &path,
+                            )
+                        }
+                        v => v.and_then(Result::ok),
+                    },
+                };
+                let Some(value) = value else {
                     return fail(
                         format!("a value is required for '{shown}' but none was supplied"),
                         cmd,
