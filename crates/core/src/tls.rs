@@ -55,8 +55,15 @@ const KEY: &str = "server.key";
 
 /// Loads the certificate chain and key; every problem is pushed, naming the key and file.
 pub fn load(cert: &Path, key: &Path, problems: &mut Vec<Problem>) -> Option<Identity> {
-    let cert_pem = read_named(CERT, cert, limit::PEM, problems);
-    let key_pem = read_named(KEY, key, limit::PEM, problems);
+    // An empty path is a key the configuration already reported (missing, or not a string):
+    // reading it would only add a second, confusing line for the same mistake.
+    let read = |name, path: &Path, problems: &mut Vec<Problem>| {
+        (!path.as_os_str().is_empty())
+            .then(|| read_named(name, path, limit::PEM, problems))
+            .flatten()
+    };
+    let cert_pem = read(CERT, cert, problems);
+    let key_pem = read(KEY, key, problems);
     let chain: Vec<CertificateDer<'static>> = match cert_pem {
         Some(pem) => match CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>() {
             Ok(c) if !c.is_empty() => c,
@@ -113,6 +120,19 @@ pub fn load(cert: &Path, key: &Path, problems: &mut Vec<Problem>) -> Option<Iden
 mod tests {
     use super::*;
     use crate::config::lines;
+
+    /// `server.cert` missing from the file is one problem (the configuration's), not a second
+    /// "cannot read" line for the empty path; the other file is still read and reported.
+    #[test]
+    fn a_path_the_configuration_already_refused_is_not_read() {
+        let mut problems = Vec::new();
+        let absent =
+            std::env::temp_dir().join(format!("boxapi-tls-absent-{}.pem", std::process::id()));
+        assert!(load(Path::new(""), &absent, &mut problems).is_none());
+        let l = lines(&problems);
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert!(l[0].starts_with("server.key"), "{l:?}");
+    }
 
     #[test]
     fn only_forward_secret_aead_suites() {
