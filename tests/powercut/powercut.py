@@ -362,7 +362,7 @@ def check_files(state_dir, known_bad):
         with open(path, "rb") as f:
             data = f.read()
         try:
-            if name in ("state.json", "activity.json"):
+            if name in ("state.json", "state.json.prev", "activity.json"):
                 v = json.loads(data)
                 if not isinstance(v, dict) or "version" not in v:
                     raise ValueError("not a boxapi state object")

@@ -116,7 +116,10 @@ fn status(app: &App) -> Value {
         "retry_after": mode["retry_after"],
         "tools": tools,
         "cert_not_after": snap.cert_not_after.map(boxapi_core::time::rfc3339),
-        "warnings": certificate_warning(snap.cert_not_after).into_iter().collect::<Vec<_>>(),
+        "warnings": certificate_warning(snap.cert_not_after)
+            .into_iter()
+            .chain(st.damaged.then(|| state::DAMAGED_WARNING.to_owned()))
+            .collect::<Vec<_>>(),
         "config": snap.config.common.path.display().to_string(),
         "enrolment": enrolment,
         "store": {

@@ -240,6 +240,7 @@ fn status(app: &App) -> Value {
                 .as_ref()
                 .map(|e| format!("the last certificate renewal failed: {e}")),
         )
+        .chain(st.damaged.then(|| state::DAMAGED_WARNING.to_owned()))
         .collect();
     json!({
         "ok": true,

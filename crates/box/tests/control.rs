@@ -95,6 +95,36 @@ fn revoke_one_tool_leaves_the_others() {
     assert_eq!(d.get_token("/v1/access", &ta).status, 200);
 }
 
+/// Starts `serve` on a config whose state is expected to keep the API off (no `listening` to wait
+/// for): returns once its control socket answers.
+fn serve_disabled(dir: &std::path::Path) -> (std::process::Child, std::path::PathBuf) {
+    let child = Command::new(bin())
+        .args([
+            "serve",
+            "--config",
+            dir.join("boxapi.toml").to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let sock = dir.join("control.sock");
+    assert!(wait_for(Duration::from_secs(5), || UnixStream::connect(
+        &sock
+    )
+    .is_ok()));
+    (child, sock)
+}
+
+fn ctl_at(sock: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .arg("ctl")
+        .arg("--socket")
+        .arg(sock)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn disable_closes_the_port_and_survives_a_restart() {
     let port = free_port();
@@ -123,33 +153,12 @@ fn disable_closes_the_port_and_survives_a_restart() {
     let dir = d.stop();
 
     // Restarted while disabled: control socket only.
-    let mut child = Command::new(bin())
-        .args([
-            "serve",
-            "--config",
-            dir.join("boxapi.toml").to_str().unwrap(),
-        ])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let sock = dir.join("control.sock");
-    assert!(wait_for(Duration::from_secs(5), || UnixStream::connect(
-        &sock
-    )
-    .is_ok()));
+    let (mut child, sock) = serve_disabled(&dir);
     assert!(
         std::net::TcpStream::connect(addr).is_err(),
         "disabled daemon listens after restart"
     );
-    let ctl = |args: &[&str]| {
-        Command::new(bin())
-            .arg("ctl")
-            .arg("--socket")
-            .arg(&sock)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let ctl = |args: &[&str]| ctl_at(&sock, args);
     let s: Value = serde_json::from_slice(&ctl(&["status"]).stdout).unwrap();
     assert_eq!(s["state"], "disabled");
     assert!(ctl(&["enable"]).status.success());
@@ -162,6 +171,73 @@ fn disable_closes_the_port_and_survives_a_restart() {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Issue 21: a damaged state file never loosens what it held (contract §7 rev. 3). Revoke a tool,
+/// switch the API off, stop, truncate state.json, start: still off (control socket only), the
+/// revocation kept from the previous version, `state_damaged` warned until `ctl enable`.
+#[test]
+fn damaged_state_file_fails_closed_until_enable() {
+    let port = free_port();
+    let dir = temp_dir("damaged");
+    let text = config(&dir, "", "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    std::fs::write(dir.join("boxapi.toml"), &text).unwrap();
+    let d = Daemon::start_in(dir.clone(), &[]);
+    let addr = d.addr;
+    assert_eq!(d.ctl(&["revoke", "a"]).0, 0);
+    assert_eq!(d.ctl(&["disable"]).0, 0);
+    let dir = d.stop();
+    let state = dir.join("state/state.json");
+    let full = std::fs::read(&state).unwrap();
+    std::fs::write(&state, &full[..full.len() / 2]).unwrap();
+
+    let (mut child, sock) = serve_disabled(&dir);
+    let ctl = |args: &[&str]| ctl_at(&sock, args);
+    let status = || -> Value { serde_json::from_slice(&ctl(&["status"]).stdout).unwrap() };
+    std::thread::sleep(Duration::from_millis(300));
+    let open = std::net::TcpStream::connect(addr).is_ok();
+    let s = status();
+    let warned = |s: &Value| {
+        s["warnings"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|w| w == "state_damaged"))
+    };
+    let result = std::panic::catch_unwind(|| {
+        assert!(!open, "a damaged state file reopened the API");
+        assert_eq!(s["state"], "disabled", "{s}");
+        assert!(warned(&s), "no state_damaged warning: {s}");
+        assert_eq!(s["tools"][0]["id"], "a");
+        assert_eq!(s["tools"][0]["revoked_by"], "ctl", "revocation lost: {s}");
+        assert!(ctl(&["enable"]).status.success());
+        assert!(wait_for(Duration::from_secs(3), || {
+            std::net::TcpStream::connect(addr).is_ok()
+        }));
+        let f = fixtures();
+        let ta = format!("Bearer {}", f.a.token("a", "access"));
+        let tb = format!("Bearer {}", f.b.token("b", "access"));
+        let r = request(
+            addr,
+            "localhost",
+            "GET",
+            "/v1/access",
+            &[("Authorization", &ta)],
+        );
+        r.assert_problem(401, "invalid_token");
+        let r = request(
+            addr,
+            "localhost",
+            "GET",
+            "/v1/access",
+            &[("Authorization", &tb)],
+        );
+        assert_eq!(r.status, 200);
+        assert!(!warned(&status()), "the warning outlives ctl enable");
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
 }
 
 #[test]

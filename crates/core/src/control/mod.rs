@@ -30,6 +30,9 @@ pub struct State {
     pub revoked: BTreeSet<String>,
     /// Card sections the subscriber does not share.
     pub withheld: Withheld,
+    /// Started from a damaged state file (`ctl status` warns `state_damaged`); cleared by the
+    /// next `ctl enable` (state::change), persisted until then.
+    pub damaged: bool,
 }
 
 impl Default for State {
@@ -38,6 +41,7 @@ impl Default for State {
             mode: Mode::Enabled,
             revoked: BTreeSet::new(),
             withheld: Withheld::default(),
+            damaged: false,
         }
     }
 }

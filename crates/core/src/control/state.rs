@@ -1,5 +1,5 @@
-//! The persisted control state (`state_dir/state.json`): written to a temporary file, fsynced,
-//! renamed over the old one and the directory fsynced, so a power cut leaves the old or the new state.
+//! The persisted control state (`state_dir/state.json` and its previous good version beside it),
+//! each replaced atomically; a damaged file fails closed (contract §7): never loosens what it held.
 use super::{Mode, State, Withheld};
 use serde_json::{json, Value};
 use std::fs;
@@ -7,8 +7,14 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub const FILE: &str = "state.json";
+/// The previous good version, written whole before [`FILE`] is replaced: a power cut between the
+/// two writes leaves two good files, each with every acknowledged change, and a damaged [`FILE`]
+/// takes its revocations and withholdings from this one.
+pub const PREV: &str = "state.json.prev";
 /// A state file is a few hundred bytes; anything far larger is not ours.
 const MAX_BYTES: u64 = 1 << 20;
+/// What `ctl status` lists in `warnings` while the state is [`State::damaged`].
+pub const DAMAGED_WARNING: &str = "state_damaged";
 
 pub fn to_json(s: &State) -> Value {
     let (mode, retry) = match s.mode {
@@ -17,7 +23,7 @@ pub fn to_json(s: &State) -> Value {
         Mode::Suspended { retry_after } => ("suspended", Some(retry_after)),
     };
     json!({ "version": 1, "state": mode, "retry_after": retry, "revoked": s.revoked,
-            "withheld": s.withheld.to_json() })
+            "withheld": s.withheld.to_json(), "damaged": s.damaged })
 }
 
 pub fn from_json(v: &Value) -> Option<State> {
@@ -40,89 +46,165 @@ pub fn from_json(v: &Value) -> Option<State> {
         None => Withheld::default(),
         Some(w) => Withheld::from_json(w)?,
     };
+    // Absent in files written before damage was recorded.
+    let damaged = match v.get("damaged") {
+        None => false,
+        Some(d) => d.as_bool()?,
+    };
     Some(State {
         mode,
         revoked,
         withheld,
+        damaged,
     })
 }
 
 /// What loading found.
+#[derive(Debug)]
 pub enum Loaded {
     /// No state yet (first start): enabled by default.
     Fresh(State),
     Read(State),
-    /// Unreadable; the broken file was kept at the given path and the default state applies.
-    Replaced {
+    /// [`FILE`] is damaged: the state is disabled and marked damaged, with the revocations and
+    /// withholdings of [`PREV`] when that one is good (`from_prev`). The damaged file was kept
+    /// at `kept` (when there was one to keep).
+    Damaged {
         state: State,
-        kept: PathBuf,
+        kept: Option<PathBuf>,
         why: String,
+        from_prev: bool,
     },
 }
 
-/// Reads the state; never fails, but reports what it had to do.
-pub fn load(dir: &Path) -> Loaded {
-    let path = dir.join(FILE);
-    // A regular file only: whatever else sits there (a pipe, a device) is set aside unopened.
-    let why = match crate::files::read_limited(&path, MAX_BYTES) {
-        Err(e) if e.is_not_found() => return Loaded::Fresh(State::default()),
-        Err(e) => e.to_string(),
+/// One state file: `Ok(None)` when it does not exist, `Err` (why) when it cannot be used.
+fn read(path: &Path) -> Result<Option<State>, String> {
+    // A regular file only: whatever else sits there (a pipe, a device) is refused unopened.
+    match crate::files::read_limited(path, MAX_BYTES) {
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.to_string()),
         Ok(b) => match serde_json::from_slice::<Value>(&b) {
-            Ok(v) => match from_json(&v) {
-                Some(s) => return Loaded::Read(s),
-                None => "not a boxapi state object".to_owned(),
-            },
-            Err(e) => format!("not JSON: {e}"),
+            Ok(v) => from_json(&v)
+                .map(Some)
+                .ok_or_else(|| "not a boxapi state object".to_owned()),
+            Err(e) => Err(format!("not JSON: {e}")),
         },
-    };
-    let kept = dir.join(format!("{FILE}.broken-{}", crate::time::unix_now()));
-    let _ = fs::rename(&path, &kept);
-    Loaded::Replaced {
-        state: State::default(),
-        kept,
-        why,
     }
 }
 
-/// Atomically replaces the state file.
+/// Reads the state; never fails, but reports what it had to do. Only reads, except that a
+/// damaged [`FILE`] gets a second name (`state.json.broken-<time>`) so that it is kept.
+pub fn load(dir: &Path) -> Loaded {
+    let path = dir.join(FILE);
+    let prev = read(&dir.join(PREV));
+    let why = match read(&path) {
+        Ok(Some(s)) => return Loaded::Read(s),
+        Ok(None) => match prev {
+            Ok(None) => return Loaded::Fresh(State::default()),
+            // Only a cut during the very first save leaves this: the change in flight, which
+            // loosens nothing the box had acknowledged.
+            Ok(Some(s)) => return Loaded::Read(s),
+            Err(ref why) => format!("missing, and {PREV} is damaged: {why}"),
+        },
+        Err(why) => why,
+    };
+    let kept = keep_aside(dir, &path);
+    let (state, from_prev) = match prev {
+        Ok(Some(p)) => (
+            State {
+                mode: Mode::Disabled,
+                damaged: true,
+                ..p
+            },
+            true,
+        ),
+        _ => (
+            State {
+                mode: Mode::Disabled,
+                damaged: true,
+                ..State::default()
+            },
+            false,
+        ),
+    };
+    Loaded::Damaged {
+        state,
+        kept,
+        why,
+        from_prev,
+    }
+}
+
+/// Gives a damaged [`FILE`] a second name; the first stays until a good state replaces it, so a
+/// failure to write that one leaves the damage to be found again at the next start.
+fn keep_aside(dir: &Path, path: &Path) -> Option<PathBuf> {
+    if fs::symlink_metadata(path).is_err() {
+        return None;
+    }
+    let kept = dir.join(format!("{FILE}.broken-{}", crate::time::unix_now()));
+    // Not a regular file (a directory): no second link possible, and nothing could replace it.
+    let ok = fs::hard_link(path, &kept).is_ok() || fs::rename(path, &kept).is_ok();
+    ok.then_some(kept)
+}
+
+/// Atomically replaces the state file, its previous good version first (see [`PREV`]).
 pub fn save(dir: &Path, s: &State) -> io::Result<()> {
-    let mut text = to_json(s).to_string();
-    text.push('\n');
+    let text = text(s);
+    crate::files::write_atomic(&dir.join(PREV), text.as_bytes(), 0o600).map_err(|e| e.source)?;
     crate::files::write_atomic(&dir.join(FILE), text.as_bytes(), 0o600).map_err(|e| e.source)
 }
 
-/// The state at start: the saved one, or the default when there is none; an unreadable file is
-/// kept aside (logged) and replaced by the default.
+fn text(s: &State) -> String {
+    let mut text = to_json(s).to_string();
+    text.push('\n');
+    text
+}
+
 /// Persists `new` first, then applies it to `control`: a failed write changes nothing, and a
-/// change acknowledged survives a power cut (contract §7). `Err`: the reply's message (logged).
+/// change acknowledged survives a power cut (contract §7). Enabling clears [`State::damaged`]
+/// (the contract's "until the next `ctl enable`"). `Err`: the reply's message (logged).
 pub fn change(control: &super::Control, dir: &Path, new: &State) -> Result<(), String> {
-    if let Err(e) = save(dir, new) {
+    let mut new = new.clone();
+    if new.mode == Mode::Enabled {
+        new.damaged = false;
+    }
+    if let Err(e) = save(dir, &new) {
         crate::log::event("state_error", &[("error", &e.to_string())]);
         return Err(format!(
             "cannot save the state in {}: {e}; nothing changed",
             dir.display()
         ));
     }
-    control.update(|s| *s = new.clone());
-    let mode = to_json(new);
+    let mode = to_json(&new);
+    control.update(|s| *s = new);
     crate::log::event("state", &[("state", mode["state"].as_str().unwrap_or(""))]);
     Ok(())
 }
 
-pub fn load_or_default(dir: &Path) -> State {
+/// The state at start: the saved one, or the default when there is none. A damaged file is kept
+/// aside (logged) and the state it leaves is written over it, but not over [`PREV`], which stays
+/// the last good version until the next change.
+pub fn load_at_start(dir: &Path) -> State {
     match load(dir) {
         Loaded::Fresh(s) | Loaded::Read(s) => s,
-        Loaded::Replaced { state, kept, why } => {
+        Loaded::Damaged {
+            state,
+            kept,
+            why,
+            from_prev,
+        } => {
+            let kept = kept.map(|k| k.display().to_string()).unwrap_or_default();
+            let using = if from_prev {
+                "disabled, revocations and withholdings of the previous version"
+            } else {
+                "disabled, no previous version"
+            };
             crate::log::event(
-                "state_replaced",
-                &[
-                    ("error", &why),
-                    ("kept", &kept.display().to_string()),
-                    ("using", "enabled (default)"),
-                ],
+                DAMAGED_WARNING,
+                &[("error", &why), ("kept", &kept), ("using", using)],
             );
-            if let Err(e) = save(dir, &state) {
-                crate::log::event("state_error", &[("error", &e.to_string())]);
+            let path = dir.join(FILE);
+            if let Err(e) = crate::files::write_atomic(&path, text(&state).as_bytes(), 0o600) {
+                crate::log::event("state_error", &[("error", &e.source.to_string())]);
             }
             state
         }
@@ -168,17 +250,137 @@ mod tests {
         assert_eq!(s.withheld, Withheld::default());
     }
 
-    #[test]
-    fn broken_file_is_kept_and_replaced_by_default() {
-        let d = dir("broken");
-        fs::write(d.join(FILE), b"{\"state\": \"disab").unwrap();
-        match load(&d) {
-            Loaded::Replaced { state, kept, .. } => {
-                assert_eq!(state, State::default());
-                assert_eq!(fs::read(kept).unwrap(), b"{\"state\": \"disab");
+    /// A state with something to lose: a revocation and a withholding.
+    fn held() -> State {
+        let mut s = State {
+            mode: Mode::Disabled,
+            ..State::default()
+        };
+        s.revoked.insert("nperf".into());
+        s.withheld
+            .set(super::super::Section::Wifi, None, false)
+            .unwrap();
+        s
+    }
+
+    fn assert_closed(loaded: Loaded, from: &State, with_prev: bool) {
+        match loaded {
+            Loaded::Damaged {
+                state, from_prev, ..
+            } => {
+                assert_eq!(state.mode, Mode::Disabled);
+                assert!(state.damaged);
+                assert_eq!(from_prev, with_prev);
+                assert_eq!(state.revoked, from.revoked);
+                assert_eq!(state.withheld, from.withheld);
             }
-            _ => panic!("expected Replaced"),
+            other => panic!("expected Damaged, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn save_keeps_the_previous_version_and_a_good_file_is_used() {
+        let d = dir("prev");
+        save(&d, &held()).unwrap();
+        assert_eq!(
+            fs::read(d.join(PREV)).unwrap(),
+            fs::read(d.join(FILE)).unwrap()
+        );
+        assert!(matches!(load(&d), Loaded::Read(r) if r == held()));
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn damaged_file_fails_closed_with_the_previous_version() {
+        for (name, bytes) in [
+            ("truncated", &b"{\"version\":1,\"state\": \"disab"[..]),
+            ("empty", b""),
+            ("not-json", b"\x00\xff garbage"),
+            (
+                "wrong-shape",
+                b"{\"version\":1,\"state\":\"enabled\",\"revoked\":7}",
+            ),
+        ] {
+            let d = dir(&format!("damaged-{name}"));
+            save(&d, &held()).unwrap();
+            fs::write(d.join(FILE), bytes).unwrap();
+            let loaded = load(&d);
+            if let Loaded::Damaged { kept: Some(k), .. } = &loaded {
+                assert_eq!(fs::read(k).unwrap(), bytes, "{name}: damaged file kept");
+            } else {
+                panic!("{name}: nothing kept: {loaded:?}");
+            }
+            assert_closed(loaded, &held(), true);
+            fs::remove_dir_all(&d).unwrap();
+        }
+    }
+
+    #[test]
+    fn unreadable_file_fails_closed() {
+        let d = dir("unreadable");
+        save(&d, &held()).unwrap();
+        fs::remove_file(d.join(FILE)).unwrap();
+        fs::create_dir(d.join(FILE)).unwrap();
+        assert_closed(load(&d), &held(), true);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn damaged_file_without_previous_version_is_disabled_and_empty() {
+        let d = dir("damaged-alone");
+        fs::write(d.join(FILE), b"{\"state\": \"disab").unwrap();
+        assert_closed(load(&d), &State::default(), false);
+        // Both damaged: the same.
+        fs::write(d.join(PREV), b"{\"sta").unwrap();
+        fs::write(d.join(FILE), b"{\"state\": \"disab").unwrap();
+        assert_closed(load(&d), &State::default(), false);
+        // No state.json and a damaged previous version: never the enabled default either.
+        fs::remove_file(d.join(FILE)).unwrap();
+        assert_closed(load(&d), &State::default(), false);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A cut between the two writes of [`save`]: the previous version is the change in flight,
+    /// state.json the last acknowledged one; either is good, state.json wins. A cut in the first
+    /// save ever leaves only the previous version: the change in flight.
+    #[test]
+    fn a_cut_between_the_two_writes_leaves_good_state() {
+        let d = dir("cut");
+        save(&d, &State::default()).unwrap();
+        crate::files::write_atomic(&d.join(PREV), text(&held()).as_bytes(), 0o600).unwrap();
+        assert!(matches!(load(&d), Loaded::Read(r) if r == State::default()));
+        fs::remove_file(d.join(FILE)).unwrap();
+        assert!(matches!(load(&d), Loaded::Read(r) if r == held()));
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn start_persists_the_closed_state_until_enable() {
+        let d = dir("start");
+        save(&d, &held()).unwrap();
+        let prev = fs::read(d.join(PREV)).unwrap();
+        fs::write(d.join(FILE), b"").unwrap();
+        let s = load_at_start(&d);
+        assert!(s.damaged && s.mode == Mode::Disabled);
+        assert_eq!(
+            fs::read(d.join(PREV)).unwrap(),
+            prev,
+            "previous version kept"
+        );
+        // A restart before `ctl enable` still warns and stays closed.
+        assert!(matches!(load(&d), Loaded::Read(r) if r == s));
+        let control = super::super::Control::new(s.clone());
+        let mut revoke = s.clone();
+        revoke.revoked.insert("other".into());
+        change(&control, &d, &revoke).unwrap();
+        assert!(control.state().damaged, "only enable clears it");
+        let enable = State {
+            mode: Mode::Enabled,
+            ..control.state()
+        };
+        change(&control, &d, &enable).unwrap();
+        assert!(!control.state().damaged);
+        assert!(matches!(load(&d), Loaded::Read(r) if !r.damaged && r.revoked.contains("nperf")));
         fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -33,7 +33,7 @@ pub fn prepare(server: &config::Server) -> Result<(State, UnixListener), StartEr
             ],
         );
     }
-    let initial = state::load_or_default(dir);
+    let initial = state::load_at_start(dir);
     let control = socket::bind(&server.control_socket)?;
     Ok((initial, control))
 }
