@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Size limits of the files [`read_limited`] reads, per kind. Each is many times what a real file
 /// of its kind holds, and small enough that a mistaken path (a disk image, a log, a device) is
@@ -151,7 +151,9 @@ fn parent(path: &Path) -> &Path {
 /// named per process and per write, so that two writers (`boxapi enrol` by hand and the daemon's
 /// renewal, or two tasks of one daemon) never write into, or rename, each other's file.
 fn staging_path(path: &Path) -> PathBuf {
-    static WRITES: AtomicU64 = AtomicU64::new(0);
+    // usize, not u64: MIPS32 boxes have no 64-bit atomics. A count that wraps after 2^32 writes
+    // only reuses the name of a staging file long committed or removed.
+    static WRITES: AtomicUsize = AtomicUsize::new(0);
     let n = WRITES.fetch_add(1, Ordering::Relaxed);
     let name = path
         .file_name()
