@@ -35,7 +35,7 @@ pub struct Common {
 impl Common {
     /// The directory relative paths in the file are resolved against.
     pub fn dir(&self) -> &Path {
-        dir_of(&self.path)
+        crate::files::parent(&self.path)
     }
 
     /// Reports a `[server]` with no address to listen on, unless the daemon listens elsewhere
@@ -200,16 +200,6 @@ pub fn parse_sha256_hex(h: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// The directory of the configuration file at `path`: "." for a bare file name, whose parent is
-/// the empty path (`--config authority.toml`), or the files it names would have no directory
-/// either, and a check of their directory ("does it exist?") would fail.
-fn dir_of(path: &Path) -> &Path {
-    match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    }
-}
-
 /// What [`load`] and [`parse`] give a daemon: the shared sections, and the top-level entries of
 /// the sections it claimed (by name, as written; absent ones are not there) for it to parse.
 pub type Parsed = (Common, Table);
@@ -258,7 +248,7 @@ pub fn parse(
     own: &[&'static str],
     problems: &mut Vec<Problem>,
 ) -> Option<Parsed> {
-    let dir = dir_of(path).to_path_buf();
+    let dir = crate::files::parent(path).to_path_buf();
     let root: Table = match tree::parse(text) {
         Ok(t) => t,
         Err(e) => {

@@ -139,8 +139,10 @@ pub fn write_private(path: &Path, content: &[u8]) -> Result<(), FileError> {
     f.write_all(content).map_err(err)
 }
 
-/// The directory a file named by `path` sits in.
-fn parent(path: &Path) -> &Path {
+/// The directory a file named by `path` sits in: "." for a bare file name, whose parent is the
+/// empty path (`--config authority.toml`); the empty path names no directory to sync, stage in,
+/// or resolve a configuration's relative paths against.
+pub fn parent(path: &Path) -> &Path {
     match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
