@@ -332,3 +332,63 @@ fn a_value_that_is_not_utf8_is_named_as_such() {
         "{err}"
     );
 }
+
+/// A first-boot box: `[enrol]`, and no certificate or key of its own yet. `serve` enrols first,
+/// so `check-config` passes it; a broken `[enrol]`, or a certificate that is there but broken,
+/// still fails.
+#[test]
+fn check_config_passes_a_first_boot_box_that_will_enrol() {
+    let dir = temp_dir("check-first-boot");
+    let f = fixtures().dir.display().to_string();
+    let enrol = format!(
+        "[enrol]\nauthority = \"https://enrol.isp.example\"\nauthority_ca = \"{f}/ca.pem\"\n\
+         device_cert = \"{f}/server.pem\"\ndevice_key = \"{f}/server.key\"\nzone = \"box.test\"\n"
+    );
+    let own = |text: String| {
+        text.replace(
+            &format!("cert = \"{f}/server.pem\"\nkey = \"{f}/server.key\""),
+            &format!(
+                "cert = \"{d}/own.pem\"\nkey = \"{d}/own.key\"",
+                d = dir.display()
+            ),
+        )
+    };
+    let path = dir.join("boxapi.toml");
+    let check = |text: String| {
+        std::fs::write(&path, text).unwrap();
+        boxapi(&["check-config", "--config", path.to_str().unwrap()])
+    };
+    let (code, out, err) = check(own(config(&dir, "", &enrol)));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("serve enrols first"), "{out}");
+    // Without [enrol] nothing will make them: still a problem.
+    let (code, _, err) = check(own(config(&dir, "", "")));
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("server.cert") && err.contains("own.pem"),
+        "{err}"
+    );
+    // A broken [enrol]: a key enrolment cannot use, an authority that is not https.
+    let (code, _, err) = check(own(config(
+        &dir,
+        "",
+        &enrol.replace("server.key\"\nzone", "nothing.key\"\nzone"),
+    )));
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("enrol.device_key"), "{err}");
+    let (code, _, err) = check(own(config(
+        &dir,
+        "",
+        &enrol.replace("https://enrol", "http://enrol"),
+    )));
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("enrol.authority"), "{err}");
+    // There but broken: not a first boot, a problem.
+    std::fs::write(dir.join("own.pem"), "not a certificate").unwrap();
+    let (code, _, err) = check(own(config(&dir, "", &enrol)));
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("own.pem") && err.contains("CERTIFICATE"),
+        "{err}"
+    );
+}

@@ -110,7 +110,7 @@ fn run(m: &Matches) -> Result<i32, i32> {
     let path = |name: &str| PathBuf::from(m.value(name));
     Ok(match m.command(1) {
         "serve" => serve(&path("config")),
-        "check-config" => exit::check_config(&path("config"), Snapshot::load),
+        "check-config" => check_config(&path("config")),
         "enrol" => enrol(&path("config")),
         "demo" => demo(&path("dir"), m.parsed("listen", "")?),
         "keygen" => {
@@ -185,6 +185,65 @@ fn enrol_now(
     Ok(rt.block_on(crate::enrol::enrol(config, &addrs))?)
 }
 
+/// `check-config`: as the kit's, except that a box with `[enrol]` whose own certificate or key
+/// does not exist yet passes, as `serve` would enrol first (first boot); the files enrolment needs
+/// must then load. A certificate or key that exists but is broken still fails.
+fn check_config(path: &Path) -> i32 {
+    let problems = match Snapshot::load(path) {
+        Ok(_) => {
+            println!("{}: OK", path.display());
+            return EXIT_OK;
+        }
+        Err(problems) => problems,
+    };
+    // Not there, in a directory that is: where enrolment will write it.
+    let not_there = |p: &boxapi_core::config::Problem| {
+        matches!(p, boxapi_core::config::Problem::File { path, .. }
+            if !path.as_os_str().is_empty()
+                && boxapi_core::files::parent(path).is_dir()
+                && std::fs::symlink_metadata(path)
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound))
+    };
+    let first_boot = problems.iter().all(not_there);
+    let Some(config) = enrolling(path, &problems).filter(|_| first_boot) else {
+        print_problems(&problems);
+        return EXIT_USAGE;
+    };
+    if let Some(e) = &config.enrol {
+        if let Err(why) =
+            crate::enrol::client::Identity::load(&e.authority_ca, &e.device_cert, &e.device_key)
+        {
+            eprintln!("{why}");
+            return EXIT_USAGE;
+        }
+    }
+    let server = &config.common.server;
+    println!(
+        "{}: OK ({} and {} not there yet: serve enrols first)",
+        path.display(),
+        server.cert.display(),
+        server.key.display()
+    );
+    EXIT_OK
+}
+
+/// The configuration to enrol with when `problems` (from [`Snapshot::load`]) are only about the
+/// box's own certificate and key and it has `[enrol]`; the configuration itself parsed.
+fn enrolling(
+    path: &Path,
+    problems: &[boxapi_core::config::Problem],
+) -> Option<crate::config::Config> {
+    let identity_only = !problems.is_empty()
+        && problems
+            .iter()
+            .all(|p| matches!(p.key(), Some("server.cert" | "server.key")));
+    // Read again, on this rare path only.
+    identity_only
+        .then(|| crate::config::load(path, &mut Vec::new()))
+        .flatten()
+        .filter(|c| c.enrol.is_some())
+}
+
 /// Loads the configuration for serving, once. An enrolling box whose own certificate and key
 /// cannot be used (first boot: none yet; a power cut between the key's install and the chain's)
 /// enrols first and loads again: without that it would never serve again without a hand at the
@@ -194,17 +253,7 @@ fn load_for_serving(path: &Path) -> Result<Snapshot, i32> {
         Ok(snapshot) => return Ok(snapshot),
         Err(problems) => problems,
     };
-    let identity_only = !problems.is_empty()
-        && problems
-            .iter()
-            .all(|p| matches!(p.key(), Some("server.cert" | "server.key")));
-    // The configuration itself parsed (only its certificate files are at fault): read it again
-    // to enrol, on this rare path only.
-    let enrolling = identity_only
-        .then(|| crate::config::load(path, &mut Vec::new()))
-        .flatten()
-        .filter(|c| c.enrol.is_some());
-    let Some(config) = enrolling else {
+    let Some(config) = enrolling(path, &problems) else {
         print_problems(&problems);
         return Err(EXIT_USAGE);
     };
