@@ -26,6 +26,8 @@ pub struct App {
     pub slots: Arc<Slots>,
     /// The ACME account and the bound on concurrent issuance (kept across reloads).
     pub issuer: crate::acme::Issuer,
+    /// Device certificates refused at the handshake: counted, and logged within bounds.
+    pub refusals: crate::handshake::Refusals,
 }
 
 impl App {
@@ -39,6 +41,7 @@ impl App {
             metrics: Metrics::new(),
             slots,
             issuer: Default::default(),
+            refusals: Default::default(),
         })
     }
 

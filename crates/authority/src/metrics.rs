@@ -32,6 +32,47 @@ pub enum RefusedReason {
     suspended,
 }
 
+/// Why the handshake refused a device certificate (`handshake`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum CertRefusal {
+    /// Not issued by `enrolment.device_ca`.
+    unknown_ca,
+    /// In one of `enrolment.device_crls`.
+    revoked,
+    expired,
+    not_yet_valid,
+    /// No CRL covers it.
+    unknown_revocation_status,
+    /// A CRL past its next update.
+    crl_expired,
+    /// Not for TLS client authentication (extended key usage).
+    not_for_client_auth,
+    /// Anything else the verifier refused (malformed, bad signature, ...).
+    invalid,
+}
+
+impl CertRefusal {
+    /// The label's text, for the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertRefusal::unknown_ca => "unknown_ca",
+            CertRefusal::revoked => "revoked",
+            CertRefusal::expired => "expired",
+            CertRefusal::not_yet_valid => "not_yet_valid",
+            CertRefusal::unknown_revocation_status => "unknown_revocation_status",
+            CertRefusal::crl_expired => "crl_expired",
+            CertRefusal::not_for_client_auth => "not_for_client_auth",
+            CertRefusal::invalid => "invalid",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertRefusalLabels {
+    reason: CertRefusal,
+}
+
 /// What `GET /v1/locate` found.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
@@ -81,6 +122,7 @@ pub struct Metrics {
     store_errors: Family<StoreErrorLabels, Counter>,
     latency: Family<EndpointLabels, Histogram, fn() -> Histogram>,
     located: Family<LocateLabels, Counter>,
+    cert_refused: Family<CertRefusalLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -121,7 +163,14 @@ impl Metrics {
         );
         let located = Family::<LocateLabels, Counter>::default();
         registry.register("locate", "Box locator answers, per result", located.clone());
+        let cert_refused = Family::<CertRefusalLabels, Counter>::default();
+        registry.register(
+            "device_certificates_refused",
+            "Mutual-TLS handshakes that refused a device certificate, per reason",
+            cert_refused.clone(),
+        );
         Metrics {
+            cert_refused,
             located,
             registry,
             issued,
@@ -165,6 +214,12 @@ impl Metrics {
         self.located.get_or_create(&LocateLabels { result }).inc();
     }
 
+    pub fn device_certificate_refused(&self, reason: CertRefusal) {
+        self.cert_refused
+            .get_or_create(&CertRefusalLabels { reason })
+            .inc();
+    }
+
     /// The registry in OpenMetrics text (ends with `# EOF`), served with [`CONTENT_TYPE`].
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
@@ -185,6 +240,7 @@ mod tests {
         m.token_refused("nperf", RefusedReason::quota);
         m.store_error("use_jti", &StoreError::Timeout(Duration::from_millis(500)));
         m.observe_latency("token", Duration::from_millis(3));
+        m.device_certificate_refused(CertRefusal::revoked);
         let text = m.encode().expect("encode");
         for want in [
             "# TYPE boxapi_authority_tokens_issued counter",
@@ -194,6 +250,7 @@ mod tests {
             "# UNIT boxapi_authority_request_duration_seconds seconds",
             "boxapi_authority_request_duration_seconds_bucket{le=\"0.004\",endpoint=\"token\"} 1",
             "boxapi_authority_request_duration_seconds_count{endpoint=\"token\"} 1",
+            "boxapi_authority_device_certificates_refused_total{reason=\"revoked\"} 1",
             "# EOF",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");

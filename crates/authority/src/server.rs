@@ -90,7 +90,10 @@ async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr, request_
     let tls = tokio::select! {
         r = tokio::time::timeout_at(accepted + HANDSHAKE, acceptor.accept(stream)) => match r {
             Ok(Ok(tls)) => tls,
-            _ => return, // failed (e.g. TLS 1.1, plain HTTP) or too slow: no HTTP answer
+            // Failed (e.g. TLS 1.1, plain HTTP, a refused device certificate) or too slow: no
+            // HTTP answer; a refused certificate is logged, within bounds.
+            Ok(Err(e)) => return app.refusals.note(&app.metrics, peer.ip(), &e),
+            Err(_) => return,
         },
         // Taken back to make room, or the daemon is stopping.
         _ = slot.evicted() => return,

@@ -31,6 +31,9 @@ pub enum ClientError {
     Timeout(String),
     #[error("HTTP exchange with the authority failed: {0}")]
     Http(String),
+    /// The authority's TLS alert about the device certificate: why it was refused.
+    #[error("the authority refused this box's device certificate: {0}")]
+    DeviceCertRefused(&'static str),
     /// The authority refused: its status, problem detail and, for 429 and 503, how long it asked
     /// the box to wait (`Retry-After`) before asking again.
     #[error("the authority refused ({status}): {detail}{}", retry_note(.retry_after))]
@@ -66,6 +69,45 @@ pub fn parse_retry_after(value: &[u8]) -> Option<Duration> {
     // All digits, so a parse error can only be an overflow: a huge wait, capped like any other.
     let secs = text.parse::<u64>().unwrap_or(u64::MAX);
     Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
+/// What the authority's fatal alert says of the box's device certificate (RFC 8446 §6.2, as
+/// rustls's verifier sends them), or `None` for an alert about anything else.
+fn refusal(alert: rustls::AlertDescription) -> Option<&'static str> {
+    use rustls::AlertDescription as A;
+    Some(match alert {
+        A::UnknownCA => {
+            "unknown CA (not issued by the device CA the authority trusts, or its revocation \
+             status cannot be checked)"
+        }
+        A::CertificateRevoked => "revoked (listed in the authority's CRL)",
+        A::CertificateExpired => "expired or not yet valid (is the box's clock right?)",
+        A::BadCertificate => "bad certificate (malformed)",
+        A::UnsupportedCertificate => "unsupported (not for TLS client authentication)",
+        A::CertificateUnknown => "not acceptable (certificate_unknown)",
+        A::AccessDenied => "access denied",
+        A::CertificateRequired => "none was sent, and the authority requires one",
+        _ => return None,
+    })
+}
+
+/// An I/O error of the TLS connection: the refusal of the device certificate when the
+/// authority's alert says so, else `other`.
+fn tls_io_error(
+    e: &std::io::Error,
+    other: impl FnOnce(&std::io::Error) -> ClientError,
+) -> ClientError {
+    let refused = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .and_then(|tls| match tls {
+            rustls::Error::AlertReceived(alert) => refusal(*alert),
+            _ => None,
+        });
+    match refused {
+        Some(why) => ClientError::DeviceCertRefused(why),
+        None => other(e),
+    }
 }
 
 /// Mutual-TLS settings: whom to trust and who we are.
@@ -162,10 +204,12 @@ pub async fn post_json(
             let _ = tcp.set_nodelay(true);
             let name = ServerName::try_from(host.clone())
                 .map_err(|_| ClientError::Url(base.to_owned(), "bad host name"))?;
+            // TLS 1.2 refuses a device certificate during the handshake; TLS 1.3 after it, in
+            // the first read of the answer (`exchange`).
             tokio_rustls::TlsConnector::from(identity.config.clone())
                 .connect(name, tcp)
                 .await
-                .map_err(|e| ClientError::Tls(base.to_owned(), e.to_string()))
+                .map_err(|e| tls_io_error(&e, |e| ClientError::Tls(base.to_owned(), e.to_string())))
         };
         let tls = tokio::time::timeout(CONNECT, connect)
             .await
@@ -220,7 +264,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let http = |e: &dyn std::fmt::Display| ClientError::Http(e.to_string());
+    let http = |e: &std::io::Error| tls_io_error(e, |e| ClientError::Http(e.to_string()));
     if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
         return Err(ClientError::Http(format!("bad request path {path:?}")));
     }
@@ -556,6 +600,42 @@ mod tests {
         .unwrap_err()
         .to_string()
         .ends_with("(429): rate_limited: d (asked to retry after 5 s)"));
+    }
+
+    #[test]
+    fn certificate_alerts_name_the_refusal_and_others_stay_what_they_were() {
+        use rustls::AlertDescription as A;
+        let alert = |a| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                rustls::Error::AlertReceived(a),
+            )
+        };
+        let other = |e: &std::io::Error| ClientError::Http(e.to_string());
+        for (a, says) in [
+            (A::UnknownCA, "unknown CA"),
+            (A::CertificateRevoked, "revoked"),
+            (A::CertificateExpired, "expired"),
+            (A::UnsupportedCertificate, "client authentication"),
+        ] {
+            let e = tls_io_error(&alert(a), other).to_string();
+            assert!(
+                e.starts_with("the authority refused this box's device certificate: ")
+                    && e.contains(says),
+                "{a:?}: {e}"
+            );
+        }
+        // Not about the certificate: as before.
+        for e in [
+            alert(A::HandshakeFailure),
+            std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+            std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::DecryptError),
+        ] {
+            assert!(
+                matches!(tls_io_error(&e, other), ClientError::Http(_)),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -1,0 +1,238 @@
+//! A box whose device certificate the authority refuses at the handshake (from another CA,
+//! revoked in the authority's CRL, expired): `boxapi enrol` exits 1 naming the cause, the
+//! authority logs it, and an authority that is down reads differently. No root, Knot nor Pebble:
+//! the refusal comes before any ACME or DNS work.
+#[path = "../../box/tests/common/mod.rs"]
+mod common;
+use common::*;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+fn sh(dir: &Path, cmd: &str) {
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", cmd])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The operator's PKI (tests/field/make-pki.sh: op-ca, auth, device-ca, device), a CRL of the
+/// device CA revoking `revoked`, an `expired` device and a `stranger` from another CA.
+fn pki(dir: &Path) {
+    sh(
+        dir,
+        &format!(
+            "{ROOT}/tests/field/make-pki.sh .
+             ext='extendedKeyUsage=clientAuth\\nkeyUsage=critical,digitalSignature\\n'
+             device() {{ # name ca days serial
+                 openssl ecparam -name prime256v1 -genkey -noout -out $1.key
+                 openssl req -new -key $1.key -subj /CN=$1 -out $1.csr 2>/dev/null
+                 printf \"$ext\" > $1.ext
+                 openssl x509 -req -in $1.csr -CA $2.pem -CAkey $2.key -set_serial $4 -days $3 \
+                     -sha256 -extfile $1.ext -out $1.pem 2>/dev/null
+             }}
+             openssl ecparam -name prime256v1 -genkey -noout -out other-ca.key
+             openssl req -x509 -new -key other-ca.key -sha256 -days 2 -subj '/CN=another CA' \
+                 -addext 'basicConstraints=critical,CA:TRUE' \
+                 -addext 'keyUsage=critical,keyCertSign,cRLSign' -out other-ca.pem
+             device stranger other-ca 2 20
+             device revoked device-ca 2 21
+             device expired device-ca -1 22
+             touch index.txt; echo 01 > crlnumber
+             printf '[ca]\\ndefault_ca = d\\n[d]\\ndatabase = index.txt\\ncrlnumber = crlnumber\\n\
+certificate = device-ca.pem\\nprivate_key = device-ca.key\\ndefault_md = sha256\\n\
+default_crl_days = 30\\n' > device-ca.cnf
+             openssl ca -config device-ca.cnf -revoke revoked.pem 2>/dev/null
+             openssl ca -config device-ca.cnf -gencrl -out device-ca.crl 2>/dev/null"
+        ),
+    );
+}
+
+/// An authority with enrolment (its CA and DNS server never reached here) on a free port, its
+/// metrics on `metrics`.
+fn authority(dir: &Path, metrics: SocketAddr) -> Daemon {
+    keygen(dir, "EdDSA", "op");
+    keygen(dir, "EdDSA", "tool");
+    std::fs::write(
+        dir.join("tsig.key"),
+        "c2VjcmV0LXNlY3JldC1zZWNyZXQtMzItYnl0ZXMh\n",
+    )
+    .unwrap();
+    let text = format!(
+        r#"[server]
+cert = "auth.pem"
+key = "auth.key"
+state_dir = "state"
+control_socket = "control.sock"
+
+[auth]
+audience = "https://authority.test"
+issuers = ["https://authority.test"]
+
+[[tool]]
+id = "t"
+origins = ["https://tool.example"]
+scopes = ["access"]
+keys = ["tool.jwk"]
+
+[token_endpoint]
+enabled = true
+issuer = "https://authority.test"
+signing_key = "op.private.jwk"
+
+[authority]
+listen = ["127.0.0.1:0"]
+metrics_listen = "{metrics}"
+
+[enrolment]
+device_ca = "device-ca.pem"
+device_crls = ["device-ca.crl"]
+zone = "box.test"
+
+[acme]
+directory = "https://127.0.0.1:9/dir"
+account = "acme-account.json"
+contact = ["mailto:ops@isp.example"]
+
+[dns]
+server = "127.0.0.1:9"
+tsig_name = "boxapi."
+tsig_secret_file = "tsig.key"
+"#
+    );
+    std::fs::write(dir.join("boxapi.toml"), text).unwrap();
+    Daemon::start_command(dir.to_path_buf(), &[], "authority")
+}
+
+/// `boxapi enrol` as the box holding `device`, against the authority at `port`: exit code and
+/// stderr.
+fn enrol(dir: &Path, pki: &Path, device: &str, port: u16) -> (i32, String) {
+    let box_dir = dir.join(format!("box-{device}"));
+    std::fs::create_dir_all(&box_dir).unwrap();
+    let p = pki.display();
+    let text = config(&box_dir, "", "").replace(
+        "listen = [\"127.0.0.1:0\"]",
+        // Never bound by `enrol`: only the address it publishes.
+        "listen = [\"192.168.77.1:443\"]",
+    ) + &format!(
+        "\n[enrol]\nauthority = \"https://127.0.0.1:{port}\"\nauthority_ca = \"{p}/op-ca.pem\"\n\
+         device_cert = \"{p}/{device}.pem\"\ndevice_key = \"{p}/{device}.key\"\nzone = \"box.test\"\n"
+    );
+    let path = box_dir.join("boxapi.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = daemon_command()
+        .args(["enrol", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `GET /metrics` of the authority.
+fn scrape(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: m\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The authority's `device_certificate_refused` events so far.
+fn refusals(auth: &Daemon) -> Vec<Value> {
+    auth.log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == "device_certificate_refused")
+        .collect()
+}
+
+#[test]
+fn refused_device_certificates_are_named_on_both_sides() {
+    let dir = temp_dir("device-certs");
+    let pki_dir = dir.join("pki");
+    std::fs::create_dir_all(&pki_dir).unwrap();
+    pki(&pki_dir);
+    let auth_dir = dir.join("authority");
+    std::fs::create_dir_all(&auth_dir).unwrap();
+    for f in ["auth.pem", "auth.key", "device-ca.pem", "device-ca.crl"] {
+        std::fs::copy(pki_dir.join(f), auth_dir.join(f)).unwrap();
+    }
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let auth = authority(&auth_dir, metrics_addr);
+    let port = auth.addr.port();
+    for (device, box_says, authority_says) in [
+        ("stranger", "unknown CA", "unknown_ca"),
+        ("revoked", "revoked", "revoked"),
+        ("expired", "expired", "expired"),
+    ] {
+        let (code, err) = enrol(&dir, &pki_dir, device, port);
+        eprintln!("{device}: {}", err.trim_end());
+        assert_eq!(code, 1, "{device}: {err}");
+        assert!(
+            err.contains("refused this box's device certificate") && err.contains(box_says),
+            "{device}: {err}"
+        );
+        assert!(
+            wait_for(Duration::from_secs(5), || refusals(&auth)
+                .iter()
+                .any(|v| v["reason"] == authority_says)),
+            "{device}: {}",
+            auth.log_text()
+        );
+    }
+    // Each line names the peer, and none is lost or repeated for three different causes.
+    let seen = refusals(&auth);
+    for line in &seen {
+        eprintln!("{line}");
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen.iter().all(|v| v["peer"] == "127.0.0.1"), "{seen:?}");
+    // A flood of refused handshakes from one peer: a bounded log, and the rest counted.
+    for _ in 0..20 {
+        assert_eq!(enrol(&dir, &pki_dir, "stranger", port).0, 1);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let flood = refusals(&auth).len() - seen.len();
+    assert!(flood <= 1, "{flood} more lines for 20 refusals in a minute");
+    let metrics = scrape(metrics_addr);
+    for (reason, count) in [("unknown_ca", 21), ("revoked", 1), ("expired", 1)] {
+        let line = format!(
+            "boxapi_authority_device_certificates_refused_total{{reason=\"{reason}\"}} {count}\n"
+        );
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
+
+    // The good device gets past the handshake (and then fails upstream: no CA here), so its
+    // error is not a refused certificate.
+    let (code, err) = enrol(&dir, &pki_dir, "device", port);
+    assert_eq!(code, 1, "{err}");
+    assert!(!err.contains("device certificate"), "{err}");
+    // An authority that is down: not a certificate matter either.
+    drop(auth);
+    let (code, err) = enrol(&dir, &pki_dir, "stranger", port);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("cannot reach the authority") && !err.contains("certificate"),
+        "{err}"
+    );
+}
