@@ -1,6 +1,7 @@
 //! The authority's control commands (the protocol is `boxapi_core::control`, so `boxapi ctl
 //! --socket` drives it): status, suspend/resume, revoke/unrevoke a tool, reload.
 use crate::app::App;
+use boxapi_core::auth::signed;
 use boxapi_core::cert::certificate_warning;
 use boxapi_core::control::{error_reply, parse_command, state, Command, Mode, State};
 use boxapi_core::log;
@@ -119,6 +120,7 @@ fn status(app: &App) -> Value {
         "warnings": certificate_warning(snap.cert_not_after)
             .into_iter()
             .chain(st.damaged.then(|| state::DAMAGED_WARNING.to_owned()))
+            .chain(snap.trust.registry_version_damage.as_ref().map(|_| signed::DAMAGED_WARNING.to_owned()))
             .collect::<Vec<_>>(),
         "config": snap.config.common.path.display().to_string(),
         "enrolment": enrolment,

@@ -3,7 +3,7 @@
 //! `boxapi_core::control`; reload and start-up are the daemon's (`crate::daemon`).
 use crate::app::App;
 use boxapi_core::auth::registry::Validity;
-use boxapi_core::auth::Tool;
+use boxapi_core::auth::{signed, Tool};
 use boxapi_core::cert::certificate_warning;
 use boxapi_core::control::withheld::SECTION_NAMES;
 use boxapi_core::control::{error_reply, state, Command, Mode, Request, Section, State};
@@ -241,6 +241,12 @@ fn status(app: &App) -> Value {
                 .map(|e| format!("the last certificate renewal failed: {e}")),
         )
         .chain(st.damaged.then(|| state::DAMAGED_WARNING.to_owned()))
+        .chain(
+            snap.trust
+                .registry_version_damage
+                .as_ref()
+                .map(|_| signed::DAMAGED_WARNING.to_owned()),
+        )
         .collect();
     json!({
         "ok": true,

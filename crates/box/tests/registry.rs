@@ -36,9 +36,8 @@ fn sign(dir: &Path, version: u64, revoked: bool, reg: &Key) -> (i32, String) {
     (code, err)
 }
 
-#[test]
-fn signed_registry_lifecycle() {
-    let dir = temp_dir("registry");
+/// An operator root key and a registry tool's key in `dir`.
+fn keys(dir: &Path) -> Key {
     let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
     assert_eq!(
         run(&[
@@ -58,12 +57,31 @@ fn signed_registry_lifecycle() {
         .status()
         .unwrap();
     assert!(st.success());
-    let reg = Key {
+    Key {
         kid: "reg-key".into(),
         alg: jsonwebtoken::Algorithm::ES256,
         pem: std::fs::read(dir.join("reg.pem")).unwrap(),
         spki: std::fs::read(dir.join("reg.pub.der")).unwrap(),
-    };
+    }
+}
+
+const REGISTRY: &str = "[registry]\nfile = \"registry.jws\"\nroot_key = \"root.jwk\"\n";
+
+/// The registry tool's token is refused; the configured tool `a` is untouched.
+fn refused_while_others_are_served(d: &Daemon, token: &str) {
+    d.get_token("/v1/access", token)
+        .assert_problem(401, "invalid_token");
+    assert_eq!(
+        d.get_token("/v1/access", &fixtures().a.token("a", "access"))
+            .status,
+        200
+    );
+}
+
+#[test]
+fn signed_registry_lifecycle() {
+    let dir = temp_dir("registry");
+    let reg = keys(&dir);
     assert_eq!(sign(&dir, 2, false, &reg).0, 0);
     let (code, out, _) = run(&[
         "registry",
@@ -76,12 +94,7 @@ fn signed_registry_lifecycle() {
     assert_eq!(code, 0);
     assert!(out.contains("version 2: 1 tools (reg)"), "{out}");
 
-    let text = config(
-        &dir,
-        "",
-        "[registry]\nfile = \"registry.jws\"\nroot_key = \"root.jwk\"\n",
-    );
-    std::fs::write(dir.join("boxapi.toml"), &text).unwrap();
+    std::fs::write(dir.join("boxapi.toml"), config(&dir, "", REGISTRY)).unwrap();
     let d = Daemon::start_in(dir.clone(), &[]);
     let token = reg.token("reg", "access");
     assert_eq!(d.get_token("/v1/access", &token).status, 200);
@@ -100,13 +113,7 @@ fn signed_registry_lifecycle() {
     // Version 3 revokes the tool: refused after reload; tool a untouched.
     assert_eq!(sign(&dir, 3, true, &reg).0, 0);
     assert_eq!(d.ctl(&["reload"]).0, 0);
-    d.get_token("/v1/access", &token)
-        .assert_problem(401, "invalid_token");
-    assert_eq!(
-        d.get_token("/v1/access", &fixtures().a.token("a", "access"))
-            .status,
-        200
-    );
+    refused_while_others_are_served(&d, &token);
 
     // A tampered registry: refused, version 3 stays in force.
     let jws = std::fs::read_to_string(dir.join("registry.jws")).unwrap();
@@ -143,4 +150,59 @@ fn signed_registry_lifecycle() {
     ]);
     assert_eq!(code, 64);
     assert!(err.contains("older than the accepted version 3"), "{err}");
+}
+
+/// Issue 21: a damaged `registry.version` never lowers the anti-rollback floor. It read as 0
+/// once: a registry that undid a revocation was accepted after a restart.
+#[test]
+fn a_damaged_registry_version_fails_closed() {
+    let dir = temp_dir("registry-damaged");
+    let reg = keys(&dir);
+    assert_eq!(sign(&dir, 3, true, &reg).0, 0);
+    std::fs::write(dir.join("boxapi.toml"), config(&dir, "", REGISTRY)).unwrap();
+    let dir = Daemon::start_in(dir, &[]).stop();
+    let version = dir.join("state/registry.version");
+    assert_eq!(std::fs::read_to_string(&version).unwrap(), "3\n");
+    // The revocation undone by an older registry, the version file damaged.
+    assert_eq!(sign(&dir, 2, false, &reg).0, 0);
+    std::fs::write(&version, b"").unwrap();
+    let config_path = dir.join("boxapi.toml");
+    let serve = |cmd: &str| {
+        let out = daemon_command()
+            .args([cmd, "--config", config_path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // The previous good copy holds 3: version 2 is a rollback, refused.
+    let (code, err) = serve("check-config");
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("older than the accepted version 3"), "{err}");
+    // No good copy at all: the floor is unknown. The daemon serves, without the registry (none
+    // loosened: its tools are not trusted), and says so until the files are looked at.
+    std::fs::write(dir.join("state/registry.version.prev"), b"\x00").unwrap();
+    let d = Daemon::start_in(dir.clone(), &[]);
+    let token = reg.token("reg", "access");
+    refused_while_others_are_served(&d, &token);
+    let (code, out, _) = d.ctl(&["status"]);
+    assert_eq!(code, 0);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        status["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w == "registry_version_damaged"),
+        "{status}"
+    );
+    assert!(d.logged("registry_version_damaged"));
+    // Looked at and removed by the operator: the registry at hand is accepted and recorded.
+    std::fs::remove_file(&version).unwrap();
+    std::fs::remove_file(dir.join("state/registry.version.prev")).unwrap();
+    assert_eq!(d.ctl(&["reload"]).0, 0);
+    assert_eq!(d.get_token("/v1/access", &token).status, 200);
+    assert_eq!(std::fs::read_to_string(&version).unwrap(), "2\n");
 }

@@ -17,6 +17,7 @@ pub mod files;
 pub mod grants;
 pub mod guard;
 pub mod json;
+pub mod kept;
 pub mod log;
 pub mod names;
 pub mod problem;

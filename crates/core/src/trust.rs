@@ -14,6 +14,9 @@ pub struct Trust {
     pub verifier: Verifier,
     /// Version of the operator-signed registry in force, if one is configured.
     pub registry_version: Option<u64>,
+    /// A copy of the accepted registry version was damaged (why): `ctl status` warns
+    /// [`signed::DAMAGED_WARNING`]. When no copy was good the registry is not in force at all.
+    pub registry_version_damage: Option<String>,
     /// Per-tool signing keys (tool index → key), for a token server that signs each tool's tokens
     /// with that tool's own key.
     pub tool_signing_keys: HashMap<usize, jwk::PrivateJwk>,
@@ -158,9 +161,22 @@ impl Trust {
                 expires: t.expires,
             })
             .collect();
+        let mut registry_version_damage = None;
         let registry_version = match &config.registry {
             Some(rc) => {
                 let key = "registry.file";
+                let floor = signed::floor(&config.server.state_dir);
+                if let Some(why) = &floor.damage {
+                    let using = floor.version.map_or_else(
+                        || "no registry: the last accepted version is unknown".to_owned(),
+                        |v| format!("version {v} of the good copy as the floor"),
+                    );
+                    crate::log::event(
+                        signed::DAMAGED_WARNING,
+                        &[("error", why), ("using", &using)],
+                    );
+                }
+                registry_version_damage.clone_from(&floor.damage);
                 let bad = |why: &dyn std::fmt::Display| Problem::file(key, &rc.file, why);
                 let signed = load_keys(&rc.root_key, "registry.root_key", problems)
                     .into_iter()
@@ -170,9 +186,16 @@ impl Trust {
                         let jws = files::read_limited(&rc.file, files::limit::REGISTRY)
                             .map_err(|e| problems.push(bad(&e)))?;
                         let r = signed::verify(&root, &jws).map_err(|e| problems.push(bad(&e)))?;
-                        signed::check_rollback(&config.server.state_dir, r.version)
-                            .map_err(|e| problems.push(bad(&e)))?;
-                        Ok(r)
+                        match floor.check(r.version) {
+                            Ok(()) => Ok(r),
+                            // Fail closed without stopping the daemon: the registry's tools
+                            // are not trusted (none loosened), the configured ones still are.
+                            Err(signed::SignedError::FloorUnknown(_)) => Err(()),
+                            Err(e) => {
+                                problems.push(bad(&e));
+                                Err(())
+                            }
+                        }
                     });
                 match signed {
                     Ok(r) => {
@@ -223,6 +246,7 @@ impl Trust {
             registry,
             verifier: Verifier::new(rules, tool_keys, issuer_keys),
             registry_version,
+            registry_version_damage,
             tool_signing_keys,
             signing_key,
         }

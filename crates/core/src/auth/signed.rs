@@ -5,13 +5,14 @@
 use super::jwk::{self, PrivateJwk, PublicJwk};
 use super::registry::{check_origin_syntax, valid_tool_id, Scopes, Tool, TOOL_ID_RULE};
 use super::token::{verify_jws, TokenError};
+use crate::kept::{Copy, Kept};
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::Path;
 
 /// A registry of a few hundred tools is far below this.
 pub const MAX_REGISTRY_BYTES: usize = 1 << 20;
-/// The last accepted version, in `state_dir`.
+/// The last accepted version, in `state_dir`, kept with its previous good version.
 pub const VERSION_FILE: &str = "registry.version";
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,9 @@ pub enum SignedError {
     Payload(String),
     #[error("version {got} is older than the accepted version {have}: rollback refused")]
     Rollback { have: u64, got: u64 },
+    /// Every copy of the accepted version is damaged: any registry could be a rollback.
+    #[error("the last accepted registry version is unknown ({0}): no registry is accepted until an operator checks this one and removes the damaged files (docs/authorization.md)")]
+    FloorUnknown(String),
 }
 
 /// A verified registry.
@@ -172,45 +176,90 @@ pub fn sign(root: &PrivateJwk, payload: &[u8]) -> Result<String, SignedError> {
     Ok(format!("{input}.{}", crate::b64::url_encode(&sig)))
 }
 
-/// The version accepted last (0 when none was).
-pub fn accepted_version(state_dir: &Path) -> u64 {
-    crate::files::read_text_limited(
-        &state_dir.join(VERSION_FILE),
-        crate::files::limit::STATE_SMALL,
-    )
-    .ok()
-    .and_then(|s| s.trim().parse().ok())
-    .unwrap_or(0)
+/// The anti-rollback floor: the last accepted version, as [`VERSION_FILE`] and its previous good
+/// version (`registry.version.prev`, [`Kept`]) tell it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Floor {
+    /// The highest version a good copy holds (0: none was ever accepted). `None` when no copy is
+    /// good but one is damaged: the floor is unknown, and no registry is accepted (fail closed).
+    pub version: Option<u64>,
+    /// Why a copy could not be read, when one could not: `ctl status` warns
+    /// [`DAMAGED_WARNING`] and the next acceptance rewrites both.
+    pub damage: Option<String>,
 }
 
-/// Refuses a registry older than the one accepted last.
-pub fn check_rollback(state_dir: &Path, got: u64) -> Result<(), SignedError> {
-    let have = accepted_version(state_dir);
-    if got < have {
-        return Err(SignedError::Rollback { have, got });
+/// What `ctl status` lists in `warnings` while a copy of the accepted version is damaged.
+pub const DAMAGED_WARNING: &str = "registry_version_damaged";
+
+fn copies(state_dir: &Path) -> Kept {
+    Kept::new(state_dir, VERSION_FILE, crate::files::limit::STATE_SMALL)
+}
+
+fn parse_version(b: &[u8]) -> Result<u64, String> {
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| "not a version number".to_owned())
+}
+
+/// The floor the two copies give. Both are written with every version accepted, the previous
+/// one first, so either good copy holds a version accepted, and the higher of the two is the
+/// last: a damaged copy never lowers the floor below what the other holds.
+pub fn floor(state_dir: &Path) -> Floor {
+    let files = copies(state_dir);
+    let (file, prev) = files.read(parse_version);
+    let mut damage = Vec::new();
+    let mut version = None;
+    for (path, copy) in [(&files.file, file), (&files.prev, prev)] {
+        match copy {
+            Copy::Good(v) => version = Some(version.map_or(v, |h: u64| h.max(v))),
+            Copy::Missing => {}
+            Copy::Damaged(why) => damage.push(format!("{}: {why}", path.display())),
+        }
     }
-    Ok(())
+    // Nothing at all: no registry was ever accepted here.
+    if damage.is_empty() && version.is_none() {
+        version = Some(0);
+    }
+    Floor {
+        version,
+        damage: (!damage.is_empty()).then(|| damage.join("; ")),
+    }
 }
 
-/// Records an accepted version (atomically: temporary file, fsync, rename).
-fn record_version(state_dir: &Path, version: u64) -> Result<(), crate::files::FileError> {
-    crate::files::write_atomic(
-        &state_dir.join(VERSION_FILE),
-        format!("{version}\n").as_bytes(),
-        0o600,
-    )
+/// Refuses a registry older than the one accepted last, and every registry while that one is
+/// unknown ([`SignedError::FloorUnknown`]).
+pub fn check_rollback(state_dir: &Path, got: u64) -> Result<(), SignedError> {
+    floor(state_dir).check(got)
+}
+
+impl Floor {
+    /// [`check_rollback`] against this floor.
+    pub fn check(&self, got: u64) -> Result<(), SignedError> {
+        match self.version {
+            None => Err(SignedError::FloorUnknown(
+                self.damage.clone().unwrap_or_default(),
+            )),
+            Some(have) if got < have => Err(SignedError::Rollback { have, got }),
+            Some(_) => Ok(()),
+        }
+    }
 }
 
 /// What both daemons do once a snapshot is accepted (at start and at each reload): remember its
 /// registry version, so that [`check_rollback`] refuses an older one from then on. Written only
-/// when it moves forward (a box reloads often and its flash wears). A failure is logged, not
-/// fatal: the registry in force was checked already.
+/// when it moves forward (a box reloads often and its flash wears) or a copy is damaged (then
+/// both are rewritten: the repair). A failure is logged, not fatal: the registry in force was
+/// checked already.
 pub fn record_accepted(state_dir: &Path, version: Option<u64>) {
     let Some(v) = version else { return };
-    if v <= accepted_version(state_dir) {
+    let f = floor(state_dir);
+    if f.damage.is_none() && f.version.is_some_and(|have| v <= have) {
         return;
     }
-    if let Err(e) = record_version(state_dir, v) {
+    // Never below a good copy: the write repairs, it does not lower.
+    let v = f.version.map_or(v, |have| have.max(v));
+    if let Err(e) = copies(state_dir).save(format!("{v}\n").as_bytes(), 0o600) {
         crate::log::event(
             "state_error",
             &[("error", &format!("registry version: {e}"))],
@@ -253,21 +302,117 @@ mod tests {
         .is_err());
     }
 
+    fn temp(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("boxapi-signed-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn known(v: u64) -> Floor {
+        Floor {
+            version: Some(v),
+            damage: None,
+        }
+    }
+
     #[test]
     fn accepted_versions_only_move_forward() {
-        let dir = std::env::temp_dir().join(format!("boxapi-signed-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        assert_eq!(accepted_version(&dir), 0);
+        let dir = temp("forward");
+        assert_eq!(floor(&dir), known(0));
         record_accepted(&dir, Some(3));
-        assert_eq!(accepted_version(&dir), 3);
+        assert_eq!(floor(&dir), known(3));
+        let prev = dir.join(format!("{VERSION_FILE}.prev"));
+        assert_eq!(
+            std::fs::read(&prev).unwrap(),
+            b"3\n",
+            "previous version kept"
+        );
         record_accepted(&dir, Some(2));
         record_accepted(&dir, None);
-        assert_eq!(accepted_version(&dir), 3);
+        assert_eq!(floor(&dir), known(3));
         assert!(matches!(
             check_rollback(&dir, 2),
             Err(SignedError::Rollback { have: 3, got: 2 })
         ));
         assert!(check_rollback(&dir, 3).is_ok());
+        // A file from before the previous version was kept: its version alone.
+        std::fs::remove_file(&prev).unwrap();
+        assert_eq!(floor(&dir), known(3));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A damaged version file never lowers the anti-rollback floor (issue 21): it read as 0
+    /// once, and a registry that undoes a revocation was accepted.
+    #[test]
+    fn a_damaged_version_file_never_lowers_the_floor() {
+        let dir = temp("damaged");
+        record_accepted(&dir, Some(3));
+        for damage in [&b""[..], b"x", b"\xff\xfe", b"-1\n", b"3x\n"] {
+            std::fs::write(dir.join(VERSION_FILE), damage).unwrap();
+            assert!(
+                matches!(
+                    check_rollback(&dir, 2),
+                    Err(SignedError::Rollback { have: 3, got: 2 })
+                ),
+                "{damage:?}: version 2 accepted"
+            );
+            assert!(check_rollback(&dir, 3).is_ok(), "{damage:?}");
+        }
+        let f = floor(&dir);
+        assert_eq!(f.version, Some(3));
+        assert!(f.damage.unwrap().contains("not a version number"));
+        // The next acceptance repairs both copies, even when it does not move forward.
+        record_accepted(&dir, Some(3));
+        assert_eq!(floor(&dir), known(3));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A cut between the two writes leaves the previous version one ahead: the higher counts.
+    /// The previous version damaged, the file good: the file's, warned.
+    #[test]
+    fn the_higher_good_copy_is_the_floor() {
+        let dir = temp("higher");
+        record_accepted(&dir, Some(3));
+        let prev = dir.join(format!("{VERSION_FILE}.prev"));
+        std::fs::write(&prev, b"5\n").unwrap();
+        assert_eq!(floor(&dir), known(5));
+        std::fs::remove_file(dir.join(VERSION_FILE)).unwrap();
+        assert_eq!(floor(&dir), known(5));
+        record_accepted(&dir, Some(4));
+        assert_eq!(floor(&dir), known(5), "never lowered by a write");
+        record_accepted(&dir, Some(6));
+        std::fs::write(&prev, b"").unwrap();
+        let f = floor(&dir);
+        assert_eq!(f.version, Some(6));
+        assert!(f.damage.is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// No good copy, one damaged: no floor is known, and no registry is accepted, however
+    /// new, until an operator removes the damaged files.
+    #[test]
+    fn without_a_good_copy_every_registry_is_refused() {
+        let dir = temp("unknown");
+        std::fs::write(dir.join(VERSION_FILE), b"\x00\x00").unwrap();
+        let f = floor(&dir);
+        assert_eq!(f.version, None);
+        for v in [1, 3, u64::MAX] {
+            let e = check_rollback(&dir, v).unwrap_err();
+            assert!(matches!(e, SignedError::FloorUnknown(_)), "{v}: {e}");
+            assert!(
+                e.to_string()
+                    .contains("registry.version: not a version number"),
+                "{e}"
+            );
+        }
+        // The previous version damaged and the file missing: the same.
+        let prev = dir.join(format!("{VERSION_FILE}.prev"));
+        std::fs::rename(dir.join(VERSION_FILE), &prev).unwrap();
+        assert_eq!(floor(&dir).version, None);
+        // Removed by hand: a first start.
+        std::fs::remove_file(&prev).unwrap();
+        assert!(check_rollback(&dir, 1).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -1,15 +1,15 @@
 //! The persisted control state (`state_dir/state.json` and its previous good version beside it),
 //! each replaced atomically; a damaged file fails closed (contract §7): never loosens what it held.
 use super::{Mode, State, Withheld};
+use crate::kept::{Copy, Kept};
 use serde_json::{json, Value};
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 pub const FILE: &str = "state.json";
-/// The previous good version, written whole before [`FILE`] is replaced: a power cut between the
-/// two writes leaves two good files, each with every acknowledged change, and a damaged [`FILE`]
-/// takes its revocations and withholdings from this one.
+/// The previous good version ([`Kept`]), written whole before [`FILE`] is replaced: a power cut
+/// between the two writes leaves two good files, each with every acknowledged change, and a
+/// damaged [`FILE`] takes its revocations and withholdings from this one.
 pub const PREV: &str = "state.json.prev";
 /// A state file is a few hundred bytes; anything far larger is not ours.
 const MAX_BYTES: u64 = 1 << 20;
@@ -76,40 +76,37 @@ pub enum Loaded {
     },
 }
 
-/// One state file: `Ok(None)` when it does not exist, `Err` (why) when it cannot be used.
-fn read(path: &Path) -> Result<Option<State>, String> {
-    // A regular file only: whatever else sits there (a pipe, a device) is refused unopened.
-    match crate::files::read_limited(path, MAX_BYTES) {
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e.to_string()),
-        Ok(b) => match serde_json::from_slice::<Value>(&b) {
-            Ok(v) => from_json(&v)
-                .map(Some)
-                .ok_or_else(|| "not a boxapi state object".to_owned()),
-            Err(e) => Err(format!("not JSON: {e}")),
-        },
+/// The state file and its previous good version.
+fn copies(dir: &Path) -> Kept {
+    Kept::new(dir, FILE, MAX_BYTES)
+}
+
+fn parse(b: &[u8]) -> Result<State, String> {
+    match serde_json::from_slice::<Value>(b) {
+        Ok(v) => from_json(&v).ok_or_else(|| "not a boxapi state object".to_owned()),
+        Err(e) => Err(format!("not JSON: {e}")),
     }
 }
 
 /// Reads the state; never fails, but reports what it had to do. Only reads, except that a
 /// damaged [`FILE`] gets a second name (`state.json.broken-<time>`) so that it is kept.
 pub fn load(dir: &Path) -> Loaded {
-    let path = dir.join(FILE);
-    let prev = read(&dir.join(PREV));
-    let why = match read(&path) {
-        Ok(Some(s)) => return Loaded::Read(s),
-        Ok(None) => match prev {
-            Ok(None) => return Loaded::Fresh(State::default()),
+    let files = copies(dir);
+    let (file, prev) = files.read(parse);
+    let why = match file {
+        Copy::Good(s) => return Loaded::Read(s),
+        Copy::Missing => match prev {
+            Copy::Missing => return Loaded::Fresh(State::default()),
             // Only a cut during the very first save leaves this: the change in flight, which
             // loosens nothing the box had acknowledged.
-            Ok(Some(s)) => return Loaded::Read(s),
-            Err(ref why) => format!("missing, and {PREV} is damaged: {why}"),
+            Copy::Good(s) => return Loaded::Read(s),
+            Copy::Damaged(ref why) => format!("missing, and {PREV} is damaged: {why}"),
         },
-        Err(why) => why,
+        Copy::Damaged(why) => why,
     };
-    let kept = keep_aside(dir, &path);
+    let kept = files.keep_aside();
     let (state, from_prev) = match prev {
-        Ok(Some(p)) => (
+        Copy::Good(p) => (
             State {
                 mode: Mode::Disabled,
                 damaged: true,
@@ -134,23 +131,11 @@ pub fn load(dir: &Path) -> Loaded {
     }
 }
 
-/// Gives a damaged [`FILE`] a second name; the first stays until a good state replaces it, so a
-/// failure to write that one leaves the damage to be found again at the next start.
-fn keep_aside(dir: &Path, path: &Path) -> Option<PathBuf> {
-    if fs::symlink_metadata(path).is_err() {
-        return None;
-    }
-    let kept = dir.join(format!("{FILE}.broken-{}", crate::time::unix_now()));
-    // Not a regular file (a directory): no second link possible, and nothing could replace it.
-    let ok = fs::hard_link(path, &kept).is_ok() || fs::rename(path, &kept).is_ok();
-    ok.then_some(kept)
-}
-
 /// Atomically replaces the state file, its previous good version first (see [`PREV`]).
 pub fn save(dir: &Path, s: &State) -> io::Result<()> {
-    let text = text(s);
-    crate::files::write_atomic(&dir.join(PREV), text.as_bytes(), 0o600).map_err(|e| e.source)?;
-    crate::files::write_atomic(&dir.join(FILE), text.as_bytes(), 0o600).map_err(|e| e.source)
+    copies(dir)
+        .save(text(s).as_bytes(), 0o600)
+        .map_err(|e| e.source)
 }
 
 fn text(s: &State) -> String {
@@ -202,8 +187,7 @@ pub fn load_at_start(dir: &Path) -> State {
                 DAMAGED_WARNING,
                 &[("error", &why), ("kept", &kept), ("using", using)],
             );
-            let path = dir.join(FILE);
-            if let Err(e) = crate::files::write_atomic(&path, text(&state).as_bytes(), 0o600) {
+            if let Err(e) = copies(dir).save_file_only(text(&state).as_bytes(), 0o600) {
                 crate::log::event("state_error", &[("error", &e.source.to_string())]);
             }
             state
@@ -214,6 +198,7 @@ pub fn load_at_start(dir: &Path) -> State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn dir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("boxapi-state-{name}-{}", std::process::id()));
