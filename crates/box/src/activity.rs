@@ -304,4 +304,37 @@ mod tests {
             assert!(parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
     }
+
+    /// Issue 21: a damaged activity file never stops a start. It is kept aside whole under
+    /// `activity.json.broken-<time>`, the activity starts empty, and the next save writes a good
+    /// file atomically (no staging file left beside it).
+    #[test]
+    fn a_damaged_file_is_kept_aside_and_replaced_whole() {
+        let dir = std::env::temp_dir().join(format!("boxapi-activity-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = Activity::default();
+        a.record("t", 1_800_000_000);
+        let good = a.take_changes().unwrap();
+        let damaged = &good[..good.len() / 2];
+        std::fs::write(dir.join(FILE), damaged).unwrap();
+        let loaded = Activity::load_or_empty(&dir);
+        assert_eq!(loaded.get("t"), None);
+        let names = || -> Vec<String> {
+            let mut n: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            n.sort();
+            n
+        };
+        let kept = names();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert!(kept[0].starts_with("activity.json.broken-"), "{kept:?}");
+        assert_eq!(std::fs::read(dir.join(&kept[0])).unwrap(), damaged);
+        save(&dir, &good).unwrap();
+        assert_eq!(names().len(), 2, "{:?}", names());
+        assert_eq!(Activity::load(&dir).unwrap().get("t"), a.get("t"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
