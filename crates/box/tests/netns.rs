@@ -291,21 +291,32 @@ fn lan_client_gets_the_card_and_wan_client_gets_nothing() {
         .any(|s| s.starts_with("192.168.50.1:"))));
 }
 
+/// A bridge `br-lan` in the box's namespace with one port per client namespace (`lan1`, `lan2`,
+/// ..., each a veth whose other end is the client's `eth0`), all up.
+fn bridge(bx: &str, clients: &[&str]) {
+    sh(&format!(
+        "ip -n {bx} link add br-lan type bridge && ip -n {bx} link set br-lan up"
+    ));
+    for (i, c) in clients.iter().enumerate() {
+        let port = format!("lan{}", i + 1);
+        sh(&format!(
+            "ip link add {port} netns {bx} type veth peer name eth0 netns {c} && \
+             ip -n {bx} link set {port} master br-lan && ip -n {bx} link set {port} up && \
+             ip -n {c} link set eth0 up"
+        ));
+    }
+}
+
 #[test]
 #[ignore = "needs root: run as root with --include-ignored (make test does)"]
 fn bridged_lan_reports_the_bridge_port() {
     require_root("for network namespaces");
     let net = Net::new("b", &["box", "c1", "c2"]);
     let (bx, c1, c2) = (net.ns(0), net.ns(1), net.ns(2));
-    sh(&format!(
-        "ip -n {bx} link add br-lan type bridge && ip -n {bx} link set br-lan up"
-    ));
+    bridge(bx, &[c1, c2]);
     for (i, c) in [(1, c1), (2, c2)] {
         sh(&format!(
-            "ip link add lan{i} netns {bx} type veth peer name eth0 netns {c} && \
-             ip -n {bx} link set lan{i} master br-lan && ip -n {bx} link set lan{i} up && \
-             ip -n {c} addr add 192.168.70.{n}/24 dev eth0 && ip -n {c} addr add fd70::{n}/64 dev eth0 nodad && \
-             ip -n {c} link set eth0 up",
+            "ip -n {c} addr add 192.168.70.{n}/24 dev eth0 && ip -n {c} addr add fd70::{n}/64 dev eth0 nodad",
             n = 10 + i
         ));
     }
@@ -375,16 +386,7 @@ fn eight_aliases_behind_one_mac_are_one_terminal() {
     require_root("for network namespaces");
     let net = Net::new("m", &["box", "c1", "c2"]);
     let (bx, c1, c2) = (net.ns(0), net.ns(1), net.ns(2));
-    sh(&format!(
-        "ip -n {bx} link add br-lan type bridge && ip -n {bx} link set br-lan up"
-    ));
-    for (i, c) in [(1, c1), (2, c2)] {
-        sh(&format!(
-            "ip link add lan{i} netns {bx} type veth peer name eth0 netns {c} && \
-             ip -n {bx} link set lan{i} master br-lan && ip -n {bx} link set lan{i} up && \
-             ip -n {c} link set eth0 up"
-        ));
-    }
+    bridge(bx, &[c1, c2]);
     let aliases: Vec<String> = (11..19).map(|n| format!("192.168.80.{n}")).collect();
     for a in &aliases {
         sh(&format!("ip -n {c1} addr add {a}/24 dev eth0"));
