@@ -85,6 +85,29 @@ impl Field {
         sh(&self.dir, &format!("kill -TERM {pid}; for i in $(seq 50); do kill -0 {pid} 2>/dev/null || exit 0; sleep 0.1; done; pkill -KILL -P {pid}; kill -KILL {pid} || true"));
     }
 
+    /// Stops the ACME CA (Pebble, which keeps its accounts in memory) and starts it again on
+    /// the same address: it has forgotten every account. The new Pebble is stopped with the field.
+    fn restart_pebble(&self) {
+        self.kill("PEBBLE_PID");
+        let port = self.get("KNOT_PORT");
+        let ca = self.get("PEBBLE_LISTENER_CA");
+        let directory = self.get("ACME_DIRECTORY");
+        sh(
+            &self.dir,
+            &format!(
+                "PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 PEBBLE_AUTHZREUSE=0 \
+                   timeout --signal=TERM 300 pebble -config pebble/pebble.json \
+                   -dnsserver 127.0.0.1:{port} </dev/null >pebble/pebble-again.log 2>&1 &
+                 sed -i \"s/^PIDS=\\\"\\(.*\\)\\\"$/PIDS=\\\"\\1 $!\\\"/\" env
+                 for i in $(seq 100); do
+                     curl -fsS --max-time 2 --cacert {ca} {directory} >/dev/null 2>&1 && exit 0
+                     sleep 0.1
+                 done
+                 echo 'Pebble did not come back' >&2; exit 1"
+            ),
+        );
+    }
+
     /// `kdig` at the field's Knot: the answers' data, sorted.
     fn dig(&self, name: &str, rtype: &str) -> Vec<String> {
         let out = sh(
@@ -1516,6 +1539,69 @@ fn address_update_limit_is_shared_by_replicas() {
     assert_eq!(r.status, Some(200), "other devices are not affected: {r:?}");
     eprintln!(
         "address_update_limit_is_shared_by_replicas: {:?}",
+        t0.elapsed()
+    );
+}
+
+/// The CA forgets the authority's ACME account (Pebble restarted: it keeps accounts in memory).
+/// The next enrolment meets `accountDoesNotExist`, registers again by itself and succeeds, without
+/// a restart of the authority; the new account is stored and serves the next start.
+#[test]
+fn a_forgotten_acme_account_is_registered_again() {
+    let t0 = Instant::now();
+    let dir = temp_dir("forgotten");
+    let field = Field::start(&dir);
+    let pki = Pki::new(&dir);
+    let a = pki.device("dev-a", "device-ca", 10);
+    write_config(
+        &dir,
+        &field,
+        Acme {
+            directory: field.get("ACME_DIRECTORY"),
+            eab: None,
+        },
+    );
+    let auth = Authority::start(&dir);
+    let (csr, _) = box_csr(&dir, "box", &a.name);
+    let body = enrol_body(&csr, &["192.168.1.2"]);
+    let r = auth.enrol(&a, &body);
+    assert_eq!(r.status, Some(200), "{r:?}");
+    let account = || std::fs::read_to_string(dir.join("acme-account.json")).unwrap();
+    let first = account();
+
+    field.restart_pebble();
+    let r = auth.enrol(&a, &body);
+    assert_eq!(r.status, Some(200), "{r:?}");
+    let events = |auth: &Authority, name: &str| -> Vec<Value> {
+        auth.log_lines()
+            .into_iter()
+            .filter(|l| l["event"] == name)
+            .collect()
+    };
+    let gone = events(&auth, "acme_account_gone");
+    let created = events(&auth, "acme_account_created");
+    assert_eq!(gone.len(), 1, "{gone:?}");
+    assert_eq!(created.len(), 2, "{created:?}");
+    assert_eq!(gone[0]["account"], created[0]["account"]);
+    assert_ne!(created[0]["account"], created[1]["account"]);
+    let second = account();
+    assert_ne!(first, second, "the new account is stored");
+    let mode = std::fs::metadata(dir.join("acme-account.json")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+
+    // A restarted authority loads the new account and uses it: nothing created, nothing gone.
+    drop(auth);
+    let auth = Authority::start(&dir);
+    let r = auth.enrol(&a, &body);
+    assert_eq!(r.status, Some(200), "{r:?}");
+    assert!(events(&auth, "acme_account_created").is_empty());
+    assert!(events(&auth, "acme_account_gone").is_empty());
+    assert_eq!(account(), second);
+    eprintln!(
+        "a_forgotten_acme_account_is_registered_again: {:?}",
         t0.elapsed()
     );
 }

@@ -98,7 +98,17 @@ pub enum Blame {
     Acme,
 }
 
+/// RFC 8555 §6.7: the request was signed for an account the CA does not know.
+const ACCOUNT_DOES_NOT_EXIST: &str = "urn:ietf:params:acme:error:accountDoesNotExist";
+
 impl Error {
+    /// Whether the CA answered that the account does not exist (it lost it, or a test CA was
+    /// restarted): a new account is the cure.
+    pub fn account_gone(&self) -> bool {
+        matches!(self, Error::Acme { source: instant_acme::Error::Api(p), .. }
+            if p.r#type.as_deref() == Some(ACCOUNT_DOES_NOT_EXIST))
+    }
+
     pub fn blame(&self) -> Blame {
         match self {
             Error::CsrMalformed(_) => Blame::Request,

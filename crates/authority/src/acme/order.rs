@@ -103,17 +103,43 @@ impl Issuer {
     /// The account: the one in use, else loaded from its credentials file, else created (with
     /// EAB when configured) and stored there (mode 0600).
     pub async fn account(&self, acme: &AcmeSettings) -> Result<Account> {
+        self.held_or_new(acme, None).await
+    }
+
+    /// A new account in place of `gone`, which the CA says does not exist: created as at first
+    /// start (contact, EAB) and stored over the credentials file. Enrolments that meet the same
+    /// gone account together create one account.
+    async fn register_again(&self, acme: &AcmeSettings, gone: &Account) -> Result<Account> {
+        self.held_or_new(acme, Some(gone)).await
+    }
+
+    /// The account held for this CA and credentials file unless it is `gone`; else, under the
+    /// lock, loaded from the file or created (created when the file's account is `gone`).
+    async fn held_or_new(&self, acme: &AcmeSettings, gone: Option<&Account>) -> Result<Account> {
         let key = AccountKey {
             directory: acme.directory_url.clone(),
             credentials: acme.credentials_path.clone(),
         };
         let mut held = self.account.lock().await;
         if let Some((k, account)) = held.as_ref() {
-            if *k == key {
+            // With `gone`, another enrolment may have registered again first.
+            if *k == key && gone.is_none_or(|g| g.id() != account.id()) {
                 return Ok(account.clone());
             }
         }
-        let account = tokio::time::timeout(acme.total_timeout, load_or_create(acme))
+        let make = async {
+            match gone {
+                Some(gone) => {
+                    log::event(
+                        "acme_account_gone",
+                        &[("account", gone.id()), ("directory", &acme.directory_url)],
+                    );
+                    create(acme, Box::new(BoundedHttp::new(acme)?)).await
+                }
+                None => load_or_create(acme).await,
+            }
+        };
+        let account = tokio::time::timeout(acme.total_timeout, make)
             .await
             .map_err(|_| Error::Timeout {
                 what: "loading or creating the ACME account",
@@ -144,10 +170,20 @@ impl Issuer {
             what: "issuance",
             after: acme.total_timeout,
         };
-        let account = tokio::time::timeout_at(deadline, self.account(acme))
+        let mut account = tokio::time::timeout_at(deadline, self.account(acme))
             .await
             .map_err(timed_out)??;
-        let chain = issue_with(&account, acme, dns, csr_der, name, deadline).await?;
+        let chain = match issue_with(&account, acme, dns, csr_der, name, deadline).await {
+            // The CA no longer knows the account (a CA that lost it, a test CA restarted):
+            // register again, once, and issue with the new one.
+            Err(e) if e.account_gone() => {
+                account = tokio::time::timeout_at(deadline, self.register_again(acme, &account))
+                    .await
+                    .map_err(timed_out)??;
+                issue_with(&account, acme, dns, csr_der, name, deadline).await?
+            }
+            other => other?,
+        };
         let leaf = check_chain(&chain, name, &csr_spki)?;
         // ARI is advice: a CA that fails to answer it does not fail the enrolment.
         let renew_after = match tokio::time::timeout(
@@ -330,39 +366,51 @@ async fn load_or_create(acme: &AcmeSettings) -> Result<Account> {
                 .await
                 .map_err(acme_err("load the account (directory)"))
         }
-        Err(e) if e.is_not_found() => {
-            let contact: Vec<&str> = acme.contact.iter().map(String::as_str).collect();
-            let eab = acme
-                .eab
-                .as_ref()
-                .map(|e| ExternalAccountKey::new(e.key_id.clone(), &e.hmac_key));
-            let (account, creds) = Account::builder_with_http(http)
-                .create(
-                    &NewAccount {
-                        contact: &contact,
-                        terms_of_service_agreed: true,
-                        only_return_existing: false,
-                    },
-                    acme.directory_url.clone(),
-                    eab.as_ref(),
-                )
-                .await
-                .map_err(acme_err("create the account"))?;
-            let json = serde_json::to_vec_pretty(&creds).map_err(|e| cred_err(e.to_string()))?;
-            // Never half a file, never readable by others.
-            boxapi_core::files::write_atomic(path, &json, 0o600)
-                .map_err(|e| cred_err(e.to_string()))?;
-            log::event(
-                "acme_account_created",
-                &[
-                    ("account", account.id()),
-                    ("directory", &acme.directory_url),
-                ],
-            );
-            Ok(account)
-        }
+        Err(e) if e.is_not_found() => create(acme, http).await,
         Err(e) => Err(cred_err(e.to_string())),
     }
+}
+
+/// A new account at the CA (contact, terms agreed, EAB when configured), its credentials stored
+/// in the credentials file (mode 0600, atomically, over any previous one).
+async fn create(acme: &AcmeSettings, http: Box<BoundedHttp>) -> Result<Account> {
+    let path = &acme.credentials_path;
+    let cred_err = |reason: String| Error::Credentials {
+        path: path.clone(),
+        reason,
+    };
+    let contact: Vec<&str> = acme.contact.iter().map(String::as_str).collect();
+    let eab = acme
+        .eab
+        .as_ref()
+        .map(|e| ExternalAccountKey::new(e.key_id.clone(), &e.hmac_key));
+    let (account, creds) = Account::builder_with_http(http)
+        .create(
+            &NewAccount {
+                contact: &contact,
+                terms_of_service_agreed: true,
+                only_return_existing: false,
+            },
+            acme.directory_url.clone(),
+            eab.as_ref(),
+        )
+        .await
+        .map_err(|source| Error::Acme {
+            directory: acme.directory_url.clone(),
+            step: "create the account",
+            source,
+        })?;
+    let json = serde_json::to_vec_pretty(&creds).map_err(|e| cred_err(e.to_string()))?;
+    // Never half a file, never readable by others.
+    boxapi_core::files::write_atomic(path, &json, 0o600).map_err(|e| cred_err(e.to_string()))?;
+    log::event(
+        "acme_account_created",
+        &[
+            ("account", account.id()),
+            ("directory", &acme.directory_url),
+        ],
+    );
+    Ok(account)
 }
 
 /// The stored credentials, refused when they belong to another CA than the configured one.
