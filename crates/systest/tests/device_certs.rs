@@ -27,36 +27,10 @@ fn sh(dir: &Path, cmd: &str) {
     );
 }
 
-/// The operator's PKI (tests/field/make-pki.sh: op-ca, auth, device-ca, device), a CRL of the
-/// device CA revoking `revoked`, an `expired` device and a `stranger` from another CA.
+/// The operator's PKI (tests/field/make-pki.sh): op-ca, auth, device-ca with its CRL, the good
+/// `device`, and the refused `stranger`, `revoked` and `expired`.
 fn pki(dir: &Path) {
-    sh(
-        dir,
-        &format!(
-            "{ROOT}/tests/field/make-pki.sh .
-             ext='extendedKeyUsage=clientAuth\\nkeyUsage=critical,digitalSignature\\n'
-             device() {{ # name ca days serial
-                 openssl ecparam -name prime256v1 -genkey -noout -out $1.key
-                 openssl req -new -key $1.key -subj /CN=$1 -out $1.csr 2>/dev/null
-                 printf \"$ext\" > $1.ext
-                 openssl x509 -req -in $1.csr -CA $2.pem -CAkey $2.key -set_serial $4 -days $3 \
-                     -sha256 -extfile $1.ext -out $1.pem 2>/dev/null
-             }}
-             openssl ecparam -name prime256v1 -genkey -noout -out other-ca.key
-             openssl req -x509 -new -key other-ca.key -sha256 -days 2 -subj '/CN=another CA' \
-                 -addext 'basicConstraints=critical,CA:TRUE' \
-                 -addext 'keyUsage=critical,keyCertSign,cRLSign' -out other-ca.pem
-             device stranger other-ca 2 20
-             device revoked device-ca 2 21
-             device expired device-ca -1 22
-             touch index.txt; echo 01 > crlnumber
-             printf '[ca]\\ndefault_ca = d\\n[d]\\ndatabase = index.txt\\ncrlnumber = crlnumber\\n\
-certificate = device-ca.pem\\nprivate_key = device-ca.key\\ndefault_md = sha256\\n\
-default_crl_days = 30\\n' > device-ca.cnf
-             openssl ca -config device-ca.cnf -revoke revoked.pem 2>/dev/null
-             openssl ca -config device-ca.cnf -gencrl -out device-ca.crl 2>/dev/null"
-        ),
-    );
+    sh(dir, &format!("{ROOT}/tests/field/make-pki.sh ."));
 }
 
 /// An authority with enrolment (its CA and DNS server never reached here) on a free port, its
