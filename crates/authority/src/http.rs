@@ -19,6 +19,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+/// A request's body as the handlers read it: hyper's, telling the connection's slot when it has
+/// arrived.
+pub type Incoming = boxapi_core::fair::Arriving<hyper::body::Incoming>;
+
 pub type Body = Full<Bytes>;
 
 /// A token request's form is a few hundred bytes: it has this long to arrive.
@@ -128,7 +132,7 @@ impl From<Response<Body>> for Answer {
 async fn route(
     app: &App,
     snap: &Snapshot,
-    req: &mut Request<hyper::body::Incoming>,
+    req: &mut Request<Incoming>,
     origin: Origin,
     peer: IpAddr,
     device: Option<&[u8]>,
@@ -270,7 +274,7 @@ async fn caller_box(
 async fn locate(
     app: &App,
     snap: &Snapshot,
-    req: &Request<hyper::body::Incoming>,
+    req: &Request<Incoming>,
     peer: IpAddr,
 ) -> Response<Body> {
     match caller_box(app, snap, req.headers(), peer).await {
@@ -325,7 +329,7 @@ fn store_failed(app: &App, tool: &str, op: &'static str, e: &StoreError) -> Answ
 async fn token(
     app: &App,
     snap: &Snapshot,
-    req: &mut Request<hyper::body::Incoming>,
+    req: &mut Request<Incoming>,
     origin: Origin,
     peer: IpAddr,
 ) -> Answer {
@@ -479,7 +483,7 @@ pub fn time_limit(app: &App, path: &str, general: Duration) -> Duration {
 
 /// A box's JSON body: `Content-Type: application/json`, at most `enrol::MAX_BODY` bytes, within
 /// `BODY_DEADLINE`.
-async fn read_json_body(req: &mut Request<hyper::body::Incoming>) -> Result<Bytes, Refusal> {
+async fn read_json_body(req: &mut Request<Incoming>) -> Result<Bytes, Refusal> {
     let json_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -510,7 +514,7 @@ async fn read_json_body(req: &mut Request<hyper::body::Incoming>) -> Result<Byte
 /// presented one.
 pub async fn handle(
     app: &App,
-    mut req: Request<hyper::body::Incoming>,
+    mut req: Request<Incoming>,
     peer: IpAddr,
     device: Option<&[u8]>,
 ) -> Response<Body> {

@@ -311,7 +311,9 @@ pub fn client_address(
     None
 }
 
-fn is_trusted(addr: IpAddr, trusted: &[(IpAddr, u8)]) -> bool {
+/// Whether `addr` is one of the operator's trusted proxies (`[authority] trusted_proxies`).
+pub fn is_trusted(addr: IpAddr, trusted: &[(IpAddr, u8)]) -> bool {
+    let addr = addr.to_canonical();
     trusted
         .iter()
         .any(|&(net, len)| match (addr, net.to_canonical()) {

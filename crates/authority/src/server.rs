@@ -3,7 +3,7 @@
 use crate::app::App;
 use crate::http;
 use boxapi_core::daemon::conn;
-use boxapi_core::fair::{Phase, Terminal};
+use boxapi_core::fair::{Arriving, Phase, Terminal, Watched};
 use boxapi_core::guard::ParseErrorGuard;
 use boxapi_core::log;
 use hyper::server::conn::http1;
@@ -79,8 +79,16 @@ pub async fn run_with_request_limit(
 
 async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr, request_limit: Duration) {
     let accepted = Instant::now();
-    // On the internet, a terminal is an IPv4 address or an IPv6 /64 (one subscriber's prefix).
-    let Some(slot) = app.slots.admit(Terminal::of_internet_ip(peer.ip())).await else {
+    // On the internet, a terminal is an IPv4 address or an IPv6 /64 (one subscriber's prefix). A
+    // trusted proxy carries many clients: no share of its own, only `max_connections`.
+    let proxied =
+        crate::locator::is_trusted(peer.ip(), &app.snapshot().config.authority.trusted_proxies);
+    let terminal = if proxied {
+        Terminal::of_proxy(peer.ip())
+    } else {
+        Terminal::of_internet_ip(peer.ip())
+    };
+    let Some(slot) = app.slots.admit(terminal).await else {
         return;
     };
     let slot = Arc::new(slot);
@@ -88,7 +96,7 @@ async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr, request_
     let acceptor = tokio_rustls::TlsAcceptor::from(app.snapshot().tls.clone());
     // Inline, as on the box (a kit function returning the TLS stream costs more per connection).
     let tls = tokio::select! {
-        r = tokio::time::timeout_at(accepted + HANDSHAKE, acceptor.accept(stream)) => match r {
+        r = tokio::time::timeout_at(accepted + HANDSHAKE, acceptor.accept(Watched::new(stream, slot.clone()))) => match r {
             Ok(Ok(tls)) => tls,
             // Failed (e.g. TLS 1.1, plain HTTP, a refused device certificate) or too slow: no
             // HTTP answer; a refused certificate is logged, within bounds.
@@ -114,7 +122,7 @@ async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr, request_
     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let limit = http::time_limit(&svc_app, req.uri().path(), request_limit);
         svc_limit.store(millis(limit), Ordering::Relaxed);
-        svc_slot.set_phase(Phase::Busy);
+        let req = Arriving::begin(req, &svc_slot);
         let (app, slot, device) = (svc_app.clone(), svc_slot.clone(), device.clone());
         async move {
             let resp = http::handle(&app, req, peer.ip(), device.as_deref()).await;

@@ -152,3 +152,26 @@ fn sigterm_closes_idle_connections_at_once() {
     };
     assert_eq!(status.code(), Some(0));
 }
+
+/// A load balancer connects from one address for many clients: with `trusted_proxies` naming
+/// it, it has no per-client share (issue 21: before, its 17th connection to a replica with the
+/// default 64 slots was closed unanswered, a quarter being one client's share).
+#[test]
+fn a_trusted_proxy_holds_more_than_one_clients_share() {
+    let dir = setup("proxy");
+    let text = config("state").replace(
+        "listen = [\"127.0.0.1:0\"]",
+        "listen = [\"127.0.0.1:0\"]\ntrusted_proxies = [\"127.0.0.1/32\"]",
+    );
+    std::fs::write(dir.join("authority.toml"), text).expect("write config");
+    let auth = Authority::start(&dir);
+    let discovery = "/.well-known/oauth-authorization-server";
+    let mut held: Vec<_> = (0..24).map(|_| auth.connect()).collect();
+    for (i, s) in held.iter_mut().enumerate() {
+        assert_eq!(get_kept_alive(s, discovery), 200, "connection {i}");
+    }
+    // All of them are still open and answered again.
+    for (i, s) in held.iter_mut().enumerate() {
+        assert_eq!(get_kept_alive(s, discovery), 200, "connection {i}, again");
+    }
+}

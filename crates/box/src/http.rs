@@ -16,6 +16,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// A request's body as the handlers read it: hyper's, telling the connection's slot when it has
+/// arrived.
+pub type Incoming = boxapi_core::fair::Arriving<hyper::body::Incoming>;
+
 /// A response body: a complete buffer, or the counters stream that writes itself line by line.
 /// `Either` keeps the usual answers as cheap as `Full` alone (no allocation); the stream, a few
 /// hundred bytes, is boxed so that every response moved around stays small (40 bytes, not 544:
@@ -345,7 +349,7 @@ async fn decide(
     snap: &Arc<Snapshot>,
     conn: &ConnInfo,
     ctx: &mut Context,
-    req: &mut Request<hyper::body::Incoming>,
+    req: &mut Request<Incoming>,
 ) -> Result<Response<Body>, Problem> {
     if !host_ok(req, snap, conn) {
         return Err(Problem::Misdirected);
@@ -408,7 +412,7 @@ fn stream(
     snap: &Arc<Snapshot>,
     conn: &ConnInfo,
     ctx: &Context,
-    req: &Request<hyper::body::Incoming>,
+    req: &Request<Incoming>,
     grant: Grant,
 ) -> Result<Response<Body>, Problem> {
     let every = crate::stream::interval(req.uri().query())?;
@@ -455,7 +459,7 @@ fn stream(
 async fn token_request(
     app: &App,
     snap: &Snapshot,
-    req: &mut Request<hyper::body::Incoming>,
+    req: &mut Request<Incoming>,
     origin: Origin,
 ) -> Result<Response<Body>, Problem> {
     use http_body_util::BodyExt;
@@ -535,11 +539,7 @@ fn preflight(
 }
 
 /// Answers one request: decide, then add the headers every response carries, then log it.
-pub async fn handle(
-    app: &Arc<App>,
-    conn: &ConnInfo,
-    mut req: Request<hyper::body::Incoming>,
-) -> Response<Body> {
+pub async fn handle(app: &Arc<App>, conn: &ConnInfo, mut req: Request<Incoming>) -> Response<Body> {
     let snap = app.snapshot();
     let revoked = |id: &str| app.control.is_revoked(id);
     let origin = cors::classify(req.headers(), &snap.trust.registry, &revoked);

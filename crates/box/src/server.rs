@@ -6,7 +6,7 @@ use crate::card::sys::Client;
 use crate::http::{self, ConnInfo};
 use crate::lan::{self, Endpoint};
 use boxapi_core::daemon::conn::{self, KEEP_ALIVE_IDLE};
-use boxapi_core::fair::Phase;
+use boxapi_core::fair::{Arriving, Phase, Watched};
 use boxapi_core::guard::ParseErrorGuard;
 use boxapi_core::log;
 use hyper::server::conn::http1;
@@ -196,7 +196,7 @@ async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
     // Inline rather than an async function of the kit: measured, a kit function returning the
     // TLS stream cost about 3,700 instructions more per connection under callgrind.
     let tls = tokio::select! {
-        r = tokio::time::timeout_at(deadline, acceptor.accept(stream)) => match r {
+        r = tokio::time::timeout_at(deadline, acceptor.accept(Watched::new(stream, slot.clone()))) => match r {
             Ok(Ok(tls)) => tls,
             _ => return, // failed (e.g. TLS 1.1, plain HTTP) or too slow: no HTTP answer
         },
@@ -215,7 +215,7 @@ async fn connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
     });
     let (svc_slot, svc_app) = (slot.clone(), app.clone());
     let svc = service_fn(move |req| {
-        svc_slot.set_phase(Phase::Busy);
+        let req = Arriving::begin(req, &svc_slot);
         let (app, info, slot) = (svc_app.clone(), info.clone(), svc_slot.clone());
         async move {
             let mut resp = http::handle(&app, &info, req).await;

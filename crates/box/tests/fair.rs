@@ -1,8 +1,8 @@
-//! Fair shares and deadlines (contract §4, revision 2): one terminal cannot take every connection
-//! slot, stalled connections never block the others, every head and body has a deadline, and the
-//! errors hyper produces while parsing carry the contract's headers and are logged.
-//! A second terminal is another loopback address (127.0.0.2). Every loop is bounded in count
-//! and time.
+//! Fair shares and deadlines (contract §4, revisions 2 and 3): neither one terminal nor several
+//! (slow heads, slow bodies, streams, half-open churn) can keep another out, every head and body
+//! has a deadline, and the errors hyper produces while parsing carry the contract's headers and
+//! are logged. Other terminals are other loopback addresses. Every loop is bounded in count and
+//! time.
 mod common;
 use common::*;
 use std::io::{Read, Write};
@@ -13,6 +13,11 @@ type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 /// A TLS connection from `src` with the handshake done.
 fn tls_from(src: &str, dst: SocketAddr) -> Tls {
+    try_tls_from(src, dst).unwrap_or_else(|e| panic!("handshake from {src}: {e}"))
+}
+
+/// [`tls_from`], for an attacker whose handshake the box may close to make room.
+fn try_tls_from(src: &str, dst: SocketAddr) -> std::io::Result<Tls> {
     let conn = rustls::ClientConnection::new(
         client_config(rustls::DEFAULT_VERSIONS),
         "localhost".try_into().unwrap(),
@@ -20,9 +25,9 @@ fn tls_from(src: &str, dst: SocketAddr) -> Tls {
     .unwrap();
     let mut s = rustls::StreamOwned::new(conn, connect_from(src, dst));
     while s.conn.is_handshaking() {
-        s.conn.complete_io(&mut s.sock).unwrap();
+        s.conn.complete_io(&mut s.sock)?;
     }
-    s
+    Ok(s)
 }
 
 /// Writes one request and reads one response (head and Content-Length body).
@@ -202,16 +207,22 @@ fn idle_keep_alive_and_later_heads_have_deadlines() {
     );
 }
 
-#[test]
-fn a_slow_request_body_is_cut_by_its_deadline() {
-    let dir = temp_dir("slowbody");
+/// A box with the on-box token endpoint (`POST /v1/token` reads a body); `server` goes into
+/// `[server]`.
+fn with_token_endpoint(name: &str, server: &str) -> Daemon {
+    let dir = temp_dir(name);
     keygen(&dir, "EdDSA", "box-signer");
-    let text = config(&dir, "", "").replace(
+    let text = config(&dir, server, "").replace(
         "[metrics]",
         "[token_endpoint]\nenabled = true\nissuer = \"https://box.test\"\nsigning_key = \"box-signer.private.jwk\"\n\n[metrics]",
     );
     std::fs::write(dir.join("boxapi.toml"), text).unwrap();
-    let d = Daemon::start_in(dir, &[]);
+    Daemon::start_in(dir, &[])
+}
+
+#[test]
+fn a_slow_request_body_is_cut_by_its_deadline() {
+    let d = with_token_endpoint("slowbody", "");
     let mut s = tls_from("127.0.0.1", d.addr);
     let t = Instant::now();
     // Announces 200 bytes, sends 10, then trickles nothing more.
@@ -362,5 +373,173 @@ fn reload_applies_max_connections_to_new_connections() {
     assert!(
         !closed_within(&mut b, Duration::from_millis(200)),
         "b is younger and stays"
+    );
+}
+
+/// The attackers of the tests below: `per` connections from each of `sources`, each started by
+/// `open` and then fed one byte of `trickle` every `every` until `until`; a connection the box
+/// closes is opened again (the attack goes on). Returns how many times the box closed one.
+fn trickling(
+    addr: SocketAddr,
+    sources: &[&'static str],
+    per: usize,
+    head: &'static [u8],
+    trickle: &'static [u8],
+    every: Duration,
+    until: Instant,
+) -> Vec<std::thread::JoinHandle<u32>> {
+    sources
+        .iter()
+        .flat_map(|src| std::iter::repeat_n(*src, per))
+        .map(|src| {
+            std::thread::spawn(move || {
+                let mut closed = 0;
+                while Instant::now() < until {
+                    let Ok(mut s) = try_tls_from(src, addr) else {
+                        closed += 1;
+                        continue;
+                    };
+                    if s.write_all(head).is_err() {
+                        closed += 1;
+                        continue;
+                    }
+                    let mut bytes = trickle.iter().cycle();
+                    let held = loop {
+                        std::thread::sleep(every);
+                        if Instant::now() >= until {
+                            break true;
+                        }
+                        let b = [*bytes.next().unwrap_or(&b'a')];
+                        if s.write_all(&b).and_then(|_| s.flush()).is_err() {
+                            break false;
+                        }
+                    };
+                    if !held {
+                        closed += 1;
+                    }
+                }
+                closed
+            })
+        })
+        .collect()
+}
+
+/// Contract §4 rev. 3: four terminals each holding its share of `POST /v1/token` requests whose
+/// bodies come one byte at a time fill every slot; another terminal is still served within a
+/// second, every time (a request still sending its body is closed to make room).
+#[test]
+fn slow_token_bodies_from_four_terminals_do_not_keep_another_out() {
+    let d = with_token_endpoint("slowbodies", "max_connections = 8");
+    let until = Instant::now() + Duration::from_secs(6);
+    let attackers = trickling(
+        d.addr,
+        &["127.0.0.1", "127.0.0.3", "127.0.0.4", "127.0.0.5"],
+        2,
+        b"POST /v1/token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 900\r\n\r\n",
+        b"grant_type=client_credentials&",
+        Duration::from_millis(300),
+        until,
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    for i in 0..6 {
+        second_terminal_served_within_a_second(d.addr, i);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let closed: u32 = attackers.into_iter().map(|a| a.join().unwrap()).sum();
+    assert!(closed >= 1, "no slow body was closed to make room");
+}
+
+/// Contract §4 rev. 3: slow request heads from several terminals, each within its share, and a
+/// counters stream from each of them fill every slot; another terminal is served within a
+/// second, and what goes first is a slow head, not a stream (cheapest to lose first).
+#[test]
+fn slow_heads_and_streams_do_not_keep_another_out_and_heads_go_first() {
+    let d = Daemon::start("slowheads", "max_connections = 8", "");
+    let token = fixtures().a.token("a", "counters");
+    let sources = ["127.0.0.1", "127.0.0.3", "127.0.0.4", "127.0.0.5"];
+    let mut streams: Vec<Tls> = sources
+        .iter()
+        .map(|src| {
+            let mut s = tls_from(src, d.addr);
+            let req = format!(
+                "GET /v1/counters/stream?interval_ms=100 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n"
+            );
+            s.write_all(req.as_bytes()).unwrap();
+            let mut first = [0u8; 12];
+            s.read_exact(&mut first).unwrap();
+            assert_eq!(&first, b"HTTP/1.1 200", "a stream from {src}");
+            s
+        })
+        .collect();
+    let until = Instant::now() + Duration::from_secs(4);
+    let attackers = trickling(
+        d.addr,
+        &sources,
+        1,
+        b"GET /v1/access HTTP/1.1\r\n",
+        b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaa\r\n",
+        Duration::from_millis(200),
+        until,
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    for i in 0..4 {
+        second_terminal_served_within_a_second(d.addr, i);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Every stream is still flowing: the probes took slow heads' slots.
+    for (i, s) in streams.iter_mut().enumerate() {
+        s.sock
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let mut got = 0;
+        let t = Instant::now();
+        while got < 2 && t.elapsed() < Duration::from_secs(2) {
+            match s.read(&mut buf) {
+                Ok(n) if n > 0 => got += 1,
+                _ => break,
+            }
+        }
+        assert!(got >= 2, "stream {i} was closed or stalled");
+    }
+    let closed: u32 = attackers.into_iter().map(|a| a.join().unwrap()).sum();
+    assert!(closed >= 1, "no slow head was closed to make room");
+}
+
+/// Contract §4 rev. 3: half-open connections (TCP only, or a few bytes of a ClientHello)
+/// churning from twice as many addresses as there are slots, each replaced within tens of
+/// milliseconds: every slot is always held by a handshake younger than any age limit. Another
+/// terminal's probes are still served within a second, every one of them.
+#[test]
+fn half_open_churn_from_many_addresses_does_not_keep_another_out() {
+    let d = Daemon::start("churn", "max_connections = 8", "");
+    let addr = d.addr;
+    let until = Instant::now() + Duration::from_secs(6);
+    let churners: Vec<_> = (1..=16u8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let src = format!("127.0.1.{i}");
+                let mut opened = 0u32;
+                while Instant::now() < until {
+                    let mut s = connect_from(&src, addr);
+                    if i % 2 == 0 {
+                        let _ = s.write_all(&[0x16, 3, 1]);
+                    }
+                    opened += 1;
+                    std::thread::sleep(Duration::from_millis(20 + u64::from(i)));
+                }
+                opened
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..12 {
+        second_terminal_served_within_a_second(addr, i);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let opened: u32 = churners.into_iter().map(|c| c.join().unwrap()).sum();
+    assert!(
+        opened > 500,
+        "the churn was too slow to test anything ({opened})"
     );
 }

@@ -1,29 +1,34 @@
 //! Fair shares: who a connection belongs to (its terminal), and the connection slots, counted
-//! per terminal so that one host cannot take what the others need. At capacity, unfinished
-//! handshakes and idle keep-alive connections are closed first (oldest first); a connection in
-//! the middle of a request is never cut to make room. When none is old enough, the terminal
-//! holding the most slots gives one up to a terminal holding fewer: several hosts polling
-//! together cannot keep a further one out.
+//! per terminal so that one host cannot take what the others need. At capacity, a terminal
+//! holding fewer slots than another takes one of that terminal's, the cheapest to lose first
+//! (contract §4 rev. 3): a silent handshake, a handshake, an idle connection, a request still
+//! arriving, a stream; an answer being prepared or written is never cut.
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
+use std::io;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// A TLS handshake on a LAN takes milliseconds, even on a box's CPU with many at once: one not
-/// finished after this long may be closed to make room.
+/// A TLS handshake on a LAN takes milliseconds, even on a box's CPU with many at once: a
+/// terminal's own handshake not finished after this long may be closed to make room for its
+/// next connection.
 pub const MIN_HANDSHAKE_AGE: Duration = Duration::from_millis(100);
-/// A keep-alive connection idle this long may be closed to make room (a page polling the
-/// counters every few hundred milliseconds keeps its connection).
+/// A terminal's own keep-alive connection idle this long may be closed to make room for its next
+/// connection (a page polling the counters every few hundred milliseconds keeps its connection).
 pub const MIN_IDLE_AGE: Duration = Duration::from_millis(500);
 /// A connection closed to make room while an answer was still being written gets this long to
 /// finish it (servers shut such a connection down gracefully: no further request is read).
 pub const EVICTED_LINGER: Duration = Duration::from_secs(1);
 /// How long a newcomer finding no room waits for some before it is closed.
 pub const PARK: Duration = Duration::from_secs(1);
-/// A waiting newcomer looks again this often (connections age into evictability).
+/// A waiting newcomer looks again this often (answers finish, connections change phase).
 const RETRY: Duration = Duration::from_millis(100);
 
 /// One client device, as well as the network lets us tell.
@@ -39,6 +44,10 @@ pub enum Terminal {
     /// An IPv6 address whose MAC is unknown (loopback, not yet in the neighbour table), or on the
     /// internet-facing authority an IPv6 /64 (the address bits below it zeroed).
     V6(u128),
+    /// A trusted proxy (the authority's load balancers): many clients behind one address, so no
+    /// share of its own; it holds whatever `max_connections` leaves, and gives way to others at
+    /// capacity like any terminal holding more.
+    Proxy(u128),
 }
 
 impl Terminal {
@@ -57,29 +66,75 @@ impl Terminal {
             t => t,
         }
     }
+
+    /// A trusted proxy's address.
+    pub fn of_proxy(ip: IpAddr) -> Terminal {
+        Terminal::Proxy(match ip.to_canonical() {
+            IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+            IpAddr::V6(v6) => u128::from(v6),
+        })
+    }
+
+    fn has_share(&self) -> bool {
+        !matches!(self, Terminal::Proxy(_))
+    }
 }
 
-/// Where a connection is in its life; what may be closed to make room.
+/// Where a connection is in its life; what it costs to close it to make room.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
     /// Accepted, TLS handshake not finished.
     Handshake,
-    /// Waiting for a request head (the first one, or the next on a kept-alive connection).
+    /// Waiting for a request head (the first one, or the next on a kept-alive connection), no
+    /// byte of it read yet.
     Idle,
+    /// A request head is arriving (bytes read, head not complete).
+    Head,
+    /// A request body is arriving (the head was read, the body is not complete).
+    Body,
     /// A request is being answered.
     Busy,
-    /// Its answer is a stream (`/v1/counters/stream`), writing for up to its time limit: like
-    /// `Busy`, never closed to make room, with a deadline of its own.
+    /// Its answer is a stream (`/v1/counters/stream`), writing for up to its time limit.
     Streaming,
 }
 
 struct Entry {
     terminal: Terminal,
     phase: Phase,
-    /// When the current phase began.
+    /// When the current phase began (a head arriving keeps its idle time's start).
     since: Instant,
+    /// Bytes arrived during the handshake (a client speaking TLS, not a socket held open).
+    heard: bool,
     /// Told when this connection must close.
-    kick: Arc<Notify>,
+    kick: Arc<Kick>,
+}
+
+/// What closing a connection to make room costs, cheapest first (contract §4 rev. 3); `None`:
+/// never closed to make room (an answer being prepared or written).
+fn cost(e: &Entry) -> Option<u8> {
+    match e.phase {
+        Phase::Handshake if !e.heard => Some(0),
+        Phase::Handshake => Some(1),
+        Phase::Idle => Some(2),
+        Phase::Head | Phase::Body => Some(3),
+        Phase::Streaming => Some(4),
+        Phase::Busy => None,
+    }
+}
+
+/// The most a terminal's own connections give way to its next one: handshakes and idle ones.
+const OWN: u8 = 2;
+/// The most shed at once when a reload lowers the share (streams and answers finish).
+const SHED: u8 = 3;
+/// Anything but an answer being prepared or written.
+const ANY: u8 = 4;
+
+/// How a connection was told to close.
+struct Kick {
+    notify: Notify,
+    /// Closed to make room while no answer of it could be under way (handshake, request still
+    /// arriving): the connection is dropped at once, not shut down gracefully.
+    abrupt: AtomicBool,
 }
 
 struct Table {
@@ -96,6 +151,10 @@ impl Table {
         self.per_terminal.get(t).copied().unwrap_or(0)
     }
 
+    fn over_share(&self, t: &Terminal, extra: usize) -> bool {
+        t.has_share() && self.count(t) + extra > self.share
+    }
+
     fn remove(&mut self, id: u64) -> Option<Entry> {
         let e = self.conns.remove(&id)?;
         if let Some(n) = self.per_terminal.get_mut(&e.terminal) {
@@ -107,101 +166,66 @@ impl Table {
         Some(e)
     }
 
-    /// Closes the best victim (of `only` this terminal, or of anyone): the oldest unfinished
-    /// handshake, else the longest-idle keep-alive connection; never a busy one, never `spare`,
-    /// and with `Ages::MIN`, never one that is too young. True if one was closed.
+    /// Closes the cheapest connection that `of` accepts (given its terminal's count), costing at most `max_cost` and old
+    /// enough by `ages`: the cheapest kind first, then the terminal holding the most, then the
+    /// oldest in its phase (a stale half-open connection before a fresh one that is being set
+    /// up). True if one was closed.
     fn evict(
         &mut self,
         now: Instant,
-        only: Option<Terminal>,
-        spare: Option<u64>,
+        of: impl Fn(usize, u64, &Entry) -> bool,
+        max_cost: u8,
         ages: Ages,
     ) -> bool {
-        self.evict_of(now, |t| only.is_none_or(|o| *t == o), spare, ages)
-    }
-
-    /// [`Table::evict`] among the connections of the terminals `of` accepts.
-    fn evict_of(
-        &mut self,
-        now: Instant,
-        of: impl Fn(&Terminal) -> bool,
-        spare: Option<u64>,
-        ages: Ages,
-    ) -> bool {
-        let candidates = || {
-            self.conns
-                .iter()
-                .filter(|(id, e)| of(&e.terminal) && Some(**id) != spare)
-        };
-        let handshake = candidates()
-            .filter(|(_, e)| {
-                e.phase == Phase::Handshake && now.duration_since(e.since) >= ages.handshake
+        let victim = self
+            .conns
+            .iter()
+            .filter_map(|(id, e)| {
+                let held = self.count(&e.terminal);
+                let c = cost(e).filter(|c| *c <= max_cost && ages.allow(e, now))?;
+                of(held, *id, e).then_some(((c, Reverse(held), e.since), *id))
             })
-            .min_by_key(|(_, e)| e.since)
-            .map(|(id, _)| *id);
-        let victim = handshake.or_else(|| {
-            candidates()
-                .filter(|(_, e)| e.phase == Phase::Idle && now.duration_since(e.since) >= ages.idle)
-                .min_by_key(|(_, e)| e.since)
-                .map(|(id, _)| *id)
-        });
+            .min_by_key(|(key, _)| *key)
+            .map(|(_, id)| id);
         match victim.and_then(|id| self.remove(id)) {
             Some(e) => {
-                e.kick.notify_one();
+                let abrupt = matches!(e.phase, Phase::Handshake | Phase::Head | Phase::Body);
+                e.kick.abrupt.store(abrupt, Ordering::Relaxed);
+                e.kick.notify.notify_one();
                 true
             }
             None => false,
         }
     }
-}
 
-impl Table {
-    /// Makes room for `newcomer` at capacity when no connection is old enough to go (closed
-    /// gracefully: an answer being written is finished). The terminals holding at least two
-    /// slots more than it give one up, the biggest holders first, whichever of them has the
-    /// longest-idle connection (or a handshake) on a tie; the "two more" keeps two terminals
-    /// from taking one slot back and forth. A terminal holding nothing is served even when every
-    /// slot is held by terminals holding one (as many addresses as slots): anyone's longest-idle
-    /// connection goes. Without this, four hosts each polling within its quarter would hold every
-    /// slot forever.
-    fn evict_from_bigger(&mut self, now: Instant, newcomer: Terminal) -> bool {
-        let have = self.count(&newcomer);
-        let holders_of = |table: &Table, level: usize| -> Vec<Terminal> {
-            table
-                .per_terminal
-                .iter()
-                .filter(|(t, n)| **t != newcomer && **n == level)
-                .map(|(t, _)| *t)
-                .collect()
-        };
-        let mut counts: Vec<usize> = self
-            .per_terminal
-            .iter()
-            .filter(|(t, n)| **t != newcomer && **n > have + 1)
-            .map(|(_, n)| *n)
-            .collect();
-        counts.sort_unstable_by_key(|n| std::cmp::Reverse(*n));
-        counts.dedup();
-        for level in counts {
-            let holders = holders_of(self, level);
-            if self.evict_of(now, |t| holders.contains(t), None, Ages::ANY) {
-                return true;
-            }
-        }
-        have == 0 && self.evict_of(now, |t| *t != newcomer, None, Ages::IDLE_ANY)
+    /// One of `t`'s own handshakes or idle connections old enough to be given up for its next one.
+    fn evict_own(&mut self, now: Instant, t: Terminal, spare: Option<u64>) -> bool {
+        let of = |_, id, e: &Entry| e.terminal == t && Some(id) != spare;
+        self.evict(now, of, OWN, Ages::MIN)
     }
 
-    /// Closes what a terminal holds beyond its share (handshakes and idle connections, of any
-    /// age; busy ones are left to finish).
+    /// Makes room at capacity for `newcomer`: a terminal holding more slots than it gives one
+    /// up, whatever the age of the connection (contract §4 rev. 3). Without this, four hosts each
+    /// polling within its quarter, or half-open connections churning from many addresses,
+    /// would hold every slot.
+    fn evict_for(&mut self, now: Instant, newcomer: Terminal) -> bool {
+        let have = self.count(&newcomer);
+        self.evict(now, |held, _, _| held > have, ANY, Ages::ANY)
+    }
+
+    /// Closes what a terminal holds beyond its share (handshakes, idle connections and requests
+    /// still arriving, of any age; answers and streams finish).
     fn shed_over_share(&mut self, now: Instant) {
         let over: Vec<Terminal> = self
             .per_terminal
-            .iter()
-            .filter(|(_, n)| **n > self.share)
-            .map(|(t, _)| *t)
+            .keys()
+            .filter(|t| self.over_share(t, 0))
+            .copied()
             .collect();
         for t in over {
-            while self.count(&t) > self.share && self.evict(now, Some(t), None, Ages::ANY) {}
+            while self.over_share(&t, 0)
+                && self.evict(now, |_, _, e| e.terminal == t, SHED, Ages::ANY)
+            {}
         }
     }
 }
@@ -214,24 +238,26 @@ struct Ages {
 }
 
 impl Ages {
-    /// For a terminal's own connections and at capacity: none that may still be in use.
+    /// For a terminal's own connections: none that may still be in use.
     const MIN: Ages = Ages {
         handshake: MIN_HANDSHAKE_AGE,
         idle: MIN_IDLE_AGE,
     };
-    /// Taken from a terminal holding more than its fair part (closed gracefully: an answer
-    /// being written is finished).
+    /// Taken for another terminal holding fewer (closed gracefully when an answer may be under
+    /// way: it is finished).
     const ANY: Ages = Ages {
         handshake: Duration::ZERO,
         idle: Duration::ZERO,
     };
-    /// Taken from a terminal holding no more than the newcomer's part: a keep-alive connection
-    /// between two requests (closed gracefully, which every HTTP client expects), not a
-    /// handshake under way.
-    const IDLE_ANY: Ages = Ages {
-        handshake: MIN_HANDSHAKE_AGE,
-        idle: Duration::ZERO,
-    };
+
+    fn allow(&self, e: &Entry, now: Instant) -> bool {
+        let age = now.duration_since(e.since);
+        match e.phase {
+            Phase::Handshake => age >= self.handshake,
+            Phase::Idle => age >= self.idle,
+            _ => true,
+        }
+    }
 }
 
 /// The connection slots of one server: `max_connections` in all, a share per terminal.
@@ -250,10 +276,13 @@ pub struct Slots {
 /// One admitted connection's slot; freed when dropped.
 pub struct Slot {
     id: u64,
-    kick: Arc<Notify>,
+    kick: Arc<Kick>,
     slots: Arc<Slots>,
     /// Whether a request has begun on this connection (its first head was read).
     served: AtomicBool,
+    /// Nothing read since the handshake began or the connection went idle: the first byte read
+    /// changes what closing it costs ([`Slot::heard`]).
+    quiet: AtomicBool,
 }
 
 impl Slots {
@@ -300,25 +329,26 @@ impl Slots {
         if self.closing.load(Ordering::Relaxed) {
             return None;
         }
-        if t.count(&terminal) >= t.share {
-            if !t.evict(now, Some(terminal), None, Ages::MIN) {
+        if t.over_share(&terminal, 1) {
+            if !t.evict_own(now, terminal, None) {
                 return None;
             }
-        } else if t.conns.len() >= t.limit
-            && !t.evict(now, None, None, Ages::MIN)
-            && !t.evict_from_bigger(now, terminal)
-        {
+        } else if t.conns.len() >= t.limit && !t.evict_for(now, terminal) {
             return None;
         }
         let id = t.next;
         t.next += 1;
-        let kick = Arc::new(Notify::new());
+        let kick = Arc::new(Kick {
+            notify: Notify::new(),
+            abrupt: AtomicBool::new(false),
+        });
         t.conns.insert(
             id,
             Entry {
                 terminal,
                 phase: Phase::Handshake,
                 since: now,
+                heard: false,
                 kick: kick.clone(),
             },
         );
@@ -328,6 +358,7 @@ impl Slots {
             kick,
             slots: self.clone(),
             served: AtomicBool::new(false),
+            quiet: AtomicBool::new(true),
         })
     }
 
@@ -369,7 +400,7 @@ impl Slots {
         let t = self.lock();
         self.closing.store(true, Ordering::Relaxed);
         for e in t.conns.values() {
-            e.kick.notify_one();
+            e.kick.notify.notify_one();
         }
         drop(t);
         // Newcomers waiting for room give up at once.
@@ -396,7 +427,7 @@ impl Slot {
     /// Entering Idle over the terminal's share (lowered by a reload while this connection was
     /// busy) gives the slot up: the connection finishes its answer and closes.
     pub fn set_phase(&self, phase: Phase) {
-        if matches!(phase, Phase::Busy | Phase::Streaming) {
+        if matches!(phase, Phase::Body | Phase::Busy | Phase::Streaming) {
             self.served.store(true, Ordering::Relaxed);
         }
         let mut t = self.slots.lock();
@@ -405,17 +436,21 @@ impl Slot {
         };
         e.phase = phase;
         e.since = Instant::now();
+        if phase == Phase::Idle {
+            // Under the lock, after the phase: the next byte read is its next head's.
+            self.quiet.store(true, Ordering::Relaxed);
+        }
         let terminal = e.terminal;
-        if phase == Phase::Idle && t.count(&terminal) > t.share {
+        if phase == Phase::Idle && t.over_share(&terminal, 0) {
             if let Some(e) = t.remove(self.id) {
-                e.kick.notify_one();
+                e.kick.notify.notify_one();
             }
             drop(t);
             self.slots.room.notify_one();
         }
     }
 
-    /// Whether a request has begun on this connection (it entered `Busy` or `Streaming`).
+    /// Whether a request has begun on this connection (its head was read).
     pub fn served(&self) -> bool {
         self.served.load(Ordering::Relaxed)
     }
@@ -436,7 +471,42 @@ impl Slot {
 
     /// Resolves when this connection must close to make room.
     pub async fn evicted(&self) {
-        self.kick.notified().await
+        self.kick.notify.notified().await
+    }
+
+    /// Whether it was closed to make room with no answer of it under way (a handshake, a
+    /// request still arriving): it is dropped at once rather than shut down gracefully.
+    pub fn abrupt(&self) -> bool {
+        self.kick.abrupt.load(Ordering::Relaxed)
+    }
+
+    /// Bytes arrived on the connection ([`Watched`] says so): a handshake that is heard costs
+    /// more to lose than a silent one, and an idle connection becomes a request head arriving.
+    /// One atomic load per read once said.
+    pub fn heard(&self) {
+        if !self.quiet.load(Ordering::Relaxed) || !self.quiet.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let mut t = self.slots.lock();
+        if let Some(e) = t.conns.get_mut(&self.id) {
+            match e.phase {
+                Phase::Handshake => e.heard = true,
+                // Its head's deadline still runs from the idle time's start.
+                Phase::Idle => e.phase = Phase::Head,
+                _ => {}
+            }
+        }
+    }
+
+    /// The request's body has arrived (see [`Arriving`]): its answer is being prepared.
+    fn body_done(&self) {
+        let mut t = self.slots.lock();
+        if let Some(e) = t.conns.get_mut(&self.id) {
+            if e.phase == Phase::Body {
+                e.phase = Phase::Busy;
+                e.since = Instant::now();
+            }
+        }
     }
 
     /// The connection turned out to belong to `terminal` (the MAC behind an IPv6 address is known
@@ -450,9 +520,7 @@ impl Slot {
         if old == terminal {
             return true;
         }
-        if t.count(&terminal) >= t.share
-            && !t.evict(Instant::now(), Some(terminal), Some(self.id), Ages::MIN)
-        {
+        if t.over_share(&terminal, 1) && !t.evict_own(Instant::now(), terminal, Some(self.id)) {
             return false;
         }
         if let Some(e) = t.remove(self.id) {
@@ -473,6 +541,175 @@ impl Drop for Slot {
         if empty {
             self.slots.empty.notify_waiters();
         }
+    }
+}
+
+/// A connection's byte stream, telling its slot when bytes arrive ([`Slot::heard`]): during the
+/// handshake once the client's first TLS record (its ClientHello) is whole, later at any byte. A
+/// few bytes of a record, which costs an attacker nothing to send from many sockets, leave a
+/// handshake as cheap to lose as a silent one.
+pub struct Watched<T> {
+    inner: T,
+    slot: Arc<Slot>,
+    hello: Hello,
+}
+
+/// How much of the client's first TLS record has arrived.
+enum Hello {
+    /// Its 5-byte header, `got` of them so far.
+    Header {
+        head: [u8; 5],
+        got: usize,
+    },
+    /// The record's body, `left` bytes still to come.
+    Body {
+        left: usize,
+    },
+    Whole,
+}
+
+impl Hello {
+    /// Takes in bytes read; true once the record is whole.
+    fn feed(&mut self, mut bytes: &[u8]) -> bool {
+        while !bytes.is_empty() {
+            match self {
+                Hello::Header { head, got } => {
+                    let n = (head.len() - *got).min(bytes.len());
+                    head[*got..*got + n].copy_from_slice(&bytes[..n]);
+                    *got += n;
+                    bytes = &bytes[n..];
+                    if *got == head.len() {
+                        let left = usize::from(u16::from_be_bytes([head[3], head[4]]));
+                        *self = Hello::Body { left };
+                    }
+                }
+                Hello::Body { left } => {
+                    let n = (*left).min(bytes.len());
+                    *left -= n;
+                    bytes = &bytes[n..];
+                    if *left == 0 {
+                        *self = Hello::Whole;
+                    }
+                }
+                Hello::Whole => break,
+            }
+        }
+        if let Hello::Body { left: 0 } = self {
+            *self = Hello::Whole;
+        }
+        matches!(self, Hello::Whole)
+    }
+}
+
+impl<T> Watched<T> {
+    pub fn new(inner: T, slot: Arc<Slot>) -> Self {
+        Watched {
+            inner,
+            slot,
+            hello: Hello::Header {
+                head: [0; 5],
+                got: 0,
+            },
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let new = &buf.filled()[before..];
+        if !new.is_empty() {
+            let this = &mut *self;
+            if matches!(this.hello, Hello::Whole) || this.hello.feed(new) {
+                this.slot.heard();
+            }
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A request body still arriving: its connection is in [`Phase::Body`] until the body ends
+/// (read whole, or known empty), then [`Phase::Busy`]. Give it to the request's handler in place
+/// of hyper's body ([`Arriving::begin`]).
+pub struct Arriving<B> {
+    inner: B,
+    slot: Option<Arc<Slot>>,
+}
+
+impl<B: http_body::Body + Unpin> Arriving<B> {
+    /// The request `req` begins on the connection of `slot`: it is `Body` while a body arrives,
+    /// else `Busy`.
+    pub fn begin(req: http::Request<B>, slot: &Arc<Slot>) -> http::Request<Arriving<B>> {
+        let arriving = !req.body().is_end_stream();
+        slot.set_phase(if arriving { Phase::Body } else { Phase::Busy });
+        let slot = arriving.then(|| slot.clone());
+        req.map(|inner| Arriving { inner, slot })
+    }
+
+    fn ended(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            slot.body_done();
+        }
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Arriving<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(r, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) || self.inner.is_end_stream()
+        {
+            self.ended();
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -551,22 +788,104 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn at_capacity_handshakes_then_idle_go_first_never_busy() {
-        let s = Slots::new(3, 3);
-        let busy = s.try_admit(v4(1)).unwrap();
-        busy.set_phase(Phase::Busy);
-        let idle = s.try_admit(v4(1)).unwrap();
-        idle.set_phase(Phase::Idle);
-        let hs = s.try_admit(v4(1)).unwrap();
-        tokio::time::advance(MIN_IDLE_AGE).await;
-        busy.set_phase(Phase::Busy);
-        let n1 = s.try_admit(v4(2)).unwrap();
-        assert!(hs.phase().is_none(), "the handshake went first");
-        let n2 = s.try_admit(v4(3)).unwrap();
-        assert!(idle.phase().is_none(), "then the idle one");
-        assert!(s.try_admit(v4(4)).is_none(), "busy ones stay");
+    async fn at_capacity_the_cheapest_to_lose_goes_first_never_an_answer() {
+        let s = Slots::new(7, 7);
+        let one = |phase: Option<Phase>| {
+            let c = Arc::new(s.try_admit(v4(1)).unwrap());
+            if let Some(p) = phase {
+                c.set_phase(p);
+            }
+            c
+        };
+        let busy = one(Some(Phase::Busy));
+        let stream = one(Some(Phase::Streaming));
+        let body = one(Some(Phase::Body));
+        let head = one(Some(Phase::Idle));
+        head.heard();
+        let idle = one(Some(Phase::Idle));
+        let heard = one(None);
+        heard.heard();
+        let silent = one(None);
+        // Young, all of them: age does not matter for a terminal holding fewer.
+        // A head and a body arriving cost the same: the older goes first.
+        let order = [&silent, &heard, &idle, &body, &head, &stream];
+        let mut newcomers = Vec::new();
+        for (i, victim) in order.iter().enumerate() {
+            let n = s.try_admit(v4(10 + i as u8)).expect("room made");
+            n.set_phase(Phase::Busy);
+            newcomers.push(n);
+            assert!(victim.phase().is_none(), "victim {i} went");
+            let abrupt = !matches!(i, 2 | 5);
+            assert_eq!(victim.abrupt(), abrupt, "victim {i}");
+            assert!(order[i + 1..].iter().all(|c| c.phase().is_some()));
+        }
+        assert!(s.try_admit(v4(20)).is_none(), "an answer is never cut");
         assert!(busy.phase().is_some());
-        drop((n1, n2));
+        drop(newcomers);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_terminal_takes_only_from_one_holding_more() {
+        let s = Slots::new(4, 4);
+        let a: Vec<Slot> = (0..3).map(|_| s.try_admit(v4(1)).unwrap()).collect();
+        let b = s.try_admit(v4(2)).unwrap();
+        b.set_phase(Phase::Idle);
+        // v4(3) holds none: the biggest holder (v4(1)) gives up its oldest handshake.
+        let c = s.try_admit(v4(3)).unwrap();
+        assert!(a[0].phase().is_none() && b.phase().is_some());
+        // v4(2) holds 1, v4(1) 2: one more for v4(2).
+        let b2 = s.try_admit(v4(2)).unwrap();
+        assert!(a[1].phase().is_none());
+        // Now v4(1) and v4(3) hold 1, v4(2) 2: v4(2) takes from nobody.
+        assert!(s.try_admit(v4(2)).is_none());
+        drop((a, b, b2, c));
+        assert_eq!(s.open(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trusted_proxy_has_no_share_and_gives_way_at_capacity() {
+        let s = Slots::new(6, 1);
+        let proxy = Terminal::of_proxy("10.0.0.1".parse().unwrap());
+        let held: Vec<Slot> = (0..6).map(|_| s.try_admit(proxy).unwrap()).collect();
+        let other = s.try_admit(v4(9)).expect("a direct client still gets in");
+        assert_eq!(held.iter().filter(|c| c.phase().is_none()).count(), 1);
+        drop((held, other));
+    }
+
+    #[test]
+    fn a_hello_is_heard_once_its_first_record_is_whole() {
+        let fresh = || Hello::Header {
+            head: [0; 5],
+            got: 0,
+        };
+        let record = [0x16, 3, 1, 0, 4, 1, 2, 3, 4, 0x17];
+        let mut h = fresh();
+        assert!(!h.feed(&record[..3]), "three bytes of a header");
+        assert!(!h.feed(&record[3..7]));
+        assert!(h.feed(&record[7..9]), "the record is whole");
+        let mut h = fresh();
+        assert!(h.feed(&record), "whole in one read, with more behind it");
+        let mut h = fresh();
+        assert!(h.feed(&[0x16, 3, 1, 0, 0]), "an empty record is whole");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_arriving_then_read_makes_the_request_busy() {
+        use http_body::Body;
+        let s = Slots::new(2, 2);
+        let slot = Arc::new(s.try_admit(v4(1)).unwrap());
+        slot.set_phase(Phase::Idle);
+        let req = http::Request::new(String::from("grant_type=x"));
+        let mut req = Arriving::begin(req, &slot);
+        assert_eq!(slot.phase().map(|p| p.0), Some(Phase::Body));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let body = Pin::new(req.body_mut());
+        assert!(matches!(body.poll_frame(&mut cx), Poll::Ready(Some(Ok(_)))));
+        assert_eq!(slot.phase().map(|p| p.0), Some(Phase::Busy));
+        // Without a body: busy at once.
+        slot.set_phase(Phase::Idle);
+        let _ = Arriving::begin(http::Request::new(String::new()), &slot);
+        assert_eq!(slot.phase().map(|p| p.0), Some(Phase::Busy));
     }
 
     #[tokio::test(start_paused = true)]
@@ -580,16 +899,20 @@ mod tests {
                 held.push(c);
             }
         }
-        // Full, each at its share, nothing old enough: the biggest holders give way, one slot
-        // at a time, to the terminal holding fewer.
+        // Full, each at its share: the biggest holders give way, one slot at a time, to the
+        // terminal holding fewer, whatever the age of their connections.
         let fifth = s.try_admit(v4(5)).expect("a fifth terminal gets in");
         assert_eq!(held.iter().filter(|c| c.phase().is_none()).count(), 1);
         fifth.set_phase(Phase::Idle);
-        // It holds 1, the others 2 or 1: nobody holds two more, so its second connection waits.
-        assert!(s.try_admit(v4(5)).is_none());
+        // It holds 1, three others 2: its second connection gets one of theirs.
+        let fifth2 = s
+            .try_admit(v4(5))
+            .expect("a second one from a bigger holder");
+        assert_eq!(held.iter().filter(|c| c.phase().is_none()).count(), 2);
+        fifth2.set_phase(Phase::Busy);
         // A sixth terminal, holding none, gets one from a holder of 2.
         let sixth = s.try_admit(v4(6)).expect("a sixth terminal gets in");
-        assert_eq!(held.iter().filter(|c| c.phase().is_none()).count(), 2);
+        assert_eq!(held.iter().filter(|c| c.phase().is_none()).count(), 3);
         for c in held.iter().chain([&fifth, &sixth]) {
             if c.phase().is_some() {
                 c.set_phase(Phase::Busy);
@@ -599,7 +922,7 @@ mod tests {
             s.try_admit(v4(7)).is_none(),
             "busy connections are never closed to make room"
         );
-        drop((held, fifth, sixth));
+        drop((held, fifth, fifth2, sixth));
         assert_eq!(s.open(), 0);
     }
 
@@ -637,7 +960,8 @@ mod tests {
             .try_admit(v4(5))
             .expect("a terminal holding nothing gets in");
         assert_eq!(held.iter().filter(|c| c.phase().is_none()).count(), 1);
-        // Not over a young handshake (the fifth's): a sixth waits for an idle connection.
+        // Everyone busy, the fifth's handshake included: a sixth has nothing to take.
+        fifth.set_phase(Phase::Busy);
         for c in &held {
             if c.phase().is_some() {
                 c.set_phase(Phase::Busy);

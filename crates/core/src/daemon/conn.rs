@@ -56,7 +56,7 @@ pub async fn serve<C: Future>(
     // No phase: closed to make room.
     while let Some((phase, since)) = slot.phase() {
         let until = match phase {
-            Phase::Busy | Phase::Streaming => busy_until(phase, since),
+            Phase::Body | Phase::Busy | Phase::Streaming => busy_until(phase, since),
             _ if !slot.served() => first_head,
             _ => since + KEEP_ALIVE_IDLE,
         };
@@ -83,8 +83,12 @@ pub async fn serve<C: Future>(
             }
         }
     }
-    // Closed to make room for another terminal, perhaps while its answer was being written: that
-    // answer is finished (briefly), no further request is read.
+    // Closed to make room for another terminal. With no answer of it under way (a request still
+    // arriving), dropped at once; else perhaps while its answer was being written: that answer
+    // is finished (briefly), no further request is read.
+    if slot.abrupt() {
+        return;
+    }
     graceful(conn.as_mut());
     let _ = tokio::time::timeout(EVICTED_LINGER, conn).await;
 }
