@@ -242,6 +242,11 @@ fn status(app: &App) -> Value {
         )
         .chain(st.damaged.then(|| state::DAMAGED_WARNING.to_owned()))
         .chain(
+            snap.identity_fallback
+                .as_ref()
+                .map(|_| crate::enrol::pair::DAMAGED_WARNING.to_owned()),
+        )
+        .chain(
             snap.trust
                 .registry_version_damage
                 .as_ref()

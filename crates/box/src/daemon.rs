@@ -150,7 +150,12 @@ async fn renew_certificate(app: Arc<App>) {
         let now = boxapi_core::time::unix_now() as i64;
         let due = {
             let mut r = app.renewal.lock().unwrap_or_else(|p| p.into_inner());
-            let cert = snap.cert_not_before.zip(snap.cert_not_after);
+            // Serving the previous pair because the installed one is damaged: due at once
+            // (within the hold), so a good pair is installed again.
+            let cert = snap
+                .cert_not_before
+                .zip(snap.cert_not_after)
+                .filter(|_| snap.identity_fallback.is_none());
             let due = r.due(cert, e.renew_fraction, now);
             r.renew_at = Some(due);
             due

@@ -26,8 +26,42 @@ pub struct Snapshot {
     pub sys: Sys,
     /// The last card's layer sections, reused while the layers are unchanged.
     pub projected: crate::card::Projected,
+    /// Why the installed certificate and key cannot be served, when the previous good pair
+    /// (`enrol::pair::fallback`) is served instead: `ctl status` warns, and renewal is due.
+    pub identity_fallback: Option<String>,
     /// The certificate and key as loaded, to notice their replacement.
     files: Files,
+}
+
+/// The server identity: the installed certificate and key, or, when they cannot be served (a
+/// power cut between their two renames, damage), the previous good pair, logged
+/// `certificate_damaged` with why. Problems are pushed only when neither serves.
+fn identity(
+    server: &Server,
+    problems: &mut Vec<Problem>,
+) -> (Option<boxapi_core::tls::Identity>, Option<String>) {
+    let mut own = Vec::new();
+    if let Some(id) = boxapi_core::tls::load(&server.cert, &server.key, &mut own) {
+        return (Some(id), None);
+    }
+    // No problem of its own: the configuration already named the missing key.
+    let previous = (!own.is_empty() && !server.key.as_os_str().is_empty())
+        .then(|| crate::enrol::pair::fallback(&server.key))
+        .flatten();
+    match previous {
+        Some((id, from)) => {
+            let why = boxapi_core::config::lines(&own).join("; ");
+            boxapi_core::log::event(
+                crate::enrol::pair::DAMAGED_WARNING,
+                &[("error", &why), ("using", &from.display().to_string())],
+            );
+            (Some(id), Some(why))
+        }
+        None => {
+            problems.extend(own);
+            (None, None)
+        }
+    }
 }
 
 impl Snapshot {
@@ -45,11 +79,7 @@ impl Snapshot {
                 problems.push(Problem::invalid("metrics.static", p));
             }
         }
-        let identity = boxapi_core::tls::load(
-            &config.common.server.cert,
-            &config.common.server.key,
-            &mut problems,
-        );
+        let (identity, identity_fallback) = identity(&config.common.server, &mut problems);
         for (key, cmd) in [
             ("metrics.provider_command", &config.metrics.provider_command),
             (
@@ -108,6 +138,7 @@ impl Snapshot {
             cert_not_after: identity.not_after,
             cert_not_before: identity.not_before,
             box_name,
+            identity_fallback,
             trust,
             file_layer: m.provider_file.clone().map(FileLayer::new),
             command_layer: m

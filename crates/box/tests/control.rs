@@ -240,6 +240,93 @@ fn damaged_state_file_fails_closed_until_enable() {
     }
 }
 
+/// Issue 21: a damaged enrolment certificate must not leave the box without one to serve. An
+/// install keeps the good pair it replaces in `<server.key>.prev-pair` (key and chain, one file);
+/// here that file is the fixtures' pair, as an install would have left it, and the installed
+/// files are what a power cut between the key's rename and the chain's leaves (a new key, the old
+/// chain), then a truncated chain. The box serves TLS with the previous pair, says so in
+/// `ctl status` and the log, and `check-config` passes naming it; a good pair put back is served
+/// again without the warning.
+#[test]
+fn a_damaged_certificate_or_key_serves_the_previous_good_pair() {
+    let dir = temp_dir("prev-pair");
+    let f = fixtures();
+    let (good_chain, good_key) = (
+        std::fs::read(f.dir.join("server.pem")).unwrap(),
+        std::fs::read(f.dir.join("server.key")).unwrap(),
+    );
+    let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
+    let other_key = dir.join("other.key");
+    let made = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(&other_key)
+        .output()
+        .expect("openssl makes a key");
+    assert!(made.status.success());
+    std::fs::write(&cert, &good_chain).unwrap();
+    std::fs::copy(&other_key, &key).unwrap();
+    std::fs::write(
+        dir.join("server.key.prev-pair"),
+        [good_key.as_slice(), good_chain.as_slice()].concat(),
+    )
+    .unwrap();
+    let fixture_dir = f.dir.display().to_string();
+    let text = config(&dir, "", "")
+        .replace(
+            &format!("{fixture_dir}/server.pem"),
+            &cert.display().to_string(),
+        )
+        .replace(
+            &format!("{fixture_dir}/server.key"),
+            &key.display().to_string(),
+        );
+    std::fs::write(dir.join("boxapi.toml"), &text).unwrap();
+    let check = daemon_command()
+        .args(["check-config", "--config"])
+        .arg(dir.join("boxapi.toml"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert_eq!(check.status.code(), Some(0), "{said}");
+    assert!(said.contains("does not fit the certificate"), "{said}");
+    assert!(said.contains("previous good pair"), "{said}");
+
+    let token = f.a.token("a", "access");
+    let warned = |d: &Daemon| {
+        let status: Value = serde_json::from_str(&d.ctl(&["status"]).1).unwrap();
+        status["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w == "certificate_damaged")
+    };
+    // A new key beside the old chain: the previous pair is served (the client checks it against
+    // the fixtures' CA), and the box says so.
+    let d = Daemon::start_in(dir.clone(), &[]);
+    assert_eq!(d.get_token("/v1/access", &token).status, 200);
+    assert!(warned(&d));
+    assert!(d.logged("certificate_damaged"));
+    let dir = d.stop();
+    // A truncated chain beside the right key: the same.
+    std::fs::write(&key, &good_key).unwrap();
+    std::fs::write(&cert, &good_chain[..good_chain.len() / 2]).unwrap();
+    let d = Daemon::start_in(dir.clone(), &[]);
+    assert_eq!(d.get_token("/v1/access", &token).status, 200);
+    assert!(warned(&d));
+    // A good pair put back (as a renewal installs one): picked up, the warning gone.
+    std::fs::write(&cert, &good_chain).unwrap();
+    assert_eq!(d.ctl(&["reload"]).0, 0);
+    assert!(!warned(&d));
+    assert_eq!(d.get_token("/v1/access", &token).status, 200);
+}
+
 #[test]
 fn reload_keeps_the_old_config_on_error_and_sighup_reloads() {
     let d = Daemon::start("reload", "", "");

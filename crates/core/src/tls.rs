@@ -53,6 +53,45 @@ pub fn provider() -> rustls::crypto::CryptoProvider {
 const CERT: &str = "server.cert";
 const KEY: &str = "server.key";
 
+/// Why a certificate chain and a key (PEM) do not make a server identity. The messages name the
+/// PEM problem, never the key material.
+#[derive(Debug, thiserror::Error)]
+pub enum PairError {
+    #[error("no CERTIFICATE block")]
+    NoCertificate,
+    #[error("not PEM: {0}")]
+    CertificatePem(String),
+    #[error("no usable private key: {0}")]
+    Key(String),
+    /// The key is not the leaf's (or rustls refused the pair).
+    #[error("does not fit the certificate: {0}")]
+    Mismatch(String),
+}
+
+/// Makes a server identity of a PEM certificate chain (leaf first) and the leaf's private key.
+pub fn from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<Identity, PairError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| PairError::CertificatePem(e.to_string()))?;
+    let leaf = chain.first().ok_or(PairError::NoCertificate)?;
+    let key_der =
+        PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| PairError::Key(e.to_string()))?;
+    let validity = crate::cert::validity(leaf);
+    let (not_before, not_after) = (validity.map(|v| v.0), validity.map(|v| v.1));
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key_der))
+        .map_err(|e| PairError::Mismatch(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // The server's suite order (AES-128-GCM, AES-256-GCM, then ChaCha20) wins over the client's.
+    config.ignore_client_order = true;
+    Ok(Identity {
+        config: Arc::new(config),
+        not_after,
+        not_before,
+    })
+}
+
 /// Loads the certificate chain and key; every problem is pushed, naming the key and file.
 pub fn load(cert: &Path, key: &Path, problems: &mut Vec<Problem>) -> Option<Identity> {
     // An empty path is a key the configuration already reported (missing, or not a string):
@@ -64,56 +103,34 @@ pub fn load(cert: &Path, key: &Path, problems: &mut Vec<Problem>) -> Option<Iden
     };
     let cert_pem = read(CERT, cert, problems);
     let key_pem = read(KEY, key, problems);
-    let chain: Vec<CertificateDer<'static>> = match cert_pem {
-        Some(pem) => match CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>() {
-            Ok(c) if !c.is_empty() => c,
-            Ok(_) => {
-                problems.push(Problem::file(CERT, cert, "no CERTIFICATE block"));
-                return None;
+    // A chain that does not parse is reported even when the key could not be read.
+    let (cert_pem, key_pem) = match (cert_pem, key_pem) {
+        (Some(c), Some(k)) => (c, k),
+        (Some(c), None) => {
+            if let Err(e @ (PairError::NoCertificate | PairError::CertificatePem(_))) =
+                from_pem(&c, b"")
+            {
+                problems.push(Problem::file(CERT, cert, e));
             }
-            Err(e) => {
-                problems.push(Problem::file(CERT, cert, format_args!("not PEM: {e}")));
-                return None;
-            }
-        },
-        None => return None,
-    };
-    let key_der = match PrivateKeyDer::from_pem_slice(&key_pem?) {
-        Ok(k) => k,
-        Err(e) => {
-            // The message names the PEM problem, never the key material.
-            problems.push(Problem::file(
-                KEY,
-                key,
-                format_args!("no usable private key: {e}"),
-            ));
             return None;
         }
+        _ => return None,
     };
-    let validity = crate::cert::validity(&chain[0]);
-    let (not_before, not_after) = (validity.map(|v| v.0), validity.map(|v| v.1));
-    let builder = ServerConfig::builder_with_provider(Arc::new(provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12]);
-    let config = match builder.map(|b| b.with_no_client_auth().with_single_cert(chain, key_der)) {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) | Err(e) => {
-            problems.push(Problem::file(
-                KEY,
-                key,
-                format_args!("does not fit the certificate {}: {e}", cert.display()),
-            ));
-            return None;
-        }
-    };
-    let mut config = config;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    // The server's suite order (AES-128-GCM, AES-256-GCM, then ChaCha20) wins over the client's.
-    config.ignore_client_order = true;
-    Some(Identity {
-        config: Arc::new(config),
-        not_after,
-        not_before,
-    })
+    from_pem(&cert_pem, &key_pem)
+        .map_err(|e| {
+            problems.push(match e {
+                PairError::NoCertificate | PairError::CertificatePem(_) => {
+                    Problem::file(CERT, cert, e)
+                }
+                PairError::Key(_) => Problem::file(KEY, key, e),
+                PairError::Mismatch(why) => Problem::file(
+                    KEY,
+                    key,
+                    format_args!("does not fit the certificate {}: {why}", cert.display()),
+                ),
+            })
+        })
+        .ok()
 }
 
 #[cfg(test)]

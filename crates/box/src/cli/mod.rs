@@ -190,8 +190,15 @@ fn enrol_now(
 /// must then load. A certificate or key that exists but is broken still fails.
 fn check_config(path: &Path) -> i32 {
     let problems = match Snapshot::load(path) {
-        Ok(_) => {
-            println!("{}: OK", path.display());
+        Ok(s) => {
+            match &s.identity_fallback {
+                Some(why) => println!(
+                    "{}: OK, but {why}: serve uses the previous good pair ({})",
+                    path.display(),
+                    crate::enrol::pair::previous_path(&s.config.common.server.key).display()
+                ),
+                None => println!("{}: OK", path.display()),
+            }
             return EXIT_OK;
         }
         Err(problems) => problems,

@@ -4,6 +4,7 @@
 //! The authority does the ACME and DNS work; none of that code is in the box.
 pub mod client;
 pub mod csr;
+pub mod pair;
 
 use crate::config::{Config, Enrol};
 use boxapi_core::files::{self, limit, read_limited};
@@ -126,35 +127,8 @@ fn check_leaf(
     Ok((nb, na))
 }
 
-fn install_err(e: files::FileError) -> EnrolError {
+pub(crate) fn install_err(e: files::FileError) -> EnrolError {
     EnrolError::Install(e.to_string())
-}
-
-/// Installs a key and its certificate chain as a pair: both are written out in full first (a
-/// full disk or an unwritable directory fails here, and nothing changes), then renamed into
-/// place, the key first. A server key that does not match its certificate would stop the box
-/// from starting again, so a failure after the key's rename puts the old key back.
-pub(crate) fn install_pair(
-    key_path: &Path,
-    key_pem: &[u8],
-    cert_path: &Path,
-    cert_pem: &[u8],
-) -> Result<(), EnrolError> {
-    let key = files::stage(key_path, key_pem, 0o600).map_err(install_err)?;
-    let cert = files::stage(cert_path, cert_pem, 0o644).map_err(install_err)?;
-    let old_key = read_limited(key_path, limit::PEM).ok();
-    key.rename().map_err(install_err)?;
-    if let Err(e) = cert.rename() {
-        if let Some(old) = old_key {
-            let _ = files::write_atomic(key_path, &old, 0o600);
-        }
-        return Err(install_err(e));
-    }
-    // The pair is in place and in use: a directory that cannot be synced does not undo that, so
-    // it is not an install failure (the next sync makes it durable).
-    let _ = files::sync_parent(key_path);
-    let _ = files::sync_parent(cert_path);
-    Ok(())
 }
 
 /// One enrolment (or renewal) now: key, CSR, authority, checks, install. On any error nothing is
@@ -193,7 +167,7 @@ pub async fn enrol(config: &Config, addresses: &[IpAddr]) -> Result<Enrolled, En
     for c in &chain {
         chain_text.push_str(&boxapi_core::cert::pem("CERTIFICATE", c));
     }
-    install_pair(
+    pair::install(
         &config.common.server.key,
         key_pem.as_bytes(),
         &config.common.server.cert,
@@ -465,37 +439,6 @@ mod tests {
         let ino = std::fs::metadata(&file).unwrap().ino();
         update_hosts_file(&file, name, "").unwrap();
         assert_eq!(std::fs::metadata(&file).unwrap().ino(), ino);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn a_pair_that_cannot_be_written_whole_changes_nothing() {
-        let dir = std::env::temp_dir().join(format!("boxapi-install-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
-        std::fs::write(&key, "old key").unwrap();
-        std::fs::write(&cert, "old cert").unwrap();
-        // The certificate's staging file cannot be made (as a full disk or a read-only
-        // directory would have it, even for root): the key must not change either.
-        let elsewhere = dir.join("missing/cert.pem");
-        let e = install_pair(&key, b"new key", &elsewhere, b"new cert").unwrap_err();
-        assert!(e.to_string().contains("cert.pem"), "{e}");
-        assert_eq!(std::fs::read(&key).unwrap(), b"old key");
-        assert_eq!(std::fs::read(&cert).unwrap(), b"old cert");
-        let mut names: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["cert.pem", "key.pem"], "no staging file left");
-        install_pair(&key, b"new key", &cert, b"new cert").unwrap();
-        assert_eq!(std::fs::read(&key).unwrap(), b"new key");
-        assert_eq!(std::fs::read(&cert).unwrap(), b"new cert");
-        // The key is private, the chain public, whatever the old files were.
-        use std::os::unix::fs::PermissionsExt;
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!((mode(&key), mode(&cert)), (0o600, 0o644));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
