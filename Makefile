@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # syncs (crates/box/tests/control.rs).
 TEST_PACKAGES := openssl curl python3 iproute2 iputils-ping faketime ca-certificates systemd pebble knot knot-dnsutils redis-server busybox strace
 
-.PHONY: demo test deps lint unit-security build release release-box size clean cross cross-setup test-cross bench fuzz test-e2e test-wifi test-powercut
+.PHONY: demo test deps lint unit-security build release release-box size clean cross cross-setup test-cross bench fuzz test-e2e test-wifi test-powercut test-box
 
 # Box SoC targets (cross/README.md) and their stripped-size budgets in bytes.
 CROSS_TARGETS ?= armv7-unknown-linux-musleabihf aarch64-unknown-linux-musl mipsel-unknown-linux-musl mips-unknown-linux-musl
@@ -110,6 +110,15 @@ cross: cross-setup
 
 test-cross: cross
 	@for t in $(CROSS_TARGETS); do echo "== $$t"; ./cross/test.sh $$t || exit 1; done
+
+# The SoC binaries that `make cross` ships (run it first), on real ARM kernels: an armhf and an
+# arm64 qemu VM (TCG) built from Debian packages, each running its architecture's exact bytes as
+# root with the root drop (LAN only, neighbour table, WAN counters, Wi-Fi, port 443, state across
+# a forced reset); installs what it needs (tests/box/run.sh, docs/testing.md). The host build
+# mints the tokens.
+test-box:
+	$(CARGO) build --locked --quiet -p boxapi
+	./tests/box/run.sh
 
 # Stripped sizes against their budgets; fails when one is over. Builds what is missing.
 # The host row measures the box built alone, as firmware builds it (and as cross/build.sh does):
