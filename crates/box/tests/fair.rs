@@ -457,7 +457,7 @@ fn slow_heads_and_streams_do_not_keep_another_out_and_heads_go_first() {
     let d = Daemon::start("slowheads", "max_connections = 8", "");
     let token = fixtures().a.token("a", "counters");
     let sources = ["127.0.0.1", "127.0.0.3", "127.0.0.4", "127.0.0.5"];
-    let mut streams: Vec<Tls> = sources
+    let streams: Vec<Tls> = sources
         .iter()
         .map(|src| {
             let mut s = tls_from(src, d.addr);
@@ -469,6 +469,33 @@ fn slow_heads_and_streams_do_not_keep_another_out_and_heads_go_first() {
             s.read_exact(&mut first).unwrap();
             assert_eq!(&first, b"HTTP/1.1 200", "a stream from {src}");
             s
+        })
+        .collect();
+    // Each stream is read as it flows: read only at the end, the lines written before the box
+    // closed it would still be waiting in the socket's buffer and read as a stream alive.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = streams
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut s)| {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                s.sock
+                    .set_read_timeout(Some(Duration::from_secs(2)))
+                    .unwrap();
+                let mut buf = [0u8; 4096];
+                let mut lines = 0;
+                // Bounded: each read by its timeout, the whole by the stream's own limit (and
+                // by the box's end when the test fails first).
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    match s.read(&mut buf) {
+                        Ok(n) if n > 0 => lines += buf[..n].iter().filter(|&&b| b == b'\n').count(),
+                        Ok(_) => return Err(format!("stream {i} closed after {lines} lines")),
+                        Err(e) => return Err(format!("stream {i} after {lines} lines: {e}")),
+                    }
+                }
+                Ok(lines)
+            })
         })
         .collect();
     let until = Instant::now() + Duration::from_secs(4);
@@ -486,21 +513,11 @@ fn slow_heads_and_streams_do_not_keep_another_out_and_heads_go_first() {
         second_terminal_served_within_a_second(d.addr, i);
         std::thread::sleep(Duration::from_millis(300));
     }
-    // Every stream is still flowing: the probes took slow heads' slots.
-    for (i, s) in streams.iter_mut().enumerate() {
-        s.sock
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
-        let mut buf = [0u8; 4096];
-        let mut got = 0;
-        let t = Instant::now();
-        while got < 2 && t.elapsed() < Duration::from_secs(2) {
-            match s.read(&mut buf) {
-                Ok(n) if n > 0 => got += 1,
-                _ => break,
-            }
-        }
-        assert!(got >= 2, "stream {i} was closed or stalled");
+    // Every stream flowed all along: the probes took slow heads' slots.
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        let lines = r.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
+        assert!(lines >= 5, "a stream stalled: {lines} lines");
     }
     let closed: u32 = attackers.into_iter().map(|a| a.join().unwrap()).sum();
     assert!(closed >= 1, "no slow head was closed to make room");
