@@ -311,22 +311,38 @@ pub fn client_address(
     None
 }
 
-/// Whether `addr` is one of the operator's trusted proxies (`[authority] trusted_proxies`).
+/// Whether `addr` is one of the operator's trusted proxies (`[authority] trusted_proxies`). An
+/// IPv4-mapped prefix (`::ffff:10.0.0.0/104`) is the IPv4 prefix it maps (`10.0.0.0/8`): its
+/// length, over 32, once made the IPv4 mask's shift underflow, which panicked each connection
+/// (debug) or trusted every IPv4 client (release).
 pub fn is_trusted(addr: IpAddr, trusted: &[(IpAddr, u8)]) -> bool {
     let addr = addr.to_canonical();
     trusted
         .iter()
-        .any(|&(net, len)| match (addr, net.to_canonical()) {
-            (IpAddr::V4(a), IpAddr::V4(n)) => {
+        .any(|&(net, len)| match (addr, family_prefix(net, len)) {
+            (IpAddr::V4(a), (IpAddr::V4(n), len)) => {
                 let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
                 u32::from(a) & mask == u32::from(n) & mask
             }
-            (IpAddr::V6(a), IpAddr::V6(n)) => {
+            (IpAddr::V6(a), (IpAddr::V6(n), len)) => {
                 let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
                 u128::from(a) & mask == u128::from(n) & mask
             }
             _ => false,
         })
+}
+
+/// A prefix in its own family, its length within that family's bits: an IPv4-mapped prefix of
+/// length 96 or more is IPv4; any other IPv6 prefix (`::/0` too) holds no IPv4 client, as
+/// before.
+fn family_prefix(net: IpAddr, len: u8) -> (IpAddr, u8) {
+    match net {
+        IpAddr::V4(_) => (net, len.min(32)),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) if len >= 96 => (IpAddr::V4(v4), (len - 96).min(32)),
+            _ => (net, len.min(128)),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -404,5 +420,24 @@ mod tests {
             client_address(peer, &bad, "x-forwarded-for", &trusted),
             None
         );
+    }
+
+    #[test]
+    fn an_ipv4_mapped_prefix_is_the_ipv4_prefix_it_maps() {
+        let p = |s: &str| s.parse::<IpAddr>().unwrap();
+        let mapped = [(p("::ffff:10.0.0.0"), 104)];
+        // Before: 32 - 104 underflowed (a panic per connection in debug; in release the mask
+        // wrapped to nothing and every IPv4 client was a trusted proxy).
+        assert!(is_trusted(p("10.1.2.3"), &mapped));
+        assert!(is_trusted(p("::ffff:10.1.2.3"), &mapped));
+        assert!(!is_trusted(p("203.0.113.7"), &mapped));
+        assert!(!is_trusted(p("2001:db8::1"), &mapped));
+        let whole = [(p("::ffff:0.0.0.0"), 96)];
+        assert!(is_trusted(p("203.0.113.7"), &whole));
+        // The IPv4 form takes mapped peers; an IPv6 prefix holds no IPv4 client.
+        assert!(is_trusted(p("::ffff:10.1.2.3"), &[(p("10.0.0.0"), 8)]));
+        assert!(!is_trusted(p("10.1.2.3"), &[(p("::"), 0)]));
+        assert!(is_trusted(p("2001:db8::1"), &[(p("::"), 0)]));
+        assert!(!is_trusted(p("10.1.2.3"), &[(p("::ffff:0:0"), 80)]));
     }
 }
