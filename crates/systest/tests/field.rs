@@ -3,7 +3,8 @@
 //! the operator's `boxapi-authority`, and a box on a LAN interface. The box enrols, serves the
 //! issued certificate under its own name (which Knot resolves to its LAN address) to a client that
 //! trusts Pebble's root only, renews by itself while a keep-alive connection opened before goes
-//! on, and keeps its certificate when the DNS server is down. The renewal follows reloads:
+//! on, serves the pair a renewal replaced while a power cut's torn pair stands (then renews), and
+//! keeps its certificate when the DNS server is down. The renewal follows reloads:
 //! `[enrol]` brought, changed and removed by `ctl reload` start, redirect and stop it.
 //! Against a scripted authority (no Knot nor Pebble needed, root still for the LAN interface):
 //! the renewal waits for the authority's `Retry-After`, and the box's hosts-file entry follows
@@ -562,6 +563,44 @@ ttl = 60
         keep_alive_get(&mut fresh, &name, "/v1/access", &token).status,
         200
     );
+
+    // 3b. The pair a renewal replaced is kept whole beside the key (issue 21), and a pair torn
+    // as a power cut between the key's rename and the chain's leaves it (a new key beside the
+    // chain) is never served: the box serves the kept pair, says so, and renews.
+    let prev = std::fs::read_to_string(box_dir.join("key.pem.prev-pair")).unwrap();
+    assert!(
+        prev.starts_with("-----BEGIN PRIVATE KEY-----") && prev.contains("CERTIFICATE"),
+        "the replaced pair is kept: {prev}"
+    );
+    sh(&format!(
+        "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out {d}/torn.key && \
+         mv {d}/torn.key {d}/key.pem",
+        d = box_dir.display()
+    ));
+    assert!(
+        wait_for(Duration::from_secs(20), || boxd
+            .log_text()
+            .contains("certificate_damaged")),
+        "the torn pair was not noticed: {}",
+        boxd.log_text()
+    );
+    let served = || {
+        let (mut s, _) = open(boxd.addr, &name, &client);
+        keep_alive_get(&mut s, &name, "/v1/access", &token).status == 200
+    };
+    assert!(served(), "served while the pair is torn");
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            let st = status_json(&boxd);
+            !st["warnings"]
+                .as_array()
+                .is_some_and(|w| w.iter().any(|w| w == "certificate_damaged"))
+                && st["cert_last_error"].is_null()
+        }),
+        "no good pair installed again: {}",
+        boxd.log_text()
+    );
+    assert!(served(), "served once renewed");
 
     // 4. DNS down: renewals fail, the error shows in status, the current certificate serves on.
     sh(&format!("kill {}", field.get("KNOT_PID")));
