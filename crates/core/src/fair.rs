@@ -799,16 +799,20 @@ mod tests {
         };
         let busy = one(Some(Phase::Busy));
         let stream = one(Some(Phase::Streaming));
-        let body = one(Some(Phase::Body));
+        // Admitted before the head, but its body begins after the head does.
+        let body = one(None);
         let head = one(Some(Phase::Idle));
         head.heard();
+        tokio::time::advance(Duration::from_millis(10)).await;
+        body.set_phase(Phase::Body);
         let idle = one(Some(Phase::Idle));
         let heard = one(None);
         heard.heard();
         let silent = one(None);
-        // Young, all of them: age does not matter for a terminal holding fewer.
-        // A head and a body arriving cost the same: the older goes first.
-        let order = [&silent, &heard, &idle, &body, &head, &stream];
+        // Young, all of them: age does not matter for a terminal holding fewer. A head and a
+        // body arriving cost the same: the one longer in its phase goes first (the head), not
+        // the one admitted first.
+        let order = [&silent, &heard, &idle, &head, &body, &stream];
         let mut newcomers = Vec::new();
         for (i, victim) in order.iter().enumerate() {
             let n = s.try_admit(v4(10 + i as u8)).expect("room made");
