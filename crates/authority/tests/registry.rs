@@ -1,6 +1,6 @@
 //! The authority's signed tool registry: an older registry, validly signed, is refused on reload
 //! (by the control socket or SIGHUP) and at start, so a revocation cannot be undone by putting
-//! back the registry from before it. Registries and keys are made with boxapi-core's own signer;
+//! back the registry from before it, nor by damaging the accepted version. Registries and keys are made with boxapi-core's own signer;
 //! the server certificate with certs/make-dev-certs.sh (openssl), through `common`.
 mod common;
 use boxapi_core::auth::jwk::{Alg, PrivateJwk};
@@ -174,4 +174,30 @@ listen = ["127.0.0.1:0"]
     write_registry(&dir, &root, &tool, 2, true);
     let auth = Authority::start(&dir);
     assert!(auth.reg_revoked());
+    drop(auth);
+
+    // Issue 21: a damaged registry.version never lowers the floor. Its previous good copy holds
+    // 2: version 1 is still refused.
+    write_registry(&dir, &root, &tool, 1, false);
+    let version = dir.join("state/registry.version");
+    std::fs::write(&version, b"").expect("damage the version");
+    let check = Command::new(env!("CARGO_BIN_EXE_boxapi-authority"))
+        .args(["check-config", "--config"])
+        .arg(dir.join("authority.toml"))
+        .output()
+        .expect("run check-config");
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(64), "{err}");
+    assert!(err.contains("older than the accepted version 2"), "{err}");
+    // No good copy at all: no registry is in force (tool reg is not trusted), and status warns.
+    std::fs::write(dir.join("state/registry.version.prev"), b"x").expect("damage the copy");
+    let auth = Authority::start(&dir);
+    let status = auth.control(r#"{"cmd":"status"}"#);
+    assert!(
+        status["warnings"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|w| w == "registry_version_damaged")),
+        "{status}"
+    );
+    assert_eq!(auth.token_status(&tool, "t-5"), 401);
 }
