@@ -47,12 +47,14 @@ impl Kept {
     /// Replaces both atomically, the previous version first: a power cut between the two writes
     /// leaves two good copies, one of them the content in flight.
     pub fn save(&self, content: &[u8], mode: u32) -> Result<(), FileError> {
+        clear_way(&self.prev);
         files::write_atomic(&self.prev, content, mode)?;
-        files::write_atomic(&self.file, content, mode)
+        self.save_file_only(content, mode)
     }
 
     /// Replaces the file only, leaving the previous version as it is.
     pub fn save_file_only(&self, content: &[u8], mode: u32) -> Result<(), FileError> {
+        clear_way(&self.file);
         files::write_atomic(&self.file, content, mode)
     }
 
@@ -60,18 +62,40 @@ impl Kept {
     /// the first name stays until a good version replaces it, so a failure to write that one
     /// leaves the damage to be found again at the next start. `None`: nothing there to keep.
     pub fn keep_aside(&self) -> Option<PathBuf> {
-        if std::fs::symlink_metadata(&self.file).is_err() {
-            return None;
-        }
-        let mut name = self.file.file_name()?.to_os_string();
-        name.push(format!(".broken-{}", crate::time::unix_now()));
-        let kept = files::parent(&self.file).join(name);
-        // Not a regular file (a directory): no second link possible, and nothing could replace
-        // it.
-        let ok = std::fs::hard_link(&self.file, &kept).is_ok()
-            || std::fs::rename(&self.file, &kept).is_ok();
-        ok.then_some(kept)
+        aside(&self.file)
     }
+}
+
+/// A rename cannot replace a directory: one standing where a copy belongs (damage, or a hand's
+/// mistake) would fail every save, and with it every `ctl` change, `ctl enable` included. It is
+/// kept aside (logged); should that fail, the save fails and says why.
+fn clear_way(path: &Path) {
+    if !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        return;
+    }
+    if let Some(kept) = aside(path) {
+        crate::log::event(
+            "kept_aside",
+            &[
+                ("file", &path.display().to_string()),
+                ("kept", &kept.display().to_string()),
+                ("why", "a directory where a file of ours belongs"),
+            ],
+        );
+    }
+}
+
+/// `path` under a second name (`NAME.broken-<time>`) beside it: linked when it is a file (the
+/// first name stays), renamed otherwise (a directory cannot be linked).
+fn aside(path: &Path) -> Option<PathBuf> {
+    if std::fs::symlink_metadata(path).is_err() {
+        return None;
+    }
+    let mut name = path.file_name()?.to_os_string();
+    name.push(format!(".broken-{}", crate::time::unix_now()));
+    let kept = files::parent(path).join(name);
+    let ok = std::fs::hard_link(path, &kept).is_ok() || std::fs::rename(path, &kept).is_ok();
+    ok.then_some(kept)
 }
 
 #[cfg(test)]
@@ -85,11 +109,17 @@ mod tests {
             .ok_or_else(|| "not a number".to_owned())
     }
 
-    #[test]
-    fn both_copies_are_read_and_told_apart() {
-        let dir = std::env::temp_dir().join(format!("boxapi-kept-{}", std::process::id()));
+    /// An empty directory of this test's own.
+    fn fresh(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("boxapi-kept-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn both_copies_are_read_and_told_apart() {
+        let dir = fresh("copies");
         let k = Kept::new(&dir, "n", 16);
         assert_eq!(k.read(number), (Copy::Missing, Copy::Missing));
         k.save(b"7\n", 0o600).unwrap();
@@ -110,6 +140,31 @@ mod tests {
             .unwrap()
             .to_string_lossy()
             .starts_with("n.broken-"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A directory where a copy belongs (damage, or a hand's mistake) would fail every save, and
+    /// with it every `ctl` change, `ctl enable` included: it is kept aside and the save goes on.
+    #[test]
+    fn a_directory_in_a_copys_place_is_kept_aside_and_the_save_goes_on() {
+        let dir = fresh("dir");
+        let k = Kept::new(&dir, "n", 16);
+        std::fs::create_dir_all(k.prev.join("inside")).unwrap();
+        k.save(b"7\n", 0o600)
+            .expect("saved over a directory at NAME.prev");
+        assert_eq!(k.read(number), (Copy::Good(7), Copy::Good(7)));
+        std::fs::remove_file(&k.file).unwrap();
+        std::fs::create_dir(&k.file).unwrap();
+        k.save_file_only(b"8\n", 0o600)
+            .expect("saved over a directory at NAME");
+        assert_eq!(k.read(number), (Copy::Good(8), Copy::Good(7)));
+        let aside: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".broken-"))
+            .collect();
+        assert_eq!(aside.len(), 2, "{aside:?}");
+        assert!(aside.iter().any(|n| n.starts_with("n.prev.broken-")));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
