@@ -307,9 +307,10 @@ impl Slots {
     }
 
     /// A reloaded `max_connections` and share. A terminal over its new share loses its
-    /// handshakes and idle connections beyond it at once; busy ones finish (and are the first
-    /// to go when another terminal needs room). Other open connections keep their slot (a
-    /// smaller limit is reached as they close); new ones are admitted under the new values.
+    /// handshakes, idle connections and requests still arriving beyond it at once; answers and
+    /// streams finish, and a connection that goes idle over the share then gives its slot up
+    /// ([`Slot::set_phase`]). Other open connections keep their slot (a smaller limit is
+    /// reached as they close); new ones are admitted under the new values.
     pub fn configure(&self, limit: usize, share: usize) {
         let mut t = self.lock();
         t.limit = limit.max(1);
@@ -321,7 +322,7 @@ impl Slots {
 
     /// Admits a connection of `terminal` if there is room, making room when needed: within its
     /// own share first (its own oldest handshake or idle connection), else in the whole table.
-    /// `None`: no room now (see [`Slots::wait_for_room`]).
+    /// `None`: no room now ([`Slots::admit`] waits for some).
     pub fn try_admit(self: &Arc<Self>, terminal: Terminal) -> Option<Slot> {
         let now = Instant::now();
         let mut t = self.lock();
