@@ -37,12 +37,14 @@ pub async fn accept(listener: TcpListener, mut accepted: impl FnMut(TcpStream, S
 }
 
 /// Serves one connection (`conn`, hyper's, after the handshake) until it ends, the slot's phases
-/// telling where it is: before its first request it has until `first_head`, between requests
-/// [`KEEP_ALIVE_IDLE`], and a request under way until `busy_until(phase, since)` (phases `Busy`
-/// and `Streaming`); a deadline that passes with the phase unchanged closes it. So does the
-/// subscriber's switch-off (`Mode::Disabled`). Closed to make room, it finishes the answer it is
-/// writing within [`EVICTED_LINGER`]; when the daemon stops it finishes its request in flight
-/// under the same deadlines, and reads no further one (`graceful`: hyper's graceful shutdown).
+/// telling where it is: before its first request it has until `first_head`, for each next head
+/// [`KEEP_ALIVE_IDLE`] from the last answer (phases `Idle` and `Head`), and a request under way
+/// until `busy_until(phase, since)` (phases `Body`, `Busy` and `Streaming`); a deadline that
+/// passes with the phase unchanged closes it. So does the subscriber's switch-off
+/// (`Mode::Disabled`). Closed to make room while its request was still arriving
+/// ([`Slot::abrupt`]), it is dropped at once; else it finishes the answer it may be writing within
+/// [`EVICTED_LINGER`]. When the daemon stops it finishes its request in flight under the same
+/// deadlines, and reads no further one (`graceful`: hyper's graceful shutdown).
 pub async fn serve<C: Future>(
     mut conn: Pin<&mut C>,
     slot: &Slot,
