@@ -1,7 +1,8 @@
 //! The authority's signed tool registry: an older registry, validly signed, is refused on reload
 //! (by the control socket or SIGHUP) and at start, so a revocation cannot be undone by putting
-//! back the registry from before it, nor by damaging the accepted version. Registries and keys are made with boxapi-core's own signer;
-//! the server certificate with certs/make-dev-certs.sh (openssl), through `common`.
+//! back the registry from before it, nor by damaging the accepted version. Registries and keys
+//! are made with boxapi-core's own signer; the server certificate with certs/make-dev-certs.sh
+//! (openssl), through `common`.
 mod common;
 use boxapi_core::auth::jwk::{Alg, PrivateJwk};
 use boxapi_core::auth::{mint, signed};

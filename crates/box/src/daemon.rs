@@ -319,14 +319,18 @@ pub fn run(snapshot: Snapshot, announce: impl FnOnce(&[SocketAddr])) -> Result<(
         let (app, listeners) = start(snapshot)?;
         let server = &app.snapshot().config.common.server;
         if let Some(user) = &server.user {
-            let state_file = server.state_dir.join(state::FILE);
-            let activity_file = server.state_dir.join(crate::activity::FILE);
-            let writable = [
-                server.state_dir.as_path(),
-                state_file.as_path(),
-                activity_file.as_path(),
-                server.control_socket.as_path(),
-            ];
+            // Every file of state_dir the daemon reads again after the drop: one written by root
+            // before it (mode 0600) would read as damaged, and fail closed.
+            let files: Vec<std::path::PathBuf> = [state::FILE, state::PREV, crate::activity::FILE]
+                .map(|f| server.state_dir.join(f))
+                .into_iter()
+                .chain(boxapi_core::auth::signed::version_paths(&server.state_dir))
+                .collect();
+            let writable: Vec<&std::path::Path> =
+                [server.state_dir.as_path(), server.control_socket.as_path()]
+                    .into_iter()
+                    .chain(files.iter().map(|p| p.as_path()))
+                    .collect();
             crate::privs::drop_to(user, server.group.as_deref(), &writable)?;
             log::event("privileges_dropped", &[("user", user)]);
         }

@@ -195,6 +195,12 @@ fn copies(state_dir: &Path) -> Kept {
     Kept::new(state_dir, VERSION_FILE, crate::files::limit::STATE_SMALL)
 }
 
+/// The accepted version's two files (a daemon that drops root gives them to its user).
+pub fn version_paths(state_dir: &Path) -> [std::path::PathBuf; 2] {
+    let k = copies(state_dir);
+    [k.file, k.prev]
+}
+
 fn parse_version(b: &[u8]) -> Result<u64, String> {
     std::str::from_utf8(b)
         .ok()
