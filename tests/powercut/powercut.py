@@ -388,7 +388,10 @@ def main():
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 32)
     rng = random.Random(seed)
-    work = tempfile.mkdtemp(prefix="boxapi-powercut-")
+    # No "-o" anywhere in the path: LazyFS takes a --config-path value containing "-o" (any
+    # case) for an option and falls back to config/default.toml (its main.cpp, strcasestr), so a
+    # random suffix starting with "o" failed the mount one run in about 27.
+    work = tempfile.mkdtemp(prefix="boxapi_powercut_")
     log(f"power cuts: seed {seed}, work dir {work}")
     start = time.monotonic()
     lazy = box = None
