@@ -36,22 +36,17 @@ fn sign(dir: &Path, version: u64, revoked: bool, reg: &Key) -> (i32, String) {
     (code, err)
 }
 
+/// An operator root key, `root.private.jwk` and `root.jwk` in `dir`.
+fn root_key(dir: &Path) {
+    let out = dir.to_str().unwrap();
+    let (code, _, err) = run(&["keygen", "--alg", "EdDSA", "--kid", "root", "--out", out]);
+    assert_eq!(code, 0, "{err}");
+}
+
 /// An operator root key and a registry tool's key in `dir`.
 fn keys(dir: &Path) -> Key {
     let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
-    assert_eq!(
-        run(&[
-            "keygen",
-            "--alg",
-            "EdDSA",
-            "--kid",
-            "root",
-            "--out",
-            dir.to_str().unwrap()
-        ])
-        .0,
-        0
-    );
+    root_key(dir);
     let st = Command::new(root.join("certs/make-tool-key.sh"))
         .args([dir.to_str().unwrap(), "reg", "ES256"])
         .status()
@@ -251,4 +246,75 @@ fn the_floor_survives_the_privilege_drop() {
     assert_eq!(d.ctl(&["reload"]).0, 1);
     let (_, out, _) = d.ctl(&["status"]);
     assert!(!out.contains("registry_version_damaged"), "{out}");
+}
+
+/// `boxapi fleet sign` and `fleet verify` (issue 23): the fleet document is signed by the same
+/// root key as the registry, and neither passes for the other.
+#[test]
+fn fleet_document_sign_and_verify() {
+    let dir = temp_dir("fleet-cli");
+    let reg = keys(&dir);
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let fleet = |args: &[&str]| run(&[&["fleet"], args].concat());
+    let payload = json!({"version": 5, "tools": [{"id": "reg", "origins": ["https://reg.example"],
+        "scopes": ["access"], "keys": [reg.jwk()], "revoked": true}],
+        "restriction": {"suspended": true, "retry_after": 600, "reason": "CVE-2027-0001",
+        "models": ["Box 8"]}});
+    std::fs::write(dir.join("fleet.json"), payload.to_string()).unwrap();
+    let signing = |input: &str, out: &str| {
+        fleet(&[
+            "sign",
+            "--key",
+            &path("root.private.jwk"),
+            "--in",
+            &path(input),
+            "--out",
+            &path(out),
+        ])
+    };
+    let (code, _, err) = signing("fleet.json", "fleet.jws");
+    assert_eq!(code, 0, "{err}");
+    let verifying = |args: &[&str], input: &str| {
+        run(&[args, &["--key", &path("root.jwk"), "--in", &path(input)]].concat())
+    };
+    let (code, out, err) = verifying(&["fleet", "verify"], "fleet.jws");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.trim(),
+        r#"version 5: 1 tools (reg); restriction: suspended, retry_after 600 s, reason "CVE-2027-0001", models ["Box 8"]"#
+    );
+    // A fleet document is not a registry, and a registry is not a fleet document.
+    let (code, _, err) = verifying(&["registry", "verify"], "fleet.jws");
+    assert_eq!(code, 64);
+    assert!(err.contains("unknown field `restriction`"), "{err}");
+    assert_eq!(sign(&dir, 6, false, &reg).0, 0);
+    let (code, _, err) = verifying(&["fleet", "verify"], "registry.jws");
+    assert_eq!(code, 64);
+    assert!(err.contains("missing field `restriction`"), "{err}");
+    // Another key's signature is refused.
+    root_key(&dir.join("other"));
+    let (code, _, err) = run(&[
+        "fleet",
+        "verify",
+        "--key",
+        &path("other/root.jwk"),
+        "--in",
+        &path("fleet.jws"),
+    ]);
+    assert_eq!(code, 64);
+    assert!(err.contains("signature"), "{err}");
+    // Nothing unchecked is signed: every problem is named.
+    std::fs::write(
+        dir.join("bad.json"),
+        r#"{"version": 7, "tools": [], "restriction": {"suspended": true, "retry_after": 0}}"#,
+    )
+    .unwrap();
+    let (code, _, err) = signing("bad.json", "bad.jws");
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("restriction.retry_after must be 1 to 86400 seconds"),
+        "{err}"
+    );
+    assert!(!dir.join("bad.jws").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

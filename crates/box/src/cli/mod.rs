@@ -91,6 +91,28 @@ static BOXAPI: Cmd = Cmd {
             ],
             ..cmd("registry", "Operator tooling for the signed tool registry")
         },
+        Cmd {
+            subs: &[
+                Cmd {
+                    opts: &[opt("key", ""), opt("in", ""), opt("out", "")],
+                    ..cmd(
+                        "sign",
+                        "Sign a fleet document (JSON: {\"version\": N, \"tools\": [...], \"restriction\": {...} or null}) with the operator's registry root key",
+                    )
+                },
+                Cmd {
+                    opts: &[opt("key", ""), opt("in", "")],
+                    ..cmd(
+                        "verify",
+                        "Verify a signed fleet document with the operator's registry root public key; print its content",
+                    )
+                },
+            ],
+            ..cmd(
+                "fleet",
+                "Operator tooling for the signed fleet document the authority serves to every box",
+            )
+        },
     ],
     ..cmd(
         "boxapi",
@@ -129,11 +151,17 @@ fn run(m: &Matches) -> Result<i32, i32> {
             m.parsed("ttl", "")?,
         ),
         "ctl" => ctl::run(ctl::args(m)?),
-        _ => registry(
+        "fleet" => signed_document(
             m.command(2) == "sign",
-            &path("key"),
-            &path("in"),
-            &path("out"),
+            [&path("key"), &path("in"), &path("out")],
+            boxapi_core::auth::fleet::sign,
+            |k, j| boxapi_core::auth::fleet::verify(k, j).map(|d| fleet_summary(&d)),
+        ),
+        _ => signed_document(
+            m.command(2) == "sign",
+            [&path("key"), &path("in"), &path("out")],
+            boxapi_core::auth::signed::sign,
+            |k, j| boxapi_core::auth::signed::verify(k, j).map(|r| registry_summary(&r)),
         ),
     })
 }
@@ -401,9 +429,50 @@ fn token(key: &Path, tool: &str, scope: &str, aud: &str, iss: &str, ttl: u64) ->
     }
 }
 
-/// `registry sign` (`sign`) or `registry verify`.
-fn registry(sign: bool, key: &Path, input: &Path, out: &Path) -> i32 {
-    use boxapi_core::auth::signed;
+/// `registry verify`'s line: the version and the tools.
+fn registry_summary(r: &boxapi_core::auth::signed::SignedRegistry) -> String {
+    let ids: Vec<&str> = r.tools.iter().map(|(t, _)| t.id.as_str()).collect();
+    format!(
+        "version {}: {} tools ({})",
+        r.version,
+        ids.len(),
+        ids.join(", ")
+    )
+}
+
+/// `fleet verify`'s line: the registry's, then the restriction.
+fn fleet_summary(d: &boxapi_core::auth::fleet::FleetDocument) -> String {
+    let restriction = match &d.restriction {
+        None => "no restriction".to_owned(),
+        Some(r) => {
+            let mut text = format!(
+                "restriction: {}, retry_after {} s",
+                if r.suspended { "suspended" } else { "lifted" },
+                r.retry_after
+            );
+            for (what, v) in [
+                ("reason", r.reason.as_ref().map(|x| format!("{x:?}"))),
+                ("firmware", r.firmware.as_ref().map(|x| format!("{x:?}"))),
+                ("models", r.models.as_ref().map(|x| format!("{x:?}"))),
+            ] {
+                if let Some(v) = v {
+                    text += &format!(", {what} {v}");
+                }
+            }
+            text
+        }
+    };
+    format!("{}; {restriction}", registry_summary(&d.registry))
+}
+
+/// `registry sign` or `fleet sign` (`sign`), or their `verify`: `[key, in, out]` (`out` unused
+/// by `verify`), the document's signer and its verifier returning the line to print.
+fn signed_document(
+    sign: bool,
+    [key, input, out]: [&Path; 3],
+    signer: fn(&jwk::PrivateJwk, &[u8]) -> Result<String, boxapi_core::auth::signed::SignedError>,
+    verify: impl Fn(&jwk::PublicJwk, &[u8]) -> Result<String, boxapi_core::auth::signed::SignedError>,
+) -> i32 {
     // The registry's own cap bounds the key too (a JWK is far smaller): never a device read whole.
     let read = |p: &Path| {
         boxapi_core::files::read_limited(p, boxapi_core::files::limit::REGISTRY)
@@ -417,7 +486,7 @@ fn registry(sign: bool, key: &Path, input: &Path, out: &Path) -> i32 {
             })
             .and_then(|k| {
                 read(input).and_then(|p| {
-                    signed::sign(&k, &p).map_err(|e| format!("--in {}: {e}", input.display()))
+                    signer(&k, &p).map_err(|e| format!("--in {}: {e}", input.display()))
                 })
             })
             .and_then(|jws| {
@@ -433,18 +502,10 @@ fn registry(sign: bool, key: &Path, input: &Path, out: &Path) -> i32 {
             })
             .and_then(|k| {
                 read(input).and_then(|j| {
-                    signed::verify(&k, &j).map_err(|e| format!("--in {}: {e}", input.display()))
+                    verify(&k, &j).map_err(|e| format!("--in {}: {e}", input.display()))
                 })
             })
-            .map(|r| {
-                let ids: Vec<&str> = r.tools.iter().map(|(t, _)| t.id.as_str()).collect();
-                println!(
-                    "version {}: {} tools ({})",
-                    r.version,
-                    ids.len(),
-                    ids.join(", ")
-                );
-            })
+            .map(|line| println!("{line}"))
     };
     match result {
         Ok(()) => EXIT_OK,

@@ -1,5 +1,6 @@
 //! Who may call the API: the tool registry, verification keys, and JWT access-token checks.
 pub mod cache;
+pub mod fleet;
 pub mod jwk;
 pub mod mint;
 pub mod registry;

@@ -74,11 +74,17 @@ struct Entry {
 pub fn parse_payload(payload: &[u8]) -> Result<SignedRegistry, SignedError> {
     let doc: Document =
         serde_json::from_slice(payload).map_err(|e| bad(format!("not a registry: {e}")))?;
-    if doc.version == 0 {
+    registry(doc.version, doc.tools)
+}
+
+/// The registry members' checks, shared with the fleet document that carries them
+/// ([`super::fleet`]).
+pub(super) fn registry(version: u64, items: Vec<Value>) -> Result<SignedRegistry, SignedError> {
+    if version == 0 {
         return Err(bad("\"version\" must be a positive integer".into()));
     }
     let mut tools: Vec<(Tool, Vec<PublicJwk>)> = Vec::new();
-    for (n, item) in doc.tools.into_iter().enumerate() {
+    for (n, item) in items.into_iter().enumerate() {
         let e = Entry::deserialize(item).map_err(|e| bad(format!("tools[{n}]: {e}")))?;
         if !valid_tool_id(&e.id) {
             return Err(bad(format!("tools[{n}].id must be {TOOL_ID_RULE}")));
@@ -151,10 +157,7 @@ pub fn parse_payload(payload: &[u8]) -> Result<SignedRegistry, SignedError> {
             keys,
         ));
     }
-    Ok(SignedRegistry {
-        version: doc.version,
-        tools,
-    })
+    Ok(SignedRegistry { version, tools })
 }
 
 /// Verifies a signed registry with the operator's root key.
@@ -166,6 +169,11 @@ pub fn verify(root: &PublicJwk, jws: &[u8]) -> Result<SignedRegistry, SignedErro
 /// Signs a registry payload (checked first) with the operator's root key.
 pub fn sign(root: &PrivateJwk, payload: &[u8]) -> Result<String, SignedError> {
     parse_payload(payload)?;
+    sign_checked(root, payload)
+}
+
+/// A compact JWS of a payload already checked.
+pub(super) fn sign_checked(root: &PrivateJwk, payload: &[u8]) -> Result<String, SignedError> {
     let header = serde_json::json!({ "alg": root.key.alg.name(), "kid": root.key.kid });
     let input = format!(
         "{}.{}",

@@ -149,6 +149,12 @@ pub enum Command {
     Other(Request),
 }
 
+/// A suspension's `Retry-After` when none is given, and the values allowed: the same for
+/// `ctl suspend` and a fleet restriction ([`crate::auth::fleet`]), which answer alike.
+pub const SUSPEND_RETRY_AFTER_DEFAULT: u64 = 300;
+pub const SUSPEND_RETRY_AFTER: std::ops::RangeInclusive<u64> = 1..=86_400;
+pub const SUSPEND_RETRY_AFTER_RULE: &str = "retry_after must be 1 to 86400 seconds";
+
 /// Parses a control line; the error is the reply's message.
 pub fn parse_command(line: &[u8]) -> Result<Command, String> {
     let req: Request =
@@ -157,9 +163,9 @@ pub fn parse_command(line: &[u8]) -> Result<Command, String> {
         "status" => Command::Status,
         "enable" => Command::Enable,
         "resume" => Command::Resume,
-        "suspend" => match req.retry_after.unwrap_or(300) {
-            r @ 1..=86_400 => Command::Suspend { retry_after: r },
-            _ => return Err("retry_after must be 1 to 86400 seconds".into()),
+        "suspend" => match req.retry_after.unwrap_or(SUSPEND_RETRY_AFTER_DEFAULT) {
+            r if SUSPEND_RETRY_AFTER.contains(&r) => Command::Suspend { retry_after: r },
+            _ => return Err(SUSPEND_RETRY_AFTER_RULE.into()),
         },
         "revoke" => Command::Revoke(req.tool()?),
         "unrevoke" => Command::Unrevoke(req.tool()?),

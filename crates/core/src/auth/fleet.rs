@@ -1,0 +1,364 @@
+//! The signed fleet document (issue 23): the tool registry plus an optional restriction, signed by
+//! the operator's registry root key, that the authority serves to every box.
+use super::jwk::{PrivateJwk, PublicJwk};
+use super::signed::{self, SignedError, SignedRegistry, MAX_REGISTRY_BYTES};
+use super::token::verify_jws;
+use crate::control::{SUSPEND_RETRY_AFTER, SUSPEND_RETRY_AFTER_DEFAULT, SUSPEND_RETRY_AFTER_RULE};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// A reason is read by operators in logs and `ctl status`, not a document.
+pub const MAX_REASON_CHARS: usize = 200;
+/// Firmware versions or models one restriction names; more is a list the operator should split.
+pub const MAX_LIST: usize = 100;
+/// As long as a card's `box.model` or `box.firmware_version` reasonably is.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// A verified fleet document: the registry it carries and its restriction.
+#[derive(Debug)]
+pub struct FleetDocument {
+    /// Its `version` is the document's, on the registry's anti-rollback floor
+    /// ([`signed::check_rollback`]): one sequence for both.
+    pub registry: SignedRegistry,
+    pub restriction: Option<Restriction>,
+}
+
+/// The operator's restriction of the API (annex 2: a security flaw or a major bug), answered as
+/// `ctl suspend` is (contract §7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restriction {
+    /// `false` restricts nothing: the document lifts what an earlier one imposed.
+    pub suspended: bool,
+    /// The 503's `Retry-After`, in seconds.
+    pub retry_after: u64,
+    pub reason: Option<String>,
+    /// Only boxes whose card's `box.firmware_version` is one of these (`None`: every one).
+    pub firmware: Option<Vec<String>>,
+    /// Only boxes whose card's `box.model` is one of these (`None`: every one).
+    pub models: Option<Vec<String>>,
+}
+
+impl Restriction {
+    /// Whether a box with this firmware version and model is suspended. A box that does not know
+    /// a value a list limits by is restricted: it cannot tell it is outside the flawed set, and a
+    /// security restriction fails closed.
+    pub fn suspends(&self, firmware: Option<&str>, model: Option<&str>) -> bool {
+        let within = |list: &Option<Vec<String>>, mine: Option<&str>| match (list, mine) {
+            (None, _) | (Some(_), None) => true,
+            (Some(l), Some(m)) => l.iter().any(|x| x == m),
+        };
+        self.suspended && within(&self.firmware, firmware) && within(&self.models, model)
+    }
+}
+
+impl FleetDocument {
+    pub fn version(&self) -> u64 {
+        self.registry.version
+    }
+
+    /// The restriction in force on a box with this firmware version and model, if any.
+    pub fn restriction_for(
+        &self,
+        firmware: Option<&str>,
+        model: Option<&str>,
+    ) -> Option<&Restriction> {
+        self.restriction
+            .as_ref()
+            .filter(|r| r.suspends(firmware, model))
+    }
+}
+
+/// The payload's members: the registry's, and `restriction`, which must be present (`null`: none).
+/// Required so that neither document passes for the other: a registry (no `restriction`) served
+/// as a fleet document would lift a restriction the operator never lifted, and a fleet document
+/// with one is refused as a registry (an unknown member there).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    version: u64,
+    tools: Vec<Value>,
+    #[serde(deserialize_with = "Option::deserialize")]
+    restriction: Option<Value>,
+}
+
+/// Typed like the registry's tools: `"suspended": "true"` is an error, not a silent `false`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestrictionEntry {
+    suspended: bool,
+    retry_after: Option<u64>,
+    reason: Option<String>,
+    firmware: Option<Vec<String>>,
+    models: Option<Vec<String>>,
+}
+
+fn bad(what: String) -> SignedError {
+    SignedError::Payload(what)
+}
+
+/// Printable and bounded: these strings reach logs and `ctl status`.
+fn check_text(what: &str, text: &str, max: usize) -> Result<(), SignedError> {
+    let n = text.chars().count();
+    if n == 0 || n > max || text.chars().any(char::is_control) {
+        return Err(bad(format!(
+            "{what} must be 1 to {max} characters, none a control character"
+        )));
+    }
+    Ok(())
+}
+
+fn check_list(what: &str, list: &Option<Vec<String>>) -> Result<(), SignedError> {
+    let Some(list) = list else { return Ok(()) };
+    // An empty list would restrict no box at all: surely not what a restriction meant.
+    if list.is_empty() || list.len() > MAX_LIST {
+        return Err(bad(format!(
+            "restriction.{what} must list 1 to {MAX_LIST} values (omit it to restrict every box)"
+        )));
+    }
+    for (n, x) in list.iter().enumerate() {
+        check_text(&format!("restriction.{what}[{n}]"), x, MAX_NAME_CHARS)?;
+        if list[..n].contains(x) {
+            return Err(bad(format!("restriction.{what}[{n}] {x:?} appears twice")));
+        }
+    }
+    Ok(())
+}
+
+fn restriction(v: Value) -> Result<Restriction, SignedError> {
+    let r = RestrictionEntry::deserialize(v).map_err(|e| bad(format!("restriction: {e}")))?;
+    let retry_after = r.retry_after.unwrap_or(SUSPEND_RETRY_AFTER_DEFAULT);
+    if !SUSPEND_RETRY_AFTER.contains(&retry_after) {
+        return Err(bad(format!("restriction.{SUSPEND_RETRY_AFTER_RULE}")));
+    }
+    if let Some(reason) = &r.reason {
+        check_text("restriction.reason", reason, MAX_REASON_CHARS)?;
+    }
+    check_list("firmware", &r.firmware)?;
+    check_list("models", &r.models)?;
+    Ok(Restriction {
+        suspended: r.suspended,
+        retry_after,
+        reason: r.reason,
+        firmware: r.firmware,
+        models: r.models,
+    })
+}
+
+/// Checks a fleet document payload (JSON) and returns it parsed.
+pub fn parse_payload(payload: &[u8]) -> Result<FleetDocument, SignedError> {
+    let doc: Document =
+        serde_json::from_slice(payload).map_err(|e| bad(format!("not a fleet document: {e}")))?;
+    Ok(FleetDocument {
+        registry: signed::registry(doc.version, doc.tools)?,
+        restriction: doc.restriction.map(restriction).transpose()?,
+    })
+}
+
+/// Verifies a signed fleet document with the operator's registry root key. The version is the
+/// caller's to check against its floor ([`signed::Floor::check`]).
+pub fn verify(root: &PublicJwk, jws: &[u8]) -> Result<FleetDocument, SignedError> {
+    let payload = verify_jws(root, jws.trim_ascii(), MAX_REGISTRY_BYTES)?;
+    parse_payload(&payload)
+}
+
+/// Signs a fleet document payload (checked first) with the operator's registry root key.
+pub fn sign(root: &PrivateJwk, payload: &[u8]) -> Result<String, SignedError> {
+    parse_payload(payload)?;
+    signed::sign_checked(root, payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::jwk::Alg;
+    use crate::auth::mint;
+
+    fn payload_error(json: &str) -> String {
+        match parse_payload(json.as_bytes()) {
+            Err(SignedError::Payload(why)) => why,
+            other => panic!("{json}: expected a payload error, got {other:?}"),
+        }
+    }
+
+    const TOOLS: &str =
+        r#""tools": [{"id": "t", "origins": ["https://t.example"], "scopes": ["access"]}]"#;
+
+    #[test]
+    fn sign_verify_and_tamper() {
+        let root = mint::generate(Alg::EdDsa, "root").unwrap();
+        let payload = format!(
+            r#"{{"version": 4, {TOOLS}, "restriction": {{"suspended": true, "retry_after": 600,
+                "reason": "CVE-2027-0001", "firmware": ["1.2.3"], "models": ["Box 8"]}}}}"#
+        );
+        let jws = sign(&root, payload.as_bytes()).unwrap();
+        let d = verify(&root.key, jws.as_bytes()).unwrap();
+        assert_eq!(d.version(), 4);
+        assert_eq!(d.registry.tools[0].0.id, "t");
+        let r = d.restriction.clone().unwrap();
+        assert_eq!(
+            r,
+            Restriction {
+                suspended: true,
+                retry_after: 600,
+                reason: Some("CVE-2027-0001".into()),
+                firmware: Some(vec!["1.2.3".into()]),
+                models: Some(vec!["Box 8".into()]),
+            }
+        );
+        // Another key (a stale or rogue signer) is refused.
+        let other = mint::generate(Alg::EdDsa, "root").unwrap();
+        assert!(matches!(
+            verify(&other.key, jws.as_bytes()),
+            Err(SignedError::Signature(_))
+        ));
+        // The authority can forge nothing: a payload changed under the signature is refused.
+        let mut parts: Vec<&str> = jws.split('.').collect();
+        let lifted = crate::b64::url_encode(
+            payload
+                .replace("\"suspended\": true", "\"suspended\": false")
+                .as_bytes(),
+        );
+        parts[1] = &lifted;
+        assert!(matches!(
+            verify(&root.key, parts.join(".").as_bytes()),
+            Err(SignedError::Signature(_))
+        ));
+        // Nothing unchecked is signed.
+        assert!(sign(
+            &root,
+            br#"{"version": 0, "tools": [], "restriction": null}"#
+        )
+        .is_err());
+    }
+
+    /// A registry is not a fleet document and a fleet document is not a registry, though both
+    /// are signed by the same key: either, served as the other, could lift a restriction.
+    #[test]
+    fn neither_document_passes_for_the_other() {
+        let root = mint::generate(Alg::EdDsa, "root").unwrap();
+        let registry =
+            signed::sign(&root, format!(r#"{{"version": 9, {TOOLS}}}"#).as_bytes()).unwrap();
+        let e = verify(&root.key, registry.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("missing field `restriction`"), "{e}");
+        let fleet = sign(
+            &root,
+            format!(r#"{{"version": 9, {TOOLS}, "restriction": null}}"#).as_bytes(),
+        )
+        .unwrap();
+        let e = signed::verify(&root.key, fleet.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("unknown field `restriction`"), "{e}");
+        let d = verify(&root.key, fleet.as_bytes()).unwrap();
+        assert_eq!((d.version(), d.restriction), (9, None));
+    }
+
+    #[test]
+    fn parsing_is_typed_and_strict() {
+        let why = payload_error(r#"{"version": 1, "tools": [], "restriction": null, "extra": 1}"#);
+        assert!(why.contains("unknown field `extra`"), "{why}");
+        let why = payload_error(
+            r#"{"version": 1, "tools": [], "restriction": {"suspended": true, "retry_afer": 5}}"#,
+        );
+        assert!(
+            why.starts_with("restriction: unknown field `retry_afer`"),
+            "{why}"
+        );
+        let why =
+            payload_error(r#"{"version": 1, "tools": [], "restriction": {"suspended": "true"}}"#);
+        assert!(why.starts_with("restriction: invalid type"), "{why}");
+        let why =
+            payload_error(r#"{"version": 1, "tools": [], "restriction": {"retry_after": 5}}"#);
+        assert!(why.contains("missing field `suspended`"), "{why}");
+        // The registry's own checks apply to the tools it carries.
+        let why = payload_error(
+            r#"{"version": 1, "tools": [{"id": "a", "revokd": true}], "restriction": null}"#,
+        );
+        assert!(why.starts_with("tools[0]: unknown field `revokd`"), "{why}");
+        let why = payload_error(r#"{"version": 0, "tools": [], "restriction": null}"#);
+        assert_eq!(why, "\"version\" must be a positive integer");
+        for (restriction, expected) in [
+            (
+                r#"{"suspended": true, "retry_after": 0}"#,
+                "restriction.retry_after must be 1 to 86400 seconds",
+            ),
+            (
+                r#"{"suspended": true, "retry_after": 86401}"#,
+                "restriction.retry_after must be 1 to 86400 seconds",
+            ),
+            (
+                r#"{"suspended": true, "reason": ""}"#,
+                "restriction.reason must be 1 to 200 characters, none a control character",
+            ),
+            (
+                r#"{"suspended": true, "reason": "a\nb"}"#,
+                "restriction.reason must be 1 to 200 characters, none a control character",
+            ),
+            (
+                r#"{"suspended": true, "firmware": []}"#,
+                "restriction.firmware must list 1 to 100 values (omit it to restrict every box)",
+            ),
+            (
+                r#"{"suspended": true, "models": ["A", "A"]}"#,
+                "restriction.models[1] \"A\" appears twice",
+            ),
+            (
+                r#"{"suspended": true, "models": ["\u0007"]}"#,
+                "restriction.models[0] must be 1 to 64 characters, none a control character",
+            ),
+        ] {
+            let why = payload_error(&format!(
+                r#"{{"version": 1, "tools": [], "restriction": {restriction}}}"#
+            ));
+            assert_eq!(why, expected, "{restriction}");
+        }
+        let long = "x".repeat(MAX_REASON_CHARS + 1);
+        let why = payload_error(&format!(
+            r#"{{"version": 1, "tools": [], "restriction": {{"suspended": true, "reason": "{long}"}}}}"#
+        ));
+        assert!(why.starts_with("restriction.reason must be"), "{why}");
+        // The default Retry-After is ctl suspend's.
+        let d =
+            parse_payload(br#"{"version": 1, "tools": [], "restriction": {"suspended": true}}"#)
+                .unwrap();
+        assert_eq!(d.restriction.unwrap().retry_after, 300);
+    }
+
+    #[test]
+    fn a_restriction_limited_to_firmware_and_models() {
+        let r = |firmware: Option<&[&str]>, models: Option<&[&str]>| Restriction {
+            suspended: true,
+            retry_after: 300,
+            reason: None,
+            firmware: firmware.map(|l| l.iter().map(|s| s.to_string()).collect()),
+            models: models.map(|l| l.iter().map(|s| s.to_string()).collect()),
+        };
+        let every = r(None, None);
+        assert!(every.suspends(None, None));
+        assert!(every.suspends(Some("1.0"), Some("Box 8")));
+        let fw = r(Some(&["1.2.3", "1.2.4"]), None);
+        assert!(fw.suspends(Some("1.2.4"), Some("Box 8")));
+        assert!(!fw.suspends(Some("1.2.5"), Some("Box 8")));
+        // A box that cannot tell its firmware is restricted: fail closed.
+        assert!(fw.suspends(None, Some("Box 8")));
+        let both = r(Some(&["1.2.3"]), Some(&["Box 8"]));
+        assert!(both.suspends(Some("1.2.3"), Some("Box 8")));
+        assert!(!both.suspends(Some("1.2.3"), Some("Box 7")));
+        assert!(!both.suspends(Some("1.2.2"), Some("Box 8")));
+        let lifted = Restriction {
+            suspended: false,
+            ..every
+        };
+        assert!(!lifted.suspends(None, None));
+        let doc = FleetDocument {
+            registry: SignedRegistry {
+                version: 2,
+                tools: Vec::new(),
+            },
+            restriction: Some(both.clone()),
+        };
+        assert_eq!(
+            doc.restriction_for(Some("1.2.3"), Some("Box 8")),
+            Some(&both)
+        );
+        assert_eq!(doc.restriction_for(Some("1.2.3"), Some("Box 7")), None);
+    }
+}
