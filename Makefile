@@ -9,10 +9,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # (knot, with kdig from knot-dnsutils): tests/field/; redis-server: the authority replicas share
 # their state through a real one (crates/systest/tests/scale.rs); busybox: the OpenWrt rpcd plugin is
 # also run under ash, OpenWrt's shell (crates/box/tests/rpcd.rs); strace: which directories the daemon
-# syncs (crates/box/tests/control.rs).
-TEST_PACKAGES := openssl curl python3 iproute2 iputils-ping faketime ca-certificates systemd pebble knot knot-dnsutils redis-server busybox strace
+# syncs (crates/box/tests/control.rs); cmake, pkg-config and libjson-c-dev build OpenWrt's ubus, rpcd
+# and uhttpd from OPENWRT_SRC, and shellcheck reads the OpenWrt package's shell files
+# (tests/openwrt/run.sh).
+TEST_PACKAGES := openssl curl python3 iproute2 iputils-ping faketime ca-certificates systemd pebble knot knot-dnsutils redis-server busybox strace cmake pkg-config libjson-c-dev shellcheck
 
-.PHONY: demo test deps lint unit-security build release release-box size clean cross cross-setup test-cross bench fuzz test-e2e test-wifi test-powercut test-box
+.PHONY: demo test deps lint unit-security build release release-box size clean cross cross-setup test-cross bench fuzz test-e2e test-wifi test-powercut test-box test-openwrt
 
 # Box SoC targets (cross/README.md) and their stripped-size budgets in bytes.
 CROSS_TARGETS ?= armv7-unknown-linux-musleabihf aarch64-unknown-linux-musl mipsel-unknown-linux-musl mips-unknown-linux-musl
@@ -57,6 +59,14 @@ test: deps lint unit-security
 	$(MAKE) test-wifi
 	@./tests/powercut/run.sh
 	$(MAKE) test-e2e
+	$(MAKE) --no-print-directory test-openwrt
+
+# The box UI through OpenWrt's own ubusd, rpcd and uhttpd (and LuCI's runtime in Chromium), built from
+# OPENWRT_SRC (their public source trees: CI cannot download them, and this repository never holds
+# them); without it, one "skipped: no OpenWrt sources (OPENWRT_SRC)" line. See docs/testing.md.
+test-openwrt:
+	@if [ -n "$$OPENWRT_SRC" ]; then $(CARGO) build --locked --quiet -p boxapi; fi
+	@./tests/openwrt/run.sh
 
 # The real-kernel Wi-Fi test: a qemu VM (TCG) with mac80211_hwsim, hostapd and wpa_supplicant,
 # boxapi (the debug build made above) serving the AP side; installs its packages (tests/wifi/vm.sh).

@@ -205,3 +205,47 @@ fn the_plugin_runs_under_busybox_ash_as_on_openwrt() {
     assert!(ash(&["call", "allow"], r#"{"section":"nope"}"#)["error"].is_string());
     assert!(ash(&["call", "nope"], "{}")["error"].is_string());
 }
+
+/// Through uhttpd's /ubus (LuCI's path), every call's arguments carry the caller's session:
+/// uhttpd adds `"ubus_rpc_session": SID` to them (uhttpd ubus.c, uh_ubus_send_request) and rpcd
+/// hands them to the plugin as they are. Refused as an unknown argument, every click in the box UI
+/// failed (found by tests/openwrt with the real uhttpd and rpcd).
+#[test]
+fn the_plugin_accepts_the_session_that_uhttpd_adds_to_every_call() {
+    let d = Daemon::start("rpcd-session", "", "");
+    let sock = d.dir.join("control.sock");
+    let env: &[(&str, &Path)] = &[("BOXAPI_SOCKET", &sock)];
+    let sid = r#""ubus_rpc_session": "0123456789abcdef0123456789abcdef""#;
+    let call = |method: &str, args: &str| plugin(env, &["call", method], args);
+    for m in ["status", "tools"] {
+        let r = call(m, &format!("{{{sid}}}"));
+        assert!(r.get("error").is_none(), "{m}: {r}");
+    }
+    let r = call(
+        "withhold",
+        &format!(r#"{{"section": "wifi", "tool": "a", {sid}}}"#),
+    );
+    assert!(r.get("error").is_none(), "{r}");
+    let token = fixtures().a.token("a", "access");
+    assert_eq!(
+        d.get_token("/v1/access", &token).json()["wifi"],
+        Value::Null
+    );
+    // Still a string, and still no other argument: the session is not a way in for anything.
+    let r = call("status", r#"{"ubus_rpc_session": 7}"#);
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("must be a string"),
+        "{r}"
+    );
+    let r = call("status", &format!(r#"{{{sid}, "verbose": true}}"#));
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unknown argument"),
+        "{r}"
+    );
+}

@@ -293,6 +293,8 @@ pub fn run(args: CtlArgs) -> i32 {
 
 /// rpcd passes a method's arguments as one JSON object of a few bytes.
 const MAX_RPC_ARGS: u64 = 4096;
+/// The argument through which uhttpd's /ubus names the caller's rpcd session.
+const RPC_SESSION: &str = "ubus_rpc_session";
 /// rpcd gives a plugin 30 s by default; answer well within it.
 const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -311,7 +313,14 @@ fn rpc_request(method: &str, args: &Map<String, Value>) -> Result<Value, String>
         "withhold" | "allow" => &["section", "tool"],
         other => return Err(format!("unknown method {other:?}")),
     };
-    if let Some(k) = args.keys().find(|k| !allowed.contains(&k.as_str())) {
+    // uhttpd's /ubus adds the caller's session to every call's arguments, and rpcd hands them
+    // to the plugin as they are: rpcd has already checked it against the ACL, so it is only
+    // accepted (as a string) and otherwise ignored.
+    string(RPC_SESSION)?;
+    if let Some(k) = args
+        .keys()
+        .find(|k| *k != RPC_SESSION && !allowed.contains(&k.as_str()))
+    {
         return Err(format!("unknown argument {k:?} for {method}"));
     }
     if allowed.is_empty() {
@@ -405,11 +414,17 @@ mod tests {
             rpc_request("allow", &args(json!({"section": "wifi", "tool": ""}))),
             Ok(json!({"cmd": "allow", "section": "wifi"}))
         );
+        // As uhttpd's /ubus sends them: with the caller's session, which is not passed on.
+        assert_eq!(
+            rpc_request("status", &args(json!({"ubus_rpc_session": "00ff"}))),
+            Ok(json!({"cmd": "status"}))
+        );
         for (m, a) in [
             ("suspend", json!({})),
             ("revoke", json!({"tool": "a"})),
             ("reload", json!({})),
             ("status", json!({"x": 1})),
+            ("status", json!({"ubus_rpc_session": 1})),
             ("withhold", json!({})),
             ("withhold", json!({"section": "secrets"})),
             ("withhold", json!({"section": ["wifi"]})),
