@@ -351,6 +351,9 @@ try:
     run("uhttpd /ubus: the role's calls pass, others are refused by rpcd (-32002), no operator method", ubus_http_acl)
     run("uhttpd /ubus: disable closes the API port, enable reopens it", ubus_http_switch)
     run("uhttpd /ubus: withhold wifi --tool alpha nulls alpha's wifi only", ubus_http_withhold)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import package  # noqa: E402  (the package's files: shellcheck, conventions, procd.sh)
+    package.checks(run, check, P, SRC, PKG, work)
 finally:
     cleanup()
     failed = [n for n, ok, _ in results if not ok]
