@@ -104,8 +104,12 @@ fn terminals_polling_within_their_shares_do_not_keep_another_out() {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < until {
                     match exchange(&mut s, ACCESS) {
                         Some(_) => answered += 1,
-                        // Closed to make room: a page would reconnect.
-                        None => s = tls_from(src, addr),
+                        // Closed to make room (perhaps its handshake too): a page would reconnect.
+                        None => {
+                            while let Err(e) = try_tls_from(src, addr).map(|new| s = new) {
+                                assert!(Instant::now() < until, "{src} never reconnected: {e}");
+                            }
+                        }
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }
@@ -559,4 +563,34 @@ fn half_open_churn_from_many_addresses_does_not_keep_another_out() {
         opened > 500,
         "the churn was too slow to test anything ({opened})"
     );
+}
+
+/// Contract §4 rev. 3 with more attacking terminals than slots: sixteen addresses each holding a
+/// TLS connection whose head comes one byte at a time, against eight slots; an address whose
+/// connection is closed opens another at once. Another terminal's probes are answered within a
+/// second (found by review: taking the cheapest connection anywhere took the probe's own fresh
+/// handshake, cheaper than a slow head, and 0-4 probes of 12 went unanswered).
+#[test]
+fn slow_heads_from_more_terminals_than_slots_do_not_keep_another_out() {
+    let d = Daemon::start("slowheads16", "max_connections = 8", "");
+    let until = Instant::now() + Duration::from_secs(6);
+    let sources: Vec<&'static str> = (1..=16u8)
+        .map(|i| &*Box::leak(format!("127.0.2.{i}").into_boxed_str()))
+        .collect();
+    let attackers = trickling(
+        d.addr,
+        &sources,
+        1,
+        b"GET /v1/access HTTP/1.1\r\n",
+        b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaa\r\n",
+        Duration::from_millis(100),
+        until,
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    for i in 0..12 {
+        second_terminal_served_within_a_second(d.addr, i);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let closed: u32 = attackers.into_iter().map(|a| a.join().unwrap()).sum();
+    assert!(closed >= 12, "the attack did not churn ({closed} closed)");
 }

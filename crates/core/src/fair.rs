@@ -103,6 +103,8 @@ struct Entry {
     phase: Phase,
     /// When the current phase began (a head arriving keeps its idle time's start).
     since: Instant,
+    /// When it was admitted.
+    admitted: Instant,
     /// Bytes arrived during the handshake (a client speaking TLS, not a socket held open).
     heard: bool,
     /// Told when this connection must close.
@@ -122,6 +124,8 @@ fn cost(e: &Entry) -> Option<u8> {
     }
 }
 
+/// A handshake whose client has not sent a whole ClientHello: a socket held open costs nothing.
+const SILENT: u8 = 0;
 /// The most a terminal's own connections give way to its next one: handshakes and idle ones.
 const OWN: u8 = 2;
 /// The most shed at once when a reload lowers the share (streams and answers finish).
@@ -207,10 +211,32 @@ impl Table {
     /// Makes room at capacity for `newcomer`: a terminal holding more slots than it gives one
     /// up, whatever the age of the connection (contract §4 rev. 3). Without this, four hosts each
     /// polling within its quarter, or half-open connections churning from many addresses,
-    /// would hold every slot.
+    /// would hold every slot. Anyone's silent handshake goes first; else the terminal holding the
+    /// most gives up its cheapest connection, and among terminals holding as many, the one that
+    /// has held a slot longest (it has had its turn): with more terminals than slots, a newcomer's
+    /// fresh handshake is not the next to go, as it would be if the cheapest connection anywhere
+    /// went first (sixteen addresses with slow heads against eight slots kept a probe out).
     fn evict_for(&mut self, now: Instant, newcomer: Terminal) -> bool {
         let have = self.count(&newcomer);
-        self.evict(now, |held, _, _| held > have, ANY, Ages::ANY)
+        if self.evict(now, |held, _, _| held > have, SILENT, Ages::ANY) {
+            return true;
+        }
+        // Per candidate terminal: whether it has a connection that may go, and its longest held.
+        let mut candidates: HashMap<Terminal, (bool, Instant)> = HashMap::new();
+        for e in self.conns.values() {
+            if self.count(&e.terminal) <= have {
+                continue;
+            }
+            let c = candidates.entry(e.terminal).or_insert((false, e.admitted));
+            c.0 |= cost(e).is_some();
+            c.1 = c.1.min(e.admitted);
+        }
+        let victim = candidates
+            .into_iter()
+            .filter(|(_, (may_go, _))| *may_go)
+            .max_by_key(|(t, (_, held_since))| (self.count(t), Reverse(*held_since)))
+            .map(|(t, _)| t);
+        victim.is_some_and(|t| self.evict(now, |_, _, e| e.terminal == t, ANY, Ages::ANY))
     }
 
     /// Closes what a terminal holds beyond its share (handshakes, idle connections and requests
@@ -349,6 +375,7 @@ impl Slots {
                 terminal,
                 phase: Phase::Handshake,
                 since: now,
+                admitted: now,
                 heard: false,
                 kick: kick.clone(),
             },
@@ -827,6 +854,32 @@ mod tests {
         assert!(s.try_admit(v4(20)).is_none(), "an answer is never cut");
         assert!(busy.phase().is_some());
         drop(newcomers);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn among_equal_holders_the_longest_held_gives_way_not_a_fresh_handshake() {
+        let s = Slots::new(3, 3);
+        let head = s.try_admit(v4(1)).unwrap();
+        head.set_phase(Phase::Idle);
+        head.heard();
+        tokio::time::advance(Duration::from_millis(300)).await;
+        let other = s.try_admit(v4(2)).unwrap();
+        other.set_phase(Phase::Busy);
+        tokio::time::advance(Duration::from_millis(300)).await;
+        // A newcomer's handshake under way (its ClientHello whole), the youngest slot.
+        let fresh = s.try_admit(v4(3)).unwrap();
+        fresh.heard();
+        let n = s.try_admit(v4(4)).expect("room made");
+        assert!(head.phase().is_none(), "the slot held longest went");
+        assert!(
+            fresh.phase().is_some(),
+            "not the fresh handshake, though cheaper"
+        );
+        // A silent handshake (n's: nothing read yet) goes before anything, the youngest too.
+        let n5 = s.try_admit(v4(5)).expect("room made");
+        assert!(n.phase().is_none(), "the silent handshake went");
+        assert!(fresh.phase().is_some());
+        drop((other, fresh, n, n5));
     }
 
     #[tokio::test(start_paused = true)]
