@@ -185,7 +185,8 @@ def crypt_md5(pw):
 
 
 # rpcd's logins (uci config "rpcd", as /etc/config/rpcd on a box): one with the boxapi role,
-# one without it.
+# one without it. A LuCI user also has luci-base (LuCI's own calls: uci changes, file list; its
+# ACL file is installed by luci.py when OPENWRT_SRC has luci/).
 with open(os.path.join(confdir, "rpcd"), "w") as f:
     f.write(f"""config rpcd
 \toption socket {UBUS}
@@ -194,6 +195,7 @@ with open(os.path.join(confdir, "rpcd"), "w") as f:
 config login
 \toption username 'subscriber'
 \toption password '{crypt_md5("box-secret")}'
+\tlist read 'luci-base'
 \tlist read 'luci-app-boxapi'
 \tlist write 'luci-app-boxapi'
 
@@ -354,6 +356,12 @@ try:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import package  # noqa: E402  (the package's files: shellcheck, conventions, procd.sh)
     package.checks(run, check, P, SRC, PKG, work)
+    if os.path.isdir(os.path.join(SRC, "luci")):
+        import luci  # noqa: E402  (the LuCI view in Chromium)
+        luci.checks(run, check, SRC, ROOT, WWW, acl_d, HTTP_PORT, API_PORT, work, login,
+                    lambda: json.loads(sh(BOX, "ctl", "--socket", CTL, "tools").stdout))
+    else:
+        print("skip LuCI view: no OPENWRT_SRC/luci (openwrt/luci); its 3 checks did not run")
 finally:
     cleanup()
     failed = [n for n, ok, _ in results if not ok]
