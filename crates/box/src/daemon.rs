@@ -321,11 +321,15 @@ pub fn run(snapshot: Snapshot, announce: impl FnOnce(&[SocketAddr])) -> Result<(
         if let Some(user) = &server.user {
             // Every file of state_dir the daemon reads again after the drop: one written by root
             // before it (mode 0600) would read as damaged, and fail closed.
-            let files: Vec<std::path::PathBuf> = [state::FILE, state::PREV, crate::activity::FILE]
-                .map(|f| server.state_dir.join(f))
-                .into_iter()
-                .chain(boxapi_core::auth::signed::version_paths(&server.state_dir))
-                .collect();
+            let mut files: Vec<std::path::PathBuf> =
+                [state::FILE, state::PREV, crate::activity::FILE]
+                    .map(|f| server.state_dir.join(f))
+                    .into_iter()
+                    .chain(boxapi_core::auth::signed::version_paths(&server.state_dir))
+                    .collect();
+            if app.snapshot().config.enrol.is_some() {
+                files.extend(enrolled_pair_paths(server));
+            }
             let writable: Vec<&std::path::Path> =
                 [server.state_dir.as_path(), server.control_socket.as_path()]
                     .into_iter()
@@ -346,6 +350,24 @@ pub fn run(snapshot: Snapshot, announce: impl FnOnce(&[SocketAddr])) -> Result<(
         }
         Ok(())
     })
+}
+
+/// What an enrolling box writes again after the privilege drop (each renewal installs a new pair,
+/// keeping the old one): the pair written by root at the first start, its kept previous pair,
+/// and their directory when it lies within `state_dir` (an installation rename needs it; a
+/// directory outside, such as /etc/boxapi, is never given away: docs/operations.md says to keep
+/// an enrolling box's pair under `state_dir`).
+fn enrolled_pair_paths(server: &boxapi_core::config::Server) -> Vec<std::path::PathBuf> {
+    let mut paths = vec![
+        server.cert.clone(),
+        server.key.clone(),
+        crate::enrol::pair::previous_path(&server.key),
+    ];
+    let dir = boxapi_core::files::parent(&server.key).to_path_buf();
+    if dir.starts_with(&server.state_dir) && dir != server.state_dir {
+        paths.push(dir);
+    }
+    paths
 }
 
 /// Drops the activity of tools no longer registered or not seen for the retention period, and
