@@ -35,6 +35,26 @@ pub struct Issuer {
     /// Names with an enrolment under way: one at a time per name, so that one device (buggy, or
     /// hostile with its device key) cannot take every issuance slot or queue requests for them.
     in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// When an account was last registered again because the CA had lost the one held.
+    registered_again: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+/// A CA that keeps forgetting accounts (broken, or answering `accountDoesNotExist` wrongly) must
+/// not have every enrolment create one: CAs limit new accounts per address (Let's Encrypt: 10 per
+/// 3 hours), and the operator's enrolments would all fail once it is spent.
+pub const REGISTER_AGAIN_PAUSE: Duration = Duration::from_secs(300);
+
+/// `Err(wait)` while a registration made at `last` is more recent than [`REGISTER_AGAIN_PAUSE`].
+fn may_register_again(
+    last: Option<tokio::time::Instant>,
+    now: tokio::time::Instant,
+) -> Result<(), Duration> {
+    match last {
+        Some(at) if now.duration_since(at) < REGISTER_AGAIN_PAUSE => {
+            Err(REGISTER_AGAIN_PAUSE - now.duration_since(at))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A name's turn to enrol, from [`Issuer::claim`]; released when dropped.
@@ -66,6 +86,7 @@ impl Default for Issuer {
             account: Mutex::new(None),
             slots: Semaphore::new(MAX_CONCURRENT),
             in_flight: std::sync::Mutex::new(std::collections::HashSet::new()),
+            registered_again: std::sync::Mutex::new(None),
         }
     }
 }
@@ -127,6 +148,23 @@ impl Issuer {
                 return Ok(account.clone());
             }
         }
+        if gone.is_some() {
+            let last = *self
+                .registered_again
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Err(wait) = may_register_again(last, tokio::time::Instant::now()) {
+                return Err(Error::AcmeState {
+                    directory: acme.directory_url.clone(),
+                    step: "registering a new account",
+                    reason: format!(
+                        "the CA no longer knows the account registered again less than {} s ago; not registering another for {} s",
+                        REGISTER_AGAIN_PAUSE.as_secs(),
+                        wait.as_secs()
+                    ),
+                });
+            }
+        }
         let make = async {
             match gone {
                 Some(gone) => {
@@ -145,6 +183,12 @@ impl Issuer {
                 what: "loading or creating the ACME account",
                 after: acme.total_timeout,
             })??;
+        if gone.is_some() {
+            *self
+                .registered_again
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now());
+        }
         *held = Some((key, account.clone()));
         Ok(account)
     }
@@ -451,6 +495,15 @@ async fn renewal_window(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_account_is_registered_again_at_most_every_five_minutes() {
+        let now = tokio::time::Instant::now();
+        assert!(may_register_again(None, now).is_ok());
+        let wait = may_register_again(Some(now), now + Duration::from_secs(60)).unwrap_err();
+        assert_eq!(wait, Duration::from_secs(240));
+        assert!(may_register_again(Some(now), now + REGISTER_AGAIN_PAUSE).is_ok());
+    }
 
     #[test]
     fn one_enrolment_per_name_at_a_time() {
