@@ -28,6 +28,8 @@ pub struct App {
     pub issuer: crate::acme::Issuer,
     /// Device certificates refused at the handshake: counted, and logged within bounds.
     pub refusals: crate::handshake::Refusals,
+    /// The signed fleet document boxes fetch (issue 23), if one was published.
+    pub fleet: crate::fleet::Fleet,
 }
 
 impl App {
@@ -42,6 +44,7 @@ impl App {
             slots,
             issuer: Default::default(),
             refusals: Default::default(),
+            fleet: Default::default(),
         })
     }
 

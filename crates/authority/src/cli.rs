@@ -105,6 +105,7 @@ fn run(snapshot: Snapshot) -> Result<(), RunError> {
             Err(_) => log::event("store_unavailable", &[("error", "no answer within 2 s")]),
         }
         let app = App::new(snapshot, initial, store);
+        app.fleet.load(&app.snapshot());
         crate::app::note_registry(&app);
         if let Some(l) = metrics_listener {
             tokio::spawn(crate::server::serve_metrics(app.clone(), l));

@@ -1,5 +1,6 @@
 //! The authority's control commands (the protocol is `boxapi_core::control`, so `boxapi ctl
-//! --socket` drives it): status, suspend/resume, revoke/unrevoke a tool, reload.
+//! --socket` drives it): status, suspend/resume, revoke/unrevoke a tool, reload, and
+//! `publish_fleet` (the signed fleet document boxes fetch).
 use crate::app::App;
 use boxapi_core::auth::signed;
 use boxapi_core::cert::certificate_warning;
@@ -15,6 +16,7 @@ pub fn execute(app: &App, line: &[u8]) -> Value {
         Ok(Command::Suspend { retry_after }) => {
             change(app, |s| s.mode = Mode::Suspended { retry_after })
         }
+        Ok(Command::Other(req)) if req.cmd == PUBLISH_FLEET => publish_fleet(app, req.file),
         // The box's own commands (switch-off, subscriber choices, tools' activity) are unknown
         // here: the authority has none of them.
         Ok(Command::Other(req)) => error_reply(&req.unknown()),
@@ -31,6 +33,29 @@ pub fn execute(app: &App, line: &[u8]) -> Value {
         }),
         Ok(Command::Reload) => boxapi_core::daemon::reload::reply(app),
         Err(e) => error_reply(&e),
+    }
+}
+
+/// `ctl publish-fleet FILE`: the signed fleet document at `file` served to boxes from now on.
+pub const PUBLISH_FLEET: &str = "publish_fleet";
+
+fn publish_fleet(app: &App, file: Option<String>) -> Value {
+    let Some(file) = file else {
+        return error_reply("this command needs \"file\": the signed fleet document");
+    };
+    let snap = app.snapshot();
+    match app
+        .fleet
+        .publish(&snap, app.store.shares_revocations(), file.as_ref())
+    {
+        Ok(version) => {
+            log::event("fleet_published", &[("version", &version.to_string())]);
+            json!({ "ok": true, "fleet_version": version })
+        }
+        Err(e) => {
+            log::event("fleet_document_refused", &[("error", &e.to_string())]);
+            error_reply(&format!("{file}: {e}; nothing published"))
+        }
     }
 }
 
@@ -124,6 +149,7 @@ fn status(app: &App) -> Value {
             .collect::<Vec<_>>(),
         "config": snap.config.common.path.display().to_string(),
         "enrolment": enrolment,
+        "fleet_version": app.fleet.current().map(|d| d.version),
         "store": {
             "kind": app.store.kind(),
             // Fresh: the shared revocations were read within the last second (else tokens get 503).

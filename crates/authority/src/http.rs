@@ -1,9 +1,10 @@
 //! The authority's routes: `POST /v1/token` (RFC 6749 client credentials, CORS for registered
 //! tools' pages), `GET /v1/locate` (the caller's box), discovery (RFC 8414), the boxes' `POST
-//! /v1/enrol` and `POST /v1/address` (when `[enrolment]` is configured; `crate::enrol`), and
-//! problem+json for everything else.
+//! /v1/enrol`, `POST /v1/address` and `GET /v1/fleet` (when `[enrolment]` is configured;
+//! `crate::enrol`, `crate::fleet`), and problem+json for everything else.
 use crate::app::App;
 use crate::enrol::{self, Refusal};
+use crate::fleet;
 use crate::locator::{self, LocateError};
 use crate::metrics::{LocateResult, RefusedReason};
 use crate::snapshot::Snapshot;
@@ -32,6 +33,7 @@ const TOKEN_ALLOW: &str = "POST, OPTIONS";
 const DISCOVERY_ALLOW: &str = "GET, HEAD, OPTIONS";
 /// Boxes are not browsers: no preflight.
 const ENROL_ALLOW: &str = "POST";
+const FLEET_ALLOW: &str = "GET, HEAD";
 /// Where a tool's page learns which box serves the line it runs on.
 pub const LOCATE_PATH: &str = "/v1/locate";
 
@@ -139,6 +141,11 @@ async fn route(
 ) -> Answer {
     let path = req.uri().path();
     let enrolment = snap.enrolment.clone();
+    // Before the suspension: an authority suspended in an emergency still carries the
+    // operator's restriction to the boxes.
+    if let (fleet::PATH, Some(settings)) = (path, &enrolment) {
+        return fleet_document(app, req, settings, device).into();
+    }
     let allow = match path {
         authz::TOKEN_PATH => TOKEN_ALLOW,
         authz::DISCOVERY_PATH => DISCOVERY_ALLOW,
@@ -466,6 +473,48 @@ async fn token(
     }
 }
 
+/// `GET /v1/fleet`: the signed fleet document for a box named by its device certificate, with
+/// its version as `ETag`; `304` when the box has it (`If-None-Match`), `404 no_fleet_document`
+/// while none is published.
+fn fleet_document(
+    app: &App,
+    req: &Request<Incoming>,
+    settings: &crate::enrol_settings::Settings,
+    device: Option<&[u8]>,
+) -> Response<Body> {
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return method_not_allowed(FLEET_ALLOW);
+    }
+    if let Err(r) = enrol::device_name(settings, device) {
+        return problem(r.status, r.code, r.title, &r.detail, None);
+    }
+    let Some(doc) = app.fleet.current() else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "no_fleet_document",
+            "No fleet document",
+            "the operator has published no fleet document yet",
+            None,
+        );
+    };
+    let etag = HeaderValue::from_str(&doc.etag())
+        // A decimal number in quotes is always a valid header value.
+        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
+    let unchanged = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| doc.matches(v.as_bytes()));
+    let mut resp = if unchanged {
+        let mut r = Response::new(Body::default());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        json(StatusCode::OK, fleet::CONTENT_TYPE, doc.jws.to_vec())
+    };
+    resp.headers_mut().insert(header::ETAG, etag);
+    resp
+}
+
 /// How long the listener lets a request to `path` run (`general` for all but one route):
 /// `POST /v1/enrol` waits for a slot and for the CA, far longer than any other request, and is
 /// given what its own bounds add up to (body included) when that is more.
@@ -543,6 +592,7 @@ pub async fn handle(
         authz::TOKEN_PATH => "token",
         LOCATE_PATH => "locate",
         authz::DISCOVERY_PATH => "discovery",
+        fleet::PATH => "fleet",
         _ => "other",
     };
     app.metrics.observe_latency(endpoint, started.elapsed());

@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod enrol;
 pub mod enrol_settings;
+pub mod fleet;
 pub mod handshake;
 pub mod http;
 pub mod locator;

@@ -387,15 +387,33 @@ fn post(
 ) -> Reply {
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let body_file = dir.join(format!("req-{n}.json"));
-    let out_file = dir.join(format!("resp-{n}"));
     std::fs::write(&body_file, body).unwrap();
+    let args = [
+        "-X".to_owned(),
+        "POST".to_owned(),
+        "-H".to_owned(),
+        format!("Content-Type: {ctype}"),
+        "--data-binary".to_owned(),
+        format!("@{}", body_file.display()),
+    ];
+    curl(dir, addr, path, device, &args)
+}
+
+/// curl to `path` of the authority at `addr` with `args` (method, headers, body), as `post`.
+fn curl(
+    dir: &Path,
+    addr: SocketAddr,
+    path: &str,
+    device: Option<&Device>,
+    args: &[String],
+) -> Reply {
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out_file = dir.join(format!("resp-{n}"));
     let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--max-time", "60", "-X", "POST", "-D", "-"])
+    cmd.args(["-sS", "--max-time", "60", "-D", "-"])
         .arg("--cacert")
         .arg(dir.join("operator-ca.pem"))
-        .args(["-H", &format!("Content-Type: {ctype}")])
-        .arg("--data-binary")
-        .arg(format!("@{}", body_file.display()))
+        .args(args)
         .arg("-o")
         .arg(&out_file);
     if let Some(d) = device {
@@ -1604,4 +1622,172 @@ fn a_forgotten_acme_account_is_registered_again() {
         "a_forgotten_acme_account_is_registered_again: {:?}",
         t0.elapsed()
     );
+}
+
+/// `GET /v1/fleet` as the box holding `device` (or none), with `If-None-Match` when given.
+fn get_fleet(auth: &Authority, device: Option<&Device>, if_none_match: Option<&str>) -> Reply {
+    let args: Vec<String> = if_none_match
+        .map(|t| vec!["-H".to_owned(), format!("If-None-Match: {t}")])
+        .unwrap_or_default();
+    curl(&auth.dir, auth.addr, "/v1/fleet", device, &args)
+}
+
+/// Issue 23, the authority's side: `ctl publish_fleet` verifies a signed fleet document with the
+/// registry's root key and refuses an older one, another key's, a registry, or another document
+/// of the same version; `GET /v1/fleet` answers a box (device certificate) the document as
+/// signed, its version as `ETag`, and `304` to a matching `If-None-Match`; a restart serves it
+/// before anything is published again.
+#[test]
+fn the_fleet_document_is_published_and_served() {
+    use boxapi_core::auth::jwk::Alg;
+    use boxapi_core::auth::{fleet, mint, signed};
+    let dir = temp_dir("fleet");
+    let pki = Pki::new(&dir);
+    let dev = pki.device("dev-a", "device-ca", 10);
+    let ca = dir.join("operator-ca.pem").display().to_string();
+    write_config_for(
+        &dir,
+        &Upstream {
+            ca: &ca,
+            dns: "127.0.0.1:1",
+            tsig_name: "boxapi-update",
+            tsig_secret: &b64::std_encode(&[7; 32]),
+        },
+        Acme {
+            directory: "https://127.0.0.1:1/dir",
+            eab: None,
+        },
+    );
+    let root = mint::generate(Alg::EdDsa, "root").unwrap();
+    let rogue = mint::generate(Alg::EdDsa, "root").unwrap();
+    std::fs::write(dir.join("root.jwk"), root.key.to_json().to_string()).unwrap();
+    let registry = |v: u64| json!({"version": v, "tools": [{"id": "reg", "revoked": v > 2}]});
+    std::fs::write(
+        dir.join("registry.jws"),
+        signed::sign(&root, registry(1).to_string().as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let mut config = std::fs::read_to_string(dir.join("authority.toml")).unwrap();
+    config += "\n[registry]\nfile = \"registry.jws\"\nroot_key = \"root.jwk\"\n";
+    std::fs::write(dir.join("authority.toml"), config).unwrap();
+    // Each document in its own file; `restriction` says which one a box got.
+    let document = |name: &str, key: &boxapi_core::auth::jwk::PrivateJwk, v: u64, reason: &str| {
+        let mut payload = registry(v);
+        payload["restriction"] = json!({"suspended": true, "reason": reason});
+        let jws = fleet::sign(key, payload.to_string().as_bytes()).unwrap();
+        std::fs::write(dir.join(name), &jws).unwrap();
+        jws
+    };
+    let publish = |auth: &Authority, name: &str| {
+        let file = dir.join(name).display().to_string();
+        auth.control(&json!({"cmd": "publish_fleet", "file": file}).to_string())
+    };
+    let refused = |auth: &Authority, name: &str, why: &str| {
+        let r = publish(auth, name);
+        assert_eq!(r["ok"], false, "{name}: {r}");
+        let error = r["error"].as_str().unwrap();
+        assert!(error.contains(why), "{name}: {error}");
+        assert!(error.ends_with("nothing published"), "{error}");
+    };
+    let served = |auth: &Authority, version: u64, jws: &str| {
+        let r = get_fleet(auth, Some(&dev), None);
+        assert_eq!(r.status, Some(200), "{r:?}");
+        let head = r.head.to_ascii_lowercase();
+        assert!(head.contains("content-type: application/jose"), "{head}");
+        assert!(head.contains(&format!("etag: \"{version}\"")), "{head}");
+        assert_eq!(r.body, jws);
+    };
+
+    let auth = Authority::start(&dir);
+    get_fleet(&auth, Some(&dev), None).assert_problem(404, "no_fleet_document");
+    assert_eq!(
+        auth.control(r#"{"cmd": "status"}"#)["fleet_version"],
+        Value::Null
+    );
+
+    let v2 = document("v2.jws", &root, 2, "CVE-2027-0001");
+    let r = publish(&auth, "v2.jws");
+    assert_eq!(
+        (r["ok"].clone(), r["fleet_version"].clone()),
+        (json!(true), json!(2)),
+        "{r}"
+    );
+    served(&auth, 2, &v2);
+    // Only boxes: no device certificate, no document.
+    get_fleet(&auth, None, None).assert_problem(401, "device_certificate_required");
+    // Unchanged: 304 with the same ETag and no body; another version named: the document.
+    for tag in ["\"2\"", "W/\"2\"", "\"1\", \"2\""] {
+        let r = get_fleet(&auth, Some(&dev), Some(tag));
+        assert_eq!(r.status, Some(304), "{tag}: {r:?}");
+        assert!(r.head.to_ascii_lowercase().contains("etag: \"2\""), "{r:?}");
+        assert_eq!(r.body, "");
+    }
+    assert_eq!(
+        get_fleet(&auth, Some(&dev), Some("\"1\"")).status,
+        Some(200)
+    );
+
+    // Refused, each changing nothing: an older version (a replay), another key's, a registry,
+    // another document of the version in force, a file that is no JWS.
+    document("v1.jws", &root, 1, "old");
+    refused(
+        &auth,
+        "v1.jws",
+        "version 1 is older than the published version 2",
+    );
+    document("rogue.jws", &rogue, 9, "forged");
+    refused(&auth, "rogue.jws", "signature");
+    std::fs::write(
+        dir.join("registry-v5.jws"),
+        signed::sign(&root, registry(5).to_string().as_bytes()).unwrap(),
+    )
+    .unwrap();
+    refused(&auth, "registry-v5.jws", "missing field `restriction`");
+    document("v2-other.jws", &root, 2, "other");
+    refused(
+        &auth,
+        "v2-other.jws",
+        "version 2 is published already with other content",
+    );
+    std::fs::write(dir.join("junk.jws"), "junk").unwrap();
+    refused(&auth, "junk.jws", "signature");
+    served(&auth, 2, &v2);
+    // The same document again: nothing to do, not an error.
+    assert_eq!(publish(&auth, "v2.jws")["ok"], true);
+    let logged = auth.log_lines();
+    let events = |e: &str| logged.iter().filter(|l| l["event"] == e).count();
+    assert_eq!(events("fleet_document_refused"), 5);
+    assert!(events("fleet_published") >= 1);
+
+    // An authority suspended in an emergency still carries the restriction to the boxes.
+    assert_eq!(auth.control(r#"{"cmd": "suspend"}"#)["ok"], true);
+    served(&auth, 2, &v2);
+    assert_eq!(auth.control(r#"{"cmd": "resume"}"#)["ok"], true);
+
+    let v3 = document("v3.jws", &root, 3, "lifted later");
+    assert_eq!(publish(&auth, "v3.jws")["fleet_version"], 3);
+    served(&auth, 3, &v3);
+    assert_eq!(auth.control(r#"{"cmd": "status"}"#)["fleet_version"], 3);
+    // Not a method for boxes to change anything with.
+    let r = post(
+        &dir,
+        auth.addr,
+        "/v1/fleet",
+        Some(&dev),
+        "application/json",
+        "{}",
+    );
+    assert_eq!(r.status, Some(405), "{r:?}");
+
+    // A restart serves the document in force before anything is published.
+    drop(auth);
+    let auth = Authority::start(&dir);
+    served(&auth, 3, &v3);
+    refused(
+        &auth,
+        "v2.jws",
+        "version 2 is older than the published version 3",
+    );
+    drop(auth);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1069,3 +1069,33 @@ fn an_enrolling_box_gives_its_pair_to_the_user_it_drops_to() {
     // And the dropped daemon reads its pair again at a reload.
     assert_eq!(d.ctl(&["reload"]).0, 0, "{}", d.log_text());
 }
+
+/// `ctl publish-fleet FILE` (issue 23, for the authority's socket) sends the file's absolute
+/// path: the daemon does not share the operator's working directory.
+#[test]
+fn ctl_publish_fleet_sends_an_absolute_path() {
+    use std::io::{BufRead, BufReader};
+    let dir = temp_dir("ctlfleet");
+    let sock = dir.join("authority.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let daemon = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).unwrap();
+        (&s).write_all(b"{\"ok\": true, \"fleet_version\": 2}\n")
+            .unwrap();
+        line
+    });
+    let out = Command::new(bin())
+        .current_dir(&dir)
+        .args(["ctl", "--socket", sock.to_str().unwrap()])
+        .args(["publish-fleet", "fleet.jws"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let sent: serde_json::Value = serde_json::from_str(&daemon.join().unwrap()).unwrap();
+    assert_eq!(
+        sent,
+        serde_json::json!({"cmd": "publish_fleet", "file": dir.join("fleet.jws").to_str().unwrap()})
+    );
+}

@@ -95,6 +95,16 @@ pub const CTL: Cmd = Cmd {
                 "Subscriber: share a withheld card section again, with every tool or with one",
             )
         },
+        Cmd {
+            pos: &[Pos {
+                name: "file",
+                choices: &[],
+            }],
+            ..cmd(
+                "publish-fleet",
+                "Authority: serve this signed fleet document to every box (boxapi fleet sign)",
+            )
+        },
         // For the OpenWrt rpcd plugin: run METHOD with its JSON arguments read on stdin and
         // print one JSON object, errors included ({"error": "..."}).
         Cmd {
@@ -136,6 +146,9 @@ enum CtlCommand {
     Rpc {
         method: String,
     },
+    PublishFleet {
+        file: PathBuf,
+    },
 }
 
 /// `ctl`'s arguments from the parsed command line, or the usage error's exit code.
@@ -171,6 +184,10 @@ pub fn args(m: &Matches) -> Result<CtlArgs, i32> {
             section: m.positional(0),
             tool,
         },
+        // Absolute: the daemon reads it from its own working directory.
+        "publish-fleet" => CtlCommand::PublishFleet {
+            file: std::path::absolute(m.positional(0)).map_err(|e| m.fail(&e.to_string()))?,
+        },
         _ => CtlCommand::Rpc {
             method: m.positional(0),
         },
@@ -202,6 +219,9 @@ fn request(cmd: CtlCommand) -> Value {
             json!({ "cmd": "allow", "section": section, "tool": tool })
         }
         CtlCommand::Rpc { method } => json!({ "cmd": method }),
+        CtlCommand::PublishFleet { file } => {
+            json!({ "cmd": "publish_fleet", "file": file.to_string_lossy() })
+        }
     }
 }
 

@@ -115,6 +115,8 @@ pub struct Request {
     pub tool: Option<String>,
     pub retry_after: Option<u64>,
     pub section: Option<String>,
+    /// A file the daemon reads: the authority's `publish_fleet` document.
+    pub file: Option<String>,
 }
 
 impl Request {

@@ -1,0 +1,190 @@
+//! The signed fleet document as the authority holds and serves it (issue 23): published with
+//! `ctl publish-fleet FILE`, kept in `state_dir`, answered to boxes at `GET /v1/fleet`.
+use crate::snapshot::Snapshot;
+use boxapi_core::auth::fleet;
+use boxapi_core::auth::jwk::PublicJwk;
+use boxapi_core::auth::signed::SignedError;
+use boxapi_core::files;
+use bytes::Bytes;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+pub const PATH: &str = "/v1/fleet";
+/// The document in force, in `state_dir`: a restart serves it before anything is published.
+pub const FILE: &str = "fleet.jws";
+/// The media type of a compact JWS (RFC 7515 §9.2.1).
+pub const CONTENT_TYPE: &str = "application/jose";
+
+/// A verified document, as served.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Published {
+    pub version: u64,
+    /// The compact JWS, exactly as the operator signed it: the authority can forge nothing.
+    pub jws: Bytes,
+}
+
+impl Published {
+    /// The `ETag`: the version, which names one document only (publishing another document of
+    /// the same version is refused).
+    pub fn etag(&self) -> String {
+        format!("\"{}\"", self.version)
+    }
+
+    /// Whether an `If-None-Match` value names this document (RFC 9110 §13.1.2: weak comparison,
+    /// a list, or `*`).
+    pub fn matches(&self, if_none_match: &[u8]) -> bool {
+        let etag = self.etag();
+        if_none_match.split(|b| *b == b',').any(|tag| {
+            let tag = tag.trim_ascii();
+            let tag = tag.strip_prefix(b"W/").unwrap_or(tag);
+            tag == b"*" || tag == etag.as_bytes()
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("no [registry] root_key is configured: a fleet document is verified with the registry's root key")]
+    NoRootKey,
+    #[error("[registry] root_key: {0}")]
+    RootKey(String),
+    #[error("{0}: {1}")]
+    File(PathBuf, String),
+    #[error("{0}")]
+    Signed(#[from] SignedError),
+    #[error("version {got} is older than the published version {have}: rollback refused")]
+    Rollback { have: u64, got: u64 },
+    #[error(
+        "version {0} is published already with other content: a new document needs a new version"
+    )]
+    SameVersion(u64),
+    #[error("the Redis store does not share fleet documents between replicas yet: publish with the memory store (issue 23)")]
+    NotShared,
+    #[error("{0}: {1}")]
+    Save(PathBuf, String),
+}
+
+/// The document this authority serves, if one was published.
+#[derive(Default)]
+pub struct Fleet {
+    current: RwLock<Option<Arc<Published>>>,
+}
+
+impl Fleet {
+    pub fn current(&self) -> Option<Arc<Published>> {
+        // A poisoned lock still holds a verified document: a panic elsewhere must not stop it.
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set(&self, p: Arc<Published>) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(p);
+    }
+
+    /// At start: the document kept in `state_dir`, verified again (the root key may have
+    /// changed). One that no longer verifies is not served and is said in the log: boxes keep
+    /// what they have until the operator publishes again.
+    pub fn load(&self, snap: &Snapshot) {
+        let path = state_file(snap);
+        if !path.exists() {
+            return;
+        }
+        match read_verified(snap, &path) {
+            Ok(p) => self.set(Arc::new(p)),
+            Err(e) => {
+                boxapi_core::log::event("fleet_document_refused", &[("error", &e.to_string())])
+            }
+        }
+    }
+
+    /// `ctl publish-fleet FILE`: verifies the document at `file` with the registry's root key,
+    /// refuses one older than the document in force (or another of the same version), keeps it
+    /// in `state_dir` (a failed write publishes nothing), then serves it. Returns its version.
+    pub fn publish(&self, snap: &Snapshot, shared: bool, file: &Path) -> Result<u64, FleetError> {
+        if shared {
+            return Err(FleetError::NotShared);
+        }
+        let new = read_verified(snap, file)?;
+        if let Some(have) = self.current() {
+            if new.version < have.version {
+                return Err(FleetError::Rollback {
+                    have: have.version,
+                    got: new.version,
+                });
+            }
+            if new.version == have.version {
+                return if new.jws == have.jws {
+                    Ok(new.version)
+                } else {
+                    Err(FleetError::SameVersion(new.version))
+                };
+            }
+        }
+        let path = state_file(snap);
+        files::write_atomic(&path, &new.jws, 0o600)
+            .map_err(|e| FleetError::Save(path, e.to_string()))?;
+        let version = new.version;
+        self.set(Arc::new(new));
+        Ok(version)
+    }
+}
+
+fn state_file(snap: &Snapshot) -> PathBuf {
+    snap.config.common.server.state_dir.join(FILE)
+}
+
+fn root_key(snap: &Snapshot) -> Result<PublicJwk, FleetError> {
+    let rc = snap
+        .config
+        .common
+        .registry
+        .as_ref()
+        .ok_or(FleetError::NoRootKey)?;
+    let mut problems = Vec::new();
+    let keys = boxapi_core::trust::load_keys(&rc.root_key, "registry.root_key", &mut problems);
+    match (keys.into_iter().next(), problems.first()) {
+        (Some(k), None) => Ok(k),
+        (_, Some(p)) => Err(FleetError::RootKey(p.to_string())),
+        (None, None) => Err(FleetError::RootKey("no key in the file".into())),
+    }
+}
+
+fn read_verified(snap: &Snapshot, file: &Path) -> Result<Published, FleetError> {
+    let root = root_key(snap)?;
+    let jws = files::read_limited(file, files::limit::REGISTRY)
+        .map_err(|e| FleetError::File(file.to_owned(), e.to_string()))?;
+    let jws = Bytes::from(jws.trim_ascii().to_vec());
+    let doc = fleet::verify(&root, &jws)?;
+    Ok(Published {
+        version: doc.version(),
+        jws,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match() {
+        let p = Published {
+            version: 12,
+            jws: Bytes::from_static(b"x"),
+        };
+        assert_eq!(p.etag(), "\"12\"");
+        for yes in [
+            &b"\"12\""[..],
+            b"W/\"12\"",
+            b"\"3\", \"12\"",
+            b"*",
+            b" \"12\" ",
+        ] {
+            assert!(p.matches(yes), "{}", String::from_utf8_lossy(yes));
+        }
+        for no in [&b"\"1\""[..], b"12", b"\"120\"", b"", b"\"12"] {
+            assert!(!p.matches(no), "{}", String::from_utf8_lossy(no));
+        }
+    }
+}
