@@ -222,14 +222,17 @@ impl Table {
             return true;
         }
         // Per candidate terminal: whether it has a connection that may go, and its longest held.
-        let mut candidates: HashMap<Terminal, (bool, Instant)> = HashMap::new();
-        for e in self.conns.values() {
+        // Its longest held slot: when admitted, then in which order (slots admitted at one
+        // instant are told apart by their admission order, never by a map's order).
+        let mut candidates: HashMap<Terminal, (bool, (Instant, u64))> = HashMap::new();
+        for (id, e) in &self.conns {
             if self.count(&e.terminal) <= have {
                 continue;
             }
-            let c = candidates.entry(e.terminal).or_insert((false, e.admitted));
+            let held = (e.admitted, *id);
+            let c = candidates.entry(e.terminal).or_insert((false, held));
             c.0 |= cost(e).is_some();
-            c.1 = c.1.min(e.admitted);
+            c.1 = c.1.min(held);
         }
         let victim = candidates
             .into_iter()
