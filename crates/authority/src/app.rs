@@ -110,6 +110,64 @@ pub async fn save_shared_revocations(app: Arc<App>, state_dir: PathBuf) {
     }
 }
 
+/// Follows the fleet document shared through the store (Redis): a newer one, published on another
+/// replica, is fetched, verified and served here within `revocation_poll`; when the store holds an
+/// older one or none (Redis lost its data), this replica's is offered to it again, as the
+/// revocations are re-seeded.
+pub async fn follow_shared_fleet(app: Arc<App>) {
+    let Some(mut changes) = app.store.watch_fleet() else {
+        return;
+    };
+    loop {
+        let shared = *changes.borrow_and_update();
+        let here = app.fleet.current();
+        let outcome = match (shared, &here) {
+            (Some(v), _) if here.as_ref().is_none_or(|h| h.version < v) => adopt(&app).await,
+            (_, Some(h)) if shared.is_none_or(|v| v < h.version) => app
+                .store
+                .publish_fleet(h.version, &h.jws)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            _ => Ok(()),
+        };
+        if let Err(e) = outcome {
+            boxapi_core::log::event("fleet_document_refused", &[("error", &e)]);
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Fetches the shared document and serves it when it verifies and is newer.
+async fn adopt(app: &Arc<App>) -> Result<(), String> {
+    let Some(jws) = app
+        .store
+        .fleet_document()
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(());
+    };
+    let app = app.clone();
+    // Verification and the fsynced write: off the runtime's threads.
+    let adopted = tokio::task::spawn_blocking(move || {
+        app.fleet
+            .adopt(&app.snapshot(), &jws)
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()))?;
+    if let Some(v) = adopted {
+        boxapi_core::log::event(
+            "fleet_published",
+            &[("version", &v.to_string()), ("from", "store")],
+        );
+    }
+    Ok(())
+}
+
 /// Tells the store the signed registry in force (at start and after each reload), so that its
 /// revocations reach every replica within a second, before they reload it themselves.
 pub fn note_registry(app: &App) {

@@ -106,6 +106,7 @@ fn run(snapshot: Snapshot) -> Result<(), RunError> {
         }
         let app = App::new(snapshot, initial, store);
         app.fleet.load(&app.snapshot());
+        tokio::spawn(crate::app::follow_shared_fleet(app.clone()));
         crate::app::note_registry(&app);
         if let Some(l) = metrics_listener {
             tokio::spawn(crate::server::serve_metrics(app.clone(), l));

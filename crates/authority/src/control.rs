@@ -2,6 +2,8 @@
 //! --socket` drives it): status, suspend/resume, revoke/unrevoke a tool, reload, and
 //! `publish_fleet` (the signed fleet document boxes fetch).
 use crate::app::App;
+use crate::fleet::FleetError;
+use crate::store::{FleetPublish, StoreError};
 use boxapi_core::auth::signed;
 use boxapi_core::cert::certificate_warning;
 use boxapi_core::control::{error_reply, parse_command, state, Command, Mode, State};
@@ -44,10 +46,26 @@ fn publish_fleet(app: &App, file: Option<String>) -> Value {
         return error_reply("this command needs \"file\": the signed fleet document");
     };
     let snap = app.snapshot();
-    match app
-        .fleet
-        .publish(&snap, app.store.shares_revocations(), file.as_ref())
-    {
+    let published = app.fleet.prepare(&snap, file.as_ref()).and_then(|new| {
+        let Some(new) = new else {
+            // The same document: in force here, and in the store when it is shared.
+            return Ok(current_version(app));
+        };
+        // The shared store first: another replica may hold a newer one. Control commands run on
+        // a blocking thread (core's control socket), and the call is bounded by its timeout.
+        let shared = tokio::runtime::Handle::try_current()
+            .map_err(|e| StoreError::Protocol(e.to_string()))
+            .and_then(|rt| rt.block_on(app.store.publish_fleet(new.version, &new.jws)))?;
+        match shared {
+            FleetPublish::Published => app.fleet.install(&snap, new),
+            FleetPublish::Older(have) => Err(FleetError::Rollback {
+                have,
+                got: new.version,
+            }),
+            FleetPublish::SameVersion => Err(FleetError::SameVersion(new.version)),
+        }
+    });
+    match published {
         Ok(version) => {
             log::event("fleet_published", &[("version", &version.to_string())]);
             json!({ "ok": true, "fleet_version": version })
@@ -57,6 +75,10 @@ fn publish_fleet(app: &App, file: Option<String>) -> Value {
             error_reply(&format!("{file}: {e}; nothing published"))
         }
     }
+}
+
+fn current_version(app: &App) -> u64 {
+    app.fleet.current().map_or(0, |d| d.version)
 }
 
 /// A revocation through the shared store, so that every replica applies it (within a second:

@@ -1,5 +1,6 @@
 //! The signed fleet document as the authority holds and serves it (issue 23): published with
-//! `ctl publish-fleet FILE`, kept in `state_dir`, answered to boxes at `GET /v1/fleet`.
+//! `ctl publish-fleet FILE`, shared by replicas through the Redis store, kept in `state_dir`,
+//! answered to boxes at `GET /v1/fleet`.
 use crate::snapshot::Snapshot;
 use boxapi_core::auth::fleet;
 use boxapi_core::auth::jwk::PublicJwk;
@@ -58,8 +59,8 @@ pub enum FleetError {
         "version {0} is published already with other content: a new document needs a new version"
     )]
     SameVersion(u64),
-    #[error("the Redis store does not share fleet documents between replicas yet: publish with the memory store (issue 23)")]
-    NotShared,
+    #[error("the shared store: {0}")]
+    Store(#[from] crate::store::StoreError),
     #[error("{0}: {1}")]
     Save(PathBuf, String),
 }
@@ -91,7 +92,9 @@ impl Fleet {
         if !path.exists() {
             return;
         }
-        match read_verified(snap, &path) {
+        let read = files::read_limited(&path, files::limit::REGISTRY)
+            .map_err(|e| FleetError::File(path.clone(), e.to_string()));
+        match read.and_then(|jws| verified(snap, &jws)) {
             Ok(p) => self.set(Arc::new(p)),
             Err(e) => {
                 boxapi_core::log::event("fleet_document_refused", &[("error", &e.to_string())])
@@ -99,35 +102,55 @@ impl Fleet {
         }
     }
 
-    /// `ctl publish-fleet FILE`: verifies the document at `file` with the registry's root key,
-    /// refuses one older than the document in force (or another of the same version), keeps it
-    /// in `state_dir` (a failed write publishes nothing), then serves it. Returns its version.
-    pub fn publish(&self, snap: &Snapshot, shared: bool, file: &Path) -> Result<u64, FleetError> {
-        if shared {
-            return Err(FleetError::NotShared);
+    /// `ctl publish-fleet FILE`, first step: the document at `file`, verified with the
+    /// registry's root key, unless it is older than the document in force or another of the same
+    /// version. `None`: the same document is in force already.
+    pub fn prepare(&self, snap: &Snapshot, file: &Path) -> Result<Option<Published>, FleetError> {
+        let jws = files::read_limited(file, files::limit::REGISTRY)
+            .map_err(|e| FleetError::File(file.to_owned(), e.to_string()))?;
+        let new = verified(snap, &jws)?;
+        self.newer(new)
+    }
+
+    fn newer(&self, new: Published) -> Result<Option<Published>, FleetError> {
+        let Some(have) = self.current() else {
+            return Ok(Some(new));
+        };
+        if new.version < have.version {
+            return Err(FleetError::Rollback {
+                have: have.version,
+                got: new.version,
+            });
         }
-        let new = read_verified(snap, file)?;
-        if let Some(have) = self.current() {
-            if new.version < have.version {
-                return Err(FleetError::Rollback {
-                    have: have.version,
-                    got: new.version,
-                });
-            }
-            if new.version == have.version {
-                return if new.jws == have.jws {
-                    Ok(new.version)
-                } else {
-                    Err(FleetError::SameVersion(new.version))
-                };
-            }
+        if new.version == have.version {
+            return if new.jws == have.jws {
+                Ok(None)
+            } else {
+                Err(FleetError::SameVersion(new.version))
+            };
         }
+        Ok(Some(new))
+    }
+
+    /// Last step: keeps the document in `state_dir` (a failed write serves nothing new), then
+    /// serves it. Returns its version.
+    pub fn install(&self, snap: &Snapshot, new: Published) -> Result<u64, FleetError> {
         let path = state_file(snap);
         files::write_atomic(&path, &new.jws, 0o600)
             .map_err(|e| FleetError::Save(path, e.to_string()))?;
         let version = new.version;
         self.set(Arc::new(new));
         Ok(version)
+    }
+
+    /// A document another replica published in the shared store: verified here too (the store
+    /// is not trusted to forge nothing), installed when newer. `None`: not newer.
+    pub fn adopt(&self, snap: &Snapshot, jws: &[u8]) -> Result<Option<u64>, FleetError> {
+        match self.newer(verified(snap, jws)?) {
+            Ok(Some(new)) => self.install(snap, new).map(Some),
+            Ok(None) | Err(FleetError::Rollback { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -151,10 +174,8 @@ fn root_key(snap: &Snapshot) -> Result<PublicJwk, FleetError> {
     }
 }
 
-fn read_verified(snap: &Snapshot, file: &Path) -> Result<Published, FleetError> {
+fn verified(snap: &Snapshot, jws: &[u8]) -> Result<Published, FleetError> {
     let root = root_key(snap)?;
-    let jws = files::read_limited(file, files::limit::REGISTRY)
-        .map_err(|e| FleetError::File(file.to_owned(), e.to_string()))?;
     let jws = Bytes::from(jws.trim_ascii().to_vec());
     let doc = fleet::verify(&root, &jws)?;
     Ok(Published {

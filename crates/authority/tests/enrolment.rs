@@ -358,8 +358,13 @@ impl Authority {
 
     /// One command on the control socket.
     fn control(&self, line: &str) -> Value {
+        self.control_at("control.sock", line)
+    }
+
+    /// One command on the control socket `sock` of `dir` (a replica's own).
+    fn control_at(&self, sock: &str, line: &str) -> Value {
         use std::os::unix::net::UnixStream;
-        let mut s = UnixStream::connect(self.dir.join("control.sock")).unwrap();
+        let mut s = UnixStream::connect(self.dir.join(sock)).unwrap();
         s.write_all(format!("{line}\n").as_bytes()).unwrap();
         let mut reply = String::new();
         BufReader::new(s).read_line(&mut reply).unwrap();
@@ -1632,6 +1637,97 @@ fn get_fleet(auth: &Authority, device: Option<&Device>, if_none_match: Option<&s
     curl(&auth.dir, auth.addr, "/v1/fleet", device, &args)
 }
 
+/// An authority with `[enrolment]` (stand-in CA and DNS server, never reached) and a signed
+/// registry (version 1) of the root key `root`; a device `dev` of the device CA.
+struct FleetSetup {
+    dir: PathBuf,
+    root: boxapi_core::auth::jwk::PrivateJwk,
+    dev: Device,
+}
+
+impl FleetSetup {
+    fn new(name: &str) -> FleetSetup {
+        use boxapi_core::auth::{jwk::Alg, mint, signed};
+        let dir = temp_dir(name);
+        let pki = Pki::new(&dir);
+        let dev = pki.device("dev-a", "device-ca", 10);
+        let ca = dir.join("operator-ca.pem").display().to_string();
+        write_config_for(
+            &dir,
+            &Upstream {
+                ca: &ca,
+                dns: "127.0.0.1:1",
+                tsig_name: "boxapi-update",
+                tsig_secret: &b64::std_encode(&[7; 32]),
+            },
+            Acme {
+                directory: "https://127.0.0.1:1/dir",
+                eab: None,
+            },
+        );
+        let root = mint::generate(Alg::EdDsa, "root").unwrap();
+        std::fs::write(dir.join("root.jwk"), root.key.to_json().to_string()).unwrap();
+        std::fs::write(
+            dir.join("registry.jws"),
+            signed::sign(&root, Self::registry(1).to_string().as_bytes()).unwrap(),
+        )
+        .unwrap();
+        let mut config = std::fs::read_to_string(dir.join("authority.toml")).unwrap();
+        config += "\n[registry]\nfile = \"registry.jws\"\nroot_key = \"root.jwk\"\n";
+        std::fs::write(dir.join("authority.toml"), &config).unwrap();
+        std::fs::write(dir.join("base.toml"), config).unwrap();
+        FleetSetup { dir, root, dev }
+    }
+
+    fn registry(v: u64) -> Value {
+        json!({"version": v, "tools": [{"id": "reg", "revoked": v > 2}]})
+    }
+
+    /// Version `v` signed by `key` in the file `name`; its `reason` tells documents apart.
+    fn document(
+        &self,
+        name: &str,
+        key: &boxapi_core::auth::jwk::PrivateJwk,
+        v: u64,
+        reason: &str,
+    ) -> String {
+        let mut payload = Self::registry(v);
+        payload["restriction"] = json!({"suspended": true, "reason": reason});
+        let jws = boxapi_core::auth::fleet::sign(key, payload.to_string().as_bytes()).unwrap();
+        std::fs::write(self.dir.join(name), &jws).unwrap();
+        jws
+    }
+
+    /// `ctl publish-fleet` of the file `name` on the control socket `sock`.
+    fn publish(&self, auth: &Authority, sock: &str, name: &str) -> Value {
+        let file = self.dir.join(name).display().to_string();
+        auth.control_at(
+            sock,
+            &json!({"cmd": "publish_fleet", "file": file}).to_string(),
+        )
+    }
+
+    #[track_caller]
+    fn refused(&self, auth: &Authority, sock: &str, name: &str, why: &str) {
+        let r = self.publish(auth, sock, name);
+        assert_eq!(r["ok"], false, "{name}: {r}");
+        let error = r["error"].as_str().unwrap();
+        assert!(error.contains(why), "{name}: {error}");
+        assert!(error.ends_with("nothing published"), "{error}");
+    }
+
+    /// `GET /v1/fleet` answers `jws`, version `v`.
+    #[track_caller]
+    fn served(&self, auth: &Authority, v: u64, jws: &str) {
+        let r = get_fleet(auth, Some(&self.dev), None);
+        assert_eq!(r.status, Some(200), "{r:?}");
+        let head = r.head.to_ascii_lowercase();
+        assert!(head.contains("content-type: application/jose"), "{head}");
+        assert!(head.contains(&format!("etag: \"{v}\"")), "{head}");
+        assert_eq!(r.body, jws);
+    }
+}
+
 /// Issue 23, the authority's side: `ctl publish_fleet` verifies a signed fleet document with the
 /// registry's root key and refuses an older one, another key's, a registry, or another document
 /// of the same version; `GET /v1/fleet` answers a box (device certificate) the document as
@@ -1639,121 +1735,72 @@ fn get_fleet(auth: &Authority, device: Option<&Device>, if_none_match: Option<&s
 /// before anything is published again.
 #[test]
 fn the_fleet_document_is_published_and_served() {
-    use boxapi_core::auth::jwk::Alg;
-    use boxapi_core::auth::{fleet, mint, signed};
-    let dir = temp_dir("fleet");
-    let pki = Pki::new(&dir);
-    let dev = pki.device("dev-a", "device-ca", 10);
-    let ca = dir.join("operator-ca.pem").display().to_string();
-    write_config_for(
-        &dir,
-        &Upstream {
-            ca: &ca,
-            dns: "127.0.0.1:1",
-            tsig_name: "boxapi-update",
-            tsig_secret: &b64::std_encode(&[7; 32]),
-        },
-        Acme {
-            directory: "https://127.0.0.1:1/dir",
-            eab: None,
-        },
-    );
-    let root = mint::generate(Alg::EdDsa, "root").unwrap();
+    use boxapi_core::auth::{jwk::Alg, mint, signed};
+    let t = FleetSetup::new("fleet");
+    let (dir, dev, root) = (&t.dir, &t.dev, &t.root);
     let rogue = mint::generate(Alg::EdDsa, "root").unwrap();
-    std::fs::write(dir.join("root.jwk"), root.key.to_json().to_string()).unwrap();
-    let registry = |v: u64| json!({"version": v, "tools": [{"id": "reg", "revoked": v > 2}]});
-    std::fs::write(
-        dir.join("registry.jws"),
-        signed::sign(&root, registry(1).to_string().as_bytes()).unwrap(),
-    )
-    .unwrap();
-    let mut config = std::fs::read_to_string(dir.join("authority.toml")).unwrap();
-    config += "\n[registry]\nfile = \"registry.jws\"\nroot_key = \"root.jwk\"\n";
-    std::fs::write(dir.join("authority.toml"), config).unwrap();
-    // Each document in its own file; `restriction` says which one a box got.
-    let document = |name: &str, key: &boxapi_core::auth::jwk::PrivateJwk, v: u64, reason: &str| {
-        let mut payload = registry(v);
-        payload["restriction"] = json!({"suspended": true, "reason": reason});
-        let jws = fleet::sign(key, payload.to_string().as_bytes()).unwrap();
-        std::fs::write(dir.join(name), &jws).unwrap();
-        jws
-    };
-    let publish = |auth: &Authority, name: &str| {
-        let file = dir.join(name).display().to_string();
-        auth.control(&json!({"cmd": "publish_fleet", "file": file}).to_string())
-    };
-    let refused = |auth: &Authority, name: &str, why: &str| {
-        let r = publish(auth, name);
-        assert_eq!(r["ok"], false, "{name}: {r}");
-        let error = r["error"].as_str().unwrap();
-        assert!(error.contains(why), "{name}: {error}");
-        assert!(error.ends_with("nothing published"), "{error}");
-    };
-    let served = |auth: &Authority, version: u64, jws: &str| {
-        let r = get_fleet(auth, Some(&dev), None);
-        assert_eq!(r.status, Some(200), "{r:?}");
-        let head = r.head.to_ascii_lowercase();
-        assert!(head.contains("content-type: application/jose"), "{head}");
-        assert!(head.contains(&format!("etag: \"{version}\"")), "{head}");
-        assert_eq!(r.body, jws);
-    };
+    let sock = "control.sock";
 
-    let auth = Authority::start(&dir);
-    get_fleet(&auth, Some(&dev), None).assert_problem(404, "no_fleet_document");
+    let auth = Authority::start(dir);
+    get_fleet(&auth, Some(dev), None).assert_problem(404, "no_fleet_document");
     assert_eq!(
         auth.control(r#"{"cmd": "status"}"#)["fleet_version"],
         Value::Null
     );
 
-    let v2 = document("v2.jws", &root, 2, "CVE-2027-0001");
-    let r = publish(&auth, "v2.jws");
+    let v2 = t.document("v2.jws", root, 2, "CVE-2027-0001");
+    let r = t.publish(&auth, sock, "v2.jws");
     assert_eq!(
         (r["ok"].clone(), r["fleet_version"].clone()),
         (json!(true), json!(2)),
         "{r}"
     );
-    served(&auth, 2, &v2);
+    t.served(&auth, 2, &v2);
     // Only boxes: no device certificate, no document.
     get_fleet(&auth, None, None).assert_problem(401, "device_certificate_required");
     // Unchanged: 304 with the same ETag and no body; another version named: the document.
     for tag in ["\"2\"", "W/\"2\"", "\"1\", \"2\""] {
-        let r = get_fleet(&auth, Some(&dev), Some(tag));
+        let r = get_fleet(&auth, Some(dev), Some(tag));
         assert_eq!(r.status, Some(304), "{tag}: {r:?}");
         assert!(r.head.to_ascii_lowercase().contains("etag: \"2\""), "{r:?}");
         assert_eq!(r.body, "");
     }
-    assert_eq!(
-        get_fleet(&auth, Some(&dev), Some("\"1\"")).status,
-        Some(200)
-    );
+    assert_eq!(get_fleet(&auth, Some(dev), Some("\"1\"")).status, Some(200));
 
     // Refused, each changing nothing: an older version (a replay), another key's, a registry,
     // another document of the version in force, a file that is no JWS.
-    document("v1.jws", &root, 1, "old");
-    refused(
+    t.document("v1.jws", root, 1, "old");
+    t.refused(
         &auth,
+        sock,
         "v1.jws",
         "version 1 is older than the published version 2",
     );
-    document("rogue.jws", &rogue, 9, "forged");
-    refused(&auth, "rogue.jws", "signature");
+    t.document("rogue.jws", &rogue, 9, "forged");
+    t.refused(&auth, sock, "rogue.jws", "signature");
     std::fs::write(
         dir.join("registry-v5.jws"),
-        signed::sign(&root, registry(5).to_string().as_bytes()).unwrap(),
+        signed::sign(root, FleetSetup::registry(5).to_string().as_bytes()).unwrap(),
     )
     .unwrap();
-    refused(&auth, "registry-v5.jws", "missing field `restriction`");
-    document("v2-other.jws", &root, 2, "other");
-    refused(
+    t.refused(
         &auth,
+        sock,
+        "registry-v5.jws",
+        "missing field `restriction`",
+    );
+    t.document("v2-other.jws", root, 2, "other");
+    t.refused(
+        &auth,
+        sock,
         "v2-other.jws",
         "version 2 is published already with other content",
     );
     std::fs::write(dir.join("junk.jws"), "junk").unwrap();
-    refused(&auth, "junk.jws", "signature");
-    served(&auth, 2, &v2);
+    t.refused(&auth, sock, "junk.jws", "signature");
+    t.served(&auth, 2, &v2);
     // The same document again: nothing to do, not an error.
-    assert_eq!(publish(&auth, "v2.jws")["ok"], true);
+    assert_eq!(t.publish(&auth, sock, "v2.jws")["ok"], true);
     let logged = auth.log_lines();
     let events = |e: &str| logged.iter().filter(|l| l["event"] == e).count();
     assert_eq!(events("fleet_document_refused"), 5);
@@ -1761,19 +1808,19 @@ fn the_fleet_document_is_published_and_served() {
 
     // An authority suspended in an emergency still carries the restriction to the boxes.
     assert_eq!(auth.control(r#"{"cmd": "suspend"}"#)["ok"], true);
-    served(&auth, 2, &v2);
+    t.served(&auth, 2, &v2);
     assert_eq!(auth.control(r#"{"cmd": "resume"}"#)["ok"], true);
 
-    let v3 = document("v3.jws", &root, 3, "lifted later");
-    assert_eq!(publish(&auth, "v3.jws")["fleet_version"], 3);
-    served(&auth, 3, &v3);
+    let v3 = t.document("v3.jws", root, 3, "lifted later");
+    assert_eq!(t.publish(&auth, sock, "v3.jws")["fleet_version"], 3);
+    t.served(&auth, 3, &v3);
     assert_eq!(auth.control(r#"{"cmd": "status"}"#)["fleet_version"], 3);
     // Not a method for boxes to change anything with.
     let r = post(
-        &dir,
+        dir,
         auth.addr,
         "/v1/fleet",
-        Some(&dev),
+        Some(dev),
         "application/json",
         "{}",
     );
@@ -1781,13 +1828,115 @@ fn the_fleet_document_is_published_and_served() {
 
     // A restart serves the document in force before anything is published.
     drop(auth);
-    let auth = Authority::start(&dir);
-    served(&auth, 3, &v3);
-    refused(
+    let auth = Authority::start(dir);
+    t.served(&auth, 3, &v3);
+    t.refused(
         &auth,
+        sock,
         "v2.jws",
         "version 2 is older than the published version 3",
     );
     drop(auth);
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Waits up to 5 s for `GET /v1/fleet` at `auth` to answer version `v`.
+#[track_caller]
+fn wait_for_fleet(t: &FleetSetup, auth: &Authority, v: u64) {
+    let until = Instant::now() + Duration::from_secs(5);
+    let etag = format!("etag: \"{v}\"");
+    loop {
+        let r = get_fleet(auth, Some(&t.dev), None);
+        if r.status == Some(200) && r.head.to_ascii_lowercase().contains(&etag) {
+            return;
+        }
+        assert!(Instant::now() < until, "version {v} not served: {r:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// With the Redis store, a document published on one replica is served by every replica within
+/// `revocation_poll`, by one started later too; a replica refuses what is older than the store's;
+/// a document put in Redis by someone else is verified by each replica and refused; a Redis that
+/// lost its data gets the newest document back from the replicas.
+#[test]
+fn the_fleet_document_is_shared_by_replicas() {
+    use boxapi_core::auth::{jwk::Alg, mint};
+    let t = FleetSetup::new("fleet-redis");
+    let (dir, root) = (&t.dir, &t.root);
+    let redis = Redis::start();
+    let store = format!(
+        "\n[authority.store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{}/0\"\nkey_prefix = \"t:\"\n\n[enrolment]",
+        redis.port
+    );
+    let replica = |n: u32| {
+        let replace = [
+            ("state_dir = \"state\"", format!("state_dir = \"state{n}\"")),
+            (
+                "control_socket = \"control.sock\"",
+                format!("control_socket = \"control{n}.sock\""),
+            ),
+            ("\n[enrolment]", store.clone()),
+        ];
+        let replace: Vec<(&str, &str)> = replace.iter().map(|(a, b)| (*a, b.as_str())).collect();
+        config_variant(dir, &format!("replica{n}.toml"), "", &replace);
+        Authority::start_with(dir, &format!("replica{n}.toml"))
+    };
+    let (r1, r2) = (replica(1), replica(2));
+    let v2 = t.document("v2.jws", root, 2, "CVE-2027-0001");
+    assert_eq!(
+        t.publish(&r1, "control1.sock", "v2.jws")["fleet_version"],
+        2
+    );
+    t.served(&r1, 2, &v2);
+    wait_for_fleet(&t, &r2, 2);
+    t.served(&r2, 2, &v2);
+    // A replica started later serves it from the store.
+    let r3 = replica(3);
+    wait_for_fleet(&t, &r3, 2);
+    // Replica 3 publishes version 3: replicas 1 and 2 follow.
+    let v3 = t.document("v3.jws", root, 3, "later");
+    assert_eq!(
+        t.publish(&r3, "control3.sock", "v3.jws")["fleet_version"],
+        3
+    );
+    wait_for_fleet(&t, &r1, 3);
+    wait_for_fleet(&t, &r2, 3);
+    t.served(&r2, 3, &v3);
+    t.refused(
+        &r2,
+        "control2.sock",
+        "v2.jws",
+        "version 2 is older than the published version 3",
+    );
+
+    // Someone with Redis access but not the root key: each replica refuses it, says so, and
+    // keeps serving version 3.
+    let rogue = mint::generate(Alg::EdDsa, "root").unwrap();
+    let forged = t.document("rogue.jws", &rogue, 9, "forged");
+    let cli = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli (make deps installs it with redis-server)");
+        assert!(out.status.success(), "{out:?}");
+    };
+    cli(&["HSET", "t:fleet", "version", "9", "jws", &forged]);
+    std::thread::sleep(Duration::from_millis(1500));
+    for r in [&r1, &r2, &r3] {
+        t.served(r, 3, &v3);
+        let refused = r.log_lines().iter().any(|l| {
+            l["event"] == "fleet_document_refused"
+                && l["error"].as_str().unwrap_or("").contains("signature")
+        });
+        assert!(refused, "the forged document was not reported");
+    }
+    // Redis loses its data: the replicas put the newest document back.
+    cli(&["FLUSHALL"]);
+    let r4 = replica(4);
+    wait_for_fleet(&t, &r4, 3);
+    t.served(&r4, 3, &v3);
+    drop((r1, r2, r3, r4));
+    let _ = std::fs::remove_dir_all(dir);
 }

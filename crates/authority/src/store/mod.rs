@@ -1,6 +1,6 @@
 //! The authority's run-time state (issue 15): single-use client-assertion `jti`s, per-tool hourly
-//! token quotas, run-time revocations and each device's recent certificate issuances and address
-//! updates, either in
+//! token quotas, run-time revocations, each device's recent certificate issuances and address
+//! updates, and the published fleet document (issue 23), either in
 //! this process's memory (one authority) or in Redis (replicas behind a load balancer, no
 //! stickiness needed).
 //!
@@ -15,7 +15,7 @@ pub mod redis;
 
 pub use error::StoreError;
 pub use memory::MemoryStore;
-pub use redis::RedisStore;
+pub use redis::{FleetPublish, RedisStore};
 
 use crate::config::StoreConfig;
 use std::collections::BTreeSet;
@@ -224,6 +224,35 @@ impl Store {
         match self {
             Store::Memory(_) => None,
             Store::Redis(r) => Some(r.watch_revoked()),
+        }
+    }
+
+    /// Offers a verified fleet document to the other replicas (Redis), refused when the store
+    /// holds a newer one or another of the same version. Memory: nothing to share.
+    pub async fn publish_fleet(
+        &self,
+        version: u64,
+        jws: &[u8],
+    ) -> Result<FleetPublish, StoreError> {
+        match self {
+            Store::Memory(_) => Ok(FleetPublish::Published),
+            Store::Redis(r) => r.publish_fleet(version, jws).await,
+        }
+    }
+
+    /// The fleet document another replica published (Redis), unverified.
+    pub async fn fleet_document(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Store::Memory(_) => Ok(None),
+            Store::Redis(r) => r.fleet_document().await,
+        }
+    }
+
+    /// Changes of the shared fleet document's version, whichever replica published it.
+    pub fn watch_fleet(&self) -> Option<watch::Receiver<Option<u64>>> {
+        match self {
+            Store::Memory(_) => None,
+            Store::Redis(r) => Some(r.watch_fleet()),
         }
     }
 

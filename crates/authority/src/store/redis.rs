@@ -77,7 +77,8 @@ return {1, ticket}
 /// the emptied set as the truth. Also publishes this replica's signed-registry revocations
 /// (version ARGV[2], tools ARGV[3], space-separated) when its registry is newer than the one
 /// published, so a new registry taken by one replica revokes on all of them at their next read.
-/// KEYS: epoch, revoked, registry.
+/// KEYS: epoch, revoked, registry, fleet. Also answers the published fleet document's version
+/// ('' without one), so that every replica learns of a new one within `revocation_poll`.
 const SYNC_LUA: &str = r#"
 local reset = 0
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -90,8 +91,36 @@ if tonumber(ARGV[2]) > published then
   redis.call('HSET', KEYS[3], 'version', ARGV[2], 'revoked', ARGV[3])
 end
 return {redis.call('GET', KEYS[1]), redis.call('SMEMBERS', KEYS[2]), reset,
-        redis.call('HGET', KEYS[3], 'revoked') or ''}
+        redis.call('HGET', KEYS[3], 'revoked') or '', redis.call('HGET', KEYS[4], 'version') or ''}
 "#;
+
+/// Publishes a fleet document (ARGV: version, JWS) unless an older one is offered. KEYS: fleet.
+/// Versions are compared as decimal strings (length, then text), exact for every u64, which a Lua
+/// number is not. Answers {1, version} published or the same document already there, {0, held}
+/// older than the one held, {-1, held} another document of the version held.
+const FLEET_PUBLISH_LUA: &str = r#"
+local held = redis.call('HGET', KEYS[1], 'version')
+if held then
+  if #ARGV[1] < #held or (#ARGV[1] == #held and ARGV[1] < held) then return {0, held} end
+  if ARGV[1] == held then
+    if redis.call('HGET', KEYS[1], 'jws') == ARGV[2] then return {1, held} end
+    return {-1, held}
+  end
+end
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'jws', ARGV[2])
+return {1, ARGV[1]}
+"#;
+
+/// The shared store's answer to a fleet document offered (`publish_fleet`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetPublish {
+    /// Published, or the same document was there already.
+    Published,
+    /// Older than the document held, of this version.
+    Older(u64),
+    /// Another document of the version held.
+    SameVersion,
+}
 
 /// After this long without a successful read, the local revocation view is not trusted (the
 /// contract: a revocation reaches every replica within a second).
@@ -111,6 +140,9 @@ struct Inner {
     admit: Script,
     issuance: Script,
     sync: Script,
+    fleet_publish: Script,
+    /// The version of the fleet document in the store, as last read (`None`: none there).
+    fleet_tx: watch::Sender<Option<u64>>,
     /// The shared `ctl` revocations as last read (initially this replica's saved copy): what is
     /// saved in `state_dir` and re-seeded.
     revoked_tx: watch::Sender<Arc<BTreeSet<String>>>,
@@ -240,6 +272,8 @@ impl RedisStore {
             admit: Script::new(ADMIT_LUA),
             issuance: Script::new(ISSUANCE_LUA),
             sync: Script::new(SYNC_LUA),
+            fleet_publish: Script::new(FLEET_PUBLISH_LUA),
+            fleet_tx: watch::channel(None).0,
             revoked_tx,
             registry: Mutex::new((-1, String::new())),
             effective,
@@ -409,6 +443,48 @@ impl RedisStore {
         self.inner.sync().await
     }
 
+    /// Offers a verified fleet document to every replica ([`FLEET_PUBLISH_LUA`]).
+    pub async fn publish_fleet(
+        &self,
+        version: u64,
+        jws: &[u8],
+    ) -> Result<FleetPublish, StoreError> {
+        let mut inv = self.inner.fleet_publish.key(self.inner.key("fleet"));
+        inv.arg(version.to_string()).arg(jws);
+        let (answer, held): (i64, String) = self.inner.invoke(&inv).await?;
+        let held = held.parse().map_err(|_| {
+            StoreError::Protocol(format!(
+                "fleet version {held:?} in the store is not a number"
+            ))
+        })?;
+        Ok(match answer {
+            1 => {
+                self.inner.fleet_tx.send_if_modified(|v| {
+                    let newer = v.is_none_or(|v| v < held);
+                    if newer {
+                        *v = Some(held);
+                    }
+                    newer
+                });
+                FleetPublish::Published
+            }
+            0 => FleetPublish::Older(held),
+            _ => FleetPublish::SameVersion,
+        })
+    }
+
+    /// The fleet document in the store, as stored (the caller verifies it).
+    pub async fn fleet_document(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg(self.inner.key("fleet")).arg("jws");
+        self.inner.query(&cmd).await
+    }
+
+    /// The version of the fleet document in the store, as read every `revocation_poll`.
+    pub fn watch_fleet(&self) -> watch::Receiver<Option<u64>> {
+        self.inner.fleet_tx.subscribe()
+    }
+
     /// When the shared memory of used assertions began (unix seconds; 0 before the first read).
     pub fn epoch(&self) -> u64 {
         self.inner.epoch.load(Ordering::Relaxed)
@@ -511,6 +587,7 @@ impl Inner {
         let mut inv = self.sync.key(self.key("epoch"));
         inv.key(self.key("revoked"))
             .key(self.key("registry"))
+            .key(self.key("fleet"))
             .arg(unix_now());
         {
             let registry = lock(&self.registry);
@@ -519,8 +596,15 @@ impl Inner {
         for tool in self.revoked_tx.borrow().iter() {
             inv.arg(tool);
         }
-        let (epoch, set, reset, registry): (u64, BTreeSet<String>, i64, String) =
+        let (epoch, set, reset, registry, fleet): (u64, BTreeSet<String>, i64, String, String) =
             self.invoke(&inv).await?;
+        // Not a number (written by hand?): as if none, which changes nothing on any replica.
+        let fleet = fleet.parse().ok();
+        self.fleet_tx.send_if_modified(|v| {
+            let changed = *v != fleet;
+            *v = fleet;
+            changed
+        });
         if reset == 1 {
             boxapi_core::log::event(
                 "store_reset",
