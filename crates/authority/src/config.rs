@@ -41,6 +41,9 @@ pub struct AuthoritySettings {
     pub client_address_header: String,
     pub store: StoreConfig,
     pub locator: Option<LocatorConfig>,
+    /// How far back a box counts for the fleet document version it fetched (metrics, `ctl
+    /// status`): the boxes' poll interval.
+    pub fleet_window: Duration,
 }
 
 /// Where the authority keeps single-use assertions, quotas and run-time revocations.
@@ -172,6 +175,9 @@ fn parse_authority(
             }
         });
     let per_box_audience = s.boolean("per_box_audience");
+    // Five minutes: the boxes' default poll interval.
+    let fleet_window =
+        Duration::from_millis(s.int("fleet_window_ms", 300_000, 1_000, 86_400_000) as u64);
     let mut trusted_proxies = Vec::new();
     for p in s.strings("trusted_proxies") {
         match parse_prefix(&p) {
@@ -218,6 +224,7 @@ fn parse_authority(
             client_address_header,
             store,
             locator,
+            fleet_window,
         },
     )
 }

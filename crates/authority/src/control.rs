@@ -172,6 +172,10 @@ fn status(app: &App) -> Value {
         "config": snap.config.common.path.display().to_string(),
         "enrolment": enrolment,
         "fleet_version": app.fleet.current().map(|d| d.version),
+        // Boxes per version they fetched last, within the window (at this replica).
+        "fleet_boxes": app.fleet.seen.counts(std::time::Instant::now(), snap.config.authority.fleet_window)
+            .into_iter().map(|(v, n)| (v.to_string(), Value::from(n))).collect::<serde_json::Map<String, Value>>(),
+        "fleet_window_ms": snap.config.authority.fleet_window.as_millis() as u64,
         "store": {
             "kind": app.store.kind(),
             // Fresh: the shared revocations were read within the last second (else tokens get 503).

@@ -7,8 +7,11 @@ use boxapi_core::auth::jwk::PublicJwk;
 use boxapi_core::auth::signed::SignedError;
 use boxapi_core::files;
 use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, RandomState};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 pub const PATH: &str = "/v1/fleet";
 /// The document in force, in `state_dir`: a restart serves it before anything is published.
@@ -65,10 +68,51 @@ pub enum FleetError {
     Save(PathBuf, String),
 }
 
-/// The document this authority serves, if one was published.
+/// Boxes this replica remembers for [`Seen`]: 40 bytes each at most, so about 160 MB; far more
+/// than one replica of a fleet of millions sees in a window. Past it, a box not seen yet is not
+/// counted until older ones leave the window.
+pub const MAX_SEEN: usize = 4_000_000;
+
+/// Which version each box fetched last, for the boxes seen within the window: how many boxes
+/// have a version. A box is its device name's hash (64 bits: collisions are negligible at fleet
+/// sizes), so memory does not grow with the names' length.
+#[derive(Default)]
+pub struct Seen {
+    hasher: RandomState,
+    boxes: Mutex<HashMap<u64, (u64, Instant)>>,
+}
+
+impl Seen {
+    /// `device` fetched (200) or confirmed (304) `version` at `now`.
+    pub fn note(&self, device: &str, version: u64, now: Instant, window: Duration) {
+        let key = self.hasher.hash_one(device);
+        let mut boxes = self.boxes.lock().unwrap_or_else(|e| e.into_inner());
+        if boxes.len() >= MAX_SEEN && !boxes.contains_key(&key) {
+            boxes.retain(|_, (_, at)| now.duration_since(*at) < window);
+            if boxes.len() >= MAX_SEEN {
+                return;
+            }
+        }
+        boxes.insert(key, (version, now));
+    }
+
+    /// Boxes per version among those seen within `window` of `now` (the others are forgotten).
+    pub fn counts(&self, now: Instant, window: Duration) -> BTreeMap<u64, u64> {
+        let mut boxes = self.boxes.lock().unwrap_or_else(|e| e.into_inner());
+        boxes.retain(|_, (_, at)| now.duration_since(*at) < window);
+        let mut counts = BTreeMap::new();
+        for (version, _) in boxes.values() {
+            *counts.entry(*version).or_insert(0) += 1;
+        }
+        counts
+    }
+}
+
+/// The document this authority serves, if one was published, and who fetched which.
 #[derive(Default)]
 pub struct Fleet {
     current: RwLock<Option<Arc<Published>>>,
+    pub seen: Seen,
 }
 
 impl Fleet {
@@ -187,6 +231,24 @@ fn verified(snap: &Snapshot, jws: &[u8]) -> Result<Published, FleetError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn boxes_count_once_for_their_last_version_within_the_window() {
+        let seen = Seen::default();
+        let t0 = Instant::now();
+        let w = Duration::from_secs(300);
+        let at = |s| t0 + Duration::from_secs(s);
+        seen.note("a.box.test", 1, at(0), w);
+        seen.note("b.box.test", 1, at(10), w);
+        seen.note("a.box.test", 1, at(20), w);
+        assert_eq!(seen.counts(at(30), w), BTreeMap::from([(1, 2)]));
+        // a fetches version 2: counted there only.
+        seen.note("a.box.test", 2, at(40), w);
+        assert_eq!(seen.counts(at(50), w), BTreeMap::from([(1, 1), (2, 1)]));
+        // b is not seen again within the window: forgotten.
+        assert_eq!(seen.counts(at(320), w), BTreeMap::from([(2, 1)]));
+        assert_eq!(seen.counts(at(341), w), BTreeMap::new());
+    }
 
     #[test]
     fn if_none_match() {

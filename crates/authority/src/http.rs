@@ -485,9 +485,10 @@ fn fleet_document(
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         return method_not_allowed(FLEET_ALLOW);
     }
-    if let Err(r) = enrol::device_name(settings, device) {
-        return problem(r.status, r.code, r.title, &r.detail, None);
-    }
+    let name = match enrol::device_name(settings, device) {
+        Ok(name) => name,
+        Err(r) => return problem(r.status, r.code, r.title, &r.detail, None),
+    };
     let Some(doc) = app.fleet.current() else {
         return problem(
             StatusCode::NOT_FOUND,
@@ -504,6 +505,10 @@ fn fleet_document(
         .headers()
         .get(header::IF_NONE_MATCH)
         .is_some_and(|v| doc.matches(v.as_bytes()));
+    let window = app.snapshot().config.authority.fleet_window;
+    app.fleet
+        .seen
+        .note(&name, doc.version, Instant::now(), window);
     let mut resp = if unchanged {
         let mut r = Response::new(Body::default());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
@@ -614,6 +619,9 @@ pub fn metrics<B>(app: &App, req: &Request<B>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return method_not_allowed("GET, HEAD");
     }
+    let window = app.snapshot().config.authority.fleet_window;
+    app.metrics
+        .fleet_boxes(&app.fleet.seen.counts(Instant::now(), window));
     match app.metrics.encode() {
         Ok(text) => {
             let mut resp = json(

@@ -6,6 +6,7 @@ use crate::store::StoreError;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use std::time::Duration;
@@ -104,6 +105,12 @@ struct StoreErrorLabels {
     kind: &'static str,
 }
 
+/// A fleet document version: only versions this replica served within the window, so a few.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FleetLabels {
+    version: u64,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
     endpoint: &'static str,
@@ -123,6 +130,7 @@ pub struct Metrics {
     latency: Family<EndpointLabels, Histogram, fn() -> Histogram>,
     located: Family<LocateLabels, Counter>,
     cert_refused: Family<CertRefusalLabels, Counter>,
+    fleet_boxes: Family<FleetLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -169,7 +177,14 @@ impl Metrics {
             "Mutual-TLS handshakes that refused a device certificate, per reason",
             cert_refused.clone(),
         );
+        let fleet_boxes = Family::<FleetLabels, Gauge>::default();
+        registry.register(
+            "fleet_boxes",
+            "Boxes (device identities) whose last GET /v1/fleet within [authority] fleet_window_ms got this document version, at this replica",
+            fleet_boxes.clone(),
+        );
         Metrics {
+            fleet_boxes,
             cert_refused,
             located,
             registry,
@@ -220,6 +235,16 @@ impl Metrics {
             .inc();
     }
 
+    /// Sets the boxes per fleet document version (`fleet::Seen::counts`), before an encoding.
+    pub fn fleet_boxes(&self, counts: &std::collections::BTreeMap<u64, u64>) {
+        self.fleet_boxes.clear();
+        for (&version, &n) in counts {
+            self.fleet_boxes
+                .get_or_create(&FleetLabels { version })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
     /// The registry in OpenMetrics text (ends with `# EOF`), served with [`CONTENT_TYPE`].
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
@@ -241,8 +266,10 @@ mod tests {
         m.store_error("use_jti", &StoreError::Timeout(Duration::from_millis(500)));
         m.observe_latency("token", Duration::from_millis(3));
         m.device_certificate_refused(CertRefusal::revoked);
+        m.fleet_boxes(&std::collections::BTreeMap::from([(3, 7)]));
         let text = m.encode().expect("encode");
         for want in [
+            "boxapi_authority_fleet_boxes{version=\"3\"} 7",
             "# TYPE boxapi_authority_tokens_issued counter",
             "boxapi_authority_tokens_issued_total{tool=\"nperf\"} 2",
             "boxapi_authority_tokens_refused_total{tool=\"nperf\",reason=\"quota\"} 1",

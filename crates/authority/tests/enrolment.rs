@@ -1643,6 +1643,10 @@ struct FleetSetup {
     dir: PathBuf,
     root: boxapi_core::auth::jwk::PrivateJwk,
     dev: Device,
+    /// Another box.
+    dev_b: Device,
+    /// `[authority] metrics_listen`'s port.
+    metrics: u16,
 }
 
 impl FleetSetup {
@@ -1651,6 +1655,7 @@ impl FleetSetup {
         let dir = temp_dir(name);
         let pki = Pki::new(&dir);
         let dev = pki.device("dev-a", "device-ca", 10);
+        let dev_b = pki.device("dev-b", "device-ca", 11);
         let ca = dir.join("operator-ca.pem").display().to_string();
         write_config_for(
             &dir,
@@ -1672,11 +1677,27 @@ impl FleetSetup {
             signed::sign(&root, Self::registry(1).to_string().as_bytes()).unwrap(),
         )
         .unwrap();
-        let mut config = std::fs::read_to_string(dir.join("authority.toml")).unwrap();
+        let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut config = std::fs::read_to_string(dir.join("authority.toml"))
+            .unwrap()
+            .replace(
+                "[authority]\n",
+                &format!("[authority]\nmetrics_listen = \"127.0.0.1:{metrics}\"\nfleet_window_ms = 3000\n"),
+            );
         config += "\n[registry]\nfile = \"registry.jws\"\nroot_key = \"root.jwk\"\n";
         std::fs::write(dir.join("authority.toml"), &config).unwrap();
         std::fs::write(dir.join("base.toml"), config).unwrap();
-        FleetSetup { dir, root, dev }
+        FleetSetup {
+            dir,
+            root,
+            dev,
+            dev_b,
+            metrics,
+        }
     }
 
     fn registry(v: u64) -> Value {
@@ -1811,10 +1832,36 @@ fn the_fleet_document_is_published_and_served() {
     t.served(&auth, 2, &v2);
     assert_eq!(auth.control(r#"{"cmd": "resume"}"#)["ok"], true);
 
+    // How many boxes have each version: by device identity, each counted once for the version
+    // it fetched last within the window (3 s here).
+    let boxes = |auth: &Authority| auth.control(r#"{"cmd": "status"}"#)["fleet_boxes"].clone();
+    assert_eq!(boxes(&auth), json!({"2": 1}));
+    assert_eq!(
+        get_fleet(&auth, Some(&t.dev_b), Some("\"1\"")).status,
+        Some(200)
+    );
+    assert_eq!(boxes(&auth), json!({"2": 2}));
     let v3 = t.document("v3.jws", root, 3, "lifted later");
     assert_eq!(t.publish(&auth, sock, "v3.jws")["fleet_version"], 3);
     t.served(&auth, 3, &v3);
-    assert_eq!(auth.control(r#"{"cmd": "status"}"#)["fleet_version"], 3);
+    let status = auth.control(r#"{"cmd": "status"}"#);
+    assert_eq!(status["fleet_version"], 3);
+    assert_eq!(status["fleet_boxes"], json!({"2": 1, "3": 1}));
+    assert_eq!(status["fleet_window_ms"], 3000);
+    let metrics = Command::new("curl")
+        .args(["-sS", &format!("http://127.0.0.1:{}/metrics", t.metrics)])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    for want in [
+        "boxapi_authority_fleet_boxes{version=\"2\"} 1",
+        "boxapi_authority_fleet_boxes{version=\"3\"} 1",
+    ] {
+        assert!(metrics.contains(want), "{want} not in {metrics}");
+    }
+    // Not seen again within the window: no longer counted.
+    std::thread::sleep(Duration::from_millis(3100));
+    assert_eq!(boxes(&auth), json!({}));
     // Not a method for boxes to change anything with.
     let r = post(
         dir,
@@ -1869,6 +1916,7 @@ fn the_fleet_document_is_shared_by_replicas() {
         "\n[authority.store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{}/0\"\nkey_prefix = \"t:\"\n\n[enrolment]",
         redis.port
     );
+    let metrics_line = format!("metrics_listen = \"127.0.0.1:{}\"\n", t.metrics);
     let replica = |n: u32| {
         let replace = [
             ("state_dir = \"state\"", format!("state_dir = \"state{n}\"")),
@@ -1877,6 +1925,8 @@ fn the_fleet_document_is_shared_by_replicas() {
                 format!("control_socket = \"control{n}.sock\""),
             ),
             ("\n[enrolment]", store.clone()),
+            // One metrics listener is enough (the other test reads it).
+            (metrics_line.as_str(), String::new()),
         ];
         let replace: Vec<(&str, &str)> = replace.iter().map(|(a, b)| (*a, b.as_str())).collect();
         config_variant(dir, &format!("replica{n}.toml"), "", &replace);
