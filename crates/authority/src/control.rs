@@ -57,7 +57,11 @@ fn publish_fleet(app: &App, file: Option<String>) -> Value {
             .map_err(|e| StoreError::Protocol(e.to_string()))
             .and_then(|rt| rt.block_on(app.store.publish_fleet(new.version, &new.jws)))?;
         match shared {
-            FleetPublish::Published => app.fleet.install(&snap, new),
+            FleetPublish::Published => {
+                let version = new.version;
+                let state_dir = &snap.config.common.server.state_dir;
+                app.fleet.install(state_dir, new).map(|_| version)
+            }
             FleetPublish::Older(have) => Err(FleetError::Rollback {
                 have,
                 got: new.version,

@@ -112,6 +112,8 @@ impl Seen {
 #[derive(Default)]
 pub struct Fleet {
     current: RwLock<Option<Arc<Published>>>,
+    /// Held by [`Fleet::install`]: one check-and-write at a time.
+    installing: Mutex<()>,
     pub seen: Seen,
 }
 
@@ -176,24 +178,30 @@ impl Fleet {
         Ok(Some(new))
     }
 
-    /// Last step: keeps the document in `state_dir` (a failed write serves nothing new), then
-    /// serves it. Returns its version.
-    pub fn install(&self, snap: &Snapshot, new: Published) -> Result<u64, FleetError> {
-        let path = state_file(snap);
+    /// Last step: checked again against the document in force, as one step with the write (a
+    /// publish and a document from the store may arrive at once: the older must not win), keeps
+    /// the document in `state_dir` (a failed write serves nothing new), then serves it.
+    /// `None`: the same document is in force already.
+    pub fn install(&self, state_dir: &Path, new: Published) -> Result<Option<u64>, FleetError> {
+        let _one = self.installing.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(new) = self.newer(new)? else {
+            return Ok(None);
+        };
+        let path = state_dir.join(FILE);
         files::write_atomic(&path, &new.jws, 0o600)
             .map_err(|e| FleetError::Save(path, e.to_string()))?;
         let version = new.version;
         self.set(Arc::new(new));
-        Ok(version)
+        Ok(Some(version))
     }
 
     /// A document another replica published in the shared store: verified here too (the store
     /// is not trusted to forge nothing), installed when newer. `None`: not newer.
     pub fn adopt(&self, snap: &Snapshot, jws: &[u8]) -> Result<Option<u64>, FleetError> {
-        match self.newer(verified(snap, jws)?) {
-            Ok(Some(new)) => self.install(snap, new).map(Some),
-            Ok(None) | Err(FleetError::Rollback { .. }) => Ok(None),
-            Err(e) => Err(e),
+        let new = verified(snap, jws)?;
+        match self.install(&snap.config.common.server.state_dir, new) {
+            Err(FleetError::Rollback { .. }) => Ok(None),
+            other => other,
         }
     }
 }
@@ -231,6 +239,35 @@ fn verified(snap: &Snapshot, jws: &[u8]) -> Result<Published, FleetError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn published(version: u64, jws: &'static str) -> Published {
+        Published {
+            version,
+            jws: Bytes::from_static(jws.as_bytes()),
+        }
+    }
+
+    /// The check is made again with the write: an older document arriving second (a publish
+    /// checked before a newer one came from the store) never replaces the newer.
+    #[test]
+    fn install_never_goes_back() {
+        let dir = std::env::temp_dir().join(format!("boxapi-fleet-install-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fleet = Fleet::default();
+        assert_eq!(fleet.install(&dir, published(3, "c")).unwrap(), Some(3));
+        assert!(matches!(
+            fleet.install(&dir, published(2, "b")),
+            Err(FleetError::Rollback { have: 3, got: 2 })
+        ));
+        assert!(matches!(
+            fleet.install(&dir, published(3, "x")),
+            Err(FleetError::SameVersion(3))
+        ));
+        assert_eq!(fleet.install(&dir, published(3, "c")).unwrap(), None);
+        assert_eq!(fleet.current().unwrap().version, 3);
+        assert_eq!(std::fs::read(dir.join(FILE)).unwrap(), b"c");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn boxes_count_once_for_their_last_version_within_the_window() {
