@@ -181,6 +181,12 @@ fn parse_authority(
     let mut trusted_proxies = Vec::new();
     for p in s.strings("trusted_proxies") {
         match parse_prefix(&p) {
+            // "0.0.0.0/0", "::/0", "::ffff:0.0.0.0/96": every client's X-Forwarded-For believed
+            // and no client with a connection share (a typo, never a load balancer).
+            Some((addr, len)) if len == 0 || (addr.to_canonical().is_ipv4() && len <= 96 && addr.is_ipv6()) => s.problem(
+                "trusted_proxies",
+                format_args!("{p:?} would trust every client: name the load balancers' own addresses or prefixes"),
+            ),
             Some(prefix) => trusted_proxies.push(prefix),
             None => s.problem(
                 "trusted_proxies",
@@ -375,6 +381,33 @@ mod tests {
         ] {
             assert!(joined.contains(want), "missing {want:?} in\n{joined}");
         }
+    }
+
+    /// A prefix that holds every client makes every X-Forwarded-For believed and takes every
+    /// client's connection share away: refused (found by attack: "0.0.0.0/0" passed).
+    #[test]
+    fn trusted_proxies_that_trust_everyone_are_refused() {
+        for every in [
+            "0.0.0.0/0",
+            "::/0",
+            "::ffff:0.0.0.0/96",
+            "::ffff:0.0.0.0/90",
+        ] {
+            let text = format!(
+                "{GOOD}\n[authority]\nlisten = [\"0.0.0.0:443\"]\ntrusted_proxies = [\"10.0.0.0/24\", \"{every}\"]\n"
+            );
+            let joined = problems_of(&text).join("\n");
+            assert!(
+                joined.contains(&format!(
+                    "authority.trusted_proxies: \"{every}\" would trust every client"
+                )),
+                "{every}: {joined}"
+            );
+        }
+        let mapped = format!(
+            "{GOOD}\n[authority]\nlisten = [\"0.0.0.0:443\"]\ntrusted_proxies = [\"::ffff:10.0.0.0/104\", \"2001:db8::/32\"]\n"
+        );
+        assert!(problems_of(&mapped).is_empty());
     }
 
     /// The box's sections in the authority's file are mistakes, each named once; the listener
