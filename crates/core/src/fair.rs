@@ -2,7 +2,8 @@
 //! per terminal so that one host cannot take what the others need. At capacity, a terminal
 //! holding fewer slots than another takes one of that terminal's, the cheapest to lose first
 //! (contract §4 rev. 3): a silent handshake, a handshake, an idle connection, a request still
-//! arriving, a stream; an answer being prepared or written is never cut.
+//! arriving, a stream; an answer being prepared or written is never cut (a busy holder owes its
+//! slot after its answer). A new connection making progress keeps its slot for [`TENURE`].
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -26,6 +27,12 @@ pub const MIN_IDLE_AGE: Duration = Duration::from_millis(500);
 /// A connection closed to make room while an answer was still being written gets this long to
 /// finish it (servers shut such a connection down gracefully: no further request is read).
 pub const EVICTED_LINGER: Duration = Duration::from_secs(1);
+/// A new connection whose client is making progress (past a silent handshake) keeps its slot
+/// this long against other terminals: with more terminals than slots, each newcomer would
+/// otherwise take the youngest connection around, a probe's own, before it could be answered.
+pub const TENURE: Duration = Duration::from_millis(300);
+/// Newcomers of one terminal that may wait for room at once.
+pub const WAITING_PER_TERMINAL: usize = 2;
 /// How long a newcomer finding no room waits for some before it is closed.
 pub const PARK: Duration = Duration::from_secs(1);
 /// A waiting newcomer looks again this often (answers finish, connections change phase).
@@ -105,6 +112,9 @@ struct Entry {
     since: Instant,
     /// When it was admitted.
     admitted: Instant,
+    /// Its slot is owed to this terminal once the answer being prepared is handed over (a
+    /// terminal holding more, whose connections are all answering), until that instant.
+    owed_to: Option<(Terminal, Instant)>,
     /// Bytes arrived during the handshake (a client speaking TLS, not a socket held open).
     heard: bool,
     /// Told when this connection must close.
@@ -148,6 +158,10 @@ struct Table {
     /// Open connections by admission order.
     conns: BTreeMap<u64, Entry>,
     per_terminal: HashMap<Terminal, usize>,
+    /// Slots given up by an owing connection, kept for the terminal they were owed to, until.
+    reserved: Vec<(Terminal, Instant)>,
+    /// Newcomers waiting for room, per terminal.
+    waiting: HashMap<Terminal, usize>,
 }
 
 impl Table {
@@ -173,14 +187,14 @@ impl Table {
     /// Closes the cheapest connection that `of` accepts (given its terminal's count), costing at most `max_cost` and old
     /// enough by `ages`: the cheapest kind first, then the terminal holding the most, then the
     /// oldest in its phase (a stale half-open connection before a fresh one that is being set
-    /// up). True if one was closed.
+    /// up). The closed one's admission time, if one was closed.
     fn evict(
         &mut self,
         now: Instant,
         of: impl Fn(usize, u64, &Entry) -> bool,
         max_cost: u8,
         ages: Ages,
-    ) -> bool {
+    ) -> Option<Instant> {
         let victim = self
             .conns
             .iter()
@@ -196,14 +210,16 @@ impl Table {
                 let abrupt = matches!(e.phase, Phase::Handshake | Phase::Head | Phase::Body);
                 e.kick.abrupt.store(abrupt, Ordering::Relaxed);
                 e.kick.notify.notify_one();
-                true
+                Some(e.admitted)
             }
-            None => false,
+            None => None,
         }
     }
 
-    /// One of `t`'s own handshakes or idle connections old enough to be given up for its next one.
-    fn evict_own(&mut self, now: Instant, t: Terminal, spare: Option<u64>) -> bool {
+    /// One of `t`'s own handshakes or idle connections old enough to be given up for its next
+    /// one; its admission time, which the next one inherits (replacing its own connections does
+    /// not renew a terminal's tenure).
+    fn evict_own(&mut self, now: Instant, t: Terminal, spare: Option<u64>) -> Option<Instant> {
         let of = |_, id, e: &Entry| e.terminal == t && Some(id) != spare;
         self.evict(now, of, OWN, Ages::MIN)
     }
@@ -218,28 +234,68 @@ impl Table {
     /// went first (sixteen addresses with slow heads against eight slots kept a probe out).
     fn evict_for(&mut self, now: Instant, newcomer: Terminal) -> bool {
         let have = self.count(&newcomer);
-        if self.evict(now, |held, _, _| held > have, SILENT, Ages::ANY) {
+        if self
+            .evict(now, |held, _, _| held > have, SILENT, Ages::ANY)
+            .is_some()
+        {
             return true;
         }
-        // Per candidate terminal: whether it has a connection that may go, and its longest held.
-        // Its longest held slot: when admitted, then in which order (slots admitted at one
-        // instant are told apart by their admission order, never by a map's order).
-        let mut candidates: HashMap<Terminal, (bool, (Instant, u64))> = HashMap::new();
+        // Already owed a slot: it waits for it rather than take another.
+        let owed =
+            |e: &Entry| matches!(e.owed_to, Some((t, until)) if t == newcomer && until > now);
+        if self.conns.values().any(owed) {
+            return false;
+        }
+        let settled = |e: &Entry| now.duration_since(e.admitted) >= TENURE;
+        // Per candidate terminal: whether it has a connection that may go, whether one past its
+        // tenure is answering (and could owe its slot), and its longest held slot: when
+        // admitted, then in which order (never a map's order).
+        let mut candidates: HashMap<Terminal, (bool, bool, (Instant, u64))> = HashMap::new();
         for (id, e) in &self.conns {
             if self.count(&e.terminal) <= have {
                 continue;
             }
             let held = (e.admitted, *id);
-            let c = candidates.entry(e.terminal).or_insert((false, held));
-            c.0 |= cost(e).is_some();
-            c.1 = c.1.min(held);
+            let c = candidates.entry(e.terminal).or_insert((false, false, held));
+            c.0 |= cost(e).is_some() && settled(e);
+            c.1 |= e.phase == Phase::Busy && settled(e) && e.owed_to.is_none();
+            c.2 = c.2.min(held);
         }
-        let victim = candidates
+        let Some((victim, may_go)) = candidates
             .into_iter()
-            .filter(|(_, (may_go, _))| *may_go)
-            .max_by_key(|(t, (_, held_since))| (self.count(t), Reverse(*held_since)))
-            .map(|(t, _)| t);
-        victim.is_some_and(|t| self.evict(now, |_, _, e| e.terminal == t, ANY, Ages::ANY))
+            .filter(|(_, (may_go, may_owe, _))| *may_go || *may_owe)
+            .max_by_key(|(t, (_, _, held_since))| (self.count(t), Reverse(*held_since)))
+            .map(|(t, (may_go, _, _))| (t, may_go))
+        else {
+            return false;
+        };
+        if may_go {
+            return self
+                .evict(
+                    now,
+                    |_, _, e| e.terminal == victim && settled(e),
+                    ANY,
+                    Ages::ANY,
+                )
+                .is_some();
+        }
+        // All of its connections are answering: the longest held owes its slot after its answer.
+        if let Some(e) = self.conns.values_mut().find(|e| {
+            e.terminal == victim
+                && e.phase == Phase::Busy
+                && e.owed_to.is_none()
+                && now.duration_since(e.admitted) >= TENURE
+        }) {
+            e.owed_to = Some((newcomer, now + PARK));
+        }
+        false
+    }
+
+    /// Reservations still standing (expired ones dropped), and whether `t` holds one.
+    fn reservations(&mut self, now: Instant, t: &Terminal) -> (usize, Option<usize>) {
+        self.reserved.retain(|(_, until)| *until > now);
+        let mine = self.reserved.iter().position(|(r, _)| r == t);
+        (self.reserved.len(), mine)
     }
 
     /// Closes what a terminal holds beyond its share (handshakes, idle connections and requests
@@ -253,7 +309,9 @@ impl Table {
             .collect();
         for t in over {
             while self.over_share(&t, 0)
-                && self.evict(now, |_, _, e| e.terminal == t, SHED, Ages::ANY)
+                && self
+                    .evict(now, |_, _, e| e.terminal == t, SHED, Ages::ANY)
+                    .is_some()
             {}
         }
     }
@@ -323,6 +381,8 @@ impl Slots {
                 next: 0,
                 conns: BTreeMap::new(),
                 per_terminal: HashMap::new(),
+                reserved: Vec::new(),
+                waiting: HashMap::new(),
             }),
             room: Notify::new(),
             empty: Notify::new(),
@@ -359,11 +419,13 @@ impl Slots {
         if self.closing.load(Ordering::Relaxed) {
             return None;
         }
+        let (reserved, mine) = t.reservations(now, &terminal);
+        let mut admitted = now;
         if t.over_share(&terminal, 1) {
-            if !t.evict_own(now, terminal, None) {
-                return None;
-            }
-        } else if t.conns.len() >= t.limit && !t.evict_for(now, terminal) {
+            admitted = t.evict_own(now, terminal, None)?;
+        } else if let Some(i) = mine.filter(|_| t.conns.len() < t.limit) {
+            t.reserved.swap_remove(i);
+        } else if t.conns.len() + reserved >= t.limit && !t.evict_for(now, terminal) {
             return None;
         }
         let id = t.next;
@@ -378,7 +440,8 @@ impl Slots {
                 terminal,
                 phase: Phase::Handshake,
                 since: now,
-                admitted: now,
+                admitted,
+                owed_to: None,
                 heard: false,
                 kick: kick.clone(),
             },
@@ -394,17 +457,25 @@ impl Slots {
     }
 
     /// Admits a connection of `terminal`, waiting up to [`PARK`] for room if there is none now
-    /// (a slot freed, or a connection aging into evictability). `None`: close it unanswered.
-    /// At most four times `max_connections` newcomers wait at once; beyond that they are closed
-    /// at once. A newcomer is never queued behind others: whoever finds room first gets it.
+    /// (a slot freed or owed to it, or a connection aging into evictability). `None`: close it
+    /// unanswered. Each terminal has at most [`WAITING_PER_TERMINAL`] newcomers waiting, and all
+    /// together at most eight times `max_connections`; beyond that they are closed at once (one
+    /// terminal opening connections without end cannot fill the waiting room for the others).
+    /// A newcomer is never queued behind others: whoever finds room first gets it.
     pub async fn admit(self: &Arc<Self>, terminal: Terminal) -> Option<Slot> {
         if let Some(s) = self.try_admit(terminal) {
             return Some(s);
         }
-        let limit = self.lock().limit;
-        if self.parked.fetch_add(1, Ordering::Relaxed) >= limit.saturating_mul(4) {
-            self.parked.fetch_sub(1, Ordering::Relaxed);
-            return None;
+        {
+            let mut t = self.lock();
+            let mine = t.waiting.get(&terminal).copied().unwrap_or(0);
+            if mine >= WAITING_PER_TERMINAL
+                || self.parked.load(Ordering::Relaxed) >= t.limit.saturating_mul(8)
+            {
+                return None;
+            }
+            *t.waiting.entry(terminal).or_insert(0) += 1;
+            self.parked.fetch_add(1, Ordering::Relaxed);
         }
         let until = Instant::now() + PARK;
         let mut got = None;
@@ -413,6 +484,13 @@ impl Slots {
             got = self.try_admit(terminal);
             if got.is_some() || self.closing.load(Ordering::Relaxed) {
                 break;
+            }
+        }
+        let mut t = self.lock();
+        if let Some(n) = t.waiting.get_mut(&terminal) {
+            *n -= 1;
+            if *n == 0 {
+                t.waiting.remove(&terminal);
             }
         }
         self.parked.fetch_sub(1, Ordering::Relaxed);
@@ -470,6 +548,19 @@ impl Slot {
         if phase == Phase::Idle {
             // Under the lock, after the phase: the next byte read is its next head's.
             self.quiet.store(true, Ordering::Relaxed);
+        }
+        let owed = e.owed_to.take().filter(|(_, until)| *until > e.since);
+        if let (Phase::Idle, Some((to, _))) = (phase, owed) {
+            // Its answer is handed over (hyper finishes writing it): the slot goes to the
+            // terminal it was owed to, which is waiting for it.
+            let now = Instant::now();
+            if let Some(e) = t.remove(self.id) {
+                e.kick.notify.notify_one();
+            }
+            t.reserved.push((to, now + PARK));
+            drop(t);
+            self.slots.room.notify_waiters();
+            return;
         }
         let terminal = e.terminal;
         if phase == Phase::Idle && t.over_share(&terminal, 0) {
@@ -551,7 +642,10 @@ impl Slot {
         if old == terminal {
             return true;
         }
-        if t.over_share(&terminal, 1) && !t.evict_own(Instant::now(), terminal, Some(self.id)) {
+        if t.over_share(&terminal, 1)
+            && t.evict_own(Instant::now(), terminal, Some(self.id))
+                .is_none()
+        {
             return false;
         }
         if let Some(e) = t.remove(self.id) {
@@ -844,6 +938,8 @@ mod tests {
         // body arriving cost the same: the one longer in its phase goes first (the head), not
         // the one admitted first.
         let order = [&silent, &heard, &idle, &head, &body, &stream];
+        // Past their tenure: young connections whose clients make progress are kept.
+        tokio::time::advance(TENURE).await;
         let mut newcomers = Vec::new();
         for (i, victim) in order.iter().enumerate() {
             let n = s.try_admit(v4(10 + i as u8)).expect("room made");
@@ -883,6 +979,36 @@ mod tests {
         assert!(n.phase().is_none(), "the silent handshake went");
         assert!(fresh.phase().is_some());
         drop((other, fresh, n, n5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_young_connection_keeps_its_slot_and_a_busy_holder_owes_one() {
+        let s = Slots::new(2, 2);
+        let a = s.try_admit(v4(1)).unwrap();
+        a.set_phase(Phase::Busy);
+        let young = s.try_admit(v4(2)).unwrap();
+        young.heard();
+        // The newcomer finds a young handshake making progress and an answer under way.
+        assert!(
+            s.try_admit(v4(3)).is_none(),
+            "young and busy: nothing taken"
+        );
+        assert!(young.phase().is_some());
+        tokio::time::advance(TENURE).await;
+        // Past the tenure, v4(1)'s answer is owed: nothing taken now, its slot after the answer.
+        // v4(2)'s handshake is as old: the longest held (v4(1)) gives way first.
+        assert!(s.try_admit(v4(3)).is_none());
+        a.set_phase(Phase::Idle);
+        assert!(a.phase().is_none(), "it gave its slot up after its answer");
+        assert!(!a.abrupt(), "its answer is finished");
+        // Reserved for v4(3): another newcomer does not get it, it takes v4(2)'s old handshake.
+        let d = s.try_admit(v4(4)).expect("room from v4(2)");
+        assert!(young.phase().is_none());
+        let c = s.try_admit(v4(3)).expect("the slot owed to it");
+        d.heard();
+        c.heard();
+        assert!(s.try_admit(v4(5)).is_none(), "both slots young and heard");
+        drop((a, young, c, d));
     }
 
     #[tokio::test(start_paused = true)]
@@ -960,6 +1086,7 @@ mod tests {
                 held.push(c);
             }
         }
+        tokio::time::advance(TENURE).await;
         // Full, each at its share: the biggest holders give way, one slot at a time, to the
         // terminal holding fewer, whatever the age of their connections.
         let fifth = s.try_admit(v4(5)).expect("a fifth terminal gets in");
@@ -1017,6 +1144,7 @@ mod tests {
                 c
             })
             .collect();
+        tokio::time::advance(TENURE).await;
         let fifth = s
             .try_admit(v4(5))
             .expect("a terminal holding nothing gets in");
