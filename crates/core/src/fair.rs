@@ -31,8 +31,6 @@ pub const EVICTED_LINGER: Duration = Duration::from_secs(1);
 /// this long against other terminals: with more terminals than slots, each newcomer would
 /// otherwise take the youngest connection around, a probe's own, before it could be answered.
 pub const TENURE: Duration = Duration::from_millis(300);
-/// Newcomers of one terminal that may wait for room at once.
-pub const WAITING_PER_TERMINAL: usize = 2;
 /// How long a newcomer finding no room waits for some before it is closed.
 pub const PARK: Duration = Duration::from_secs(1);
 /// A waiting newcomer looks again this often (answers finish, connections change phase).
@@ -458,8 +456,8 @@ impl Slots {
 
     /// Admits a connection of `terminal`, waiting up to [`PARK`] for room if there is none now
     /// (a slot freed or owed to it, or a connection aging into evictability). `None`: close it
-    /// unanswered. Each terminal has at most [`WAITING_PER_TERMINAL`] newcomers waiting, and all
-    /// together at most eight times `max_connections`; beyond that they are closed at once (one
+    /// unanswered. Each terminal has at most its share of newcomers waiting, and all together
+    /// at most eight times `max_connections`; beyond that they are closed at once (one
     /// terminal opening connections without end cannot fill the waiting room for the others).
     /// A newcomer is never queued behind others: whoever finds room first gets it.
     pub async fn admit(self: &Arc<Self>, terminal: Terminal) -> Option<Slot> {
@@ -469,9 +467,7 @@ impl Slots {
         {
             let mut t = self.lock();
             let mine = t.waiting.get(&terminal).copied().unwrap_or(0);
-            if mine >= WAITING_PER_TERMINAL
-                || self.parked.load(Ordering::Relaxed) >= t.limit.saturating_mul(8)
-            {
+            if mine >= t.share || self.parked.load(Ordering::Relaxed) >= t.limit.saturating_mul(8) {
                 return None;
             }
             *t.waiting.entry(terminal).or_insert(0) += 1;
