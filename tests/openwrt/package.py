@@ -26,9 +26,10 @@ def defined_functions(text):
     return names
 
 
-def postinst(makefile):
-    """The Makefile's Package/boxapi/postinst, as the shell script opkg runs ($$ is make's $)."""
-    m = re.search(r"^define Package/boxapi/postinst\n(.*?)^endef", makefile, re.M | re.S)
+def hook(makefile, name):
+    """The Makefile's Package/boxapi/<name> (postinst, postrm), as the shell script opkg runs
+    ($$ is make's $)."""
+    m = re.search(rf"^define Package/boxapi/{name}\n(.*?)^endef", makefile, re.M | re.S)
     return m.group(1).replace("$$", "$") if m else None
 
 
@@ -40,14 +41,16 @@ def checks(run, check, prefix, src, pkg, work):
 
     def shellcheck():
         check(shutil.which("shellcheck"), "shellcheck is missing (make deps)")
-        script = os.path.join(work, "postinst.sh")
-        text = postinst(makefile)
-        check(text, "the Makefile has no Package/boxapi/postinst")
-        with open(script, "w") as f:
-            f.write(text)
+        scripts = []
+        for name in ("postinst", "postrm"):
+            text = hook(makefile, name)
+            check(text, f"the Makefile has no Package/boxapi/{name}")
+            scripts.append(os.path.join(work, f"{name}.sh"))
+            with open(scripts[-1], "w") as f:
+                f.write(text)
         # OpenWrt's /bin/sh is busybox ash: checked as POSIX sh (shellcheck has no ash dialect).
         targets = [init, os.path.join(files, "boxapi.rpcd"),
-                   os.path.join(files, "boxapi.uci-defaults"), script,
+                   os.path.join(files, "boxapi.uci-defaults"), *scripts,
                    os.path.join(os.path.dirname(os.path.abspath(__file__)), "run.sh")]
         r = subprocess.run(["shellcheck", "-s", "sh"] + targets[:-1], capture_output=True, text=True)
         check(r.returncode == 0, "shellcheck -s sh:\n" + r.stdout + r.stderr)
@@ -64,8 +67,20 @@ def checks(run, check, prefix, src, pkg, work):
         check(re.search(r"^service_triggers\(\) {\n\tprocd_add_reload_trigger ", init_text, re.M)
               or "# No service_triggers:" in init_text,
               "no service_triggers with a reload trigger, and no stated reason ('# No service_triggers:')")
-        check("/etc/config/boxapi" in makefile or "# Not /etc/config/boxapi:" in makefile,
-              "no /etc/config/boxapi, and no stated reason ('# Not /etc/config/boxapi:')")
+        # An installed uci config, or the stated reason (the reason's own words name the path,
+        # so the path alone proves nothing).
+        check(re.search(r"\$\(1\)/etc/config/boxapi\b", makefile)
+              or "# Not /etc/config/boxapi:" in makefile,
+              "no /etc/config/boxapi installed, and no stated reason ('# Not /etc/config/boxapi:')")
+        # LuCI caches its menu index and modules in /tmp: the new menu entry shows only once
+        # they are cleared (luci.mk's postinst does it); rpcd forgets a removed plugin on reload.
+        for name, needles in (("postinst", ("/tmp/luci-indexcache", "/tmp/luci-modulecache",
+                                             "/etc/init.d/rpcd reload")),
+                              ("postrm", ("/etc/init.d/rpcd reload",))):
+            body = hook(makefile, name)
+            check(body is not None, f"the Makefile defines no Package/boxapi/{name}")
+            for n in needles:
+                check(body is not None and n in body, f"{name} does not {n}")
         for needle, what in [
             ("include $(TOPDIR)/rules.mk", "rules.mk"),
             ("include $(INCLUDE_DIR)/package.mk", "package.mk"),
@@ -158,6 +173,6 @@ reload_service
         check(svc["instances"]["instance1"]["respawn"] == ["60", "60", "0"],
               f"enrolling respawn: {svc['instances']['instance1']['respawn']}")
 
-    run("package: shellcheck on the init script, rpcd plugin, uci-defaults, postinst", shellcheck)
+    run("package: shellcheck on the init script, rpcd plugin, uci-defaults, postinst, postrm", shellcheck)
     run("package: OpenWrt conventions (Makefile installs, conffiles, USE_PROCD, LuCI menu)", conventions)
     run("package: the init script under procd's own procd.sh (calls, argument shapes, triggers)", procd)
