@@ -102,7 +102,7 @@ pub const CTL: Cmd = Cmd {
             }],
             ..cmd(
                 "publish-fleet",
-                "Authority: serve this signed fleet document to every box (boxapi fleet sign)",
+                "Authority: serve this signed fleet document",
             )
         },
         // For the OpenWrt rpcd plugin: run METHOD with its JSON arguments read on stdin and

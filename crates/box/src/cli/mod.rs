@@ -97,20 +97,20 @@ static BOXAPI: Cmd = Cmd {
                     opts: &[opt("key", ""), opt("in", ""), opt("out", "")],
                     ..cmd(
                         "sign",
-                        "Sign a fleet document (JSON: {\"version\": N, \"tools\": [...], \"restriction\": {...} or null}) with the operator's registry root key",
+                        "Sign a fleet document (registry + restriction) with the registry root key",
                     )
                 },
                 Cmd {
                     opts: &[opt("key", ""), opt("in", "")],
                     ..cmd(
                         "verify",
-                        "Verify a signed fleet document with the operator's registry root public key; print its content",
+                        "Verify a signed fleet document; print it",
                     )
                 },
             ],
             ..cmd(
                 "fleet",
-                "Operator tooling for the signed fleet document the authority serves to every box",
+                "The operator's signed fleet document",
             )
         },
     ],
@@ -151,17 +151,13 @@ fn run(m: &Matches) -> Result<i32, i32> {
             m.parsed("ttl", "")?,
         ),
         "ctl" => ctl::run(ctl::args(m)?),
-        "fleet" => signed_document(
+        "fleet" => fleet_document(
             m.command(2) == "sign",
             [&path("key"), &path("in"), &path("out")],
-            boxapi_core::auth::fleet::sign,
-            |k, j| boxapi_core::auth::fleet::verify(k, j).map(|d| fleet_summary(&d)),
         ),
-        _ => signed_document(
+        _ => registry_document(
             m.command(2) == "sign",
             [&path("key"), &path("in"), &path("out")],
-            boxapi_core::auth::signed::sign,
-            |k, j| boxapi_core::auth::signed::verify(k, j).map(|r| registry_summary(&r)),
         ),
     })
 }
@@ -430,6 +426,7 @@ fn token(key: &Path, tool: &str, scope: &str, aud: &str, iss: &str, ttl: u64) ->
 }
 
 /// `registry verify`'s line: the version and the tools.
+#[cfg(feature = "operator-tools")]
 fn registry_summary(r: &boxapi_core::auth::signed::SignedRegistry) -> String {
     let ids: Vec<&str> = r.tools.iter().map(|(t, _)| t.id.as_str()).collect();
     format!(
@@ -440,7 +437,33 @@ fn registry_summary(r: &boxapi_core::auth::signed::SignedRegistry) -> String {
     )
 }
 
+/// `registry sign|verify` and `fleet sign|verify`: the operator's tooling, left out of the
+/// boxes' builds (feature "operator-tools", on by default; a box only reads these documents).
+#[cfg(feature = "operator-tools")]
+fn registry_document(sign: bool, paths: [&Path; 3]) -> i32 {
+    signed_document(sign, paths, boxapi_core::auth::signed::sign, |k, j| {
+        boxapi_core::auth::signed::verify(k, j).map(|r| registry_summary(&r))
+    })
+}
+
+#[cfg(feature = "operator-tools")]
+fn fleet_document(sign: bool, paths: [&Path; 3]) -> i32 {
+    signed_document(sign, paths, boxapi_core::auth::fleet::sign, |k, j| {
+        boxapi_core::auth::fleet::verify(k, j).map(|d| fleet_summary(&d))
+    })
+}
+
+#[cfg(not(feature = "operator-tools"))]
+fn registry_document(_sign: bool, _paths: [&Path; 3]) -> i32 {
+    eprintln!("not in this build of boxapi (feature operator-tools): use a host build");
+    EXIT_USAGE
+}
+
+#[cfg(not(feature = "operator-tools"))]
+use registry_document as fleet_document;
+
 /// `fleet verify`'s line: the registry's, then the restriction.
+#[cfg(feature = "operator-tools")]
 fn fleet_summary(d: &boxapi_core::auth::fleet::FleetDocument) -> String {
     let restriction = match &d.restriction {
         None => "no restriction".to_owned(),
@@ -467,6 +490,7 @@ fn fleet_summary(d: &boxapi_core::auth::fleet::FleetDocument) -> String {
 
 /// `registry sign` or `fleet sign` (`sign`), or their `verify`: `[key, in, out]` (`out` unused
 /// by `verify`), the document's signer and its verifier returning the line to print.
+#[cfg(feature = "operator-tools")]
 fn signed_document(
     sign: bool,
     [key, input, out]: [&Path; 3],
