@@ -32,8 +32,11 @@ pub struct App {
     /// The terminals with a counters stream open (one each).
     pub streams: Arc<crate::streams::Streams>,
     /// The listeners open now (the server loop and `ctl enable` both open them).
-    listeners: Mutex<BTreeMap<Endpoint, Active>>,
+    listeners: Mutex<Listeners>,
 }
+
+/// The listeners open now, by endpoint.
+pub(crate) type Listeners = BTreeMap<Endpoint, Active>;
 
 /// A listener being served: its address and its accept loop (the server loop starts and stops
 /// them; `App` keeps the set, which `ctl enable` changes too).
@@ -114,7 +117,7 @@ impl App {
         self.current.get()
     }
 
-    pub(crate) fn listeners(&self) -> MutexGuard<'_, BTreeMap<Endpoint, Active>> {
+    pub(crate) fn listeners(&self) -> MutexGuard<'_, Listeners> {
         self.listeners.lock().unwrap_or_else(|p| p.into_inner())
     }
 

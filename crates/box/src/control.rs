@@ -148,8 +148,11 @@ fn date(t: Option<i64>) -> Value {
 /// capability, an address in use) is the command's failure, with nothing changed. An interface
 /// address that is not usable yet (a tentative IPv6 address) is not a failure: it is retried.
 fn enable(app: &Arc<App>) -> Value {
+    // Held to the state change: the server loop's pass, which reads the mode under this lock,
+    // would otherwise close as still disabled what this has just opened.
+    let mut active = app.listeners();
     if app.control.mode() == Mode::Disabled {
-        let failed: Vec<String> = crate::server::reconcile(app, &app.endpoints())
+        let failed: Vec<String> = crate::server::reconcile(app, &mut active, &app.endpoints())
             .into_iter()
             .filter(|(ep, e)| {
                 ep.device.is_none() || e.kind() != std::io::ErrorKind::AddrNotAvailable
@@ -158,7 +161,7 @@ fn enable(app: &Arc<App>) -> Value {
             .collect();
         if !failed.is_empty() {
             // Still disabled: close whatever this attempt opened.
-            let _ = crate::server::reconcile(app, &app.desired_endpoints());
+            let _ = crate::server::reconcile(app, &mut active, &app.desired_endpoints());
             log::event("enable_failed", &[("error", &failed.join("; "))]);
             return json!({ "ok": false, "error": format!("cannot listen, still disabled: {}", failed.join("; ")), "problems": failed });
         }

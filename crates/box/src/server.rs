@@ -1,7 +1,7 @@
 //! The daemon's event loop: listeners opened and closed as LAN addresses and the control state
 //! change, and each connection's life: its slot (a fair share per terminal, `boxapi_core::fair`),
 //! its deadlines, the facts about its terminal (found once), and hyper serving it.
-use crate::app::{Active, App};
+use crate::app::{Active, App, Listeners};
 use crate::card::sys::Client;
 use crate::http::{self, ConnInfo};
 use crate::lan::{self, Endpoint};
@@ -64,8 +64,11 @@ pub type Bound = Vec<(Endpoint, TcpListener)>;
 /// Serves until `shutdown` completes. `listeners` are already bound (tests bind port 0); further
 /// listeners are opened and closed as interface addresses and the control state change.
 pub async fn run(app: Arc<App>, listeners: Bound, shutdown: impl Future<Output = ()>) {
-    for (ep, l) in listeners {
-        start_listener(&app, ep, l);
+    {
+        let mut active = app.listeners();
+        for (ep, l) in listeners {
+            start_listener(&app, &mut active, ep, l);
+        }
     }
     let mut state_changes = app.control.subscribe();
     tokio::pin!(shutdown);
@@ -79,8 +82,11 @@ pub async fn run(app: Arc<App>, listeners: Bound, shutdown: impl Future<Output =
         // Reading interface addresses (getifaddrs) is a netlink round trip: off the runtime.
         let app2 = app.clone();
         let _ = tokio::task::spawn_blocking(move || {
+            // The mode is read under the listeners' lock, which `ctl enable` holds from its binds
+            // to the state change: this pass never closes, as still disabled, what enable opened.
+            let mut active = app2.listeners();
             let desired = app2.desired_endpoints();
-            for (ep, e) in reconcile(&app2, &desired) {
+            for (ep, e) in reconcile(&app2, &mut active, &desired) {
                 bind_error(&ep, &e);
             }
         })
@@ -92,7 +98,7 @@ pub async fn run(app: Arc<App>, listeners: Bound, shutdown: impl Future<Output =
     conn::drain(&app.slots).await;
 }
 
-fn start_listener(app: &Arc<App>, ep: Endpoint, l: TcpListener) {
+fn start_listener(app: &Arc<App>, active: &mut Listeners, ep: Endpoint, l: TcpListener) {
     let local = l.local_addr().unwrap_or(ep.addr);
     let dev = ep.device.clone().unwrap_or_default();
     log::event(
@@ -100,34 +106,33 @@ fn start_listener(app: &Arc<App>, ep: Endpoint, l: TcpListener) {
         &[("addr", &local.to_string()), ("device", &dev)],
     );
     let task = tokio::spawn(accept_loop(app.clone(), l));
-    app.listeners().insert(ep, Active { local, task });
+    active.insert(ep, Active { local, task });
 }
 
 /// Opens listeners for the `desired` endpoints not yet open and closes those not desired (an
 /// address that went away, or the API disabled). Returns the endpoints that could not be bound
 /// (a fresh IPv6 address may still be tentative: the next poll tries again). Must run inside the
 /// runtime (a blocking thread is fine).
-pub(crate) fn reconcile(app: &Arc<App>, desired: &[Endpoint]) -> Vec<(Endpoint, std::io::Error)> {
-    let gone: Vec<Active> = {
-        let mut active = app.listeners();
-        let keys: Vec<Endpoint> = active
-            .keys()
-            .filter(|ep| !desired.contains(ep))
-            .cloned()
-            .collect();
-        keys.iter().filter_map(|k| active.remove(k)).collect()
-    };
-    for a in gone {
-        a.task.abort();
-        log::event("closed", &[("addr", &a.local.to_string())]);
-    }
+pub(crate) fn reconcile(
+    app: &Arc<App>,
+    active: &mut Listeners,
+    desired: &[Endpoint],
+) -> Vec<(Endpoint, std::io::Error)> {
+    active.retain(|ep, a| {
+        let keep = desired.contains(ep);
+        if !keep {
+            a.task.abort();
+            log::event("closed", &[("addr", &a.local.to_string())]);
+        }
+        keep
+    });
     let mut failed = Vec::new();
     for ep in desired {
-        if app.listeners().contains_key(ep) {
+        if active.contains_key(ep) {
             continue;
         }
         match lan::bind(ep) {
-            Ok(l) => start_listener(app, ep.clone(), l),
+            Ok(l) => start_listener(app, active, ep.clone(), l),
             Err(e) => failed.push((ep.clone(), e)),
         }
     }

@@ -2,7 +2,7 @@
 mod common;
 use common::*;
 use serde_json::Value;
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::process::Command;
@@ -1098,4 +1098,46 @@ fn ctl_publish_fleet_sends_an_absolute_path() {
         sent,
         serde_json::json!({"cmd": "publish_fleet", "file": dir.join("fleet.jws").to_str().unwrap()})
     );
+}
+
+/// `ctl enable` answers ok only once the API listens, and it keeps listening: the server loop's
+/// periodic pass (here every 100 ms) must not close, between the bind and the state change, the
+/// listeners enable just opened (a client connecting right after "ok" could be refused, and a
+/// failed rebind went unreported). Each listener is closed once per disable, never more.
+#[test]
+fn enable_listens_from_its_ok_on() {
+    let port = free_port();
+    let dir = temp_dir("enablerace");
+    let text = config(&dir, "interface_poll_ms = 100\n", "")
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    std::fs::write(dir.join("boxapi.toml"), &text).unwrap();
+    let d = Daemon::start_in(dir, &[]);
+    let line = |cmd: &str| {
+        let mut s = UnixStream::connect(d.dir.join("control.sock")).unwrap();
+        s.write_all(format!("{{\"cmd\": \"{cmd}\"}}\n").as_bytes())
+            .unwrap();
+        let mut reply = String::new();
+        std::io::BufReader::new(s).read_line(&mut reply).unwrap();
+        assert!(reply.contains("\"ok\":true"), "{cmd}: {reply}");
+    };
+    let closed = || d.log_text().matches("\"event\":\"closed\"").count();
+    let rounds = 40;
+    let mut refused = 0;
+    for round in 1..=rounds {
+        line("disable");
+        // Closed and its port released (the accept task is dropped after the "closed" line).
+        assert!(wait_for(Duration::from_secs(3), || closed() >= round
+            && std::net::TcpStream::connect(d.addr).is_err()));
+        line("enable");
+        // Across the loop's next passes.
+        for _ in 0..12 {
+            if std::net::TcpStream::connect(d.addr).is_err() {
+                refused += 1;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    assert_eq!(refused, 0, "refused right after enable said ok");
+    assert_eq!(closed(), rounds, "listeners closed behind enable's back");
 }
