@@ -23,6 +23,14 @@ venv=${BOXAPI_E2E_VENV:-$HOME/.cache/boxapi-e2e-venv}
 
 (cd "$root" && cargo build --release --locked -q)
 BOX=$root/target/release/boxapi
+status=0
+
+# The tools' client library (clients/js): its unit tests, and the real box and authority
+# verifying what it minted (node --test; the daemons are the release build just made).
+echo "== boxapi-client (node --test)"
+(cd "$root/clients/js" && BOXAPI_TARGET=$root/target/release node --test --test-concurrency=1 --test-reporter=spec test/) \
+    >"$OUT/client-js.txt" 2>&1 || status=1
+grep -E '^(ℹ|✖)' "$OUT/client-js.txt" || tail -20 "$OUT/client-js.txt"
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -86,7 +94,6 @@ for port in $BOX_PORT $BOX2_PORT 8000 8001 8002; do
     for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 token=$("$BOX" token --key "$work/keys/demo.private.jwk" --tool demo --scope "access counters" --aud https://boxapi.demo --iss https://boxapi.demo/issuer)
-status=0
 
 echo "== Playwright + Chromium"
 # A browser profile (HOME) whose NSS database trusts the test CA.

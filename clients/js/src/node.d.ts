@@ -1,0 +1,45 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+export * from "./errors.js";
+
+/** A private JWK as `boxapi keygen` writes it (EC P-256 or OKP Ed25519, with `d` and `kid`). */
+export interface PrivateJwk {
+  kty: "EC" | "OKP";
+  crv: "P-256" | "Ed25519";
+  kid: string;
+  d: string;
+  alg?: "ES256" | "EdDSA";
+  [member: string]: unknown;
+}
+
+export function mintAssertion(options: { jwk: PrivateJwk; toolId: string; audience: string; lifetime?: number; now?: number }): Promise<string>;
+
+export interface TokenResponse {
+  access_token: string;
+  token_type: "Bearer";
+  expires_in: number;
+  scope: string;
+  box_url?: string;
+}
+
+export interface ToolOptions {
+  id: string;
+  key: PrivateJwk;
+  /** Origins of the authorities this backend sends assertions to ("https://auth.isp.example"). */
+  authorities?: string[];
+  /** Scopes to ask for (default: all the tool is registered for). */
+  scope?: string;
+  fetch?: typeof fetch;
+}
+
+export class Tool {
+  constructor(options: ToolOptions);
+  static fromFile(path: string, options: Omit<ToolOptions, "key">): Promise<Tool>;
+  readonly id: string;
+  assertion(audience: string): Promise<string>;
+  /** POST {authority}/v1/token from this server; refuses an authority not on the allow-list (Refused, code authority_not_allowed). */
+  centralToken(tokenEndpoint: string, options?: { scope?: string }): Promise<TokenResponse>;
+  /** The answer to the page's request ({ mode, token_endpoint }). */
+  answer(request: { mode: "box" | "central"; token_endpoint: string }): Promise<TokenResponse | { assertion: string }>;
+  /** The backend route for node:http: authenticate your user's session first. */
+  handle(req: IncomingMessage, res: ServerResponse): Promise<void>;
+}

@@ -1,0 +1,156 @@
+// boxapi-client/node, the tool backend's part: client assertions (RFC 7523) signed with the tool's
+// private JWK, central tokens from an allow-listed authority, and the one route a page's
+// `connect({ backend })` calls. node:crypto only, no dependency.
+import { createPrivateKey, randomBytes, sign } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { BoxApiError, Refused, RetryAfter, errorFromResponse } from "./errors.js";
+
+export * from "./errors.js";
+
+const ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+const TOKEN_PATH = "/v1/token";
+/** The boxes and the authority refuse an assertion that lives longer than 5 minutes; one request needs far less. */
+const ASSERTION_LIFETIME = 60;
+/** The page's request to the backend route is a small JSON object. */
+const MAX_REQUEST = 4096;
+
+const b64u = (bytes) => Buffer.from(bytes).toString("base64url");
+
+function algorithmOf(jwk) {
+  if (jwk.alg) return jwk.alg;
+  if (jwk.kty === "EC" && jwk.crv === "P-256") return "ES256";
+  if (jwk.kty === "OKP" && jwk.crv === "Ed25519") return "EdDSA";
+  throw new TypeError(`a tool key is ES256 (EC P-256) or EdDSA (Ed25519), not ${jwk.kty}/${jwk.crv}`);
+}
+
+/**
+ * A client assertion: a JWT signed with the tool's private JWK, `iss` = `sub` = the tool id, `aud`
+ * = the token endpoint it is for, single use (`jti`), valid `lifetime` seconds (at most 300).
+ */
+export async function mintAssertion({ jwk, toolId, audience, lifetime = ASSERTION_LIFETIME, now = Math.floor(Date.now() / 1000) }) {
+  if (!jwk?.d) throw new TypeError("mintAssertion needs the tool's private JWK (with d)");
+  if (!toolId || !audience) throw new TypeError("mintAssertion needs toolId and audience");
+  if (!(lifetime > 0 && lifetime <= 300)) throw new RangeError("an assertion lives 1 to 300 seconds");
+  const alg = algorithmOf(jwk);
+  const header = { alg, typ: "JWT", kid: jwk.kid };
+  const claims = { iss: toolId, sub: toolId, aud: audience, iat: now, exp: now + lifetime, jti: b64u(randomBytes(16)) };
+  const input = `${b64u(JSON.stringify(header))}.${b64u(JSON.stringify(claims))}`;
+  const key = createPrivateKey({ key: jwk, format: "jwk" });
+  const sig = alg === "EdDSA" ? sign(null, Buffer.from(input), key) : sign("sha256", Buffer.from(input), { key, dsaEncoding: "ieee-p1363" });
+  return `${input}.${b64u(sig)}`;
+}
+
+/** `https://host[:port]/v1/token` of an allowed origin, or a Refused saying why not. */
+function checkedEndpoint(endpoint, allowed) {
+  let url;
+  try {
+    url = new URL(endpoint);
+  } catch {
+    throw new Refused(`not a URL: ${endpoint}`, { status: 400, code: "invalid_request" });
+  }
+  if (url.protocol !== "https:" || url.pathname !== TOKEN_PATH || url.search || url.hash) {
+    throw new Refused(`a token endpoint is https://…${TOKEN_PATH}, not ${endpoint}`, { status: 400, code: "invalid_request" });
+  }
+  if (allowed && !allowed.has(url.origin)) {
+    throw new Refused(`${url.origin} is not an authority this tool gets tokens from (its allow-list: ${[...allowed].join(", ") || "empty"})`, {
+      status: 403,
+      code: "authority_not_allowed",
+    });
+  }
+  return url.href;
+}
+
+/** The tool, as its backend holds it: its id, its private key, and the authorities it trusts. */
+export class Tool {
+  /**
+   * `authorities`: the operators' authorities (origins, e.g. "https://auth.isp.example") this
+   * backend sends its assertions to; a page announcing any other is refused. `scope`: what to ask
+   * for (default: everything the tool is registered for).
+   */
+  constructor({ id, key, authorities = [], scope, fetch } = {}) {
+    if (!id || !key) throw new TypeError("a Tool needs id and key (its private JWK)");
+    this.id = id;
+    this.key = key;
+    this.authorities = new Set(authorities.map((a) => new URL(a).origin));
+    this.scope = scope;
+    this.fetch = fetch ?? globalThis.fetch.bind(globalThis);
+  }
+
+  /** A Tool whose key is read from a JWK file (as `boxapi keygen` writes it). */
+  static async fromFile(path, options) {
+    return new Tool({ ...options, key: JSON.parse(await readFile(path, "utf8")) });
+  }
+
+  /** A fresh single-use assertion for the token endpoint `audience`. */
+  assertion(audience) {
+    return mintAssertion({ jwk: this.key, toolId: this.id, audience });
+  }
+
+  /**
+   * A token from an authority on the allow-list, server to server (`POST {authority}/v1/token`,
+   * client_credentials with a client assertion). Refusals are typed errors: OAuth's
+   * `invalid_scope` a ScopeError, `slow_down` (quota) a RetryAfter, the rest Refused.
+   */
+  async centralToken(tokenEndpoint, { scope = this.scope } = {}) {
+    const url = checkedEndpoint(tokenEndpoint, this.authorities);
+    const form = new URLSearchParams({ grant_type: "client_credentials", client_assertion_type: ASSERTION_TYPE, client_assertion: await this.assertion(url) });
+    if (scope) form.set("scope", scope);
+    let resp;
+    try {
+      resp = await this.fetch(url, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: form.toString() });
+    } catch (cause) {
+      throw new Refused(`the authority ${url} cannot be reached`, { status: 502, code: "authority_unreachable", url, cause });
+    }
+    if (!resp.ok) throw await errorFromResponse(resp, url);
+    return resp.json();
+  }
+
+  /**
+   * What the page's `connect({ backend })` asked for (`{ mode, token_endpoint }`): in box mode an
+   * assertion for the box's token endpoint, which the page relays; in central mode a token from
+   * the authority, or an assertion for the page to relay when the authority issues per-box tokens
+   * (`invalid_target` to a request from here).
+   */
+  async answer({ mode, token_endpoint: endpoint } = {}) {
+    if (mode === "box") return { assertion: await this.assertion(checkedEndpoint(endpoint, null)) };
+    if (mode !== "central") throw new Refused(`mode is "box" or "central", not ${mode}`, { status: 400, code: "invalid_request" });
+    try {
+      return await this.centralToken(endpoint);
+    } catch (e) {
+      if (e.code !== "invalid_target") throw e;
+      return { assertion: await this.assertion(checkedEndpoint(endpoint, this.authorities)) };
+    }
+  }
+
+  /**
+   * The backend route for `node:http` (and frameworks on it): reads the page's JSON request, writes
+   * the answer, and refusals as `{ error, error_description, reason }` with their status.
+   * Authenticate your own user's session before calling it.
+   */
+  async handle(req, res) {
+    let status = 200;
+    let body;
+    const headers = { "content-type": "application/json", "cache-control": "no-store" };
+    try {
+      const asked = JSON.parse(await readBody(req));
+      body = await this.answer(asked && typeof asked === "object" ? asked : {});
+    } catch (e) {
+      if (!(e instanceof BoxApiError) && !(e instanceof SyntaxError)) throw e;
+      status = e instanceof BoxApiError ? e.status || 502 : 400;
+      body = { error: e.code || "invalid_request", error_description: e.detail || e.message };
+      if (e.reason) body.reason = e.reason;
+      if (e instanceof RetryAfter) headers["retry-after"] = String(e.seconds);
+    }
+    res.writeHead(status, headers);
+    res.end(JSON.stringify(body));
+  }
+}
+
+async function readBody(req) {
+  let text = "";
+  for await (const chunk of req) {
+    text += chunk;
+    if (text.length > MAX_REQUEST) throw new Refused("the request is too large", { status: 413, code: "invalid_request" });
+  }
+  return text;
+}
