@@ -1,97 +1,30 @@
-// A speed-test tool's tiny backend: serves the tool page and mints its 15-minute access tokens
-// server to server (ARCEP annex 2 §3). The tool's private key stays here; the page only ever
-// sees a token. Node.js, no dependencies.
+// The tool's backend, on boxapi-client/node: serves the page and answers its token requests (an
+// assertion for the box's token endpoint in box mode, a token from an allow-listed operator
+// authority in central mode). The tool's private key stays here. Node.js, no dependencies.
 //
-//   BOX_URL=https://localhost:8443 TOOL_ID=demo TOOL_KEY=boxapi-demo/tools/demo.private.jwk \
-//   AUDIENCE=https://boxapi.demo ISSUER=https://boxapi.demo/issuer PORT=8000 node server.mjs
-// With TLS_CERT and TLS_KEY (PEM files), the page is served over HTTPS, as a real tool's is.
+//   TOOL_ID=demo TOOL_KEY=demo.private.jwk AUTHORITIES=https://auth.isp.example \
+//   LOCATOR=https://auth.isp.example (or BOX_URL=https://…) PORT=8000 node server.mjs
+// With TLS_CERT and TLS_KEY (PEM files) the page is served over HTTPS, as a real tool's is.
 import { createServer } from "node:http";
 import { createServer as createTlsServer } from "node:https";
-import { createPrivateKey, sign, randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { Tool } from "../../clients/js/src/node.js";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const env = (k, d) => process.env[k] ?? d;
-const cfg = {
-  box: env("BOX_URL", "https://localhost:8443"),
-  tool: env("TOOL_ID", "demo"),
-  audience: env("AUDIENCE", "https://boxapi.demo"),
-  issuer: env("ISSUER", "https://boxapi.demo/issuer"),
-  port: Number(env("PORT", "8000")),
-  host: env("HOST", "127.0.0.1"),
-};
-// The tool's own key; TOOL_KEY_DIR/<tool>.private.jwk holds keys of other tools (tests only).
-function keyFor(tool) {
-  const path = tool === cfg.tool
-    ? env("TOOL_KEY", "boxapi-demo/tools/demo.private.jwk")
-    : join(env("TOOL_KEY_DIR", "."), `${tool.replace(/[^A-Za-z0-9._-]/g, "")}.private.jwk`);
-  const jwk = JSON.parse(readFileSync(path, "utf8"));
-  return [jwk, createPrivateKey({ key: jwk, format: "jwk" })];
-}
-const b64u = (buf) => Buffer.from(buf).toString("base64url");
-
-function mint(tool) {
-  const [jwk, key] = keyFor(tool);
-  const now = Math.floor(Date.now() / 1000);
-  const header = { alg: jwk.alg ?? "ES256", typ: "at+jwt", kid: jwk.kid };
-  const claims = {
-    iss: cfg.issuer, aud: cfg.audience, client_id: tool, sub: tool,
-    scope: "access counters", iat: now, exp: now + 900, jti: b64u(randomBytes(12)),
-  };
-  const input = `${b64u(JSON.stringify(header))}.${b64u(JSON.stringify(claims))}`;
-  const sig = header.alg === "EdDSA"
-    ? sign(null, Buffer.from(input), key)
-    : sign("sha256", Buffer.from(input), { key, dsaEncoding: "ieee-p1363" });
-  return `${input}.${b64u(sig)}`;
-}
-
+const env = process.env;
+const tool = await Tool.fromFile(env.TOOL_KEY, { id: env.TOOL_ID, authorities: (env.AUTHORITIES ?? "").split(",").filter(Boolean) });
+const lib = new URL("../../clients/js/src/", import.meta.url);
 const files = { "/": ["index.html", "text/html"], "/app.js": ["app.js", "text/javascript"] };
 const handler = (req, res) => {
-  const url = new URL(req.url, "http://x");
-  if (files[url.pathname]) {
-    const [f, type] = files[url.pathname];
-    res.writeHead(200, { "content-type": `${type}; charset=utf-8` });
-    return res.end(readFileSync(join(here, f)));
-  }
-  if (url.pathname === "/config") {
-    res.writeHead(200, { "content-type": "application/json" });
-    return res.end(JSON.stringify({ box: cfg.box }));
-  }
-  if (url.pathname === "/token" && req.method === "POST") {
-    // A real tool authenticates its page's session here; the demo hands out tokens. `tool` lets
-    // the tests ask for another tool's token (which the box must refuse on this page's origin).
-    const tool = url.searchParams.get("tool") ?? cfg.tool;
-    res.writeHead(200, { "content-type": "application/json", "cache-control": "no-store" });
-    return res.end(JSON.stringify({ access_token: mint(tool), token_type: "Bearer", expires_in: 900 }));
-  }
-  if (url.pathname === "/assertion" && req.method === "POST") {
-    // Box mode (discovery said the box issues tokens): a single-use client assertion (RFC 7523)
-    // for the box's token endpoint. The page relays it; the tool's key never leaves this server.
-    // A real tool would check `aud` against the boxes it serves.
-    const aud = url.searchParams.get("aud") ?? "";
-    const [jwk, key] = keyFor(cfg.tool);
-    const now = Math.floor(Date.now() / 1000);
-    const header = { alg: jwk.alg ?? "ES256", typ: "JWT", kid: jwk.kid };
-    const claims = { iss: cfg.tool, sub: cfg.tool, aud, iat: now, exp: now + 60, jti: b64u(randomBytes(12)) };
-    const input = `${b64u(JSON.stringify(header))}.${b64u(JSON.stringify(claims))}`;
-    const sig = header.alg === "EdDSA"
-      ? sign(null, Buffer.from(input), key)
-      : sign("sha256", Buffer.from(input), { key, dsaEncoding: "ieee-p1363" });
-    res.writeHead(200, { "content-type": "application/json", "cache-control": "no-store" });
-    return res.end(JSON.stringify({ assertion: `${input}.${b64u(sig)}` }));
-  }
-  if (url.pathname === "/blob") {
-    // The "test transfer": N bytes the page downloads while it watches the box's counters.
-    const n = Math.min(Number(url.searchParams.get("bytes") ?? 1e6), 50e6);
-    res.writeHead(200, { "content-type": "application/octet-stream", "content-length": n, "cache-control": "no-store" });
-    return res.end(Buffer.alloc(n));
-  }
+  const { pathname, searchParams } = new URL(req.url, "http://x");
+  // A real tool authenticates its user's session here before handing out tokens.
+  if (pathname === "/boxapi/token" && req.method === "POST") return tool.handle(req, res);
+  if (pathname === "/config") return res.end(JSON.stringify(env.BOX_URL ? { box: env.BOX_URL } : { locator: env.LOCATOR }));
+  const lib_file = /^\/boxapi-client\/(index|errors|counters)\.js$/.exec(pathname)?.[1];
+  const [file, type] = lib_file ? [new URL(`${lib_file}.js`, lib), "text/javascript"] : files[pathname] ?? [];
+  if (file) return res.writeHead(200, { "content-type": type }).end(readFileSync(new URL(file, import.meta.url)));
+  // The test transfer: N bytes the page downloads while it watches the box's counters.
+  if (pathname === "/blob") return res.writeHead(200, { "cache-control": "no-store" }).end(Buffer.alloc(Math.min(Number(searchParams.get("bytes")) || 0, 50e6)));
   res.writeHead(404).end();
 };
-const tls = process.env.TLS_CERT
-  ? { cert: readFileSync(process.env.TLS_CERT), key: readFileSync(process.env.TLS_KEY) }
-  : null;
-(tls ? createTlsServer(tls, handler) : createServer(handler)).listen(cfg.port, cfg.host, () =>
-  console.log(`tool page on ${tls ? "https" : "http"}://${cfg.host}:${cfg.port}/ (box ${cfg.box})`));
+const tls = env.TLS_CERT && { cert: readFileSync(env.TLS_CERT), key: readFileSync(env.TLS_KEY) };
+(tls ? createTlsServer(tls, handler) : createServer(handler)).listen(Number(env.PORT ?? 8000), env.HOST ?? "127.0.0.1");

@@ -1,95 +1,179 @@
-// Playwright (playwright-core) driving Debian's Chromium against the real daemon and the example
-// tool page. Every case asserts what the page shows; screenshots go to $OUT.
-//   BOX_PORT, OUT, HOME (with an NSS DB trusting the test CA) come from run.sh.
+// Playwright (playwright-core) driving Debian's Chromium against the real boxes and authority, with
+// the example tool page (examples/speedtest, which uses only boxapi-client). Every page is on an
+// origin Chromium counts as public (--ip-address-space-overrides) and every box as on the LAN
+// ("local"), as in the field; the authority is public. Every case asserts what the page shows;
+// screenshots go to $OUT.
+//   BOX_PORT (central mode), BOX2_PORT (box mode), AUTH_PORT, WORK (control sockets, CA), BOX (the
+//   binary, for ctl), OUT, HOME (an NSS DB trusting the test CA) come from run.sh.
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { createServer, request } from "node:http";
+import { connect } from "../../clients/js/src/index.js";
+import { fetchTrusting } from "../../clients/js/test/daemons.js";
 
-const out = process.env.OUT;
+const { OUT: out, BOX_PORT: boxPort, BOX2_PORT: box2Port, AUTH_PORT: authPort, WORK: work, BOX: boxBin } = process.env;
+const pages = [8000, 8001, 8002, 8003, 8004];
+const spaces = [
+  ...pages.flatMap((p) => [`127.0.0.1:${p}=public`, `[::1]:${p}=public`]),
+  `127.0.0.1:${authPort}=public`,
+  `127.0.0.1:${boxPort}=local`,
+  `127.0.0.1:${box2Port}=local`,
+];
 const flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
-let passed = 0;
+  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  `--ip-address-space-overrides=${spaces.join(",")}`];
+const ctl = (sock, ...args) => execFileSync(boxBin, ["ctl", "--socket", `${work}/${sock}`, ...args], { encoding: "utf8" });
 const results = [];
-
-async function withBrowser(extraFlags, fn) {
-  const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: [...flags, ...extraFlags] });
-  try { await fn(browser); } finally { await browser.close(); }
-}
-
-async function visit(browser, url, shot, { grant } = {}) {
-  const context = await browser.newContext();
-  if (grant) {
-    // What the user grants at Chrome's prompt (Playwright maps it to localNetworkAccess /
-    // localNetwork / loopbackNetwork: the box here is on loopback).
-    await context.grantPermissions(["local-network-access"], { origin: new URL(url).origin });
-  }
-  const page = await context.newPage();
-  const requests = [];
-  page.on("request", (r) => requests.push(`${r.method()} ${r.url()}`));
-  await page.goto(url);
-  await page.waitForFunction(() => ["ok", "error"].includes(document.body.dataset.state), null, { timeout: 20000 });
-  const state = await page.evaluate(() => ({ ...document.body.dataset, status: document.getElementById("status").textContent }));
-  await page.screenshot({ path: `${out}/${shot}.png`, fullPage: true });
-  await context.close();
-  return { state, requests };
-}
 
 async function test(name, fn) {
   try {
     await fn();
-    passed++;
     results.push(`ok   ${name}`);
   } catch (e) {
     results.push(`FAIL ${name}: ${e.message}`);
   }
 }
 
-const boxPort = process.env.BOX_PORT;
-await withBrowser([], async (browser) => {
-  await test("allowed origin reads the card through a CORS preflight and streams the counters", async () => {
-    const { state, requests } = await visit(browser, "http://localhost:8000/", "allowed-origin");
-    assert.equal(state.state, "ok", state.status);
-    assert.equal(state.technology, "ftth");
-    assert.equal(state.mode, "central", "discovery said tokens come from elsewhere");
-    // The Authorization header makes it a non-simple request: the browser sent OPTIONS first.
-    assert.ok(requests.some((r) => r.startsWith("GET https://localhost:" + boxPort + "/v1/access")), requests.join("\n"));
-    // The counters came from the NDJSON stream, read with fetch and a stream reader.
-    assert.equal(state.streamError, undefined, state.streamError);
-    assert.ok(Number(state.samples) >= 2, `samples: ${state.samples}`);
-    assert.ok(requests.some((r) => r.includes("/v1/counters/stream?interval_ms=250")), requests.join("\n"));
-  });
-  await test("box mode: discovery, then a relayed client assertion at the box's token endpoint", async () => {
-    const { state } = await visit(browser, "http://localhost:8002/", "box-mode");
-    assert.equal(state.state, "ok", state.status);
-    assert.equal(state.mode, "box");
-    assert.equal(state.technology, "ftth");
-  });
-  await test("an origin that is not allow-listed is blocked by the browser itself", async () => {
-    const { state } = await visit(browser, "http://localhost:8001/", "foreign-origin");
-    assert.equal(state.state, "error");
-    assert.equal(state.code, "blocked", state.status);
-  });
-  await test("an allowed origin with another tool's token is refused by the box", async () => {
-    const { state } = await visit(browser, "http://localhost:8000/?tool=other", "other-tools-token");
-    assert.equal(state.state, "error");
-    assert.equal(state.code, "origin_not_allowed", state.status);
-  });
+const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: flags });
+const cdp = await browser.newBrowserCDPSession();
+
+/**
+ * A context whose origin holds exactly these DevTools permissions (Chromium 145+: `localNetwork`
+ * for LAN addresses, `loopbackNetwork` for loopback), granted as a user would at the prompt.
+ */
+async function contextWith(origin, permissions) {
+  const context = await browser.newContext();
+  if (permissions.length) {
+    const page = await context.newPage();
+    const { targetInfos } = await cdp.send("Target.getTargets");
+    const browserContextId = targetInfos.find((t) => t.type === "page" && t.url === "about:blank" && t.browserContextId)?.browserContextId;
+    await cdp.send("Browser.grantPermissions", { origin, browserContextId, permissions });
+    await page.close();
+  }
+  return context;
+}
+
+/** Opens a page, waits until it says measuring (then runs `during`), ok or error; returns its dataset. */
+async function visit(url, shot, { permissions = ["localNetwork"], during } = {}) {
+  const context = await contextWith(new URL(url).origin, permissions);
+  try {
+    const page = await context.newPage();
+    await page.goto(url);
+    if (during) {
+      await page.waitForFunction(() => ["measuring", "error"].includes(document.body.dataset.state), null, { timeout: 20000 });
+      await during();
+    }
+    await page.waitForFunction(() => ["ok", "error"].includes(document.body.dataset.state), null, { timeout: 20000 });
+    const state = await page.evaluate(() => ({ ...document.body.dataset, status: document.getElementById("status").textContent }));
+    await page.screenshot({ path: `${out}/${shot}.png`, fullPage: true });
+    return state;
+  } finally {
+    await context.close();
+  }
+}
+
+await test("central mode: the page finds its box through the locator, gets a token through its backend from the authority, reads the card, streams the counters", async () => {
+  const s = await visit("http://localhost:8000/", "central-mode");
+  assert.equal(s.state, "ok", s.status);
+  assert.equal(s.mode, "central");
+  assert.equal(s.technology, "ftth");
+  assert.equal(s.source, "stream");
 });
 
-// Local Network Access (Chrome 142+): the tool page's address counts as public, the box as local.
-const lna = ["--ip-address-space-overrides=127.0.0.1:8000=public,[::1]:8000=public"];
-await withBrowser(lna, async (browser) => {
-  await test("public page without the local-network-access permission: blocked", async () => {
-    const { state } = await visit(browser, "http://localhost:8000/", "lna-denied");
-    assert.equal(state.state, "error");
-    assert.equal(state.code, "blocked", state.status);
-  });
-  await test("public page with the local-network-access permission granted: reads the card", async () => {
-    const { state } = await visit(browser, "http://localhost:8000/", "lna-granted", { grant: true });
-    assert.equal(state.state, "ok", state.status);
-    assert.equal(state.technology, "ftth");
-  });
+await test("box mode: the page relays its backend's assertion to the box's token endpoint", async () => {
+  const s = await visit("http://localhost:8002/", "box-mode");
+  assert.equal(s.state, "ok", s.status);
+  assert.equal(s.mode, "box");
+  assert.equal(s.technology, "ftth");
 });
 
+await test("without the local-network permission: BlockedByBrowser, diagnosed as the permission", async () => {
+  const s = await visit("http://localhost:8000/", "lna-denied", { permissions: [] });
+  assert.equal(s.state, "error");
+  assert.equal(s.error, "BlockedByBrowser", s.status);
+  assert.equal(s.reason, "local-network-permission", s.status);
+});
+
+await test("the loopback permission (loopbackNetwork) does not unlock a box on the LAN; localNetwork does", async () => {
+  const s = await visit("http://localhost:8002/", "lna-loopback-only", { permissions: ["loopbackNetwork"] });
+  assert.equal(s.error, "BlockedByBrowser", s.status);
+});
+
+await test("an origin no box registered: BlockedByBrowser diagnosed as CORS (origin_not_allowed never reaches a page)", async () => {
+  const s = await visit("http://localhost:8001/", "foreign-origin");
+  assert.equal(s.error, "BlockedByBrowser", s.status);
+  assert.equal(s.reason, "cors", s.status);
+});
+
+await test("a withheld section: the card says it is not shared, the rest is read", async () => {
+  ctl("control.sock", "withhold", "wifi", "--tool", "demo");
+  try {
+    const s = await visit("http://localhost:8000/", "withheld");
+    assert.equal(s.state, "ok", s.status);
+    assert.equal(s.withheld, "wifi");
+    assert.equal(s.technology, "ftth");
+  } finally {
+    ctl("control.sock", "allow", "wifi", "--tool", "demo");
+  }
+});
+
+await test("a suspended box: discovery's 503 is a RetryAfter with the operator's delay", async () => {
+  ctl("control.sock", "suspend", "--retry-after", "9");
+  try {
+    const s = await visit("http://localhost:8000/", "suspended");
+    assert.equal(s.error, "RetryAfter", s.status);
+    assert.equal(s.code, "suspended");
+    assert.equal(s.retryAfter, "9");
+  } finally {
+    ctl("control.sock", "resume");
+  }
+});
+
+await test("an expired tool: the authority issues, the box refuses with reason tool_not_valid, the page has ToolNotValid", async () => {
+  const s = await visit("http://localhost:8003/", "expired-tool");
+  assert.equal(s.error, "ToolNotValid", s.status);
+  assert.equal(s.reason, "tool_not_valid");
+});
+
+await test("a second stream from the same terminal: the page falls back to polling and still measures", async () => {
+  const ca = readFileSync(`${work}/ca.pem`, "utf8");
+  const token = execFileSync(boxBin, ["token", "--key", `${work}/keys/demo.private.jwk`, "--tool", "demo", "--scope", "access counters",
+    "--aud", "https://boxapi.demo", "--iss", "https://boxapi.demo/issuer"], { encoding: "utf8" }).trim();
+  const other = await connect({ box: `https://localhost:${boxPort}`, token: async () => ({ access_token: token }), fetch: fetchTrusting(ca) });
+  const held = other.counters({ intervalMs: 500 })[Symbol.asyncIterator]();
+  assert.equal((await held.next()).value.source, "stream");
+  try {
+    const s = await visit("http://localhost:8000/", "second-stream");
+    assert.equal(s.state, "ok", s.status);
+    assert.equal(s.source, "poll");
+  } finally {
+    await held.return();
+  }
+});
+
+await test("cross-traffic: what the test downloads through the box's WAN side (lo) while the page measures is cross-traffic", async () => {
+  const cross = 20_000_000;
+  const server = createServer((_, res) => res.end(Buffer.alloc(cross)));
+  await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
+  const download = () => new Promise((ok, fail) => {
+    request({ host: "127.0.0.1", port: server.address().port }, (res) => res.on("data", () => {}).on("end", ok)).on("error", fail).end();
+  });
+  try {
+    const s = await visit("http://localhost:8000/?bytes=2000000&hold=3000", "cross-traffic", { during: download });
+    assert.equal(s.state, "ok", s.status);
+    assert.equal(Number(s.own), 2_000_000);
+    assert.ok(Number(s.wan) >= 2_000_000 + cross, `wan ${s.wan}`);
+    assert.ok(Number(s.cross) >= cross, `cross ${s.cross} >= ${cross}`);
+  } finally {
+    server.close();
+  }
+});
+
+
+await browser.close();
 for (const r of results) console.log(r);
-console.log(`playwright: ${passed} passed, ${results.length - passed} failed`);
-process.exit(passed === results.length ? 0 : 1);
+const failed = results.filter((r) => r.startsWith("FAIL")).length;
+console.log(`playwright: ${results.length - failed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);

@@ -36,13 +36,19 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-# The box: a test CA and certificate for localhost, two tools with their own keys.
+# The box: a test CA and certificate for localhost, tools with their own keys ("lapsed": a
+# habilitation that expired), and the key the operator's authority signs tokens with.
 "$root/certs/make-dev-certs.sh" "$work" >/dev/null
-for t in demo other; do "$BOX" keygen --alg ES256 --kid "$t" --out "$work/keys" >/dev/null; done
-# The boxes' ports are chosen free now (a fixed port collides with whatever else runs); the tool
-# backends' 8000-8002 are part of the origins the pages and configs name.
+for t in demo other lapsed; do "$BOX" keygen --alg ES256 --kid "$t" --out "$work/keys" >/dev/null; done
+"$BOX" keygen --alg EdDSA --kid signer --out "$work/keys" >/dev/null
+printf '{"keys":[%s]}' "$(cat "$work/keys/signer.jwk")" > "$work/keys/signer.jwks"
+# The daemons' ports are chosen free now (a fixed port collides with whatever else runs); the tool
+# backends' 8000-8004 are part of the origins the pages and configs name.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 BOX_PORT=$(free_port)
+AUTH_PORT=$(free_port)
+while [ "$AUTH_PORT" = "$BOX_PORT" ]; do AUTH_PORT=$(free_port); done
+AUTHORITY=https://localhost:$AUTH_PORT
 cat > "$work/boxapi.toml" <<CONF
 [server]
 listen = ["127.0.0.1:$BOX_PORT"]
@@ -55,10 +61,12 @@ rate_limit_per_second = 0
 max_connections = 512
 [auth]
 audience = "https://boxapi.demo"
-issuers = ["https://boxapi.demo/issuer"]
+issuers = ["https://boxapi.demo/issuer", "$AUTHORITY"]
+issuer_keys = "keys/signer.jwks"
+central_token_endpoint = "$AUTHORITY/v1/token"
 [[tool]]
 id = "demo"
-origins = ["http://localhost:8000"]
+origins = ["http://localhost:8000", "http://localhost:8004"]
 scopes = ["access", "counters"]
 keys = ["keys/demo.jwk"]
 [[tool]]
@@ -66,6 +74,12 @@ id = "other"
 origins = ["https://other.example"]
 scopes = ["access", "counters"]
 keys = ["keys/other.jwk"]
+[[tool]]
+id = "lapsed"
+origins = ["http://localhost:8003"]
+scopes = ["access", "counters"]
+keys = ["keys/lapsed.jwk"]
+expires = "2020-01-01T00:00:00Z"
 [metrics]
 wan_interface = "lo"
 [metrics.static]
@@ -84,13 +98,41 @@ sed -e "s/127.0.0.1:$BOX_PORT/127.0.0.1:$BOX2_PORT/" -e 's#http://localhost:8000
     -e "s#^\[metrics\]#[token_endpoint]\nenabled = true\nissuer = \"https://localhost:$BOX2_PORT\"\nsigning_key = \"keys/box-signer.private.jwk\"\n\n[metrics]#" \
     "$work/boxapi.toml" > "$work/boxapi-box-mode.toml"
 "$BOX" serve --config "$work/boxapi-box-mode.toml" 2>"$OUT/boxapi-box-mode.log" & pids+=($!)
-# The tool's backend twice: the allowed origin (:8000) and a foreign one (:8001).
-for port in 8000 8001 8002; do
-    box_port=$BOX_PORT; [ $port = 8002 ] && box_port=$BOX2_PORT
-    BOX_URL=https://localhost:$box_port TOOL_ID=demo TOOL_KEY=$work/keys/demo.private.jwk TOOL_KEY_DIR=$work/keys \
+# The operator's authority (central mode): the same tools, all valid here (the boxes' registry is
+# what refuses "lapsed"), and a locator that maps this machine's address to the first box.
+printf '{"127.0.0.1": "https://localhost:%s"}' "$BOX_PORT" > "$work/locate.json"
+sed -n '/^\[\[tool\]\]/,$p' "$work/boxapi.toml" | sed -e '/^expires/d' -e '/^\[metrics/,$d' > "$work/tools.toml"
+cat > "$work/authority.toml" <<CONF
+[server]
+cert = "server.pem"
+key = "server.key"
+state_dir = "authority-state"
+control_socket = "authority.sock"
+rate_limit_per_second = 0
+[auth]
+audience = "https://boxapi.demo"
+issuers = ["$AUTHORITY"]
+[token_endpoint]
+enabled = true
+issuer = "$AUTHORITY"
+signing_key = "keys/signer.private.jwk"
+[authority]
+listen = ["127.0.0.1:$AUTH_PORT"]
+[authority.locator]
+file = "locate.json"
+$(cat "$work/tools.toml")
+CONF
+"$root/target/release/boxapi-authority" serve --config "$work/authority.toml" 2>"$OUT/authority.log" & pids+=($!)
+# The example tool's backend (examples/speedtest, on boxapi-client): :8000 finds its box through
+# the authority's locator (central mode), :8001 is an origin no box knows, :8002 is on the box
+# that issues tokens, :8003 is the lapsed tool's. Node trusts the test CA to reach the authority.
+for port in 8000 8001 8002 8003; do
+    where="BOX_URL=https://localhost:$BOX_PORT" tool=demo
+    case $port in 8000) where="LOCATOR=$AUTHORITY" ;; 8002) where="BOX_URL=https://localhost:$BOX2_PORT" ;; 8003) tool=lapsed ;; esac
+    env "$where" TOOL_ID=$tool TOOL_KEY="$work/keys/$tool.private.jwk" AUTHORITIES="$AUTHORITY" NODE_EXTRA_CA_CERTS="$work/ca.pem" \
         PORT=$port node "$root/examples/speedtest/server.mjs" >"$OUT/tool-$port.log" 2>&1 & pids+=($!)
 done
-for port in $BOX_PORT $BOX2_PORT 8000 8001 8002; do
+for port in $BOX_PORT $BOX2_PORT $AUTH_PORT 8000 8001 8002 8003; do
     for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 token=$("$BOX" token --key "$work/keys/demo.private.jwk" --tool demo --scope "access counters" --aud https://boxapi.demo --iss https://boxapi.demo/issuer)
@@ -101,7 +143,7 @@ export HOME=$work/home
 mkdir -p "$HOME/.pki/nssdb"
 certutil -d sql:"$HOME/.pki/nssdb" -N --empty-password
 certutil -d sql:"$HOME/.pki/nssdb" -A -t "C,," -n boxapi-test-ca -i "$work/ca.pem"
-BOX_PORT=$BOX_PORT OUT=$OUT node browser.mjs || status=1
+BOX_PORT=$BOX_PORT BOX2_PORT=$BOX2_PORT AUTH_PORT=$AUTH_PORT WORK=$work BOX=$BOX OUT=$OUT node browser.mjs || status=1
 
 echo "== responses against docs/openapi.yaml"
 "$venv/bin/python" validate.py "$root/docs/openapi.yaml" "https://localhost:$BOX_PORT" "$work/ca.pem" "$token" || status=1

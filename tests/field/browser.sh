@@ -54,6 +54,8 @@ printf '%s' "$TSIG_SECRET" > "$work/tsig.key"
 "$BOX" keygen --alg ES256 --kid signer --out "$work" >/dev/null
 "$BOX" keygen --alg ES256 --kid demo --out "$work" >/dev/null
 
+# The authority's port is chosen now: its token endpoint's URL is the `aud` of the tool's assertions.
+auth_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat > "$work/authority.toml" <<CONF
 [server]
 cert = "auth.pem"
@@ -62,13 +64,13 @@ state_dir = "authority-state"
 control_socket = "authority.sock"
 [auth]
 audience = "https://boxapi.demo"
-issuers = ["https://boxapi.demo/issuer"]
+issuers = ["https://127.0.0.1:$auth_port"]
 [token_endpoint]
 enabled = true
-issuer = "https://boxapi.demo/issuer"
+issuer = "https://127.0.0.1:$auth_port"
 signing_key = "signer.private.jwk"
 [authority]
-listen = ["127.0.0.1:0"]
+listen = ["127.0.0.1:$auth_port"]
 [enrolment]
 device_ca = "device-ca.pem"
 zone = "$zone"
@@ -81,7 +83,13 @@ server = "$KNOT_ADDR"
 tsig_name = "$TSIG_NAME"
 tsig_algorithm = "$TSIG_ALG"
 tsig_secret_file = "tsig.key"
+[[tool]]
+id = "demo"
+origins = ["https://tool.test:8443"]
+scopes = ["access", "counters"]
+keys = ["demo.jwk"]
 CONF
+printf '{"keys":[%s]}' "$(cat "$work/signer.jwk")" > "$work/signer.jwks"
 "$AUTH" serve --config "$work/authority.toml" 2>"$OUT/field-authority.log" & pids+=($!)
 auth_addr=""
 for _ in $(seq 100); do
@@ -101,7 +109,9 @@ state_dir = "box-state"
 control_socket = "box.sock"
 [auth]
 audience = "https://boxapi.demo"
-issuers = ["https://boxapi.demo/issuer"]
+issuers = ["https://$auth_addr"]
+issuer_keys = "signer.jwks"
+central_token_endpoint = "https://$auth_addr/v1/token"
 [[tool]]
 id = "demo"
 origins = ["https://tool.test:8443"]
@@ -137,7 +147,10 @@ printf 'subjectAltName=DNS:tool.test\nextendedKeyUsage=serverAuth\n' > "$work/to
 openssl x509 -req -in "$work/tool.csr" -CA "$work/pebble-int.pem" -CAkey "$work/pebble-int.key" \
     -CAcreateserial -days 1 -sha256 -extfile "$work/tool.ext" -out "$work/tool.pem" 2>/dev/null
 cat "$work/pebble-int.pem" >> "$work/tool.pem"
-BOX_URL=https://$name TOOL_ID=demo TOOL_KEY=$work/demo.private.jwk TOOL_KEY_DIR=$work HOST=$lan.1 PORT=8443 \
+# Central mode: the tool's backend gets the page's tokens from the authority (which it trusts
+# through the operator's test CA).
+BOX_URL=https://$name TOOL_ID=demo TOOL_KEY=$work/demo.private.jwk HOST=$lan.1 PORT=8443 \
+    AUTHORITIES=https://$auth_addr NODE_EXTRA_CA_CERTS=$work/op-ca.pem \
     TLS_CERT=$work/tool.pem TLS_KEY=$work/tool.key \
     node "$root/examples/speedtest/server.mjs" >"$OUT/field-tool.log" 2>&1 & pids+=($!)
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/$lan.1/8443") 2>/dev/null && break; sleep 0.1; done

@@ -34,7 +34,8 @@ async function diagnose(f, url, cause) {
     const cert = /CERT|SELF_SIGNED|UNABLE_TO|ALTNAME/.test(code);
     return { diagnosis: cert ? "certificate" : code ? "unreachable" : "unknown", permissions, networkCode: code };
   }
-  if (states.includes("denied")) return { diagnosis: "local-network-permission", permissions };
+  // Every local-network permission this browser knows refused: nothing local can get through.
+  if (states.length && states.every((st) => st === "denied")) return { diagnosis: "local-network-permission", permissions };
   // A no-cors request gets through whatever CORS says: if it succeeds, the network, the
   // certificate and the local-network permission are fine, and CORS is what refused.
   let reachable = false;
@@ -45,7 +46,9 @@ async function diagnose(f, url, cause) {
     // Refused below the page: permission, certificate, or no route to the box.
   }
   if (reachable) return { diagnosis: "cors", permissions };
-  if (states.includes("prompt")) return { diagnosis: "local-network-permission", permissions };
+  // Which permission applies depends on the box's address, which the page does not know: any
+  // not granted may be the one.
+  if (states.some((st) => st !== "granted")) return { diagnosis: "local-network-permission", permissions };
   return { diagnosis: "network-or-certificate", permissions };
 }
 
