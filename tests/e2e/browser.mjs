@@ -12,6 +12,7 @@ import { readFileSync } from "node:fs";
 import { createServer, request } from "node:http";
 import { connect } from "../../clients/js/src/index.js";
 import { fetchTrusting } from "../../clients/js/test/daemons.js";
+import { runGuide } from "./guide.mjs";
 
 const { OUT: out, BOX_PORT: boxPort, BOX2_PORT: box2Port, AUTH_PORT: authPort, WORK: work, BOX: boxBin } = process.env;
 const pages = [8000, 8001, 8002, 8003, 8004];
@@ -171,6 +172,7 @@ await test("cross-traffic: what the test downloads through the box's WAN side (l
   }
 });
 
+await runGuide({ test, contextWith, ctl, out });
 
 await browser.close();
 for (const r of results) console.log(r);

@@ -1,0 +1,128 @@
+// Runs every snippet of docs/tool-developers.md, so that the guide cannot drift from the library:
+// the one ```js backend block is started as the tool's backend (on :8004, an origin of tool
+// "demo"), each ```js page block runs in Chromium as a module of a page that backend serves, each
+// ```js agent block runs under Node, and each ```json block must parse. A js block with none of
+// these words fails the run. Called by browser.mjs with its browser and test helpers.
+import assert from "node:assert/strict";
+import { execFileSync, spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = resolve(fileURLToPath(new URL("../..", import.meta.url)));
+const GUIDE = "docs/tool-developers.md";
+const PORT = 8004;
+const KINDS = ["page", "backend", "agent"];
+
+/** The fenced blocks of a Markdown text: language, the other words of the info string, text, line. */
+export function blocks(markdown) {
+  const lines = markdown.split("\n");
+  const found = [];
+  for (let i = 0; i < lines.length; i++) {
+    const m = /^```(\S+)(.*)$/.exec(lines[i]);
+    if (!m) continue;
+    const end = lines.findIndex((l, j) => j > i && l.trim() === "```");
+    if (end < 0) throw new Error(`${GUIDE}:${i + 1}: unclosed block`);
+    found.push({ lang: m[1], words: m[2].trim().split(/\s+/).filter(Boolean), text: lines.slice(i + 1, end).join("\n") + "\n", line: i + 1 });
+    i = end;
+  }
+  return found;
+}
+
+/** What serveYourPage (the backend snippet's "your page") serves: a page running snippet n, and the library. */
+const harness = (authority) => `
+import { readFileSync } from "node:fs";
+const pages = JSON.parse(readFileSync(new URL("./pages.json", import.meta.url), "utf8"));
+const lib = ${JSON.stringify(join(root, "clients/js/src/"))};
+globalThis.serveYourPage = (req, res) => {
+  const url = new URL(req.url, "http://x");
+  const n = Number(url.searchParams.get("n") ?? 0);
+  const name = /^\\/boxapi-client\\/(index|errors|counters)\\.js$/.exec(url.pathname)?.[1];
+  if (name) return res.writeHead(200, { "content-type": "text/javascript" }).end(readFileSync(lib + name + ".js"));
+  if (url.pathname === "/snippet.js") return res.writeHead(200, { "content-type": "text/javascript" }).end(pages[n]);
+  res.writeHead(200, { "content-type": "text/html" }).end(\`<!doctype html><html><head>
+<script type="importmap">{ "imports": { "boxapi-client": "/boxapi-client/index.js" } }</script>
+<script>window.AUTHORITY = ${JSON.stringify(authority)}; window.shown = {}; window.show = (k, v) => { shown[k] = String(v); };</script>
+<script type="module">import("/snippet.js?n=\${n}").then(() => { document.body.dataset.state = "ok"; },
+  (e) => { document.body.dataset.error = String(e?.stack ?? e); document.body.dataset.state = "error"; });</script>
+</head><body>guide snippet \${n}</body></html>\`);
+};
+`;
+
+async function waitForPort(port) {
+  for (let i = 0; i < 100; i++) {
+    try {
+      await fetch(`http://127.0.0.1:${port}/boxapi-client/index.js`);
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  throw new Error(`nothing listens on ${port}`);
+}
+
+/** Runs the guide's snippets as tests of browser.mjs (`test`, `contextWith`: its helpers). */
+export async function runGuide({ test, contextWith, ctl, out }) {
+  const { WORK: work, AUTH_PORT: authPort, BOX_PORT: boxPort } = process.env;
+  const authority = `https://localhost:${authPort}`;
+  const all = blocks(readFileSync(join(root, GUIDE), "utf8"));
+  const js = all.filter((b) => b.lang === "js");
+  const of = (kind) => js.filter((b) => b.words.includes(kind));
+
+  await test(`guide: every js block of ${GUIDE} is run (page, backend or agent) and every json block parses`, async () => {
+    const unmarked = js.filter((b) => !b.words.some((w) => KINDS.includes(w)));
+    assert.deepEqual(unmarked.map((b) => b.line), [], "js blocks that no test runs");
+    assert.equal(of("backend").length, 1, "one backend block: the server the page blocks run against");
+    assert.ok(of("page").length >= 2 && of("agent").length >= 1);
+    for (const b of all.filter((b) => b.lang === "json")) JSON.parse(b.text);
+    const other = all.filter((b) => !["js", "json"].includes(b.lang));
+    assert.deepEqual(other.map((b) => `${b.line}: ${b.lang}`), [], "blocks of a language no test runs");
+  });
+
+  // The package as a project installs it: node_modules/boxapi-client is clients/js.
+  const dir = mkdtempSync(join(tmpdir(), "boxapi-guide-"));
+  mkdirSync(join(dir, "node_modules"));
+  symlinkSync(join(root, "clients/js"), join(dir, "node_modules/boxapi-client"));
+  writeFileSync(join(dir, "pages.json"), JSON.stringify(of("page").map((b) => b.text)));
+  writeFileSync(join(dir, "harness.mjs"), harness(authority));
+  writeFileSync(join(dir, "server.mjs"), of("backend")[0]?.text ?? "");
+  const env = { ...process.env, TOOL_KEY: `${work}/keys/demo.private.jwk`, AUTHORITY: authority, NODE_EXTRA_CA_CERTS: `${work}/ca.pem` };
+  const backend = spawn("node", ["--import", "./harness.mjs", "server.mjs"], { cwd: dir, env: { ...env, PORT: String(PORT) }, stdio: ["ignore", "inherit", "inherit"] });
+  try {
+    await waitForPort(PORT);
+    for (const [n, b] of of("page").entries()) {
+      const scenario = b.words.find((w) => w.startsWith("scenario="))?.slice("scenario=".length);
+      await test(`guide: the page block at line ${b.line}${scenario ? ` (${scenario})` : ""} runs in Chromium against the backend block`, async () => {
+        if (scenario === "suspended") ctl("control.sock", "suspend", "--retry-after", "9");
+        const context = await contextWith(`http://localhost:${PORT}`, ["localNetwork"]);
+        try {
+          const page = await context.newPage();
+          await page.goto(`http://localhost:${PORT}/?n=${n}`);
+          await page.waitForFunction(() => ["ok", "error"].includes(document.body.dataset.state), null, { timeout: 20000 });
+          const { state, error, shown } = await page.evaluate(() => ({ ...document.body.dataset, shown: window.shown }));
+          await page.screenshot({ path: `${out}/guide-${b.line}.png` });
+          assert.equal(state, "ok", error);
+          const values = Object.values(shown);
+          assert.ok(values.length > 0, "the snippet showed something");
+          assert.ok(!values.some((v) => /undefined|NaN/.test(v)), JSON.stringify(shown));
+          if (scenario === "suspended") assert.match(shown.retry ?? "", /retry in 9 s \(suspended\)/, JSON.stringify(shown));
+          else assert.ok(!("refused" in shown || "blocked" in shown), JSON.stringify(shown));
+        } finally {
+          await context.close();
+          if (scenario === "suspended") ctl("control.sock", "resume");
+        }
+      });
+    }
+    for (const b of of("agent")) {
+      await test(`guide: the agent block at line ${b.line} runs under Node against the box`, async () => {
+        writeFileSync(join(dir, "agent.mjs"), b.text);
+        const printed = execFileSync("node", ["agent.mjs"], { cwd: dir, env: { ...env, BOX: `https://localhost:${boxPort}` }, encoding: "utf8", timeout: 20000 });
+        assert.equal(printed.trim(), "central ftth");
+      });
+    }
+  } finally {
+    backend.kill();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
