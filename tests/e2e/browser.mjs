@@ -15,7 +15,7 @@ import { fetchTrusting } from "../../clients/js/test/daemons.js";
 import { runGuide } from "./guide.mjs";
 
 const { OUT: out, BOX_PORT: boxPort, BOX2_PORT: box2Port, AUTH_PORT: authPort, WORK: work, BOX: boxBin } = process.env;
-const pages = [8000, 8001, 8002, 8003, 8004];
+const pages = [8000, 8001, 8002, 8003, 8004, 8005];
 const spaces = [
   ...pages.flatMap((p) => [`127.0.0.1:${p}=public`, `[::1]:${p}=public`]),
   `127.0.0.1:${authPort}=public`,
@@ -171,6 +171,41 @@ await test("cross-traffic: what the test downloads through the box's WAN side (l
     server.close();
   }
 });
+
+// Another site (127.0.0.1:8005) embedding the tool page (localhost:8000) in an iframe: the
+// local-network grant belongs to the top-level site, and the frame is delegated the feature by
+// its allow attribute (local-network, or the alias local-network-access). Chromium 156 let a
+// frame without the attribute use the top-level grant too: not asserted, the guide says delegate.
+const embedder = createServer((req, res) => {
+  const allow = new URL(req.url, "http://x").searchParams.get("allow");
+  res.writeHead(200, { "content-type": "text/html" });
+  res.end(`<!doctype html><iframe ${allow ? `allow="${allow}"` : ""} src="http://localhost:8000/" width="800" height="600"></iframe>`);
+});
+await new Promise((ok) => embedder.listen(8005, "127.0.0.1", ok));
+async function embedded(allow, grantTo) {
+  const context = await contextWith(grantTo, ["localNetwork"]);
+  try {
+    const page = await context.newPage();
+    await page.goto(`http://127.0.0.1:8005/?allow=${allow}`);
+    const frame = page.frames().find((f) => f.url().startsWith("http://localhost:8000/")) ?? (await page.waitForEvent("frameattached"));
+    await frame.waitForFunction(() => ["ok", "error"].includes(document.body.dataset.state), null, { timeout: 20000 });
+    return await frame.evaluate(() => ({ ...document.body.dataset }));
+  } finally {
+    await context.close();
+  }
+}
+for (const allow of ["local-network", "local-network-access"]) {
+  await test(`an iframe with allow="${allow}" uses the top-level site's grant`, async () => {
+    const s = await embedded(allow, "http://127.0.0.1:8005");
+    assert.equal(s.state, "ok", s.error);
+    assert.equal(s.technology, "ftth");
+  });
+}
+await test("a grant to the framed tool's own origin does not reach it inside another site", async () => {
+  const s = await embedded("local-network", "http://localhost:8000");
+  assert.equal(s.error, "BlockedByBrowser");
+});
+embedder.close();
 
 await runGuide({ test, contextWith, ctl, out });
 
