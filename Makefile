@@ -81,8 +81,9 @@ test-powercut:
 	$(CARGO) build --locked --quiet -p boxapi
 	@./tests/powercut/run.sh
 
-# Real clients: Chromium via Playwright with the example tool page, schemathesis, testssl.sh,
-# and tokens from oidc-provider (an independent OpenID provider).
+# Real clients: boxapi-client's node --test suite (clients/js), Chromium via Playwright with the
+# example tool page and the guide's snippets, schemathesis, testssl.sh, and tokens from
+# oidc-provider (an independent OpenID provider).
 test-e2e:
 	./tests/e2e/run.sh
 	./tests/interop/run.sh
