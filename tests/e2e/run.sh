@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make test-e2e: real clients nobody on this project wrote, against the real daemon:
 # Chromium (driven by Playwright) with the example tool page, schemathesis with docs/openapi.yaml,
-# and testssl.sh. Installs what it needs (Debian packages, npm, PyPI), idempotently.
+# and testssl.sh; and the tools' client library (clients/js): node --test, tsc on its declarations.
+# Installs what it needs (Debian packages, npm, PyPI), idempotently.
 set -euo pipefail
 cd "$(dirname "$0")"
 root=$(cd ../.. && pwd)
@@ -16,7 +17,7 @@ command -v npm >/dev/null || missing="$missing npm"
 if [ -n "$missing" ]; then
     $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi
-[ -d node_modules/playwright-core ] || npm install --no-audit --no-fund >/dev/null
+[ -d node_modules/playwright-core ] && [ -d node_modules/typescript ] || npm install --no-audit --no-fund >/dev/null
 venv=${BOXAPI_E2E_VENV:-$HOME/.cache/boxapi-e2e-venv}
 [ -x "$venv/bin/schemathesis" ] && "$venv/bin/python" -c "import jsonschema, yaml, requests" 2>/dev/null ||
     { python3 -m venv "$venv" && "$venv/bin/pip" install -q schemathesis jsonschema pyyaml requests; }
@@ -28,9 +29,11 @@ status=0
 # The tools' client library (clients/js): its unit tests, and the real box and authority
 # verifying what it minted (node --test; the daemons are the release build just made).
 echo "== boxapi-client (node --test)"
-(cd "$root/clients/js" && BOXAPI_TARGET=$root/target/release node --test --test-concurrency=1 --test-reporter=spec test/) \
+(cd "$root/clients/js" && BOXAPI_TARGET=$root/target/release node --test --test-concurrency=1 --test-reporter=spec test/*.test.js) \
     >"$OUT/client-js.txt" 2>&1 || status=1
 grep -E '^(ℹ|✖)' "$OUT/client-js.txt" || tail -20 "$OUT/client-js.txt"
+# Its TypeScript declarations, compiled strictly against the uses of the guide and the example.
+node_modules/.bin/tsc -p "$root/clients/js/test/types" && echo "tsc: the declarations compile" || status=1
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }

@@ -1,0 +1,36 @@
+// Compiled (never run) by tests/e2e/run.sh with tsc --strict: the TypeScript declarations describe
+// what the guide and the example use. A wrong declaration fails the compilation.
+import { BlockedByBrowser, RetryAfter, ScopeError, ToolNotValid, connect, type Card, type CrossTrafficResult } from "boxapi-client";
+import { Tool, mintAssertion, type PrivateJwk, type TokenResponse } from "boxapi-client/node";
+
+export async function page(): Promise<string> {
+  const box = await connect({ locator: "https://auth.isp.example", backend: "/boxapi/token" });
+  const mode: "box" | "central" = box.mode;
+  const card: Card = await box.card();
+  const technology: string | undefined = card.isWithheld("access") ? undefined : card.access?.technology;
+  for await (const sample of box.counters({ intervalMs: 250 })) {
+    const rx: number | undefined = sample.wan?.rx_bytes;
+    const source: "stream" | "poll" = sample.source;
+    if (rx !== undefined && source) break;
+  }
+  const traffic = box.crossTraffic({ direction: "down" });
+  await traffic.start();
+  const r: CrossTrafficResult = await traffic.stop({ ownBytes: 1 });
+  try {
+    await box.card();
+  } catch (e) {
+    if (e instanceof BlockedByBrowser) return e.diagnosis;
+    if (e instanceof RetryAfter) return `${e.seconds} ${e.reason}`;
+    if (e instanceof ToolNotValid) return `${e.expires ?? ""} ${e.revoked}`;
+    if (e instanceof ScopeError) return e.code;
+  }
+  return `${mode} ${technology} ${r.cross ?? "withheld"} ${card.withheld.join(",")}`;
+}
+
+export async function backend(key: PrivateJwk): Promise<string> {
+  const tool = new Tool({ id: "demo", key, authorities: ["https://auth.isp.example"] });
+  const token: TokenResponse = await tool.centralToken("https://auth.isp.example/v1/token");
+  const answer = await tool.answer({ mode: "box", token_endpoint: "https://box.example/v1/token" });
+  const assertion = await mintAssertion({ jwk: key, toolId: "demo", audience: "https://box.example/v1/token" });
+  return token.access_token + ("assertion" in answer ? answer.assertion : answer.access_token) + assertion;
+}
