@@ -96,12 +96,13 @@ export async function startField({ origins = [], streamSeconds = 120, log } = {}
       run(BOX_BIN, ["keygen", "--alg", alg, "--kid", kid, "--out", keys]);
     }
     writeFileSync(join(dir, "issuer.jwks"), JSON.stringify({ keys: [JSON.parse(readFileSync(join(keys, "signer.jwk"), "utf8"))] }));
-    const [central, boxmode, authority, perBoxAuthority] = [await freePort(), await freePort(), await freePort(), await freePort()];
+    const [central, boxmode, authority, perBoxAuthority, small] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
     const url = {
       central: `https://localhost:${central}`,
       box: `https://localhost:${boxmode}`,
       authority: `https://localhost:${authority}`,
       perBoxAuthority: `https://localhost:${perBoxAuthority}`,
+      small: `https://localhost:${small}`,
     };
     const past = "2020-01-01T00:00:00Z";
     const tools = (o) =>
@@ -109,9 +110,9 @@ export async function startField({ origins = [], streamSeconds = 120, log } = {}
       toolToml({ id: "edtool", origins: ["https://ed.example"], key: "edtool" }) +
       toolToml({ id: "narrow", origins: ["https://narrow.example"], scopes: ["access"], key: "narrow" }) +
       toolToml({ id: "lapsed", origins: ["https://lapsed.example"], key: "lapsed", extra: `expires = "${past}"` });
-    const server = (port, name) =>
+    const server = (port, name, connections = 64) =>
       `[server]\nlisten = ["127.0.0.1:${port}"]\nserver_names = ["localhost"]\ncert = "server.pem"\nkey = "server.key"\n` +
-      `state_dir = "${name}-state"\ncontrol_socket = "${name}.sock"\nrate_limit_per_second = 0\nmax_connections = 64\n`;
+      `state_dir = "${name}-state"\ncontrol_socket = "${name}.sock"\nrate_limit_per_second = 0\nmax_connections = ${connections}\n`;
     const metrics = `[metrics]\nwan_interface = "lo"\nstream_max_seconds = ${streamSeconds}\n[metrics.static]\n` +
       `box = { model = "Test Box", firmware_version = "1.0" }\nsubscription = { down_kbps = 1000000, up_kbps = 500000 }\n` +
       `access = { technology = "ftth", down_kbps = 1244000, up_kbps = 1244000 }\n` +
@@ -125,6 +126,11 @@ export async function startField({ origins = [], streamSeconds = 120, log } = {}
       server(boxmode, "box") +
       `[auth]\naudience = "${url.box}"\nissuers = ["${url.box}"]\n` +
       `[token_endpoint]\nenabled = true\nissuer = "${url.box}"\nsigning_key = "keys/boxsigner.private.jwk"\n` + tools(origins) + metrics);
+    // A box in box mode with room for two streams (half of 4 connections): streams_full.
+    writeFileSync(join(dir, "small.toml"),
+      server(small, "small", 4) +
+      `[auth]\naudience = "${url.small}"\nissuers = ["${url.small}"]\n` +
+      `[token_endpoint]\nenabled = true\nissuer = "${url.small}"\nsigning_key = "keys/boxsigner.private.jwk"\n` + tools(origins) + metrics);
     // The authorities know every tool as valid (the boxes' registry is what refuses "lapsed"),
     // and locate 127.0.0.1 (the tests' "subscriber line") to the central-mode box.
     writeFileSync(join(dir, "locate.json"), JSON.stringify({ "127.0.0.1": url.central }));
@@ -136,7 +142,7 @@ export async function startField({ origins = [], streamSeconds = 120, log } = {}
       tools(origins).replace(/expires = "[^"]*"\n/, "");
     writeFileSync(join(dir, "authority.toml"), authorityToml(authority, "authority", false));
     writeFileSync(join(dir, "perbox.toml"), authorityToml(perBoxAuthority, "perbox", true));
-    for (const [bin, name] of [[BOX_BIN, "central"], [BOX_BIN, "box"], [AUTHORITY_BIN, "authority"], [AUTHORITY_BIN, "perbox"]]) {
+    for (const [bin, name] of [[BOX_BIN, "central"], [BOX_BIN, "box"], [BOX_BIN, "small"], [AUTHORITY_BIN, "authority"], [AUTHORITY_BIN, "perbox"]]) {
       children.push(await start(bin, join(dir, `${name}.toml`), log && `${log}-${name}.log`));
     }
     const ca = readFileSync(join(dir, "ca.pem"), "utf8");

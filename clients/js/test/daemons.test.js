@@ -122,6 +122,28 @@ test("a second stream from this terminal: stream_open with the first one's time 
   await first.return();
 });
 
+test("streams full (half the box's connections): streams_full, then polling", async () => {
+  // Three terminals (loopback addresses) on a box with room for two streams.
+  const terminal = (address) =>
+    connect({ box: field.url.small, token: backend(toolFor("demo")), fetch: fetchTrusting(field.ca, { localAddress: address }) });
+  const held = [];
+  for (const address of ["127.0.0.1", "127.0.0.2"]) {
+    const it = (await terminal(address)).counters({ intervalMs: 500, poll: "never" })[Symbol.asyncIterator]();
+    assert.equal((await it.next()).value.source, "stream");
+    held.push(it);
+  }
+  try {
+    const third = await terminal("127.0.0.3");
+    const never = third.counters({ intervalMs: 100, poll: "never" })[Symbol.asyncIterator]();
+    await assert.rejects(never.next(), (e) => e instanceof RetryAfter && e.reason === "streams_full" && e.seconds >= 1 && e.seconds <= 3);
+    const first = await third.counters({ intervalMs: 100 })[Symbol.asyncIterator]().next();
+    assert.equal(first.value.source, "poll");
+    assert.equal(third.streamRefusal.reason, "streams_full");
+  } finally {
+    for (const it of held) await it.return();
+  }
+});
+
 test("a stream the box ends (stream_max_seconds = 3) is reopened: samples go on past it", async () => {
   const box = await connectAs("demo", field.url.box);
   const seen = [];
