@@ -58,7 +58,7 @@ const EXPLAIN = {
   "network-or-certificate": "the server is unreachable from here (not on this network, API switched off) or the browser does not trust its certificate",
   certificate: "the server's certificate is not trusted",
   unreachable: "the server is unreachable",
-  unknown: "no more can be told",
+  unknown: "the page cannot tell which of these",
 };
 
 /**

@@ -135,11 +135,17 @@ export class Tool {
       const asked = JSON.parse(await readBody(req));
       body = await this.answer(asked && typeof asked === "object" ? asked : {});
     } catch (e) {
-      if (!(e instanceof BoxApiError) && !(e instanceof SyntaxError)) throw e;
-      status = e instanceof BoxApiError ? e.status || 502 : 400;
-      body = { error: e.code || "invalid_request", error_description: e.detail || e.message };
-      if (e.reason) body.reason = e.reason;
-      if (e instanceof RetryAfter) headers["retry-after"] = String(e.seconds);
+      if (e instanceof BoxApiError || e instanceof SyntaxError) {
+        status = e instanceof BoxApiError ? e.status || 502 : 400;
+        body = { error: e.code || "invalid_request", error_description: e.detail || e.message };
+        if (e.reason) body.reason = e.reason;
+        if (e instanceof RetryAfter) headers["retry-after"] = String(e.seconds);
+      } else {
+        // A fault of this backend (its key, its code): the page gets a 500, the log the cause.
+        console.error("boxapi-client: the token route failed:", e);
+        status = 500;
+        body = { error: "server_error", error_description: "the tool's backend failed; see its log" };
+      }
     }
     res.writeHead(status, headers);
     res.end(JSON.stringify(body));

@@ -163,3 +163,28 @@ test("a fetch that throws is BlockedByBrowser, saying what cannot be told apart"
     return true;
   });
 });
+
+test("the backend route answers the page: an assertion in box mode, refusals as JSON with their status", async (t) => {
+  const { createServer } = await import("node:http");
+  const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+  const good = new Tool({ id: "demo", key: { ...privateKey.export({ format: "jwk" }), kid: "k" }, authorities: ["https://auth.isp.example"] });
+  const broken = new Tool({ id: "demo", key: { kty: "EC", crv: "P-256", kid: "k", d: "AA" } });
+  const server = createServer((req, res) => (req.url === "/broken" ? broken : good).handle(req, res));
+  await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
+  t.after(() => server.close());
+  const post = async (path, body) => {
+    const r = await fetch(`http://127.0.0.1:${server.address().port}${path}`, { method: "POST", body });
+    return [r.status, await r.json()];
+  };
+  const [status, answer] = await post("/", JSON.stringify({ mode: "box", token_endpoint: "https://box.example/v1/token" }));
+  assert.equal(status, 200);
+  assert.equal(JSON.parse(Buffer.from(answer.assertion.split(".")[1], "base64url")).aud, "https://box.example/v1/token");
+  assert.deepEqual((await post("/", "{not json"))[0], 400);
+  const [s403, refused] = await post("/", JSON.stringify({ mode: "central", token_endpoint: "https://evil.example/v1/token" }));
+  assert.equal(s403, 403);
+  assert.equal(refused.error, "authority_not_allowed");
+  assert.equal((await post("/", "x".repeat(5000)))[0], 413);
+  const [s500, fault] = await post("/broken", JSON.stringify({ mode: "box", token_endpoint: "https://box.example/v1/token" }));
+  assert.equal(s500, 500);
+  assert.equal(fault.error, "server_error");
+});
