@@ -35,7 +35,7 @@ pub enum OAuthError {
     InvalidRequest(&'static str),
     #[error("{0}")]
     InvalidClient(String),
-    #[error("the requested scope is not registered for this tool (access, counters)")]
+    #[error("a requested scope is not in this tool's registration, or unknown (the scopes are access and counters)")]
     InvalidScope,
     #[error("only grant_type=client_credentials is supported")]
     UnsupportedGrantType,
