@@ -82,10 +82,11 @@ test-powercut:
 	@./tests/powercut/run.sh
 
 # Real clients: boxapi-client's node --test suite (clients/js), Chromium via Playwright with the
-# example tool page and the guide's snippets, schemathesis, testssl.sh, and tokens from
-# oidc-provider (an independent OpenID provider).
+# example tool page and the guide's snippets, schemathesis (the box's and the authority's OpenAPI
+# documents), testssl.sh, and tokens from oidc-provider (an independent OpenID provider).
 test-e2e:
 	./tests/e2e/run.sh
+	./tests/e2e/authority.sh
 	./tests/interop/run.sh
 	./tests/field/browser.sh
 

@@ -18,9 +18,7 @@ if [ -n "$missing" ]; then
     $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi
 [ -d node_modules/playwright-core ] && [ -d node_modules/typescript ] || npm install --no-audit --no-fund >/dev/null
-venv=${BOXAPI_E2E_VENV:-$HOME/.cache/boxapi-e2e-venv}
-[ -x "$venv/bin/schemathesis" ] && "$venv/bin/python" -c "import jsonschema, yaml, requests" 2>/dev/null ||
-    { python3 -m venv "$venv" && "$venv/bin/pip" install -q schemathesis jsonschema pyyaml requests; }
+. ./venv.sh
 
 (cd "$root" && cargo build --release --locked -q)
 BOX=$root/target/release/boxapi

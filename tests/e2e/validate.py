@@ -46,6 +46,9 @@ def check_stream():
         second = requests.get(url, headers=auth, verify=ca, timeout=10)
         assert second.status_code == 429, second.text
         jsonschema.validate(second.json(), schema("Problem"), cls=jsonschema.Draft202012Validator)
+        # Contract §6 rev. 3: told apart from the request rate limit, with the time the open one has left.
+        assert second.json().get("reason") == "stream_open", second.text
+        assert 0 < int(second.headers["Retry-After"]) <= 120, second.headers
         lines = []
         for line in r.iter_lines():
             lines.append(json.loads(line))
