@@ -14,7 +14,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # (tests/openwrt/run.sh).
 TEST_PACKAGES := openssl curl python3 iproute2 iputils-ping faketime ca-certificates systemd pebble knot knot-dnsutils redis-server busybox strace cmake pkg-config libjson-c-dev shellcheck
 
-.PHONY: demo test deps lint unit-security build release release-box size clean cross cross-setup test-cross bench fuzz test-e2e test-wifi test-powercut test-box test-openwrt
+.PHONY: demo test deps lint unit-security build release release-box size clean cross cross-setup test-cross bench bench-fleet bench-deps fuzz test-e2e test-wifi test-powercut test-box test-openwrt
 
 # Box SoC targets (cross/README.md) and their stripped-size budgets in bytes.
 CROSS_TARGETS ?= armv7-unknown-linux-musleabihf aarch64-unknown-linux-musl mipsel-unknown-linux-musl mips-unknown-linux-musl
@@ -102,13 +102,20 @@ release-box:
 	$(CARGO) build --release --locked -p boxapi
 
 # boxapi against nginx in one run (wrk as the load client), then tokens per second of the authority
-# (in-memory store and Redis) against node oidc-provider; see docs/performance.md.
-bench: release release-box
+# (in-memory store and Redis) against node oidc-provider, then the authority's cost of boxes'
+# fleet polls (`make bench-fleet` alone); see docs/performance.md.
+bench: release release-box bench-deps
+	./bench/run.sh
+	./bench/tokens.sh
+	./bench/fleet.sh
+
+bench-fleet: release bench-deps
+	./bench/fleet.sh
+
+bench-deps:
 	$(CARGO) build --release --locked -p boxapi-loadgen
 	@missing=""; for p in nginx wrk redis-server; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
-	./bench/run.sh
-	./bench/tokens.sh
 
 # Every fuzz target for FUZZ_SECONDS (default 30); see docs/security.md.
 fuzz:

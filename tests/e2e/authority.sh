@@ -15,7 +15,7 @@ mkdir -p "$OUT"
 command -v node >/dev/null || { echo "tests/e2e/authority.sh needs node (tests/e2e/run.sh installs it)" >&2; exit 1; }
 # BOXAPI_BIN and AUTHORITY_BIN: other builds of the two (as bench/tokens.sh takes them).
 if [ -z "${BOXAPI_BIN:-}${AUTHORITY_BIN:-}" ]; then
-    (cd "$root" && cargo build --release --locked -q -p boxapi -p boxapi-authority)
+    (cd "$root" && cargo build --release --locked -q)   # as tests/e2e/run.sh: the same build, no rebuild
 fi
 BOX=${BOXAPI_BIN:-$root/target/release/boxapi}
 AUTHORITY=${AUTHORITY_BIN:-$root/target/release/boxapi-authority}
