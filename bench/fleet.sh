@@ -26,8 +26,7 @@ trap cleanup EXIT
 ulimit -n 8192
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-auth_port=$(free_port); nginx_port=$(free_port)
-while [ "$nginx_port" = "$auth_port" ]; do nginx_port=$(free_port); done
+nginx_port=$(free_port)
 ./tests/field/make-pki.sh "$work" >/dev/null
 # The operator's root key signs the registry and the fleet document.
 for k in root signer; do "$BOX" keygen --alg EdDSA --kid $k --out "$work" >/dev/null; done
@@ -56,7 +55,7 @@ signing_key = "signer.private.jwk"
 file = "registry.jws"
 root_key = "root.jwk"
 [authority]
-listen = ["127.0.0.1:$auth_port"]
+listen = ["127.0.0.1:0"]
 [enrolment]
 device_ca = "device-ca.pem"
 device_crls = ["device-ca.crl"]
@@ -102,9 +101,15 @@ http {
 }
 CONF
 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" 2>"$work/nginx/stderr" & pids+=("$!")
-for port in $auth_port $nginx_port; do
-    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
+# The authority's port is the kernel's choice, read from its log (a port picked free beforehand
+# can be taken by then).
+auth_port=
+for _ in $(seq 100); do
+    auth_port=$(sed -n 's/.*"addr":"127.0.0.1:\([0-9]*\)",.*"event":"listening".*/\1/p' "$work/authority.log")
+    [ -n "$auth_port" ] && break; sleep 0.1
 done
+[ -n "$auth_port" ] || { echo "bench/fleet.sh: the authority did not start" >&2; cat "$work/authority.log" >&2; exit 1; }
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$nginx_port") 2>/dev/null && break; sleep 0.1; done
 sleep 0.3
 nginx_pid=$(pgrep -P "$(cat "$work/nginx/nginx.pid")" | head -1)  # the worker serves
 

@@ -1,7 +1,7 @@
 """Named answers of a live boxapi-authority, each checked against docs/authority-openapi.yaml: the
 status is documented for its operation, the body matches the schema documented for that status
 and content type, and the expected `error` / `code` is the one given (tests/e2e/authority.sh).
-Usage: authority_validate.py SPEC BASE CA WORK BOXAPI"""
+Usage: authority_validate.py SPEC BASE CA WORK BOXAPI ISSUER"""
 import base64
 import json
 import subprocess
@@ -12,7 +12,7 @@ import jsonschema
 import requests
 import yaml
 
-spec_path, base, ca, work, boxapi = sys.argv[1:6]
+spec_path, base, ca, work, boxapi, issuer = sys.argv[1:7]
 spec = yaml.safe_load(open(spec_path))
 assertions = {t: open(f"{work}/{t}.assertions").read().split() for t in ("demo", "narrow")}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -77,7 +77,7 @@ def claims(jwt):
 
 
 discovery = check("discovery", "GET", "/.well-known/oauth-authorization-server", 200)[1]
-assert discovery["token_endpoint"] == base + "/v1/token", discovery
+assert discovery["token_endpoint"] == issuer + "/v1/token", discovery
 _, granted = check("token for a fresh assertion", "POST", "/v1/token", 200, headers=FORM,
                    data=token_form("demo", 0, scope="counters"))
 assert granted["scope"] == "counters" and granted["box_url"] == "https://b1.box.test", granted
