@@ -72,34 +72,70 @@ pub enum FleetError {
 /// than one replica of a fleet of millions sees in a window. Past it, a box not seen yet is not
 /// counted until older ones leave the window.
 pub const MAX_SEEN: usize = 4_000_000;
+/// A full table is swept of boxes out of the window at most this often: a sweep of 4 million
+/// entries under the lock takes tens of milliseconds, and made on every poll of a box not yet
+/// counted it would stall every poll of a replica seeing more boxes than it counts.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Which version each box fetched last, for the boxes seen within the window: how many boxes
 /// have a version. A box is its device name's hash (64 bits: collisions are negligible at fleet
 /// sizes), so memory does not grow with the names' length.
-#[derive(Default)]
 pub struct Seen {
     hasher: RandomState,
-    boxes: Mutex<HashMap<u64, (u64, Instant)>>,
+    boxes: Mutex<Table>,
+    /// How many boxes it counts at most ([`MAX_SEEN`]; fewer in tests).
+    cap: usize,
+}
+
+#[derive(Default)]
+struct Table {
+    boxes: HashMap<u64, (u64, Instant)>,
+    /// When boxes out of the window were last removed.
+    swept: Option<Instant>,
+}
+
+impl Table {
+    fn sweep(&mut self, now: Instant, window: Duration) {
+        self.boxes
+            .retain(|_, (_, at)| now.duration_since(*at) < window);
+        self.swept = Some(now);
+    }
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        Seen {
+            hasher: RandomState::new(),
+            boxes: Mutex::default(),
+            cap: MAX_SEEN,
+        }
+    }
 }
 
 impl Seen {
     /// `device` fetched (200) or confirmed (304) `version` at `now`.
     pub fn note(&self, device: &str, version: u64, now: Instant, window: Duration) {
         let key = self.hasher.hash_one(device);
-        let mut boxes = self.boxes.lock().unwrap_or_else(|e| e.into_inner());
-        if boxes.len() >= MAX_SEEN && !boxes.contains_key(&key) {
-            boxes.retain(|_, (_, at)| now.duration_since(*at) < window);
-            if boxes.len() >= MAX_SEEN {
+        let mut table = self.boxes.lock().unwrap_or_else(|e| e.into_inner());
+        if table.boxes.len() >= self.cap && !table.boxes.contains_key(&key) {
+            let due = table
+                .swept
+                .is_none_or(|at| now.saturating_duration_since(at) >= SWEEP_EVERY);
+            if due {
+                table.sweep(now, window);
+            }
+            if table.boxes.len() >= self.cap {
                 return;
             }
         }
-        boxes.insert(key, (version, now));
+        table.boxes.insert(key, (version, now));
     }
 
     /// Boxes per version among those seen within `window` of `now` (the others are forgotten).
     pub fn counts(&self, now: Instant, window: Duration) -> BTreeMap<u64, u64> {
-        let mut boxes = self.boxes.lock().unwrap_or_else(|e| e.into_inner());
-        boxes.retain(|_, (_, at)| now.duration_since(*at) < window);
+        let mut table = self.boxes.lock().unwrap_or_else(|e| e.into_inner());
+        table.sweep(now, window);
+        let boxes = &table.boxes;
         let mut counts = BTreeMap::new();
         for (version, _) in boxes.values() {
             *counts.entry(*version).or_insert(0) += 1;
@@ -285,6 +321,33 @@ mod tests {
         // b is not seen again within the window: forgotten.
         assert_eq!(seen.counts(at(320), w), BTreeMap::from([(2, 1)]));
         assert_eq!(seen.counts(at(341), w), BTreeMap::new());
+    }
+
+    /// A full table is swept at most once a second: before, every poll of a box not yet counted
+    /// swept it, tens of milliseconds under the lock with 4 million boxes, stalling every poll.
+    /// Between sweeps a new box goes uncounted, even when older ones have left the window.
+    #[test]
+    fn a_full_table_is_swept_at_most_once_a_second() {
+        let seen = Seen {
+            cap: 2,
+            ..Seen::default()
+        };
+        let t0 = Instant::now();
+        let w = Duration::from_millis(500);
+        let at = |ms| t0 + Duration::from_millis(ms);
+        seen.note("a", 1, at(0), w);
+        seen.note("b", 1, at(0), w);
+        // Full; a and b have left the window: swept, c counted.
+        seen.note("c", 1, at(600), w);
+        seen.note("d", 1, at(650), w);
+        // Full again; c has left the window, but the last sweep was 600 ms ago: e waits.
+        seen.note("e", 1, at(1200), w);
+        seen.note("d", 2, at(1200), w);
+        assert_eq!(seen.counts(at(1300), w), BTreeMap::from([(2, 1)]));
+        // A second after the last sweep (the count's, at 1300), a new box is counted again.
+        seen.note("f", 1, at(1350), w);
+        seen.note("g", 1, at(2400), w);
+        assert_eq!(seen.counts(at(2400), w), BTreeMap::from([(1, 1)]));
     }
 
     #[test]
