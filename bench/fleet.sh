@@ -25,6 +25,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 ulimit -n 8192
 
+. bench/setup.sh
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 nginx_port=$(free_port)
 ./tests/field/make-pki.sh "$work" >/dev/null
@@ -71,19 +72,8 @@ tsig_secret_file = "tsig.key"
 CONF
 "$AUTHORITY" serve --config "$work/authority.toml" 2>"$work/authority.log" & auth_pid=$!; pids+=("$auth_pid")
 
-mkdir -p "$work/nginx/www/v1" "$work/nginx/tmp"
-cp "$work/fleet.jws" "$work/nginx/www/v1/fleet"
-chmod -R a+rX "$work/nginx/www" && chmod a+x "$work" "$work/nginx"   # nginx's worker is not root
-cat > "$work/nginx/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-error_log $work/nginx/error.log warn;
-pid $work/nginx/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log $work/nginx/access.log;   # the authority logs every request too
-    client_body_temp_path $work/nginx/tmp; proxy_temp_path $work/nginx/tmp;
-    fastcgi_temp_path $work/nginx/tmp; uwsgi_temp_path $work/nginx/tmp; scgi_temp_path $work/nginx/tmp;
+nginx_site "$work/fleet.jws" /v1/fleet
+{ nginx_conf_head; cat <<CONF
     server {
         listen 127.0.0.1:$nginx_port ssl;
         ssl_certificate $work/auth.pem;
@@ -100,6 +90,7 @@ http {
     }
 }
 CONF
+} > "$work/nginx/nginx.conf"
 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" 2>"$work/nginx/stderr" & pids+=("$!")
 # The authority's port is the kernel's choice, read from its log (a port picked free beforehand
 # can be taken by then).

@@ -38,19 +38,8 @@ t0=$(now_ms); "$BOX" serve --config "$work/boxapi.toml" 2>"$work/boxapi.log" & b
 box_ready=$(ready_ms $box_port "$t0")
 curl -sf --cacert "$work/ca.pem" -H "Authorization: Bearer $token" "https://localhost:$box_port/v1/access" > "$work/card.json"
 
-mkdir -p "$work/nginx/www/v1" "$work/nginx/tmp"
-cp "$work/card.json" "$work/nginx/www/v1/access"
-chmod -R a+rX "$work/nginx/www" && chmod a+x "$work" "$work/nginx"   # nginx's worker is not root
-cat > "$work/nginx/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-error_log $work/nginx/error.log warn;
-pid $work/nginx/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log $work/nginx/access.log;   # boxapi logs every request too
-    client_body_temp_path $work/nginx/tmp; proxy_temp_path $work/nginx/tmp;
-    fastcgi_temp_path $work/nginx/tmp; uwsgi_temp_path $work/nginx/tmp; scgi_temp_path $work/nginx/tmp;
+nginx_site "$work/card.json" /v1/access
+{ nginx_conf_head; cat <<CONF
     keepalive_requests 100000;
     server {
         listen 127.0.0.1:$nginx_port ssl;
@@ -70,6 +59,7 @@ http {
     }
 }
 CONF
+} > "$work/nginx/nginx.conf"
 t0=$(now_ms); nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" 2>"$work/nginx/stderr" & pids+=("$!")
 nginx_ready=$(ready_ms $nginx_port "$t0")
 sleep 0.3
