@@ -1,18 +1,24 @@
 // Counter arithmetic that needs no network: NDJSON lines out of a byte stream, deltas that
-// survive a 32-bit counter wrapping, and the cross-traffic sums (contract §5, /v1/counters).
+// survive a 32-bit counter wrapping or a reset, and the cross-traffic sums (contract §5, /v1/counters).
 
 const WRAP32 = 2 ** 32;
 /** A line of the stream is one /v1/counters object, a few hundred bytes: more is not a line. */
 const MAX_LINE = 64 * 1024;
 
+/** The fastest WAN a box has, in bytes per microsecond (10 Gbit/s): a faster "wrap" was a reset. */
+const MAX_BYTES_PER_US = 10e9 / 8 / 1e6;
+
 /**
- * Bytes counted between two readings of one counter. Some box kernels keep 32-bit counters that
- * wrap at 2^32: a value that went down from below 2^32 wrapped once. One that went down from
- * above 2^32 was reset (an interface restarted): what it counted since is the new value.
+ * Bytes counted between two readings of one counter, `elapsedUs` apart. The box sends the
+ * kernel's counters as they are: 64-bit, or 32-bit wrapping at 2^32 on some 32-bit kernels and
+ * drivers. A counter that went down wrapped once only if what that implies fits in the time at
+ * 10 Gbit/s; otherwise it was reset (a PPPoE reconnection, an interface restarted) and counted
+ * `after` since. Without `elapsedUs` a drop is a reset.
  */
-export function counterDelta(before, after) {
+export function counterDelta(before, after, elapsedUs = 0) {
   if (after >= before) return after - before;
-  return before < WRAP32 ? after + WRAP32 - before : after;
+  const wrapped = after + WRAP32 - before;
+  return before < WRAP32 && wrapped <= MAX_BYTES_PER_US * elapsedUs ? wrapped : after;
 }
 
 /** The chunks of a ReadableStream, through a reader (Safari's streams are not async-iterable). */
@@ -73,10 +79,11 @@ export class TrafficTotals {
       this.clientKnown = sample.client != null;
       return;
     }
+    const us = sample.monotonic_us - prev.monotonic_us;
     if (sample.wan == null || prev.wan == null) this.wanKnown = false;
-    else this.wan += counterDelta(prev.wan[this.key], sample.wan[this.key]);
+    else this.wan += counterDelta(prev.wan[this.key], sample.wan[this.key], us);
     if (sample.client == null || prev.client == null) this.clientKnown = false;
-    else this.client += counterDelta(prev.client[this.key], sample.client[this.key]);
+    else this.client += counterDelta(prev.client[this.key], sample.client[this.key], us);
   }
 
   /**

@@ -1,32 +1,45 @@
 // boxapi-client, the page's part (also usable by native agents on Node, which have fetch): find
 // the box, learn from its discovery where tokens come from, get one through the tool's own
 // backend, read the card, follow the counters and measure cross-traffic. No dependencies.
-import { BlockedByBrowser, BoxApiError, Refused, RetryAfter, errorFromResponse } from "./errors.js";
+import { BlockedByBrowser, Refused, RetryAfter, errorFromResponse } from "./errors.js";
 import { TrafficTotals, chunks, ndjsonLines } from "./counters.js";
 
 export { BoxApiError, BlockedByBrowser, ToolNotValid, ScopeError, RetryAfter, Refused, errorFor } from "./errors.js";
 export { counterDelta, TrafficTotals } from "./counters.js";
 
 export const DISCOVERY_PATH = "/.well-known/oauth-authorization-server";
-const ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/** RFC 7523's client_assertion_type, which a relayed assertion is sent with. */
+export const ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /** A cached token is renewed this long before it expires (the box ends a stream when its token expires). */
 const TOKEN_MARGIN_MS = 60_000;
-/** The local-network permissions Chromium has had: 142-144 one name, 145+ one for the LAN and one for loopback. */
-const LNA_PERMISSIONS = ["local-network", "loopback-network", "local-network-access"];
+/** A host Chromium counts as loopback, where `loopback-network` may apply instead of `local-network`. */
+const isLoopback = (host) => host === "localhost" || host.endsWith(".localhost") || /^127\.\d+\.\d+\.\d+$/.test(host) || host === "[::1]";
+
+/**
+ * The states of the local-network permissions that may apply to `url`: `local-network` (Chromium
+ * 145+), plus `loopback-network` for a loopback host; `local-network-access` (142-144) only when
+ * the browser knows neither, as Chromium 156 still answers it ("denied") whatever was granted.
+ */
+async function permissionStates(url) {
+  const query = globalThis.navigator?.permissions?.query?.bind(globalThis.navigator.permissions);
+  if (!query) return {};
+  const permissions = {};
+  const read = async (name) => {
+    try {
+      permissions[name] = (await query({ name })).state;
+    } catch {
+      // A name this browser does not know.
+    }
+  };
+  await read("local-network");
+  if (isLoopback(new URL(url).hostname)) await read("loopback-network");
+  if (!Object.keys(permissions).length) await read("local-network-access");
+  return permissions;
+}
 
 /** What a page can infer after the browser refused a request without saying why. */
 async function diagnose(f, url, cause) {
-  const permissions = {};
-  const nav = globalThis.navigator;
-  if (nav?.permissions?.query) {
-    for (const name of LNA_PERMISSIONS) {
-      try {
-        permissions[name] = (await nav.permissions.query({ name })).state;
-      } catch {
-        // A name this browser does not know.
-      }
-    }
-  }
+  const permissions = await permissionStates(url);
   const states = Object.values(permissions);
   if (typeof document === "undefined") {
     // Not a browser (Node): the network layer says what happened in the error's cause.
@@ -34,7 +47,7 @@ async function diagnose(f, url, cause) {
     const cert = /CERT|SELF_SIGNED|UNABLE_TO|ALTNAME/.test(code);
     return { diagnosis: cert ? "certificate" : code ? "unreachable" : "unknown", permissions, networkCode: code };
   }
-  // Every local-network permission this browser knows refused: nothing local can get through.
+  // Every local-network permission that may apply refused: nothing local can get through.
   if (states.length && states.every((st) => st === "denied")) return { diagnosis: "local-network-permission", permissions };
   // A no-cors request gets through whatever CORS says: if it succeeds, the network, the
   // certificate and the local-network permission are fine, and CORS is what refused.
@@ -46,8 +59,8 @@ async function diagnose(f, url, cause) {
     // Refused below the page: permission, certificate, or no route to the box.
   }
   if (reachable) return { diagnosis: "cors", permissions };
-  // Which permission applies depends on the box's address, which the page does not know: any
-  // not granted may be the one.
+  // Any permission that may apply and is not granted may be the cause (a loopback host may be
+  // either: which one applies depends on the address space the browser gives it).
   if (states.some((st) => st !== "granted")) return { diagnosis: "local-network-permission", permissions };
   return { diagnosis: "network-or-certificate", permissions };
 }
@@ -88,7 +101,8 @@ async function request(f, url, init, probe = true) {
 /** The box serving the line this page runs on, from the operator's locator (`GET {authority}/v1/locate`). */
 export async function locate(authority, { fetch } = {}) {
   const f = fetch ?? globalThis.fetch.bind(globalThis);
-  const r = await request(f, new URL("/v1/locate", authority), { credentials: "omit", cache: "no-store" });
+  // Redirects are not followed: the box's URL comes from the authority itself, nowhere else.
+  const r = await request(f, new URL("/v1/locate", authority), { credentials: "omit", cache: "no-store", redirect: "error" });
   const { box_url: url } = await r.json();
   if (typeof url !== "string") throw new Refused("the locator's answer has no box_url", { url: String(authority) });
   return url;
@@ -123,10 +137,12 @@ export async function connect({ box, locator, token, backend, fetch } = {}) {
   return new Box(url, await r.json(), token ?? backendTokens(backend, { fetch: f }), f);
 }
 
+/** Waits `ms`, or less if `signal` aborts; leaves no listener on `signal` either way (one per poll would pile up). */
 const sleep = (ms, signal) =>
   new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
+    const onAbort = () => (clearTimeout(t), resolve());
+    const t = setTimeout(() => (signal?.removeEventListener("abort", onAbort), resolve()), ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
   });
 
 export class Box {
@@ -150,12 +166,17 @@ export class Box {
     let got = await this.getToken({ mode: this.mode, tokenEndpoint: this.tokenEndpoint, audience: this.audience, box: this.url });
     if (got && typeof got.assertion === "string") {
       if (!this.tokenEndpoint) throw new Refused("the box announces no token endpoint to send the assertion to", { url: this.url });
+      const form = new URLSearchParams({ grant_type: "client_credentials", client_assertion_type: ASSERTION_TYPE, client_assertion: got.assertion });
+      // The backend's narrower scope (Tool's `scope`), which only the request can carry.
+      if (typeof got.scope === "string" && got.scope) form.set("scope", got.scope);
       const r = await request(this.fetch, this.tokenEndpoint, {
         method: "POST",
         headers: { "content-type": "application/x-www-form-urlencoded" },
-        body: new URLSearchParams({ grant_type: "client_credentials", client_assertion_type: ASSERTION_TYPE, client_assertion: got.assertion }).toString(),
+        body: form.toString(),
         cache: "no-store",
         credentials: "omit",
+        // A redirect would re-post the single-use assertion to wherever it points.
+        redirect: "error",
       });
       got = await r.json();
     }
@@ -279,8 +300,16 @@ export class CrossTraffic {
     if (this.ctrl) throw new Error("this measurement is already started");
     this.ctrl = new AbortController();
     const it = this.box.counters({ ...this.options, signal: this.ctrl.signal })[Symbol.asyncIterator]();
-    const first = await it.next();
-    if (first.done) throw new Refused("the counters ended before the first sample", { url: this.box.url });
+    let first;
+    try {
+      first = await it.next();
+      if (first.done) throw new Refused("the counters ended before the first sample", { url: this.box.url });
+    } catch (e) {
+      // Not started: start() may be called again.
+      this.ctrl.abort();
+      this.ctrl = null;
+      throw e;
+    }
     this.take(first.value);
     this.source = first.value.source;
     this.loop = (async () => {
@@ -296,15 +325,21 @@ export class CrossTraffic {
 
   /**
    * Ends the measurement: `ownBytes` is what the page itself transferred (used when the box has no
-   * count of this terminal's own bytes). Returns { wan, own, cross, seconds, ownFrom, source,
-   * samples, withheld }; `wan` and `cross` are null when the subscriber withholds the counters.
+   * count of this terminal's own bytes). It counts payload, the box counts frames: `overhead` is
+   * the fraction the headers add (about 0.045 for TCP over IPv4 and Ethernet; default 0, which
+   * reports that much of the page's own traffic as cross-traffic). Returns { wan, own, cross,
+   * seconds, ownFrom, source, samples, withheld }; `wan` and `cross` are null when the subscriber
+   * withholds the counters.
    */
-  async stop({ ownBytes } = {}) {
+  async stop({ ownBytes, overhead = 0 } = {}) {
     if (!this.ctrl) throw new Error("stop() before start()");
+    if (!(overhead >= 0 && overhead < 1)) throw new RangeError("overhead is a fraction, 0 to 1");
     this.ctrl.abort();
     const failed = await this.loop;
-    if (failed instanceof BoxApiError) throw failed;
+    // The loop's failure (a refusal, a broken line, a bug) is this measurement's.
+    if (failed instanceof Error) throw failed;
     this.take(await this.box.countersOnce());
-    return { ...this.totals.result(ownBytes), source: this.source };
+    const own = ownBytes == null ? ownBytes : Math.round(ownBytes * (1 + overhead));
+    return { ...this.totals.result(own), source: this.source };
   }
 }

@@ -2,17 +2,22 @@
 // private JWK, central tokens from an allow-listed authority, and the one route a page's
 // `connect({ backend })` calls. node:crypto only, no dependency.
 import { createPrivateKey, randomBytes, sign } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { BoxApiError, Refused, RetryAfter, errorFromResponse } from "./errors.js";
+import { ASSERTION_TYPE } from "./index.js";
 
 export * from "./errors.js";
 
-const ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 const TOKEN_PATH = "/v1/token";
 /** The boxes and the authority refuse an assertion that lives longer than 5 minutes; one request needs far less. */
 const ASSERTION_LIFETIME = 60;
 /** The page's request to the backend route is a small JSON object. */
 const MAX_REQUEST = 4096;
+/** A cached central token is handed out until this long before it expires (the page keeps it as long again). */
+const TOKEN_MARGIN_S = 60;
+/** The page's modules (src/), which `servePageModule` serves. */
+const PAGE_MODULES = /^(index|errors|counters)\.js$/;
 
 const b64u = (bytes) => Buffer.from(bytes).toString("base64url");
 
@@ -40,8 +45,20 @@ export async function mintAssertion({ jwk, toolId, audience, lifetime = ASSERTIO
   return `${input}.${b64u(sig)}`;
 }
 
-/** `https://host[:port]/v1/token` of an allowed origin, or a Refused saying why not. */
-function checkedEndpoint(endpoint, allowed) {
+/**
+ * Whether `url` is the origin of a box `pattern` names: an origin ("https://box.example:8443"),
+ * or a zone whose boxes are one label under it ("https://*.box.isp.example").
+ */
+function isBox(url, pattern) {
+  const wild = pattern.startsWith("https://*.");
+  const p = new URL(wild ? pattern.replace("*", "x") : pattern);
+  if (!wild) return p.origin === url.origin;
+  const dot = url.hostname.indexOf(".");
+  return url.port === p.port && dot > 0 && url.hostname.slice(dot) === p.hostname.slice(1);
+}
+
+/** `https://host[:port]/v1/token` of an allowed origin (`allowed`: a predicate on the URL), or a Refused saying why not. */
+function checkedEndpoint(endpoint, allowed, allowList) {
   let url;
   try {
     url = new URL(endpoint);
@@ -51,8 +68,8 @@ function checkedEndpoint(endpoint, allowed) {
   if (url.protocol !== "https:" || url.pathname !== TOKEN_PATH || url.search || url.hash) {
     throw new Refused(`a token endpoint is https://…${TOKEN_PATH}, not ${endpoint}`, { status: 400, code: "invalid_request" });
   }
-  if (allowed && !allowed.has(url.origin)) {
-    throw new Refused(`${url.origin} is not an authority this tool gets tokens from (its allow-list: ${[...allowed].join(", ") || "empty"})`, {
+  if (!allowed(url)) {
+    throw new Refused(`${url.origin} is not an authority this tool gets tokens from (its allow-list: ${allowList.join(", ") || "empty"})`, {
       status: 403,
       code: "authority_not_allowed",
     });
@@ -64,17 +81,26 @@ function checkedEndpoint(endpoint, allowed) {
 export class Tool {
   /**
    * `authorities`: the operators' authorities (origins, e.g. "https://auth.isp.example") this
-   * backend sends its assertions to; a page announcing any other is refused. `scope`: what to ask
-   * for (default: everything the tool is registered for).
+   * backend gets tokens from; `boxes`: the boxes whose own token endpoint (box mode) it makes
+   * assertions for, as zones ("https://*.box.isp.example": one label under it) or origins. A page
+   * announcing any other is refused. `scope`: what to ask for (default: everything the tool is
+   * registered for).
    */
-  constructor({ id, key, authorities = [], scope, fetch } = {}) {
+  constructor({ id, key, authorities = [], boxes = [], scope, fetch } = {}) {
     if (!id || !key) throw new TypeError("a Tool needs id and key (its private JWK)");
     this.id = id;
     this.key = key;
     this.authorities = new Set(authorities.map((a) => new URL(a).origin));
+    this.boxes = [...boxes];
+    for (const b of this.boxes) new URL(b.replace("*", "x")); // throws now for a pattern that is not a URL
     this.scope = scope;
     this.fetch = fetch ?? globalThis.fetch.bind(globalThis);
+    /** Central tokens by endpoint and scope: { answer (a promise), until (ms, once known) }. */
+    this.tokens = new Map();
   }
+
+  isAuthority = (url) => this.authorities.has(url.origin);
+  isBox = (url) => this.boxes.some((b) => isBox(url, b));
 
   /** A Tool whose key is read from a JWK file (as `boxapi keygen` writes it). */
   static async fromFile(path, options) {
@@ -90,19 +116,46 @@ export class Tool {
    * A token from an authority on the allow-list, server to server (`POST {authority}/v1/token`,
    * client_credentials with a client assertion). Refusals are typed errors: OAuth's
    * `invalid_scope` a ScopeError, `slow_down` (quota) a RetryAfter, the rest Refused.
+   * A token for any box (no `box_url` in the answer) is shared by every page until 60 s before it
+   * expires: the authority's quota (`tokens_per_hour`) counts tokens, not visitors.
    */
   async centralToken(tokenEndpoint, { scope = this.scope } = {}) {
-    const url = checkedEndpoint(tokenEndpoint, this.authorities);
+    const url = checkedEndpoint(tokenEndpoint, this.isAuthority, [...this.authorities]);
+    const key = `${url} ${scope ?? ""}`;
+    const now = Date.now();
+    for (const [k, t] of this.tokens) if (t.until != null && t.until <= now) this.tokens.delete(k);
+    let entry = this.tokens.get(key);
+    if (!entry) {
+      // Pages asking at once wait for the same request.
+      entry = { answer: this.requestToken(url, scope), until: null };
+      this.tokens.set(key, entry);
+      entry.answer.then(
+        // A per-box token (box_url) is for one line's box only; one about to expire is not worth keeping.
+        (got) => (got.box_url || !(got.expires_in > TOKEN_MARGIN_S) ? this.tokens.delete(key) : (entry.until = Date.now() + (got.expires_in - TOKEN_MARGIN_S) * 1000)),
+        () => this.tokens.delete(key),
+      );
+    }
+    const got = await entry.answer;
+    // What is left of its life, for the page's own cache.
+    return entry.until == null ? got : { ...got, expires_in: Math.round((entry.until - Date.now()) / 1000) + TOKEN_MARGIN_S };
+  }
+
+  async requestToken(url, scope) {
     const form = new URLSearchParams({ grant_type: "client_credentials", client_assertion_type: ASSERTION_TYPE, client_assertion: await this.assertion(url) });
     if (scope) form.set("scope", scope);
     let resp;
     try {
-      resp = await this.fetch(url, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: form.toString() });
+      // A redirect would re-post the assertion elsewhere: the allow-list is about where it goes.
+      resp = await this.fetch(url, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: form.toString(), redirect: "error" });
     } catch (cause) {
       throw new Refused(`the authority ${url} cannot be reached`, { status: 502, code: "authority_unreachable", url, cause });
     }
     if (!resp.ok) throw await errorFromResponse(resp, url);
-    return resp.json();
+    const got = await resp.json().catch(() => null);
+    if (typeof got?.access_token !== "string") {
+      throw new Refused(`the authority ${url} answered 200 without a token`, { status: 502, code: "authority_invalid_answer", url });
+    }
+    return got;
   }
 
   /**
@@ -112,13 +165,15 @@ export class Tool {
    * (`invalid_target` to a request from here).
    */
   async answer({ mode, token_endpoint: endpoint } = {}) {
-    if (mode === "box") return { assertion: await this.assertion(checkedEndpoint(endpoint, null)) };
+    // The page puts `scope` in the request it relays the assertion with.
+    const relayed = async (url) => ({ assertion: await this.assertion(url), ...(this.scope ? { scope: this.scope } : {}) });
+    if (mode === "box") return relayed(checkedEndpoint(endpoint, this.isBox, this.boxes));
     if (mode !== "central") throw new Refused(`mode is "box" or "central", not ${mode}`, { status: 400, code: "invalid_request" });
     try {
       return await this.centralToken(endpoint);
     } catch (e) {
       if (e.code !== "invalid_target") throw e;
-      return { assertion: await this.assertion(checkedEndpoint(endpoint, this.authorities)) };
+      return relayed(checkedEndpoint(endpoint, this.isAuthority, [...this.authorities]));
     }
   }
 
@@ -150,6 +205,18 @@ export class Tool {
     res.writeHead(status, headers);
     res.end(JSON.stringify(body));
   }
+}
+
+/**
+ * Serves the page's modules of this package (`GET {prefix}index.js`, `errors.js`, `counters.js`)
+ * for pages without a bundler; true when it answered.
+ */
+export function servePageModule(req, res, prefix = "/boxapi-client/") {
+  const path = new URL(req.url, "http://x").pathname;
+  const name = path.startsWith(prefix) ? path.slice(prefix.length) : "";
+  if (!PAGE_MODULES.test(name)) return false;
+  res.writeHead(200, { "content-type": "text/javascript" }).end(readFileSync(new URL(name, import.meta.url)));
+  return true;
 }
 
 async function readBody(req) {

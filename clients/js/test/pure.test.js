@@ -8,6 +8,7 @@ import { Tool, mintAssertion } from "../src/node.js";
 import { ndjsonLines } from "../src/counters.js";
 
 const headers = (h) => new Headers(h);
+const testKey = () => ({ ...generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey.export({ format: "jwk" }), kid: "k" });
 
 test("problems map to typed errors by code and reason (contract §6 rev. 3)", () => {
   const lapsed = errorFor(401, { code: "invalid_token", reason: "tool_not_valid", detail: "…", expires: "2026-01-01T00:00:00Z", not_before: null });
@@ -51,10 +52,15 @@ test("Retry-After as an HTTP date becomes seconds", () => {
   assert.ok(e.seconds >= 40 && e.seconds <= 43, String(e.seconds));
 });
 
-test("counter deltas survive a 32-bit wrap and a 64-bit counter's reset", () => {
-  assert.equal(counterDelta(100, 250), 150);
-  assert.equal(counterDelta(2 ** 32 - 10, 5), 15);
-  assert.equal(counterDelta(2 ** 40, 1000), 1000);
+test("counter deltas survive a 32-bit wrap and a reset, told apart by the time between the readings", () => {
+  assert.equal(counterDelta(100, 250, 1000), 150);
+  assert.equal(counterDelta(2 ** 32 - 10, 5, 1000), 15);
+  assert.equal(counterDelta(2 ** 40, 1000, 1e6), 1000, "a 64-bit counter's reset");
+  // A PPPoE reconnection resets a 64-bit counter below 2^32: a "wrap" would be 1.3 GB in 250 ms.
+  assert.equal(counterDelta(3e9, 1e5, 250_000), 1e5);
+  // The same drop over 2 s fits 10 Gbit/s: a wrap.
+  assert.equal(counterDelta(3e9, 1e5, 2e6), 2 ** 32 - 3e9 + 1e5);
+  assert.equal(counterDelta(2 ** 32 - 10, 5), 5, "no elapsed time: a reset");
 });
 
 test("cross-traffic sums sample by sample, across two wraps", () => {
@@ -139,7 +145,7 @@ test("a backend refuses an authority that is not on its allow-list, before any r
     id: "demo",
     key: { ...privateKey.export({ format: "jwk" }), kid: "k" },
     authorities: ["https://auth.isp.example"],
-    fetch: async () => (requests++, new Response("{}")),
+    fetch: async () => (requests++, new Response('{"access_token":"t","expires_in":900}')),
   });
   for (const endpoint of ["https://evil.example/v1/token", "https://auth.isp.example.evil.example/v1/token", "https://auth.isp.example:8443/v1/token"]) {
     await assert.rejects(tool.centralToken(endpoint), (e) => e instanceof Refused && e.code === "authority_not_allowed" && e.status === 403);
@@ -164,12 +170,56 @@ test("a fetch that throws is BlockedByBrowser, saying what cannot be told apart"
   });
 });
 
+test("box mode: assertions only for the boxes on the allow-list (a zone: one label under it, or an origin)", async () => {
+  let requests = 0;
+  const tool = new Tool({ id: "demo", key: testKey(), boxes: ["https://*.box.isp.example", "https://box.test:8443"], scope: "access", fetch: async () => (requests++, new Response("{}")) });
+  for (const ok of ["https://k3x9q2.box.isp.example/v1/token", "https://box.test:8443/v1/token"]) {
+    const answer = await tool.answer({ mode: "box", token_endpoint: ok });
+    assert.equal(JSON.parse(Buffer.from(answer.assertion.split(".")[1], "base64url")).aud, ok);
+    assert.equal(answer.scope, "access", "the page relays the narrower scope");
+  }
+  for (const bad of ["https://auth.unlisted.example/v1/token", "https://box.isp.example/v1/token", "https://a.b.box.isp.example/v1/token",
+    "https://k3x9q2.box.isp.example:8443/v1/token", "https://k3x9q2.box.isp.example.evil.example/v1/token", "https://box.test/v1/token"]) {
+    await assert.rejects(tool.answer({ mode: "box", token_endpoint: bad }), (e) => e instanceof Refused && e.code === "authority_not_allowed" && e.status === 403, bad);
+  }
+  await assert.rejects(new Tool({ id: "demo", key: testKey() }).answer({ mode: "box", token_endpoint: "https://box.test:8443/v1/token" }), (e) => e.code === "authority_not_allowed");
+  assert.equal(requests, 0);
+});
+
+/** An HTTP server on loopback for `handler`, closed after the test `t`; its port. */
+async function serve(t, handler) {
+  const { createServer } = await import("node:http");
+  const server = createServer(handler);
+  await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
+  t.after(() => server.close());
+  return server.address().port;
+}
+
+test("no redirect is followed with an assertion or a token request: the backend's, the page's relay, the locator", async (t) => {
+  const received = [];
+  const elsewhere = await serve(t, (req, res) => (received.push(`${req.method} ${req.url}`), res.end('{"access_token":"stolen","expires_in":900,"box_url":"https://x"}')));
+  const redirecting = await serve(t, (req, res) => {
+    if (req.url.startsWith("/.well-known/")) return res.end(JSON.stringify({ boxapi_mode: "box", token_endpoint: "https://box.test/v1/token" }));
+    res.writeHead(307, { location: `http://127.0.0.1:${elsewhere}${req.url}` }).end();
+  });
+  // The https URLs the library checks, served by the loopback server (fetch's own redirect handling).
+  const f = (url, init) => fetch(String(url).replace(/^https:\/\/[^/]+/, `http://127.0.0.1:${redirecting}`), init);
+  const tool = new Tool({ id: "demo", key: testKey(), authorities: ["https://auth.test"], boxes: ["https://box.test"], fetch: f });
+  await assert.rejects(tool.centralToken("https://auth.test/v1/token"), (e) => e instanceof Refused && e.code === "authority_unreachable" && e.status === 502);
+  const box = await connect({ box: "https://box.test", token: () => tool.answer({ mode: "box", token_endpoint: "https://box.test/v1/token" }), fetch: f });
+  await assert.rejects(box.token(), BlockedByBrowser);
+  await assert.rejects(connect({ locator: "https://auth.test", backend: "/t", fetch: f }), BlockedByBrowser);
+  assert.deepEqual(received, []);
+});
+
 test("the backend route answers the page: an assertion in box mode, refusals as JSON with their status", async (t) => {
   const { createServer } = await import("node:http");
   const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
-  const good = new Tool({ id: "demo", key: { ...privateKey.export({ format: "jwk" }), kid: "k" }, authorities: ["https://auth.isp.example"] });
-  const broken = new Tool({ id: "demo", key: { kty: "EC", crv: "P-256", kid: "k", d: "AA" } });
-  const server = createServer((req, res) => (req.url === "/broken" ? broken : good).handle(req, res));
+  const good = new Tool({ id: "demo", key: { ...privateKey.export({ format: "jwk" }), kid: "k" }, authorities: ["https://auth.isp.example"], boxes: ["https://box.example"] });
+  const broken = new Tool({ id: "demo", key: { kty: "EC", crv: "P-256", kid: "k", d: "AA" }, boxes: ["https://box.example"] });
+  // An authority answering 200 with something else than JSON (a captive portal, a proxy's page).
+  const html = new Tool({ id: "demo", key: testKey(), authorities: ["https://auth.isp.example"], fetch: async () => new Response("<html>") });
+  const server = createServer((req, res) => (({ "/broken": broken, "/html": html })[req.url] ?? good).handle(req, res));
   await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
   t.after(() => server.close());
   const post = async (path, body) => {
@@ -187,4 +237,62 @@ test("the backend route answers the page: an assertion in box mode, refusals as 
   const [s500, fault] = await post("/broken", JSON.stringify({ mode: "box", token_endpoint: "https://box.example/v1/token" }));
   assert.equal(s500, 500);
   assert.equal(fault.error, "server_error");
+  const [s502, bad] = await post("/html", JSON.stringify({ mode: "central", token_endpoint: "https://auth.isp.example/v1/token" }));
+  assert.equal(s502, 502, "the authority's fault, not the page's request");
+  assert.equal(bad.error, "authority_invalid_answer");
+});
+
+/** A box answering from `counters` (a function of the request's number: a sample, or text that is not JSON). */
+function fakeBox(counters) {
+  let n = 0;
+  const f = async (url) => {
+    const path = new URL(String(url)).pathname;
+    if (path.startsWith("/.well-known/")) return Response.json({ boxapi_mode: "box", token_endpoint: "https://box.test/v1/token" });
+    if (path === "/v1/counters") {
+      const got = counters(n++);
+      if (got instanceof Error) throw got;
+      return new Response(typeof got === "string" ? got : JSON.stringify(got));
+    }
+    return new Response("{}", { status: 404 });
+  };
+  return connect({ box: "https://box.test", token: async () => ({ access_token: "t" }), fetch: f });
+}
+const sample = (n) => ({ monotonic_us: n * 100_000, wan: { rx_bytes: n * 10, tx_bytes: 0 }, client: null });
+
+test("polling leaves no abort listener behind per poll", async (t) => {
+  let listeners = 0;
+  const { addEventListener: add, removeEventListener: remove } = EventTarget.prototype;
+  EventTarget.prototype.addEventListener = function (type, ...rest) {
+    if (this instanceof AbortSignal && type === "abort") listeners++;
+    return add.call(this, type, ...rest);
+  };
+  EventTarget.prototype.removeEventListener = function (type, ...rest) {
+    if (this instanceof AbortSignal && type === "abort") listeners--;
+    return remove.call(this, type, ...rest);
+  };
+  t.after(() => Object.assign(EventTarget.prototype, { addEventListener: add, removeEventListener: remove }));
+  const box = await fakeBox(sample);
+  const ctrl = new AbortController();
+  let polls = 0;
+  let most = 0;
+  for await (const s of box.counters({ intervalMs: 100, poll: "always", signal: ctrl.signal })) {
+    assert.equal(s.source, "poll");
+    most = Math.max(most, listeners);
+    if (++polls === 8) break;
+  }
+  assert.ok(most <= 3, `at most the caller's and one sleep's listeners at a time, not one per poll: ${most}`);
+});
+
+test("crossTraffic: a failure of its loop, of any kind, is stop()'s; a failed start() may be retried", async () => {
+  const box = await fakeBox((n) => (n === 1 ? "<not json>" : sample(n)));
+  const x = box.crossTraffic({ intervalMs: 100, poll: "always" });
+  await x.start();
+  await new Promise((ok) => setTimeout(ok, 300));
+  await assert.rejects(x.stop({ ownBytes: 1 }), SyntaxError);
+  const flaky = await fakeBox((n) => (n === 0 ? new TypeError("fetch failed") : sample(n)));
+  const y = flaky.crossTraffic({ intervalMs: 100, poll: "always" });
+  await assert.rejects(y.start(), BlockedByBrowser);
+  assert.equal((await y.start()).source, "poll", "started on the second try");
+  const r = await y.stop({ ownBytes: 100, overhead: 0.05 });
+  assert.equal(r.own, 105, "the page's payload plus the headers' overhead");
 });
