@@ -92,7 +92,7 @@ export async function startField({ origins = [], streamSeconds = 120, log } = {}
   try {
     execFileSync(join(REPO, "certs/make-dev-certs.sh"), [dir], { stdio: "ignore" });
     const keys = join(dir, "keys");
-    for (const [kid, alg] of [["demo", "ES256"], ["edtool", "EdDSA"], ["narrow", "ES256"], ["lapsed", "ES256"], ["signer", "EdDSA"], ["boxsigner", "EdDSA"]]) {
+    for (const [kid, alg] of [["demo", "ES256"], ["edtool", "EdDSA"], ["narrow", "ES256"], ["lapsed", "ES256"], ["quota", "ES256"], ["signer", "EdDSA"], ["boxsigner", "EdDSA"]]) {
       run(BOX_BIN, ["keygen", "--alg", alg, "--kid", kid, "--out", keys]);
     }
     writeFileSync(join(dir, "issuer.jwks"), JSON.stringify({ keys: [JSON.parse(readFileSync(join(keys, "signer.jwk"), "utf8"))] }));
@@ -109,7 +109,8 @@ export async function startField({ origins = [], streamSeconds = 120, log } = {}
       toolToml({ id: "demo", origins: o, key: "demo" }) +
       toolToml({ id: "edtool", origins: ["https://ed.example"], key: "edtool" }) +
       toolToml({ id: "narrow", origins: ["https://narrow.example"], scopes: ["access"], key: "narrow" }) +
-      toolToml({ id: "lapsed", origins: ["https://lapsed.example"], key: "lapsed", extra: `expires = "${past}"` });
+      toolToml({ id: "lapsed", origins: ["https://lapsed.example"], key: "lapsed", extra: `expires = "${past}"` }) +
+      toolToml({ id: "quota", origins: ["https://quota.example"], key: "quota", extra: "tokens_per_hour = 2" });
     const server = (port, name, connections = 64) =>
       `[server]\nlisten = ["127.0.0.1:${port}"]\nserver_names = ["localhost"]\ncert = "server.pem"\nkey = "server.key"\n` +
       `state_dir = "${name}-state"\ncontrol_socket = "${name}.sock"\nrate_limit_per_second = 0\nmax_connections = ${connections}\n`;

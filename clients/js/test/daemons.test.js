@@ -15,7 +15,8 @@ after(() => field?.stop());
 
 /** A tool backend as a function: the page's token callback calls it directly. */
 const backend = (tool) => ({ mode, tokenEndpoint }) => tool.answer({ mode, token_endpoint: tokenEndpoint });
-const toolFor = (id, extra = {}) => new Tool({ id, key: field.jwk(id), authorities: [field.url.authority, field.url.perBoxAuthority], fetch: field.fetch, ...extra });
+const toolFor = (id, extra = {}) =>
+  new Tool({ id, key: field.jwk(id), authorities: [field.url.authority, field.url.perBoxAuthority], boxes: [field.url.box, field.url.small], fetch: field.fetch, ...extra });
 const connectAs = (id, box, extra) => connect({ box, token: backend(toolFor(id, extra)), fetch: field.fetch });
 
 test("box mode: the box's token endpoint accepts an ES256 assertion Node minted, and its token reads the card", async () => {
@@ -49,6 +50,36 @@ test("central mode: the backend gets a token from the allow-listed authority, wh
 test("central mode: an authority the box announces but the backend does not list is refused", async () => {
   const box = await connect({ box: field.url.central, token: backend(toolFor("demo", { authorities: ["https://auth.other.example"] })), fetch: field.fetch });
   await assert.rejects(box.card(), (e) => e instanceof Refused && e.code === "authority_not_allowed");
+});
+
+test("central mode: one token serves many pages (tokens_per_hour = 2, three connects cost one)", async () => {
+  // The backend calls from 127.0.0.2, off any subscriber line: the answer names no box (box_url).
+  const offLine = { fetch: fetchTrusting(field.ca, { localAddress: "127.0.0.2" }) };
+  const tool = toolFor("quota", offLine);
+  for (let visit = 0; visit < 3; visit++) {
+    const box = await connect({ box: field.url.central, token: backend(tool), fetch: field.fetch });
+    assert.equal((await box.card()).access.technology, "ftth");
+  }
+  // The quota had one token left, which a backend without that cache spends; then slow_down.
+  await toolFor("quota", offLine).centralToken(`${field.url.authority}/v1/token`);
+  await assert.rejects(toolFor("quota", offLine).centralToken(`${field.url.authority}/v1/token`), (e) => e instanceof RetryAfter && e.code === "slow_down");
+});
+
+test("box mode: a backend's narrower scope reaches the box's token endpoint through the page", async () => {
+  const box = await connectAs("demo", field.url.box, { scope: "access" });
+  assert.equal((await box.card()).access.technology, "ftth");
+  await assert.rejects(box.countersOnce(), (e) => e instanceof ScopeError && e.code === "insufficient_scope");
+});
+
+test("leaving a counters loop frees the box's stream slot: the same terminal's next counters() streams", async () => {
+  const box = await connectAs("demo", field.url.box);
+  for await (const s of box.counters({ intervalMs: 100 })) {
+    assert.equal(s.source, "stream");
+    break;
+  }
+  const again = await box.counters({ intervalMs: 100, poll: "never" })[Symbol.asyncIterator]();
+  assert.equal((await again.next()).value.source, "stream", "no stream_open: the first stream was closed");
+  await again.return();
 });
 
 test("the locator finds the box of this line", async () => {
@@ -147,10 +178,12 @@ test("streams full (half the box's connections): streams_full, then polling", as
 test("a stream the box ends (stream_max_seconds = 3) is reopened: samples go on past it", async () => {
   const box = await connectAs("demo", field.url.box);
   const seen = [];
+  // Bounded in samples too (a stalled stream gives none; the test timeout ends that).
   for await (const s of box.counters({ intervalMs: 250 })) {
     seen.push(s);
-    if (s.monotonic_us - seen[0].monotonic_us > 4.5e6) break;
+    if (s.monotonic_us - seen[0].monotonic_us > 4.5e6 || seen.length >= 60) break;
   }
+  assert.ok(seen.at(-1).monotonic_us - seen[0].monotonic_us > 4.5e6, `past the 3 s stream in ${seen.length} samples`);
   assert.ok(seen.every((s) => s.source === "stream"));
   const gaps = seen.slice(1).map((s, i) => s.monotonic_us - seen[i].monotonic_us);
   assert.ok(Math.max(...gaps) < 2e6, `no long gap at the reopening: ${Math.max(...gaps)} µs`);
