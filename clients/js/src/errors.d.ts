@@ -1,5 +1,9 @@
 /** Every refusal or failure boxapi-client reports. */
 export class BoxApiError extends Error {
+  constructor(
+    message: string,
+    options?: { status?: number; code?: string; reason?: string; detail?: string; body?: Record<string, unknown> | null; url?: string; cause?: unknown },
+  );
   /** HTTP status (0: no answer reached the client). */
   status: number;
   /** The problem's `code`, the OAuth `error`, or `blocked_by_browser`, `http_<status>`. */

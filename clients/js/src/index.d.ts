@@ -6,7 +6,8 @@ export interface Discovery {
   issuer: string;
   token_endpoint: string | null;
   boxapi_mode: "box" | "central";
-  boxapi_audience: string;
+  /** The audience of this box's tokens; null when the box does not announce one. */
+  boxapi_audience: string | null;
   scopes_supported: string[];
   [member: string]: unknown;
 }
@@ -21,7 +22,10 @@ export interface TokenRequest {
 }
 
 /** The backend's answer: a token (central mode, server to server), or an assertion the page relays to tokenEndpoint. */
-export type TokenAnswer = { access_token: string; expires_in?: number; token_type?: string; scope?: string } | { assertion: string };
+export type TokenAnswer =
+  | { access_token: string; expires_in?: number; token_type?: string; scope?: string }
+  /** `scope`: sent with the assertion, to narrow the grant (Tool's `scope`). */
+  | { assertion: string; scope?: string };
 
 export interface ConnectOptions {
   /** The box's URL, when known (e.g. "https://k3x9q2….box.isp.example"). */
@@ -92,8 +96,13 @@ export interface CrossTrafficResult {
 export class CrossTraffic {
   /** Reads the first sample (opening the stream, or polling). */
   start(): Promise<Counters>;
-  /** Ends the stream and reads the counters once more; ownBytes: what the page itself transferred. */
-  stop(options?: { ownBytes?: number }): Promise<CrossTrafficResult>;
+  /**
+   * Ends the stream and reads the counters once more. `ownBytes`: what the page itself
+   * transferred (payload); `overhead`: the fraction headers add on the wire (about 0.045 for TCP
+   * over IPv4 and Ethernet, more over PPPoE), which the box counts: without it (default 0) `cross`
+   * includes that much of the page's own traffic. Rethrows a failure of the sampling loop.
+   */
+  stop(options?: { ownBytes?: number; overhead?: number }): Promise<CrossTrafficResult>;
 }
 
 export class Box {
@@ -101,6 +110,8 @@ export class Box {
   readonly discovery: Discovery;
   readonly mode: "box" | "central";
   readonly tokenEndpoint: string | null;
+  /** Discovery's boxapi_audience: the audience of this box's tokens. */
+  readonly audience: string | null;
   /** Why the last counters() fell back to polling (RetryAfter with reason stream_open / streams_full, or a 404), else null. */
   streamRefusal: import("./errors.js").BoxApiError | null;
   token(options?: { fresh?: boolean }): Promise<string>;
@@ -112,11 +123,16 @@ export class Box {
 }
 
 export const DISCOVERY_PATH: string;
+/** RFC 7523's client_assertion_type, which a relayed assertion is sent with. */
+export const ASSERTION_TYPE: string;
 export function connect(options: ConnectOptions): Promise<Box>;
 export function locate(authority: string, options?: { fetch?: typeof fetch }): Promise<string>;
 export function backendTokens(url: string, options?: { fetch?: typeof fetch }): (request: TokenRequest) => Promise<TokenAnswer>;
-/** Bytes between two readings of one counter, across a 32-bit wrap. */
-export function counterDelta(before: number, after: number): number;
+/**
+ * Bytes between two readings of one counter `elapsedUs` apart: a drop is a 32-bit wrap if that
+ * fits 10 Gbit/s in the time, else a reset (counted from 0); without elapsedUs, a reset.
+ */
+export function counterDelta(before: number, after: number, elapsedUs?: number): number;
 export class TrafficTotals {
   constructor(direction?: "down" | "up");
   add(sample: Counters): void;

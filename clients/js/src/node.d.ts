@@ -11,6 +11,13 @@ export interface PrivateJwk {
   [member: string]: unknown;
 }
 
+/** The typed error for a refused Response (problem+json or an OAuth error body). */
+export function errorFromResponse(resp: Response, url?: string): Promise<import("./errors.js").BoxApiError>;
+/** Retry-After (seconds or an HTTP date) in whole seconds, or `fallback`. */
+export function retryAfterSeconds(headers: { get(name: string): string | null } | undefined, fallback?: number): number;
+/** Serves this package's page modules (GET {prefix}index.js, errors.js, counters.js); true when it answered. */
+export function servePageModule(req: IncomingMessage, res: ServerResponse, prefix?: string): boolean;
+
 export function mintAssertion(options: { jwk: PrivateJwk; toolId: string; audience: string; lifetime?: number; now?: number }): Promise<string>;
 
 export interface TokenResponse {
@@ -26,6 +33,12 @@ export interface ToolOptions {
   key: PrivateJwk;
   /** Origins of the authorities this backend sends assertions to ("https://auth.isp.example"). */
   authorities?: string[];
+  /**
+   * The boxes it makes assertions for in box mode: zones ("https://*.box.isp.example", one label
+   * under the zone) or origins ("https://box.example:8443"). Any other token endpoint is refused
+   * (Refused, 403 authority_not_allowed).
+   */
+  boxes?: string[];
   /** Scopes to ask for (default: all the tool is registered for). */
   scope?: string;
   fetch?: typeof fetch;
@@ -36,10 +49,14 @@ export class Tool {
   static fromFile(path: string, options: Omit<ToolOptions, "key">): Promise<Tool>;
   readonly id: string;
   assertion(audience: string): Promise<string>;
-  /** POST {authority}/v1/token from this server; refuses an authority not on the allow-list (Refused, code authority_not_allowed). */
+  /**
+   * POST {authority}/v1/token from this server; refuses an authority not on the allow-list
+   * (Refused, code authority_not_allowed). A token without box_url is cached per endpoint and
+   * scope until 60 s before it expires (expires_in then says what is left).
+   */
   centralToken(tokenEndpoint: string, options?: { scope?: string }): Promise<TokenResponse>;
-  /** The answer to the page's request ({ mode, token_endpoint }). */
-  answer(request: { mode: "box" | "central"; token_endpoint: string }): Promise<TokenResponse | { assertion: string }>;
+  /** The answer to the page's request ({ mode, token_endpoint }); an assertion carries the Tool's scope. */
+  answer(request: { mode: "box" | "central"; token_endpoint: string }): Promise<TokenResponse | { assertion: string; scope?: string }>;
   /** The backend route for node:http: authenticate your user's session first. */
   handle(req: IncomingMessage, res: ServerResponse): Promise<void>;
 }

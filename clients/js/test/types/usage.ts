@@ -1,7 +1,8 @@
 // Compiled (never run) by tests/e2e/run.sh with tsc --strict: the TypeScript declarations describe
 // what the guide and the example use. A wrong declaration fails the compilation.
-import { BlockedByBrowser, RetryAfter, ScopeError, ToolNotValid, connect, type Card, type CrossTrafficResult } from "boxapi-client";
-import { Tool, mintAssertion, type PrivateJwk, type TokenResponse } from "boxapi-client/node";
+import { BlockedByBrowser, BoxApiError, RetryAfter, ScopeError, ToolNotValid, connect, counterDelta, type Card, type CrossTrafficResult } from "boxapi-client";
+import { Tool, errorFromResponse, mintAssertion, retryAfterSeconds, servePageModule, type PrivateJwk, type TokenResponse } from "boxapi-client/node";
+import type { IncomingMessage, ServerResponse } from "node:http";
 
 export async function page(): Promise<string> {
   const box = await connect({ locator: "https://auth.isp.example", backend: "/boxapi/token" });
@@ -15,7 +16,10 @@ export async function page(): Promise<string> {
   }
   const traffic = box.crossTraffic({ direction: "down" });
   await traffic.start();
-  const r: CrossTrafficResult = await traffic.stop({ ownBytes: 1 });
+  const r: CrossTrafficResult = await traffic.stop({ ownBytes: 1, overhead: 0.045 });
+  const audience: string | null = box.audience ?? box.discovery.boxapi_audience;
+  const delta: number = counterDelta(1, 2, 250_000);
+  const own = new BoxApiError("x", { status: 502, code: "bad" });
   try {
     await box.card();
   } catch (e) {
@@ -24,13 +28,20 @@ export async function page(): Promise<string> {
     if (e instanceof ToolNotValid) return `${e.expires ?? ""} ${e.revoked}`;
     if (e instanceof ScopeError) return e.code;
   }
-  return `${mode} ${technology} ${r.cross ?? "withheld"} ${card.withheld.join(",")}`;
+  return `${mode} ${technology} ${r.cross ?? "withheld"} ${card.withheld.join(",")} ${audience} ${delta} ${own.code}`;
 }
 
 export async function backend(key: PrivateJwk): Promise<string> {
-  const tool = new Tool({ id: "demo", key, authorities: ["https://auth.isp.example"] });
+  const tool = new Tool({ id: "demo", key, authorities: ["https://auth.isp.example"], boxes: ["https://*.box.isp.example"], scope: "access" });
   const token: TokenResponse = await tool.centralToken("https://auth.isp.example/v1/token");
-  const answer = await tool.answer({ mode: "box", token_endpoint: "https://box.example/v1/token" });
+  const answer = await tool.answer({ mode: "box", token_endpoint: "https://k3x9q2.box.isp.example/v1/token" });
+  const narrowed: string | undefined = "assertion" in answer ? answer.scope : undefined;
+  const refused = await errorFromResponse(new Response("{}", { status: 502 }));
+  const wait: number = retryAfterSeconds(new Headers({ "retry-after": "5" }));
   const assertion = await mintAssertion({ jwk: key, toolId: "demo", audience: "https://box.example/v1/token" });
-  return token.access_token + ("assertion" in answer ? answer.assertion : answer.access_token) + assertion;
+  return token.access_token + ("assertion" in answer ? answer.assertion : answer.access_token) + assertion + narrowed + refused.code + wait;
+}
+
+export function route(req: IncomingMessage, res: ServerResponse): boolean {
+  return servePageModule(req, res) || servePageModule(req, res, "/lib/");
 }
