@@ -24,7 +24,7 @@ try {
   await x.start();
   status("measuring", "Measuring cross-traffic…");
   const blob = await (await fetch(`/blob?bytes=${params.get("bytes") ?? 2e6}`)).arrayBuffer();
-  await new Promise((ok) => setTimeout(ok, Number(params.get("hold") ?? 0))); // lets a test add traffic
+  if (params.has("hold")) await new Promise((ok) => (window.resume = ok)); // a test adds traffic, then resumes
   const r = await x.stop({ ownBytes: blob.byteLength });
   $("traffic").textContent = `${r.own} bytes of ours in ${r.seconds.toFixed(2)} s; WAN ${r.wan}; cross-traffic ${r.cross}`;
   show({ source: r.source, wan: r.wan, own: r.own, cross: r.cross });

@@ -3,28 +3,35 @@
 // origin Chromium counts as public (--ip-address-space-overrides) and every box as on the LAN
 // ("local"), as in the field; the authority is public. Every case asserts what the page shows;
 // screenshots go to $OUT.
-//   BOX_PORT (central mode), BOX2_PORT (box mode), AUTH_PORT, WORK (control sockets, CA), BOX (the
-//   binary, for ctl), OUT, HOME (an NSS DB trusting the test CA) come from run.sh.
+//   BOX_PORT (central mode), BOX2_PORT (box mode), AUTH_PORT, WORK (control sockets, CA), TOKEN
+//   (for the central-mode box), BOX (the binary, for ctl), OUT, HOME (an NSS DB trusting the test
+//   CA) come from run.sh (the field: daemons.mjs).
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { createServer, request } from "node:http";
 import { connect } from "../../clients/js/src/index.js";
-import { fetchTrusting } from "../../clients/js/test/daemons.js";
+import { servePageModule } from "../../clients/js/src/node.js";
+import { fetchTrusting, freePort } from "../../clients/js/test/daemons.js";
 import { runGuide } from "./guide.mjs";
 
-const { OUT: out, BOX_PORT: boxPort, BOX2_PORT: box2Port, AUTH_PORT: authPort, WORK: work, BOX: boxBin } = process.env;
-const pages = [8000, 8001, 8002, 8003, 8004, 8005];
+const { OUT: out, BOX_PORT: boxPort, BOX2_PORT: box2Port, AUTH_PORT: authPort, WORK: work, BOX: boxBin, TOKEN: token } = process.env;
+const pages = [8000, 8001, 8002, 8003, 8004, 8005, 8006];
+// A box on the LAN that is down (nothing listens on its port).
+const downPort = await freePort();
 const spaces = [
   ...pages.flatMap((p) => [`127.0.0.1:${p}=public`, `[::1]:${p}=public`]),
   `127.0.0.1:${authPort}=public`,
   `127.0.0.1:${boxPort}=local`,
   `127.0.0.1:${box2Port}=local`,
+  `127.0.0.1:${downPort}=local`,
 ];
 const flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  `--ip-address-space-overrides=${spaces.join(",")}`];
+  `--ip-address-space-overrides=${spaces.join(",")}`,
+  // Box names that are not loopback names (as in the field), on this machine's boxes.
+  "--host-resolver-rules=MAP *.box.test 127.0.0.1"];
 const ctl = (sock, ...args) => execFileSync(boxBin, ["ctl", "--socket", `${work}/${sock}`, ...args], { encoding: "utf8" });
 const results = [];
 
@@ -65,6 +72,8 @@ async function visit(url, shot, { permissions = ["localNetwork"], during } = {})
     if (during) {
       await page.waitForFunction(() => ["measuring", "error"].includes(document.body.dataset.state), null, { timeout: 20000 });
       await during();
+      // The page waits (?hold) until the test's own traffic is over.
+      await page.evaluate(() => window.resume?.());
     }
     await page.waitForFunction(() => ["ok", "error"].includes(document.body.dataset.state), null, { timeout: 20000 });
     const state = await page.evaluate(() => ({ ...document.body.dataset, status: document.getElementById("status").textContent }));
@@ -109,26 +118,26 @@ await test("an origin no box registered: BlockedByBrowser diagnosed as CORS (ori
 });
 
 await test("a withheld section: the card says it is not shared, the rest is read", async () => {
-  ctl("control.sock", "withhold", "wifi", "--tool", "demo");
+  ctl("central.sock", "withhold", "wifi", "--tool", "demo");
   try {
     const s = await visit("http://localhost:8000/", "withheld");
     assert.equal(s.state, "ok", s.status);
     assert.equal(s.withheld, "wifi");
     assert.equal(s.technology, "ftth");
   } finally {
-    ctl("control.sock", "allow", "wifi", "--tool", "demo");
+    ctl("central.sock", "allow", "wifi", "--tool", "demo");
   }
 });
 
 await test("a suspended box: discovery's 503 is a RetryAfter with the operator's delay", async () => {
-  ctl("control.sock", "suspend", "--retry-after", "9");
+  ctl("central.sock", "suspend", "--retry-after", "9");
   try {
     const s = await visit("http://localhost:8000/", "suspended");
     assert.equal(s.error, "RetryAfter", s.status);
     assert.equal(s.code, "suspended");
     assert.equal(s.retryAfter, "9");
   } finally {
-    ctl("control.sock", "resume");
+    ctl("central.sock", "resume");
   }
 });
 
@@ -140,8 +149,6 @@ await test("an expired tool: the authority issues, the box refuses with reason t
 
 await test("a second stream from the same terminal: the page falls back to polling and still measures", async () => {
   const ca = readFileSync(`${work}/ca.pem`, "utf8");
-  const token = execFileSync(boxBin, ["token", "--key", `${work}/keys/demo.private.jwk`, "--tool", "demo", "--scope", "access counters",
-    "--aud", "https://boxapi.demo", "--iss", "https://boxapi.demo/issuer"], { encoding: "utf8" }).trim();
   const other = await connect({ box: `https://localhost:${boxPort}`, token: async () => ({ access_token: token }), fetch: fetchTrusting(ca) });
   const held = other.counters({ intervalMs: 500 })[Symbol.asyncIterator]();
   assert.equal((await held.next()).value.source, "stream");
@@ -162,7 +169,7 @@ await test("cross-traffic: what the test downloads through the box's WAN side (l
     request({ host: "127.0.0.1", port: server.address().port }, (res) => res.on("data", () => {}).on("end", ok)).on("error", fail).end();
   });
   try {
-    const s = await visit("http://localhost:8000/?bytes=2000000&hold=3000", "cross-traffic", { during: download });
+    const s = await visit("http://localhost:8000/?bytes=2000000&hold", "cross-traffic", { during: download });
     assert.equal(s.state, "ok", s.status);
     assert.equal(Number(s.own), 2_000_000);
     assert.ok(Number(s.wan) >= 2_000_000 + cross, `wan ${s.wan}`);
@@ -171,6 +178,38 @@ await test("cross-traffic: what the test downloads through the box's WAN side (l
     server.close();
   }
 });
+
+// A page (:8006) that connects to the box it is given and shows what the library diagnosed.
+const diagnosing = createServer((req, res) => {
+  if (servePageModule(req, res)) return;
+  const box = new URL(req.url, "http://x").searchParams.get("box");
+  res.writeHead(200, { "content-type": "text/html" }).end(`<!doctype html>
+<script type="importmap">{ "imports": { "boxapi-client": "/boxapi-client/index.js" } }</script>
+<script type="module">import { connect } from "boxapi-client";
+connect({ box: ${JSON.stringify(box)}, backend: "/none" }).then(() => (document.body.dataset.state = "ok"),
+  (e) => Object.assign(document.body.dataset, { state: "error", error: e.name, reason: e.reason, permissions: JSON.stringify(e.permissions) }));</script>`);
+});
+await new Promise((ok) => diagnosing.listen(8006, "127.0.0.1", ok));
+for (const [what, box] of [
+  ["a box that is down", `https://down.box.test:${downPort}`],
+  ["a certificate not for the box's name", `https://wrong-name.box.test:${boxPort}`],
+]) {
+  await test(`local network granted, ${what}: diagnosed network-or-certificate, not the permission`, async () => {
+    const context = await contextWith("http://localhost:8006", ["localNetwork"]);
+    try {
+      const page = await context.newPage();
+      await page.goto(`http://localhost:8006/?box=${encodeURIComponent(box)}`);
+      await page.waitForFunction(() => ["ok", "error"].includes(document.body.dataset.state), null, { timeout: 20000 });
+      const s = await page.evaluate(() => ({ ...document.body.dataset }));
+      assert.equal(s.error, "BlockedByBrowser", JSON.stringify(s));
+      assert.equal(s.reason, "network-or-certificate", JSON.stringify(s));
+      assert.equal(JSON.parse(s.permissions)["local-network"], "granted", s.permissions);
+    } finally {
+      await context.close();
+    }
+  });
+}
+diagnosing.close();
 
 // Another site (127.0.0.1:8005) embedding the tool page (localhost:8000) in an iframe: the
 // local-network grant belongs to the top-level site, and the frame is delegated the feature by

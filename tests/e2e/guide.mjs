@@ -5,7 +5,7 @@
 // these words fails the run. Called by browser.mjs with its browser and test helpers.
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -30,16 +30,24 @@ export function blocks(markdown) {
   return found;
 }
 
+/**
+ * The repository paths a Markdown text names: `code` spans and link targets with a slash whose
+ * first segment is a top-level entry of the repository (`docs/openapi.yaml`, `clients/js/`).
+ */
+export function repositoryPaths(markdown, top = readdirSync(root)) {
+  const named = [...markdown.matchAll(/`([^`\s]+)`|\]\(([^)\s#]+)\)/g)].map((m) => m[1] ?? m[2]);
+  return [...new Set(named.filter((p) => /^[\w.-]+\/[\w./-]*$/.test(p) && top.includes(p.split("/")[0])))];
+}
+
 /** What serveYourPage (the backend snippet's "your page") serves: a page running snippet n, and the library. */
 const harness = (authority) => `
 import { readFileSync } from "node:fs";
+import { servePageModule } from "boxapi-client/node";
 const pages = JSON.parse(readFileSync(new URL("./pages.json", import.meta.url), "utf8"));
-const lib = ${JSON.stringify(join(root, "clients/js/src/"))};
 globalThis.serveYourPage = (req, res) => {
   const url = new URL(req.url, "http://x");
   const n = Number(url.searchParams.get("n") ?? 0);
-  const name = /^\\/boxapi-client\\/(index|errors|counters)\\.js$/.exec(url.pathname)?.[1];
-  if (name) return res.writeHead(200, { "content-type": "text/javascript" }).end(readFileSync(lib + name + ".js"));
+  if (servePageModule(req, res)) return;
   if (url.pathname === "/snippet.js") return res.writeHead(200, { "content-type": "text/javascript" }).end(pages[n]);
   res.writeHead(200, { "content-type": "text/html" }).end(\`<!doctype html><html><head>
 <script type="importmap">{ "imports": { "boxapi-client": "/boxapi-client/index.js" } }</script>
@@ -66,7 +74,14 @@ async function waitForPort(port) {
 export async function runGuide({ test, contextWith, ctl, out }) {
   const { WORK: work, AUTH_PORT: authPort, BOX_PORT: boxPort } = process.env;
   const authority = `https://localhost:${authPort}`;
-  const all = blocks(readFileSync(join(root, GUIDE), "utf8"));
+  const text = readFileSync(join(root, GUIDE), "utf8");
+  const all = blocks(text);
+
+  await test(`guide: every repository path ${GUIDE} names exists`, async () => {
+    const paths = repositoryPaths(text);
+    assert.ok(paths.includes("examples/speedtest/"), JSON.stringify(paths));
+    assert.deepEqual(paths.filter((p) => !existsSync(join(root, p))), [], "named but missing");
+  });
   const js = all.filter((b) => b.lang === "js");
   const of = (kind) => js.filter((b) => b.words.includes(kind));
 
@@ -94,7 +109,7 @@ export async function runGuide({ test, contextWith, ctl, out }) {
     for (const [n, b] of of("page").entries()) {
       const scenario = b.words.find((w) => w.startsWith("scenario="))?.slice("scenario=".length);
       await test(`guide: the page block at line ${b.line}${scenario ? ` (${scenario})` : ""} runs in Chromium against the backend block`, async () => {
-        if (scenario === "suspended") ctl("control.sock", "suspend", "--retry-after", "9");
+        if (scenario === "suspended") ctl("central.sock", "suspend", "--retry-after", "9");
         const context = await contextWith(`http://localhost:${PORT}`, ["localNetwork"]);
         try {
           const page = await context.newPage();
@@ -110,7 +125,7 @@ export async function runGuide({ test, contextWith, ctl, out }) {
           else assert.ok(!("refused" in shown || "blocked" in shown), JSON.stringify(shown));
         } finally {
           await context.close();
-          if (scenario === "suspended") ctl("control.sock", "resume");
+          if (scenario === "suspended") ctl("central.sock", "resume");
         }
       });
     }

@@ -75,11 +75,11 @@ const toolToml = ({ id, origins, scopes = ["access", "counters"], key, extra = "
   `[[tool]]\nid = "${id}"\norigins = ${JSON.stringify(origins)}\nscopes = ${JSON.stringify(scopes)}\nkeys = ["keys/${key}.jwk"]\n${extra}\n`;
 
 /**
- * The field on loopback. `origins`: the tool page origins to register for "demo"; `streamSeconds`:
- * how long the boxes' streams last. Returns URLs, keys, the CA and `ctl(box, ...args)`; `stop()`
+ * The field on loopback. `origins`: the tool page origins to register for "demo" (`lapsedOrigins`:
+ * for "lapsed", whose registration expired); `streamSeconds`: how long the boxes' streams last. Returns URLs, keys, the CA and `ctl(box, ...args)`; `stop()`
  * ends it all. The WAN interface of both boxes is `lo`.
  */
-export async function startField({ origins = [], streamSeconds = 120, log } = {}) {
+export async function startField({ origins = [], lapsedOrigins = ["https://lapsed.example"], streamSeconds = 120, log } = {}) {
   for (const bin of [BOX_BIN, AUTHORITY_BIN]) {
     if (!existsSync(bin)) throw new Error(`${bin} is missing: run cargo build --workspace first (or set BOXAPI_TARGET)`);
   }
@@ -109,7 +109,7 @@ export async function startField({ origins = [], streamSeconds = 120, log } = {}
       toolToml({ id: "demo", origins: o, key: "demo" }) +
       toolToml({ id: "edtool", origins: ["https://ed.example"], key: "edtool" }) +
       toolToml({ id: "narrow", origins: ["https://narrow.example"], scopes: ["access"], key: "narrow" }) +
-      toolToml({ id: "lapsed", origins: ["https://lapsed.example"], key: "lapsed", extra: `expires = "${past}"` }) +
+      toolToml({ id: "lapsed", origins: lapsedOrigins, key: "lapsed", extra: `expires = "${past}"` }) +
       toolToml({ id: "quota", origins: ["https://quota.example"], key: "quota", extra: "tokens_per_hour = 2" });
     const server = (port, name, connections = 64) =>
       `[server]\nlisten = ["127.0.0.1:${port}"]\nserver_names = ["localhost"]\ncert = "server.pem"\nkey = "server.key"\n` +
