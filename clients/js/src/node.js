@@ -69,7 +69,7 @@ function checkedEndpoint(endpoint, allowed, allowList) {
     throw new Refused(`a token endpoint is https://…${TOKEN_PATH}, not ${endpoint}`, { status: 400, code: "invalid_request" });
   }
   if (!allowed(url)) {
-    throw new Refused(`${url.origin} is not an authority this tool gets tokens from (its allow-list: ${allowList.join(", ") || "empty"})`, {
+    throw new Refused(`${url.origin} is not a token endpoint this tool uses (its allow-list: ${allowList.join(", ") || "empty"})`, {
       status: 403,
       code: "authority_not_allowed",
     });
