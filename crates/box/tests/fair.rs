@@ -595,11 +595,16 @@ fn slow_heads_from_more_terminals_than_slots_do_not_keep_another_out() {
     assert!(closed >= 12, "the attack did not churn ({closed} closed)");
 }
 
-/// Probes from 127.0.0.2, each a new connection and one request, `gap` apart until `until`:
-/// those not answered (401) within a second, with how each went.
-fn probes_failing(addr: SocketAddr, until: Instant, gap: Duration) -> (usize, Vec<String>) {
+/// Probes from 127.0.0.2, each a new connection and one request, `gap` apart until `until` or
+/// `max` of them: how many, and those not answered (401) within a second, with how each went.
+fn probes_failing(
+    addr: SocketAddr,
+    until: Instant,
+    max: usize,
+    gap: Duration,
+) -> (usize, Vec<String>) {
     let (mut n, mut bad) = (0, Vec::new());
-    while Instant::now() < until {
+    while Instant::now() < until && n < max {
         let t = Instant::now();
         let got = try_tls_from("127.0.0.2", addr)
             .map_err(|e| format!("handshake: {e}"))
@@ -653,6 +658,7 @@ fn busy_pipelines_from_many_terminals_do_not_keep_another_out() {
     let (n, bad) = probes_failing(
         addr,
         until - Duration::from_millis(500),
+        usize::MAX,
         Duration::from_millis(200),
     );
     let answered: u32 = pipes.into_iter().map(|p| p.join().unwrap()).sum();
@@ -667,5 +673,70 @@ fn busy_pipelines_from_many_terminals_do_not_keep_another_out() {
     assert!(
         answered > 100,
         "the pipelines were too slow to test anything"
+    );
+}
+
+/// Sixteen terminals each opening a TLS connection every 20 ms that sends a whole ClientHello
+/// record and then stalls, against eight slots: each such handshake is a client making progress
+/// (it keeps its slot for its tenure), and slots freed or aged pass from attacker to attacker.
+/// Another terminal's probes are each answered within a second (before waiting terminals were
+/// served in turn: 1 or 2 of 10 waited over a second, the attackers' newcomers, many more,
+/// winning the race for each slot).
+#[test]
+fn stalled_whole_hellos_from_many_addresses_do_not_keep_another_out() {
+    let d = Daemon::start("hellos", "max_connections = 8", "");
+    let addr = d.addr;
+    // One ClientHello, whole in its first record (rustls writes it at once).
+    let mut hello = Vec::new();
+    rustls::ClientConnection::new(
+        client_config(rustls::DEFAULT_VERSIONS),
+        "localhost".try_into().unwrap(),
+    )
+    .unwrap()
+    .write_tls(&mut hello)
+    .unwrap();
+    let hello: &'static [u8] = Box::leak(hello.into_boxed_slice());
+    // The attack lasts until the probes are done (at most 20 s).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let until = Instant::now() + Duration::from_secs(20);
+    let attackers: Vec<_> = (1..=16u8)
+        .map(|i| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let src = format!("127.0.3.{i}");
+                // Each connection is kept open, stalled, until 48 younger ones are (about a
+                // second): bounded sockets, and the box decides when they go.
+                let mut held = std::collections::VecDeque::new();
+                let mut opened = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < until {
+                    let mut s = connect_from(&src, addr);
+                    let _ = s.write_all(hello);
+                    held.push_back(s);
+                    if held.len() > 48 {
+                        held.pop_front();
+                    }
+                    opened += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                opened
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_millis(700));
+    let (n, bad) = probes_failing(addr, until, 10, Duration::from_millis(200));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let opened: u32 = attackers.into_iter().map(|a| a.join().unwrap()).sum();
+    let per_second = f64::from(opened) / started.elapsed().as_secs_f64();
+    assert!(
+        bad.is_empty(),
+        "{} of {n} probes failed: {bad:?}",
+        bad.len()
+    );
+    assert_eq!(n, 10, "the probes took over 20 s");
+    // 16 × 50 a second when the machine keeps up; on a loaded one, at least a third of that.
+    assert!(
+        per_second > 250.0,
+        "the attack was too slow to test anything ({per_second:.0} connections a second)"
     );
 }

@@ -4,12 +4,13 @@
 //! (contract §4 rev. 3): a silent handshake, a handshake, an idle connection, a request still
 //! arriving, a stream; an answer being prepared or written is never cut (a busy holder owes its
 //! slot after its answer). A new connection making progress keeps its slot for [`TENURE`].
+//! Room freed or taken goes to the waiting terminals in turn, longest waiting first.
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -33,7 +34,8 @@ pub const EVICTED_LINGER: Duration = Duration::from_secs(1);
 pub const TENURE: Duration = Duration::from_millis(300);
 /// How long a newcomer finding no room waits for some before it is closed.
 pub const PARK: Duration = Duration::from_secs(1);
-/// A waiting newcomer looks again this often (answers finish, connections change phase).
+/// A waiting newcomer looks again this often (connections age into ones that may give way
+/// without telling anyone; a slot freed or taken for it wakes it at once).
 const RETRY: Duration = Duration::from_millis(100);
 
 /// One client device, as well as the network lets us tell.
@@ -156,10 +158,22 @@ struct Table {
     /// Open connections by admission order.
     conns: BTreeMap<u64, Entry>,
     per_terminal: HashMap<Terminal, usize>,
-    /// Slots given up by an owing connection, kept for the terminal they were owed to, until.
+    /// Slots kept for a waiting terminal (freed, taken for it, or given up by a connection that
+    /// owed it), until.
     reserved: Vec<(Terminal, Instant)>,
-    /// Newcomers waiting for room, per terminal.
-    waiting: HashMap<Terminal, usize>,
+    /// Terminals whose newcomers wait for room, longest waiting first, one entry each.
+    queue: Vec<Queued>,
+    /// Newcomers waiting, all terminals together.
+    parked: usize,
+}
+
+/// A terminal with newcomers waiting for room ([`Slots::admit`]).
+struct Queued {
+    terminal: Terminal,
+    /// How many (at most its share).
+    waiting: usize,
+    /// Told when a slot is kept for it ([`Table::grant`]).
+    wake: Arc<Notify>,
 }
 
 impl Table {
@@ -222,60 +236,55 @@ impl Table {
         self.evict(now, of, OWN, Ages::MIN)
     }
 
-    /// Makes room at capacity for `newcomer`: a terminal holding more slots than it gives one
-    /// up, whatever the age of the connection (contract §4 rev. 3). Without this, four hosts each
-    /// polling within its quarter, or half-open connections churning from many addresses,
-    /// would hold every slot. Anyone's silent handshake goes first; else the terminal holding the
-    /// most gives up its cheapest connection, and among terminals holding as many, the one that
-    /// has held a slot longest (it has had its turn): with more terminals than slots, a newcomer's
-    /// fresh handshake is not the next to go, as it would be if the cheapest connection anywhere
-    /// went first (sixteen addresses with slow heads against eight slots kept a probe out).
-    fn evict_for(&mut self, now: Instant, newcomer: Terminal) -> bool {
-        let have = self.count(&newcomer);
+    /// Makes room at capacity for `newcomer`, which holds `have` slots (kept for it included): a
+    /// terminal holding more gives one up, whatever the age of the connection (contract §4 rev.
+    /// 3). Without this, four hosts each polling within its quarter, or half-open connections
+    /// churning from many addresses, would hold every slot. Anyone's silent handshake goes first;
+    /// else the terminal holding the most gives up its cheapest connection past its tenure, and
+    /// among terminals holding as many, the one whose connection that may go has been held
+    /// longest (it has had its turn): with more terminals than slots, a newcomer's fresh
+    /// handshake is not the next to go, as it would be if the cheapest connection anywhere went
+    /// first (sixteen addresses with slow heads against eight slots kept a probe out). When all
+    /// of that terminal's connections are answering, the longest held owes its slot after its
+    /// answer. `Some(true)`: room made; `Some(false)`: a slot is owed to it; `None`: nothing to
+    /// take for a terminal holding `have` (nor for one holding more).
+    fn evict_for(&mut self, now: Instant, newcomer: Terminal, have: usize) -> Option<bool> {
         if self
             .evict(now, |held, _, _| held > have, SILENT, Ages::ANY)
             .is_some()
         {
-            return true;
+            return Some(true);
         }
         // Already owed a slot: it waits for it rather than take another.
         let owed =
             |e: &Entry| matches!(e.owed_to, Some((t, until)) if t == newcomer && until > now);
         if self.conns.values().any(owed) {
-            return false;
+            return Some(false);
         }
         let settled = |e: &Entry| now.duration_since(e.admitted) >= TENURE;
-        // Per candidate terminal: whether it has a connection that may go, whether one past its
-        // tenure is answering (and could owe its slot), and its longest held slot: when
-        // admitted, then in which order (never a map's order).
-        let mut candidates: HashMap<Terminal, (bool, bool, (Instant, u64))> = HashMap::new();
-        for (id, e) in &self.conns {
-            if self.count(&e.terminal) <= have {
-                continue;
-            }
-            let held = (e.admitted, *id);
-            let c = candidates.entry(e.terminal).or_insert((false, false, held));
-            c.0 |= cost(e).is_some() && settled(e);
-            c.1 |= e.phase == Phase::Busy && settled(e) && e.owed_to.is_none();
-            c.2 = c.2.min(held);
-        }
-        let Some((victim, may_go)) = candidates
-            .into_iter()
-            .filter(|(_, (may_go, may_owe, _))| *may_go || *may_owe)
-            .max_by_key(|(t, (_, _, held_since))| (self.count(t), Reverse(*held_since)))
-            .map(|(t, (may_go, _, _))| (t, may_go))
-        else {
-            return false;
-        };
-        if may_go {
-            return self
-                .evict(
-                    now,
-                    |_, _, e| e.terminal == victim && settled(e),
-                    ANY,
-                    Ages::ANY,
-                )
-                .is_some();
+        // One pass, no allocation: a connection past its tenure that may go, or is answering
+        // and owes nothing yet, names its terminal; the order is by when admitted, then by
+        // admission (never a map's order).
+        let victim = self
+            .conns
+            .iter()
+            .filter_map(|(id, e)| {
+                let held = self.count(&e.terminal);
+                let may = held > have && settled(e) && (cost(e).is_some() || e.owed_to.is_none());
+                may.then_some(((held, Reverse((e.admitted, *id))), e.terminal))
+            })
+            .max_by_key(|(key, _)| *key)?
+            .1;
+        if self
+            .evict(
+                now,
+                |_, _, e| e.terminal == victim && settled(e),
+                ANY,
+                Ages::ANY,
+            )
+            .is_some()
+        {
+            return Some(true);
         }
         // All of its connections are answering: the longest held owes its slot after its answer.
         if let Some(e) = self.conns.values_mut().find(|e| {
@@ -286,14 +295,71 @@ impl Table {
         }) {
             e.owed_to = Some((newcomer, now + PARK));
         }
-        false
+        Some(false)
     }
 
-    /// Reservations still standing (expired ones dropped), and whether `t` holds one.
-    fn reservations(&mut self, now: Instant, t: &Terminal) -> (usize, Option<usize>) {
+    /// Room for a newcomer of `terminal`, the waiting terminals served first; when it counts as
+    /// admitted (a slot its own terminal gives up passes on its age). `None`: no room now.
+    fn room_for(&mut self, now: Instant, terminal: Terminal) -> Option<Instant> {
+        if self.over_share(&terminal, 1) {
+            return self.evict_own(now, terminal, None);
+        }
+        self.serve(now);
+        let mine = self.reserved.iter().position(|(r, _)| *r == terminal);
+        if let Some(i) = mine.filter(|_| self.conns.len() < self.limit) {
+            self.reserved.swap_remove(i);
+        } else if self.conns.len() + self.reserved.len() >= self.limit
+            && self.evict_for(now, terminal, self.count(&terminal)) != Some(true)
+        {
+            return None;
+        }
+        Some(now)
+    }
+
+    /// Gives the room there is, or can be made, to the waiting terminals in turn, longest waiting
+    /// first, before any newcomer that has not waited: sixteen addresses each opening a
+    /// connection every 20 ms won nearly every slot freed or aged from a probe's newcomer, which
+    /// looked again only every 100 ms. A terminal that cannot be given room now (over its share,
+    /// or nothing to take for it) keeps its place; once nothing can be taken for a terminal
+    /// holding `n`, none is tried for one holding as many or more.
+    fn serve(&mut self, now: Instant) {
         self.reserved.retain(|(_, until)| *until > now);
-        let mine = self.reserved.iter().position(|(r, _)| r == t);
-        (self.reserved.len(), mine)
+        let mut stuck = usize::MAX;
+        let mut i = 0;
+        // Each turn moves on or keeps a slot for a waiting newcomer (at most one each).
+        while let Some(q) = self.queue.get(i) {
+            let (t, waiting) = (q.terminal, q.waiting);
+            let kept = self.reserved.iter().filter(|(r, _)| *r == t).count();
+            let have = self.count(&t) + kept;
+            i += 1;
+            if kept >= waiting || have >= stuck || self.over_share(&t, kept + 1) {
+                continue;
+            }
+            if self.conns.len() + self.reserved.len() >= self.limit {
+                match self.evict_for(now, t, have) {
+                    Some(true) => {}
+                    Some(false) => continue,
+                    None => {
+                        stuck = have;
+                        continue;
+                    }
+                }
+            }
+            // It goes to the back: the entry behind it is now at `i - 1`.
+            self.grant(t, now);
+            i -= 1;
+        }
+    }
+
+    /// Keeps a slot for `t` and wakes one of its waiting newcomers; `t` goes to the back of the
+    /// queue.
+    fn grant(&mut self, t: Terminal, now: Instant) {
+        self.reserved.push((t, now + PARK));
+        if let Some(i) = self.queue.iter().position(|q| q.terminal == t) {
+            let q = self.queue.remove(i);
+            q.wake.notify_one();
+            self.queue.push(q);
+        }
     }
 
     /// Closes what a terminal holds beyond its share (handshakes, idle connections and requests
@@ -348,12 +414,8 @@ impl Ages {
 /// The connection slots of one server: `max_connections` in all, a share per terminal.
 pub struct Slots {
     table: Mutex<Table>,
-    /// Told when a slot is freed (a waiting newcomer may try again).
-    room: Notify,
     /// Told when the last connection closes (shutdown drain).
     empty: Notify,
-    /// Newcomers waiting in [`Slots::admit`].
-    parked: AtomicUsize,
     /// Set by [`Slots::shutdown`]: nothing more is admitted.
     closing: AtomicBool,
 }
@@ -380,11 +442,10 @@ impl Slots {
                 conns: BTreeMap::new(),
                 per_terminal: HashMap::new(),
                 reserved: Vec::new(),
-                waiting: HashMap::new(),
+                queue: Vec::new(),
+                parked: 0,
             }),
-            room: Notify::new(),
             empty: Notify::new(),
-            parked: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
         })
     }
@@ -402,30 +463,25 @@ impl Slots {
         let mut t = self.lock();
         t.limit = limit.max(1);
         t.share = share.max(1);
-        t.shed_over_share(Instant::now());
-        drop(t);
-        self.room.notify_waiters();
+        let now = Instant::now();
+        t.shed_over_share(now);
+        t.serve(now);
     }
 
     /// Admits a connection of `terminal` if there is room, making room when needed: within its
-    /// own share first (its own oldest handshake or idle connection), else in the whole table.
-    /// `None`: no room now ([`Slots::admit`] waits for some).
+    /// own share first (its own oldest handshake or idle connection), else in the whole table,
+    /// once the waiting terminals are served. `None`: no room now ([`Slots::admit`] waits).
     pub fn try_admit(self: &Arc<Self>, terminal: Terminal) -> Option<Slot> {
+        self.admit_in(&mut self.lock(), terminal)
+    }
+
+    fn admit_in(self: &Arc<Self>, t: &mut Table, terminal: Terminal) -> Option<Slot> {
         let now = Instant::now();
-        let mut t = self.lock();
         // Under the lock: a connection admitted before `shutdown` took it is told to close.
         if self.closing.load(Ordering::Relaxed) {
             return None;
         }
-        let (reserved, mine) = t.reservations(now, &terminal);
-        let mut admitted = now;
-        if t.over_share(&terminal, 1) {
-            admitted = t.evict_own(now, terminal, None)?;
-        } else if let Some(i) = mine.filter(|_| t.conns.len() < t.limit) {
-            t.reserved.swap_remove(i);
-        } else if t.conns.len() + reserved >= t.limit && !t.evict_for(now, terminal) {
-            return None;
-        }
+        let admitted = t.room_for(now, terminal)?;
         let id = t.next;
         t.next += 1;
         let kick = Arc::new(Kick {
@@ -454,42 +510,58 @@ impl Slots {
         })
     }
 
-    /// Admits a connection of `terminal`, waiting up to [`PARK`] for room if there is none now
-    /// (a slot freed or owed to it, or a connection aging into evictability). `None`: close it
-    /// unanswered. Each terminal has at most its share of newcomers waiting, and all together
-    /// at most eight times `max_connections`; beyond that they are closed at once (one
-    /// terminal opening connections without end cannot fill the waiting room for the others).
-    /// A newcomer is never queued behind others: whoever finds room first gets it.
+    /// Admits a connection of `terminal`, waiting up to [`PARK`] for room if there is none now.
+    /// `None`: close it unanswered. Waiting terminals are served in turn, longest waiting first:
+    /// a slot freed, taken from a terminal holding more or owed goes to the first that may have
+    /// it, and wakes its newcomer. Each terminal has at most its share of newcomers waiting, and
+    /// all together at most eight times `max_connections`; beyond that they are closed at once
+    /// (one terminal opening connections without end cannot fill the waiting room for others).
     pub async fn admit(self: &Arc<Self>, terminal: Terminal) -> Option<Slot> {
-        if let Some(s) = self.try_admit(terminal) {
-            return Some(s);
-        }
-        {
+        let wake = {
             let mut t = self.lock();
-            let mine = t.waiting.get(&terminal).copied().unwrap_or(0);
-            if mine >= t.share || self.parked.load(Ordering::Relaxed) >= t.limit.saturating_mul(8) {
+            if let Some(s) = self.admit_in(&mut t, terminal) {
+                return Some(s);
+            }
+            if t.parked >= t.limit.saturating_mul(8) {
                 return None;
             }
-            *t.waiting.entry(terminal).or_insert(0) += 1;
-            self.parked.fetch_add(1, Ordering::Relaxed);
-        }
+            let i = match t.queue.iter().position(|q| q.terminal == terminal) {
+                Some(i) if t.queue[i].waiting >= t.share => return None,
+                Some(i) => i,
+                None => {
+                    t.queue.push(Queued {
+                        terminal,
+                        waiting: 0,
+                        wake: Arc::new(Notify::new()),
+                    });
+                    t.queue.len() - 1
+                }
+            };
+            t.parked += 1;
+            t.queue[i].waiting += 1;
+            t.queue[i].wake.clone()
+        };
         let until = Instant::now() + PARK;
         let mut got = None;
-        while Instant::now() < until {
-            let _ = tokio::time::timeout(RETRY, self.room.notified()).await;
+        while got.is_none() && !self.closing.load(Ordering::Relaxed) && Instant::now() < until {
+            let _ = tokio::time::timeout(RETRY, wake.notified()).await;
             got = self.try_admit(terminal);
-            if got.is_some() || self.closing.load(Ordering::Relaxed) {
-                break;
-            }
         }
         let mut t = self.lock();
-        if let Some(n) = t.waiting.get_mut(&terminal) {
-            *n -= 1;
-            if *n == 0 {
-                t.waiting.remove(&terminal);
+        t.parked -= 1;
+        if let Some(i) = t.queue.iter().position(|q| q.terminal == terminal) {
+            t.queue[i].waiting -= 1;
+            if t.queue[i].waiting == 0 {
+                t.queue.remove(i);
+                // A slot kept for it that none of its newcomers will take goes to the next (not
+                // otherwise: the slot it was just given is silent until its ClientHello is read).
+                let kept = t.reserved.len();
+                t.reserved.retain(|(r, _)| *r != terminal);
+                if t.reserved.len() < kept {
+                    t.serve(Instant::now());
+                }
             }
         }
-        self.parked.fetch_sub(1, Ordering::Relaxed);
         got
     }
 
@@ -507,9 +579,10 @@ impl Slots {
         for e in t.conns.values() {
             e.kick.notify.notify_one();
         }
-        drop(t);
         // Newcomers waiting for room give up at once.
-        self.room.notify_waiters();
+        for q in &t.queue {
+            q.wake.notify_waiters();
+        }
     }
 
     /// Waits until every connection has closed, or `max` passes; true if all closed.
@@ -549,22 +622,19 @@ impl Slot {
         if let (Phase::Idle, Some((to, _))) = (phase, owed) {
             // Its answer is handed over (hyper finishes writing it): the slot goes to the
             // terminal it was owed to, which is waiting for it.
-            let now = Instant::now();
+            let now = e.since;
             if let Some(e) = t.remove(self.id) {
                 e.kick.notify.notify_one();
             }
-            t.reserved.push((to, now + PARK));
-            drop(t);
-            self.slots.room.notify_waiters();
+            t.grant(to, now);
             return;
         }
-        let terminal = e.terminal;
+        let (terminal, now) = (e.terminal, e.since);
         if phase == Phase::Idle && t.over_share(&terminal, 0) {
             if let Some(e) = t.remove(self.id) {
                 e.kick.notify.notify_one();
             }
-            drop(t);
-            self.slots.room.notify_one();
+            t.serve(now);
         }
     }
 
@@ -616,12 +686,12 @@ impl Slot {
         }
     }
 
-    /// The request's body has arrived (see [`Arriving`]): its answer is being prepared.
-    fn body_done(&self) {
+    /// A request's body begins or ends arriving ([`Arriving`]): `from` becomes `to`.
+    fn shift(&self, from: Phase, to: Phase) {
         let mut t = self.slots.lock();
         if let Some(e) = t.conns.get_mut(&self.id) {
-            if e.phase == Phase::Body {
-                e.phase = Phase::Busy;
+            if e.phase == from {
+                e.phase = to;
                 e.since = Instant::now();
             }
         }
@@ -656,9 +726,10 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut t = self.slots.lock();
         t.remove(self.id);
+        // The slot freed goes to the waiting terminal whose turn it is.
+        t.serve(Instant::now());
         let empty = t.conns.is_empty();
         drop(t);
-        self.slots.room.notify_one();
         if empty {
             self.slots.empty.notify_waiters();
         }
@@ -784,28 +855,23 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     }
 }
 
-/// A request body still arriving: its connection is in [`Phase::Body`] until the body ends
-/// (read whole, or known empty), then [`Phase::Busy`]. Give it to the request's handler in place
-/// of hyper's body ([`Arriving::begin`]).
+/// A request's body, telling its connection's slot where the request is: being answered
+/// ([`Phase::Busy`]) from its head on, [`Phase::Body`] while its handler reads a body not all
+/// arrived yet, Busy again once it has. A handler that never reads it (a GET sent with a body)
+/// leaves the request Busy: it is never dropped to make room while it is answered. Give it to the
+/// request's handler in place of hyper's body ([`Arriving::begin`]).
 pub struct Arriving<B> {
     inner: B,
-    slot: Option<Arc<Slot>>,
+    /// While a body may still come: the slot, and whether the request is said to be in `Body`.
+    slot: Option<(Arc<Slot>, bool)>,
 }
 
 impl<B: http_body::Body + Unpin> Arriving<B> {
-    /// The request `req` begins on the connection of `slot`: it is `Body` while a body arrives,
-    /// else `Busy`.
+    /// The request `req` begins on the connection of `slot`: it is being answered.
     pub fn begin(req: http::Request<B>, slot: &Arc<Slot>) -> http::Request<Arriving<B>> {
-        let arriving = !req.body().is_end_stream();
-        slot.set_phase(if arriving { Phase::Body } else { Phase::Busy });
-        let slot = arriving.then(|| slot.clone());
+        slot.set_phase(Phase::Busy);
+        let slot = (!req.body().is_end_stream()).then(|| (slot.clone(), false));
         req.map(|inner| Arriving { inner, slot })
-    }
-
-    fn ended(&mut self) {
-        if let Some(slot) = self.slot.take() {
-            slot.body_done();
-        }
     }
 }
 
@@ -817,10 +883,25 @@ impl<B: http_body::Body + Unpin> http_body::Body for Arriving<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
-        let r = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(r, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) || self.inner.is_end_stream()
-        {
-            self.ended();
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        let ended = matches!(r, Poll::Ready(None) | Poll::Ready(Some(Err(_))))
+            || this.inner.is_end_stream();
+        if let Some((slot, arriving)) = &mut this.slot {
+            // Read and not whole: arriving; whole after arriving: answered (whole at once: as it
+            // was).
+            if ended == *arriving {
+                let (from, to) = if ended {
+                    (Phase::Body, Phase::Busy)
+                } else {
+                    (Phase::Busy, Phase::Body)
+                };
+                slot.shift(from, to);
+                *arriving = !ended;
+            }
+            if ended {
+                this.slot = None;
+            }
         }
         r
     }
@@ -1052,23 +1133,127 @@ mod tests {
         assert!(h.feed(&[0x16, 3, 1, 0, 0]), "an empty record is whole");
     }
 
+    /// A body that comes in two reads: nothing yet, then its last byte.
+    struct Trickle(u8);
+
+    impl http_body::Body for Trickle {
+        type Data = &'static [u8];
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<&'static [u8]>, Self::Error>>> {
+            self.0 += 1;
+            match self.0 {
+                1 => Poll::Pending,
+                2 => Poll::Ready(Some(Ok(http_body::Frame::data(&b"x"[..])))),
+                _ => Poll::Ready(None),
+            }
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.0 >= 2
+        }
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn a_body_arriving_then_read_makes_the_request_busy() {
+    async fn a_request_is_busy_and_its_body_arriving_only_while_read() {
         use http_body::Body;
         let s = Slots::new(2, 2);
         let slot = Arc::new(s.try_admit(v4(1)).unwrap());
-        slot.set_phase(Phase::Idle);
-        let req = http::Request::new(String::from("grant_type=x"));
-        let mut req = Arriving::begin(req, &slot);
-        assert_eq!(slot.phase().map(|p| p.0), Some(Phase::Body));
+        let phase = || slot.phase().map(|p| p.0);
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        let body = Pin::new(req.body_mut());
-        assert!(matches!(body.poll_frame(&mut cx), Poll::Ready(Some(Ok(_)))));
-        assert_eq!(slot.phase().map(|p| p.0), Some(Phase::Busy));
-        // Without a body: busy at once.
         slot.set_phase(Phase::Idle);
-        let _ = Arriving::begin(http::Request::new(String::new()), &slot);
-        assert_eq!(slot.phase().map(|p| p.0), Some(Phase::Busy));
+        let mut req = Arriving::begin(http::Request::new(Trickle(0)), &slot);
+        assert_eq!(phase(), Some(Phase::Busy), "not read yet: being answered");
+        let mut body = Pin::new(req.body_mut());
+        assert!(body.as_mut().poll_frame(&mut cx).is_pending());
+        assert_eq!(phase(), Some(Phase::Body), "read, not all here");
+        assert!(matches!(body.poll_frame(&mut cx), Poll::Ready(Some(Ok(_)))));
+        assert_eq!(phase(), Some(Phase::Busy), "whole");
+        // Whole at the first read, or no body at all: busy throughout.
+        for text in ["grant_type=x", ""] {
+            slot.set_phase(Phase::Idle);
+            let mut req = Arriving::begin(http::Request::new(String::from(text)), &slot);
+            assert_eq!(phase(), Some(Phase::Busy));
+            let _ = Pin::new(req.body_mut()).poll_frame(&mut cx);
+            assert_eq!(phase(), Some(Phase::Busy));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_whose_body_is_never_read_is_not_cut_while_answered() {
+        let s = Slots::new(1, 1);
+        let slot = Arc::new(s.try_admit(v4(1)).unwrap());
+        slot.set_phase(Phase::Idle);
+        tokio::time::advance(TENURE).await;
+        // A GET sent with a body: its route answers without reading it.
+        let get = http::Request::get("/v1/access").body(Trickle(0)).unwrap();
+        let _req = Arriving::begin(get, &slot);
+        assert!(s.try_admit(v4(2)).is_none(), "its slot is owed, not taken");
+        assert!(slot.phase().is_some() && !slot.abrupt());
+        slot.set_phase(Phase::Idle);
+        assert!(slot.phase().is_none(), "given up after its answer");
+        assert!(s.try_admit(v4(2)).is_some());
+    }
+
+    /// Spawns a newcomer of `t` that waits for room, and lets it find none. Once admitted, its
+    /// ClientHello is read at once (it has been waiting in the socket).
+    async fn waiting(s: &Arc<Slots>, t: Terminal) -> tokio::task::JoinHandle<Option<Slot>> {
+        let s = s.clone();
+        let w = tokio::spawn(async move {
+            let slot = s.admit(t).await;
+            slot.inspect(Slot::heard)
+        });
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        w
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn room_goes_to_the_longest_waiting_terminal_not_the_first_to_ask() {
+        let s = Slots::new(1, 1);
+        let a = s.try_admit(v4(1)).unwrap();
+        a.heard();
+        // Waiting from 250 ms on (looking again at 350 ms): v4(2) first, then v4(3).
+        tokio::time::advance(TENURE - Duration::from_millis(50)).await;
+        let w2 = waiting(&s, v4(2)).await;
+        let w3 = waiting(&s, v4(3)).await;
+        tokio::time::advance(Duration::from_millis(50)).await;
+        // a is past its tenure: a newcomer asking now takes it for v4(2), not for itself.
+        assert!(s.try_admit(v4(4)).is_none(), "kept for the longest waiting");
+        assert!(a.phase().is_none());
+        let b = w2.await.unwrap().expect("v4(2) served");
+        b.set_phase(Phase::Busy);
+        // A slot freed goes to v4(3), next in turn, not to a newcomer asking at once.
+        drop(b);
+        assert!(s.try_admit(v4(5)).is_none(), "kept for v4(3)");
+        let c = w3.await.unwrap().expect("v4(3) served");
+        drop((a, c));
+        assert_eq!(s.open(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_terminal_that_may_take_nothing_does_not_hold_up_the_next() {
+        let s = Slots::new(2, 2);
+        let a = s.try_admit(v4(1)).unwrap();
+        let b = s.try_admit(v4(2)).unwrap();
+        a.heard();
+        b.heard();
+        tokio::time::advance(TENURE - Duration::from_millis(50)).await;
+        // v4(1) holds as many as anyone: nothing to take for it. v4(3) holds none.
+        let w1 = waiting(&s, v4(1)).await;
+        let w3 = waiting(&s, v4(3)).await;
+        tokio::time::advance(Duration::from_millis(50)).await;
+        assert!(s.try_admit(v4(2)).is_none());
+        assert!(a.phase().is_none(), "the longest held went, for v4(3)");
+        let c = w3.await.unwrap().expect("v4(3) served");
+        // Now v4(1) holds none: b, held longest by a terminal holding one, goes for it.
+        let d = w1.await.unwrap().expect("v4(1) served");
+        assert!(b.phase().is_none() && c.phase().is_some());
+        drop((b, c, d));
     }
 
     #[tokio::test(start_paused = true)]
