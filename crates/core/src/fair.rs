@@ -726,8 +726,10 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut t = self.slots.lock();
         t.remove(self.id);
-        // The slot freed goes to the waiting terminal whose turn it is.
-        t.serve(Instant::now());
+        // The slot freed goes to the waiting terminal whose turn it is, if any.
+        if !t.queue.is_empty() {
+            t.serve(Instant::now());
+        }
         let empty = t.conns.is_empty();
         drop(t);
         if empty {
