@@ -475,6 +475,8 @@ impl Slots {
         self.admit_in(&mut self.lock(), terminal)
     }
 
+    /// [`Slots::try_admit`] under the lock `t`: a newcomer finding no room joins the queue under
+    /// the same lock, so no slot freed in between passes it by.
     fn admit_in(self: &Arc<Self>, t: &mut Table, terminal: Terminal) -> Option<Slot> {
         let now = Instant::now();
         // Under the lock: a connection admitted before `shutdown` took it is told to close.
