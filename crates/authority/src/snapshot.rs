@@ -53,7 +53,7 @@ impl Snapshot {
             &config.common.server.key,
             &mut problems,
         );
-        let trust = Trust::build(&config.common, &mut problems);
+        let trust = Trust::build(&config.common, false, &mut problems);
         let enrolment = Settings::load(&config, &mut problems).map(Arc::new);
         let locator = config
             .authority

@@ -3,7 +3,7 @@
 use crate::app::App;
 use crate::snapshot::Snapshot;
 use boxapi_core::auth::{Remembered, Scopes, TokenError};
-use boxapi_core::control::{Control, Mode, Sections};
+use boxapi_core::control::{Mode, Sections};
 use boxapi_core::cors::Origin;
 use boxapi_core::fair::Terminal;
 use std::time::Instant;
@@ -78,10 +78,14 @@ pub struct Context {
 }
 
 /// Suspension: the first rule of every route once the request itself is acceptable.
-pub fn suspension(control: &Control) -> Result<(), Denied> {
-    match control.mode() {
+pub fn suspension(app: &App) -> Result<(), Denied> {
+    match app.control.mode() {
         Mode::Suspended { retry_after } => Err(Denied::Suspended(retry_after)),
-        _ => Ok(()),
+        // The operator's fleet restriction answers as `ctl suspend` does (issue 23).
+        _ => app
+            .fleet
+            .suspended()
+            .map_or(Ok(()), |r| Err(Denied::Suspended(r))),
     }
 }
 
@@ -109,7 +113,7 @@ impl Context {
         scope: Scope,
         memo: &mut Remembered,
     ) -> Result<Grant, Denied> {
-        suspension(&app.control)?;
+        suspension(app)?;
         let now = boxapi_core::time::unix_now();
         if boxapi_core::time::clock_is_unset(now) {
             return Err(Denied::ClockUnsynchronized);

@@ -31,6 +31,8 @@ pub struct App {
     pub wifi: Arc<crate::card::wifi::Wifi>,
     /// The terminals with a counters stream open (one each).
     pub streams: Arc<crate::streams::Streams>,
+    /// The fleet document applied and its restriction (issue 23).
+    pub fleet: crate::fleet::Fleet,
     /// The listeners open now (the server loop and `ctl enable` both open them).
     listeners: Mutex<Listeners>,
 }
@@ -94,6 +96,8 @@ impl App {
         let s = &snapshot.config.common.server;
         let limiter = Limiter::new(s.rate_limit_per_second, s.rate_limit_burst);
         let slots = Slots::new(s.max_connections, s.max_connections_per_terminal);
+        let fleet = crate::fleet::Fleet::default();
+        fleet.adopt(&snapshot.trust);
         Arc::new(App {
             current: Current::new(snapshot),
             control: Control::new(state),
@@ -109,6 +113,7 @@ impl App {
             streams: Arc::default(),
             wifi: Arc::default(),
             listeners: Mutex::default(),
+            fleet,
         })
     }
 
@@ -162,6 +167,7 @@ impl boxapi_core::daemon::Daemon for App {
         let s = &new.config.common.server;
         self.limiter
             .configure(s.rate_limit_per_second, s.rate_limit_burst);
+        self.fleet.adopt(&new.trust);
     }
 }
 

@@ -54,6 +54,8 @@ pub struct Enrol {
     /// A hosts file the box's own resolver reads (dnsmasq `hostsdir`), kept holding the box's
     /// name and LAN addresses so that LAN clients resolve it locally too.
     pub hosts_file: Option<PathBuf>,
+    /// How often the box fetches the fleet document (with `[registry]`), jittered ±20 %.
+    pub fleet_poll: Duration,
 }
 
 /// Reads and parses the box's configuration at `path`; `None` (with the problem) when it cannot
@@ -178,6 +180,7 @@ fn parse_enrol(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> Option<Enr
         s.problem("retry_max_secs", "must not be below retry_min_secs");
     }
     let hosts_file = s.path("hosts_file", dir);
+    let fleet_poll = Duration::from_secs(s.int("fleet_poll_secs", 300, 1, 86_400) as u64);
     s.finish();
     Some(Enrol {
         authority,
@@ -189,6 +192,7 @@ fn parse_enrol(t: &Table, dir: &Path, problems: &mut Vec<Problem>) -> Option<Enr
         retry_min,
         retry_max,
         hosts_file,
+        fleet_poll,
     })
 }
 

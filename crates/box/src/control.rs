@@ -223,6 +223,7 @@ fn status(app: &App) -> Value {
         })
         .collect();
     let mode = state::to_json(&st);
+    let fleet = app.fleet.state();
     let renewal = app
         .renewal
         .lock()
@@ -255,7 +256,26 @@ fn status(app: &App) -> Value {
                 .as_ref()
                 .map(|_| signed::DAMAGED_WARNING.to_owned()),
         )
+        .chain(
+            fleet
+                .damage
+                .as_ref()
+                .map(|_| crate::fleet::DAMAGED_WARNING.to_owned()),
+        )
         .collect();
+    // The operator's fleet restriction beside the local `state` (issue 23): two sources, each
+    // lifted on its own.
+    let restriction = fleet.restriction.as_ref();
+    let fleet = json!({
+        "version": fleet.version,
+        "suspended": app.fleet.suspended().is_some(),
+        "retry_after": app.fleet.suspended(),
+        "restriction": restriction.map(|r| json!({"suspended": r.suspended,
+            "retry_after": r.retry_after, "reason": r.reason, "firmware": r.firmware,
+            "models": r.models})),
+        "last_fetch": fleet.last_fetch.map(boxapi_core::time::rfc3339),
+        "last_error": fleet.last_error,
+    });
     json!({
         "ok": true,
         "state": mode["state"],
@@ -266,6 +286,7 @@ fn status(app: &App) -> Value {
         "cert_renew_at": renewal.renew_at.map(boxapi_core::time::rfc3339),
         "cert_last_error": renewal.last_error,
         "warnings": warnings,
+        "fleet": fleet,
         "config": snap.config.common.path.display().to_string(),
         "version": env!("CARGO_PKG_VERSION"),
     })

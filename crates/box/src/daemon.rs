@@ -32,7 +32,7 @@ fn secs(d: Duration) -> i64 {
 /// A failed exchange with the authority: the error, when the next attempt comes and, when the
 /// authority asked for one, its `Retry-After` (so the log shows why the wait is longer than the
 /// backoff).
-fn failed_event(event: &str, err: &str, wait: Duration, retry_after: Option<Duration>) {
+pub(crate) fn failed_event(event: &str, err: &str, wait: Duration, retry_after: Option<Duration>) {
     let wait = secs(wait).to_string();
     match retry_after {
         Some(asked) => {
@@ -293,6 +293,9 @@ pub fn start(snapshot: Snapshot) -> Result<(Arc<App>, server::Bound), StartError
     app.wifi.start();
     // Always: idle without `[enrol]`, it starts renewing when a reload brings one.
     tokio::spawn(renew_certificate(app.clone()));
+    // Always: applies the kept fleet document's restriction to the card's facts at once, and
+    // fetches new ones with `[enrol]` and `[registry]`.
+    tokio::spawn(crate::fleet::follow(app.clone()));
     let listeners = server::bind_initial(&app).map_err(StartError::Bind)?;
     if app.control.mode() == Mode::Disabled {
         log::event("disabled", &[("hint", "boxapi ctl enable")]);
@@ -326,6 +329,7 @@ pub fn run(snapshot: Snapshot, announce: impl FnOnce(&[SocketAddr])) -> Result<(
                     .map(|f| server.state_dir.join(f))
                     .into_iter()
                     .chain(boxapi_core::auth::signed::version_paths(&server.state_dir))
+                    .chain(boxapi_core::auth::fleet::applied_paths(&server.state_dir))
                     .collect();
             if app.snapshot().config.enrol.is_some() {
                 files.extend(enrolled_pair_paths(server));

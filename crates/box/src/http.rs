@@ -374,7 +374,7 @@ async fn decide(
         Route::Access => Scope::Access,
         Route::Counters | Route::Stream => Scope::Counters,
         Route::Discovery | Route::Token | Route::Unknown => {
-            access::suspension(&app.control)?;
+            access::suspension(app)?;
             return match route {
                 Route::Discovery => {
                     let body = authz::discovery(&snap.config.common)

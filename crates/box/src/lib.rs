@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod demo;
 pub mod der;
 pub mod enrol;
+pub mod fleet;
 pub mod http;
 pub mod lan;
 pub mod privs;

@@ -113,7 +113,7 @@ impl Snapshot {
                 }
             }
         }
-        let trust = Trust::build(&config.common, &mut problems);
+        let trust = Trust::build(&config.common, true, &mut problems);
         let box_name = match &config.enrol {
             Some(e) => match crate::enrol::box_name(e) {
                 Ok(n) => Some(n),

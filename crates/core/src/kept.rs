@@ -44,6 +44,27 @@ impl Kept {
         (one(&self.file), one(&self.prev))
     }
 
+    /// The good copy `rank` puts highest, and why each damaged copy could not be read: both are
+    /// written with every version, the previous first, so either good copy is one accepted and a
+    /// damaged copy never lowers what the other holds.
+    pub fn newest<T>(
+        &self,
+        parse: impl Fn(&[u8]) -> Result<T, String>,
+        rank: impl Fn(&T) -> u64,
+    ) -> (Option<T>, Option<String>) {
+        let (file, prev) = self.read(parse);
+        let mut best: Option<T> = None;
+        let mut damage = Vec::new();
+        for (path, copy) in [(&self.file, file), (&self.prev, prev)] {
+            match copy {
+                Copy::Good(v) if best.as_ref().is_none_or(|b| rank(&v) > rank(b)) => best = Some(v),
+                Copy::Damaged(why) => damage.push(format!("{}: {why}", path.display())),
+                _ => {}
+            }
+        }
+        (best, (!damage.is_empty()).then(|| damage.join("; ")))
+    }
+
     /// Replaces both atomically, the previous version first: a power cut between the two writes
     /// leaves two good copies, one of them the content in flight.
     pub fn save(&self, content: &[u8], mode: u32) -> Result<(), FileError> {

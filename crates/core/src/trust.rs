@@ -17,6 +17,12 @@ pub struct Trust {
     /// A copy of the accepted registry version was damaged (why): `ctl status` warns
     /// [`signed::DAMAGED_WARNING`]. When no copy was good the registry is not in force at all.
     pub registry_version_damage: Option<String>,
+    /// The fleet document a box applied (issue 23), as `state_dir` keeps it: its version and its
+    /// restriction as signed (for the boxes it names, `Restriction::suspends`).
+    pub fleet: Option<(u64, Option<crate::auth::fleet::Restriction>)>,
+    /// Why a kept copy of that document could not be read: with no good copy at all the box
+    /// fails closed (suspended until it fetches one).
+    pub fleet_damage: Option<String>,
     /// Per-tool signing keys (tool index → key), for a token server that signs each tool's tokens
     /// with that tool's own key.
     pub tool_signing_keys: HashMap<usize, jwk::PrivateJwk>,
@@ -71,8 +77,10 @@ impl std::fmt::Display for KidOwner<'_> {
 }
 
 impl Trust {
-    /// Loads every key and registry `config` names; problems are pushed, one per mistake.
-    pub fn build(config: &Common, problems: &mut Vec<Problem>) -> Trust {
+    /// Loads every key and registry `config` names; problems are pushed, one per mistake. A box
+    /// (`applies_fleet`) also reads the fleet document it applied: the newer of it and
+    /// `registry.file` gives the tools (one version sequence; a tie goes to the fleet document).
+    pub fn build(config: &Common, applies_fleet: bool, problems: &mut Vec<Problem>) -> Trust {
         // Key id → its first owner, written as problems name it.
         let mut kids: HashMap<String, String> = HashMap::new();
         let mut claim_kid = |k: &PublicJwk, owner: KidOwner, problems: &mut Vec<Problem>| {
@@ -162,6 +170,7 @@ impl Trust {
             })
             .collect();
         let mut registry_version_damage = None;
+        let (mut fleet, mut fleet_damage) = (None, None);
         let registry_version = match &config.registry {
             Some(rc) => {
                 let key = "registry.file";
@@ -178,25 +187,43 @@ impl Trust {
                 }
                 registry_version_damage.clone_from(&floor.damage);
                 let bad = |why: &dyn std::fmt::Display| Problem::file(key, &rc.file, why);
-                let signed = load_keys(&rc.root_key, "registry.root_key", problems)
+                let root = load_keys(&rc.root_key, "registry.root_key", problems)
                     .into_iter()
-                    .next()
-                    .ok_or(())
-                    .and_then(|root| {
-                        let jws = files::read_limited(&rc.file, files::limit::REGISTRY)
-                            .map_err(|e| problems.push(bad(&e)))?;
-                        let r = signed::verify(&root, &jws).map_err(|e| problems.push(bad(&e)))?;
-                        match floor.check(r.version) {
-                            Ok(()) => Ok(r),
-                            // Fail closed without stopping the daemon: the registry's tools
-                            // are not trusted (none loosened), the configured ones still are.
-                            Err(signed::SignedError::FloorUnknown(_)) => Err(()),
-                            Err(e) => {
-                                problems.push(bad(&e));
-                                Err(())
-                            }
-                        }
+                    .next();
+                let mut applied = None;
+                if let Some(root) = root.as_ref().filter(|_| applies_fleet) {
+                    let (doc, damage) = crate::auth::fleet::applied(&config.server.state_dir, root);
+                    if let Some(why) = &damage {
+                        crate::log::event("fleet_document_damaged", &[("error", why)]);
+                    }
+                    fleet_damage = damage;
+                    applied = doc.map(|d| {
+                        fleet = Some((d.version(), d.restriction));
+                        d.registry
                     });
+                }
+                let signed = root.ok_or(()).and_then(|root| {
+                    let jws = files::read_limited(&rc.file, files::limit::REGISTRY)
+                        .map_err(|e| problems.push(bad(&e)))?;
+                    let r = signed::verify(&root, &jws).map_err(|e| problems.push(bad(&e)))?;
+                    let r = match applied {
+                        Some(f) if f.version >= r.version => f,
+                        _ => r,
+                    };
+                    match floor.check(r.version) {
+                        Ok(()) => Ok(r),
+                        // Fail closed without stopping the daemon: the registry's tools
+                        // are not trusted (none loosened), the configured ones still are.
+                        Err(signed::SignedError::FloorUnknown(_)) => Err(()),
+                        // Older than a fleet document whose every kept copy is damaged: the
+                        // box is suspended already (crate::auth::fleet::applied).
+                        Err(_) if fleet_damage.is_some() && fleet.is_none() => Err(()),
+                        Err(e) => {
+                            problems.push(bad(&e));
+                            Err(())
+                        }
+                    }
+                });
                 match signed {
                     Ok(r) => {
                         for (tool, keys) in r.tools {
@@ -247,6 +274,8 @@ impl Trust {
             verifier: Verifier::new(rules, tool_keys, issuer_keys),
             registry_version,
             registry_version_damage,
+            fleet,
+            fleet_damage,
             tool_signing_keys,
             signing_key,
         }

@@ -4,7 +4,9 @@
 //! the refusal comes before any ACME or DNS work.
 #[path = "../../box/tests/common/mod.rs"]
 mod common;
+mod operator;
 use common::*;
+use operator::*;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -12,97 +14,16 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-
-fn sh(dir: &Path, cmd: &str) {
-    let out = Command::new("bash")
-        .args(["-euo", "pipefail", "-c", cmd])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The operator's PKI (tests/field/make-pki.sh): op-ca, auth, device-ca with its CRL, the good
-/// `device`, and the refused `stranger`, `revoked` and `expired`.
-fn pki(dir: &Path) {
-    sh(dir, &format!("{ROOT}/tests/field/make-pki.sh ."));
-}
-
-/// An authority with enrolment (its CA and DNS server never reached here) on a free port, its
-/// metrics on `metrics`.
-fn authority(dir: &Path, metrics: SocketAddr) -> Daemon {
-    keygen(dir, "EdDSA", "op");
-    keygen(dir, "EdDSA", "tool");
-    std::fs::write(
-        dir.join("tsig.key"),
-        "c2VjcmV0LXNlY3JldC1zZWNyZXQtMzItYnl0ZXMh\n",
-    )
-    .unwrap();
-    let text = format!(
-        r#"[server]
-cert = "auth.pem"
-key = "auth.key"
-state_dir = "state"
-control_socket = "control.sock"
-
-[auth]
-audience = "https://authority.test"
-issuers = ["https://authority.test"]
-
-[[tool]]
-id = "t"
-origins = ["https://tool.example"]
-scopes = ["access"]
-keys = ["tool.jwk"]
-
-[token_endpoint]
-enabled = true
-issuer = "https://authority.test"
-signing_key = "op.private.jwk"
-
-[authority]
-listen = ["127.0.0.1:0"]
-metrics_listen = "{metrics}"
-
-[enrolment]
-device_ca = "device-ca.pem"
-device_crls = ["device-ca.crl"]
-zone = "box.test"
-
-[acme]
-directory = "https://127.0.0.1:9/dir"
-account = "acme-account.json"
-contact = ["mailto:ops@isp.example"]
-
-[dns]
-server = "127.0.0.1:9"
-tsig_name = "boxapi."
-tsig_secret_file = "tsig.key"
-"#
-    );
-    std::fs::write(dir.join("boxapi.toml"), text).unwrap();
-    Daemon::start_command(dir.to_path_buf(), &[], "authority")
-}
-
 /// `boxapi enrol` as the box holding `device`, against the authority at `port`: exit code and
 /// stderr.
 fn enrol(dir: &Path, pki: &Path, device: &str, port: u16) -> (i32, String) {
     let box_dir = dir.join(format!("box-{device}"));
     std::fs::create_dir_all(&box_dir).unwrap();
-    let p = pki.display();
     let text = config(&box_dir, "", "").replace(
         "listen = [\"127.0.0.1:0\"]",
         // Never bound by `enrol`: only the address it publishes.
         "listen = [\"192.168.77.1:443\"]",
-    ) + &format!(
-        "\n[enrol]\nauthority = \"https://127.0.0.1:{port}\"\nauthority_ca = \"{p}/op-ca.pem\"\n\
-         device_cert = \"{p}/{device}.pem\"\ndevice_key = \"{p}/{device}.key\"\nzone = \"box.test\"\n"
-    );
+    ) + &enrol_section(pki, device, port);
     let path = box_dir.join("boxapi.toml");
     std::fs::write(&path, text).unwrap();
     let out = daemon_command()
@@ -152,7 +73,7 @@ fn refused_device_certificates_are_named_on_both_sides() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let auth = authority(&auth_dir, metrics_addr);
+    let auth = authority(&auth_dir, metrics_addr, "");
     let port = auth.addr.port();
     for (device, box_says, authority_says) in [
         ("stranger", "unknown CA", "unknown_ca"),

@@ -185,6 +185,14 @@ impl<'a> Sources<'a> {
         sections
     }
 
+    /// The card's `box.firmware_version` and `box.model` as the API answers them now.
+    pub async fn box_facts(&self) -> (Option<String>, Option<String>) {
+        let sections = self.projected().await;
+        let b: Value = serde_json::from_slice(&sections[0]).unwrap_or_default();
+        let text = |k: &str| b[k].as_str().map(str::to_owned);
+        (text("firmware_version"), text("model"))
+    }
+
     /// `GET /v1/access`, serialized: the layers' sections, then the terminal's `client` (its
     /// connection facts found once per connection, its Wi-Fi link from the last nl80211 view)
     /// and the counters read now. Each section the subscriber withholds is `null`, and

@@ -1,5 +1,5 @@
-//! The box's one HTTPS client call: a JSON POST to the operator's authority over mutual TLS, the
-//! device certificate proving which box is asking. Bounded in time and size.
+//! The box's HTTPS client calls to the operator's authority over mutual TLS, the device
+//! certificate proving which box is asking: a JSON POST, or a GET. Bounded in time and size.
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::Value;
@@ -195,6 +195,27 @@ pub async fn post_json(
     path: &str,
     body: &Value,
 ) -> Result<Value, ClientError> {
+    judge(
+        request(
+            identity,
+            base,
+            path,
+            Some(body.to_string().as_bytes()),
+            None,
+        )
+        .await?,
+    )
+}
+
+/// One request to `{base}{path}`: a POST of the JSON `body`, or without one a GET, conditional
+/// on `If-None-Match: "<version>"` when `version` is given. The answer as it came.
+pub async fn request(
+    identity: &Identity,
+    base: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    version: Option<u64>,
+) -> Result<Answer, ClientError> {
     let (host, port) = split_url(base)?;
     let work = async {
         let connect = async {
@@ -214,8 +235,7 @@ pub async fn post_json(
         let tls = tokio::time::timeout(CONNECT, connect)
             .await
             .map_err(|_| ClientError::Timeout(base.to_owned()))??;
-        let answer = exchange(tls, &host, path, body.to_string().as_bytes()).await?;
-        judge(answer)
+        exchange(tls, &host, path, body, version).await
     };
     tokio::time::timeout(EXCHANGE, work)
         .await
@@ -224,42 +244,47 @@ pub async fn post_json(
 
 /// What the authority answered, before it is judged.
 #[derive(Debug, PartialEq)]
-struct Answer {
-    status: u16,
-    retry_after: Option<Duration>,
-    body: Vec<u8>,
+pub struct Answer {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+    pub body: Vec<u8>,
 }
 
 /// A 2xx's JSON, or the refusal with its problem detail.
 fn judge(answer: Answer) -> Result<Value, ClientError> {
-    let Answer {
-        status,
-        retry_after,
-        body,
-    } = answer;
-    let parsed = serde_json::from_slice::<Value>(&body);
-    if !(200..300).contains(&status) {
-        // A refusal that is not problem+json (a proxy's 503 page) is still a refusal, and
-        // its Retry-After still counts.
-        let answer = parsed.unwrap_or(Value::Null);
-        let detail = answer["detail"]
-            .as_str()
-            .or(answer["error_description"].as_str())
-            .unwrap_or("no detail");
-        let code = answer["code"].as_str().unwrap_or("");
-        return Err(ClientError::Refused {
-            status,
-            detail: format!("{code}: {detail}"),
-            retry_after,
-        });
+    if !(200..300).contains(&answer.status) {
+        return Err(refused(answer));
     }
-    parsed.map_err(|e| ClientError::BadAnswer(format!("status {status}: {e}")))
+    serde_json::from_slice(&answer.body)
+        .map_err(|e| ClientError::BadAnswer(format!("status {}: {e}", answer.status)))
+}
+
+/// A refusal with its problem detail. One that is not problem+json (a proxy's 503 page) is
+/// still a refusal, and its Retry-After still counts.
+pub fn refused(answer: Answer) -> ClientError {
+    let problem = serde_json::from_slice::<Value>(&answer.body).unwrap_or(Value::Null);
+    let detail = problem["detail"]
+        .as_str()
+        .or(problem["error_description"].as_str())
+        .unwrap_or("no detail");
+    let code = problem["code"].as_str().unwrap_or("");
+    ClientError::Refused {
+        status: answer.status,
+        detail: format!("{code}: {detail}"),
+        retry_after: answer.retry_after,
+    }
 }
 
 /// One HTTP/1.1 request on its own connection (`Connection: close`) and its answer, read within
 /// `MAX_HEAD` and `MAX_ANSWER`. Written by hand rather than with hyper's client: the box makes
 /// this one call, and a second hyper dispatcher cost ~60 KB of every box binary.
-async fn exchange<S>(mut io: S, host: &str, path: &str, body: &[u8]) -> Result<Answer, ClientError>
+async fn exchange<S>(
+    mut io: S,
+    host: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    version: Option<u64>,
+) -> Result<Answer, ClientError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -268,13 +293,20 @@ where
     if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
         return Err(ClientError::Http(format!("bad request path {path:?}")));
     }
-    let mut request = format!(
-        "POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n\
-         accept: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    request.extend_from_slice(body);
+    let mut request = match body {
+        Some(body) => format!(
+            "POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n\
+             accept: application/json\r\ncontent-length: {}\r\n",
+            body.len()
+        ),
+        None => format!("GET {path} HTTP/1.1\r\nhost: {host}\r\n"),
+    };
+    if let Some(v) = version {
+        request.push_str(&format!("if-none-match: \"{v}\"\r\n"));
+    }
+    request.push_str("connection: close\r\n\r\n");
+    let mut request = request.into_bytes();
+    request.extend_from_slice(body.unwrap_or_default());
     io.write_all(&request).await.map_err(|e| http(&e))?;
     io.flush().await.map_err(|e| http(&e))?;
 
@@ -574,9 +606,15 @@ mod tests {
             }
             String::from_utf8(seen).unwrap()
         });
-        let got = exchange(client, "auth.example", "/v1/enrol", br#"{"csr":"x"}"#)
-            .await
-            .unwrap();
+        let got = exchange(
+            client,
+            "auth.example",
+            "/v1/enrol",
+            Some(br#"{"csr":"x"}"#),
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(got, answer(200, None, "{\"ok\":1}"));
         assert_eq!(
             authority.await.unwrap(),
@@ -590,7 +628,7 @@ mod tests {
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n{}")
                 .await;
         });
-        let early = exchange(client, "a", "/v1/address", b"{}").await;
+        let early = exchange(client, "a", "/v1/address", Some(b"{}"), None).await;
         assert!(matches!(early, Err(ClientError::Http(_))), "{early:?}");
         assert!(judge(answer(
             429,

@@ -261,7 +261,7 @@ pub fn renew_at(not_before: i64, not_after: i64, fraction: f64, ari: Option<i64>
 }
 
 /// A uniform draw in [0, 1]: the jitter of the waits below.
-fn jitter() -> f64 {
+pub(crate) fn jitter() -> f64 {
     use ring::rand::SecureRandom;
     let mut r = [0u8; 2];
     let _ = ring::rand::SystemRandom::new().fill(&mut r);

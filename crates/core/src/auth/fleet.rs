@@ -4,8 +4,10 @@ use super::jwk::{PrivateJwk, PublicJwk};
 use super::signed::{self, SignedError, SignedRegistry, MAX_REGISTRY_BYTES};
 use super::token::verify_jws;
 use crate::control::{SUSPEND_RETRY_AFTER, SUSPEND_RETRY_AFTER_DEFAULT, SUSPEND_RETRY_AFTER_RULE};
+use crate::kept::Kept;
 use serde::Deserialize;
 use serde_json::Value;
+use std::path::{Path, PathBuf};
 
 /// A reason is read by operators in logs and `ctl status`, not a document.
 pub const MAX_REASON_CHARS: usize = 200;
@@ -165,6 +167,34 @@ pub fn verify(root: &PublicJwk, jws: &[u8]) -> Result<FleetDocument, SignedError
 pub fn sign(root: &PrivateJwk, payload: &[u8]) -> Result<String, SignedError> {
     parse_payload(payload)?;
     signed::sign_checked(root, payload)
+}
+
+/// The document a box applied, in its `state_dir`, kept with its previous good version ([`Kept`]).
+pub const APPLIED: &str = "fleet-applied.jws";
+
+fn copies(state_dir: &Path) -> Kept {
+    Kept::new(state_dir, APPLIED, MAX_REGISTRY_BYTES as u64)
+}
+
+/// The applied document's two files (a daemon that drops root gives them to its user).
+pub fn applied_paths(state_dir: &Path) -> [PathBuf; 2] {
+    let k = copies(state_dir);
+    [k.file, k.prev]
+}
+
+/// The document a box applied last, as `state_dir` keeps it (the newer good copy), and why a
+/// copy could not be read (unreadable, or no longer verifying with `root`). No good copy but a
+/// damaged one: the caller fails closed.
+pub fn applied(state_dir: &Path, root: &PublicJwk) -> (Option<FleetDocument>, Option<String>) {
+    copies(state_dir).newest(
+        |b| verify(root, b).map_err(|e| e.to_string()),
+        |d| d.version(),
+    )
+}
+
+/// Keeps a verified document as the one applied (both copies replaced atomically).
+pub fn keep_applied(state_dir: &Path, jws: &[u8]) -> Result<(), crate::files::FileError> {
+    copies(state_dir).save(jws, 0o600)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use super::jwk::{self, PrivateJwk, PublicJwk};
 use super::registry::{check_origin_syntax, valid_tool_id, Scopes, Tool, TOOL_ID_RULE};
 use super::token::{verify_jws, TokenError};
-use crate::kept::{Copy, Kept};
+use crate::kept::Kept;
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::Path;
@@ -220,24 +220,11 @@ fn parse_version(b: &[u8]) -> Result<u64, String> {
 /// one first, so either good copy holds a version accepted, and the higher of the two is the
 /// last: a damaged copy never lowers the floor below what the other holds.
 pub fn floor(state_dir: &Path) -> Floor {
-    let files = copies(state_dir);
-    let (file, prev) = files.read(parse_version);
-    let mut damage = Vec::new();
-    let mut version = None;
-    for (path, copy) in [(&files.file, file), (&files.prev, prev)] {
-        match copy {
-            Copy::Good(v) => version = Some(version.map_or(v, |h: u64| h.max(v))),
-            Copy::Missing => {}
-            Copy::Damaged(why) => damage.push(format!("{}: {why}", path.display())),
-        }
-    }
-    // Nothing at all: no registry was ever accepted here.
-    if damage.is_empty() && version.is_none() {
-        version = Some(0);
-    }
+    let (version, damage) = copies(state_dir).newest(parse_version, |v| *v);
     Floor {
-        version,
-        damage: (!damage.is_empty()).then(|| damage.join("; ")),
+        // Nothing at all: no registry was ever accepted here.
+        version: version.or(damage.is_none().then_some(0)),
+        damage,
     }
 }
 

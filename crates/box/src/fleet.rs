@@ -1,0 +1,230 @@
+//! The fleet document (issue 23) on the box: fetched from the operator's authority with the
+//! device certificate, verified with `[registry] root_key`, kept in `state_dir`, applied at once.
+use crate::app::App;
+use crate::enrol::client;
+use boxapi_core::auth::fleet::{self, Restriction};
+use boxapi_core::auth::signed;
+use boxapi_core::log;
+use boxapi_core::trust::Trust;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What `ctl status` lists in `warnings` while a kept copy of the applied document is damaged.
+pub const DAMAGED_WARNING: &str = "fleet_document_damaged";
+
+/// The fleet document's standing on this box.
+#[derive(Default)]
+pub struct Fleet {
+    /// The `Retry-After` of the restriction in force on this box, 0 when none: read by every
+    /// request.
+    suspended: AtomicU64,
+    state: Mutex<State>,
+}
+
+/// What the box holds of the fleet document and how its fetching goes (`ctl status`).
+#[derive(Clone, Default)]
+pub struct State {
+    /// The version applied (kept in `state_dir`).
+    pub version: Option<u64>,
+    /// Its restriction, as signed (for the boxes it names).
+    pub restriction: Option<Restriction>,
+    /// Why a kept copy could not be read: with no version at all, the box is suspended.
+    pub damage: Option<String>,
+    /// The card's `box.firmware_version` and `box.model` as last read (`None`: not yet, and a
+    /// restriction limited to some firmware or models holds, failing closed).
+    facts: Option<(Option<String>, Option<String>)>,
+    /// Unix seconds of the last answer from the authority, and the last failure since.
+    pub last_fetch: Option<i64>,
+    pub last_error: Option<String>,
+    failures: u32,
+}
+
+impl Fleet {
+    /// The `Retry-After` of the fleet restriction in force on this box, if one is.
+    pub fn suspended(&self) -> Option<u64> {
+        Some(self.suspended.load(Ordering::Relaxed)).filter(|&r| r > 0)
+    }
+
+    pub fn state(&self) -> State {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Changes the state and puts in force what it now says, logging a change.
+    fn update(&self, f: impl FnOnce(&mut State)) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut s);
+        let (firmware, model) = s.facts.clone().unwrap_or_default();
+        let retry = match &s.restriction {
+            Some(r) if r.suspends(firmware.as_deref(), model.as_deref()) => r.retry_after,
+            // Every copy damaged: what the box applied is unknown, and a restriction may be
+            // among it.
+            None if s.version.is_none() && s.damage.is_some() => {
+                boxapi_core::control::SUSPEND_RETRY_AFTER_DEFAULT
+            }
+            _ => 0,
+        };
+        if self.suspended.swap(retry, Ordering::Relaxed) != retry {
+            let version = s.version.map_or_else(String::new, |v| v.to_string());
+            let reason = s.restriction.as_ref().and_then(|r| r.reason.as_deref());
+            let state = if retry > 0 { "suspended" } else { "lifted" };
+            log::event(
+                "fleet_restriction",
+                &[
+                    ("state", state),
+                    ("version", &version),
+                    ("reason", reason.unwrap_or("")),
+                ],
+            );
+        }
+    }
+
+    /// Takes up the document a snapshot's trust read from `state_dir` (at start and at each
+    /// reload), unless the box already applied a newer one.
+    pub fn adopt(&self, trust: &Trust) {
+        self.update(|s| {
+            let kept = trust.fleet.clone();
+            if kept.as_ref().map(|k| k.0) >= s.version {
+                (s.version, s.restriction) = kept.map_or((None, None), |(v, r)| (Some(v), r));
+            }
+            s.damage.clone_from(&trust.fleet_damage);
+        });
+    }
+}
+
+/// A fetch that came to nothing new: why, and the `Retry-After` the authority asked for.
+type Failure = (String, Option<Duration>);
+
+/// One `GET /v1/fleet`; a new document verified, kept and applied. `Ok`: the authority answered
+/// (a new document, none newer, or none published).
+async fn fetch(app: &Arc<App>, e: &crate::config::Enrol) -> Result<(), Failure> {
+    let snap = app.snapshot();
+    let Some(rc) = &snap.config.common.registry else {
+        return Ok(());
+    };
+    let mut problems = Vec::new();
+    let root = boxapi_core::trust::load_keys(&rc.root_key, "registry.root_key", &mut problems);
+    let root = root.first().ok_or_else(|| {
+        let lines = boxapi_core::config::lines(&problems);
+        (lines.join("; "), None)
+    })?;
+    let identity = client::Identity::load(&e.authority_ca, &e.device_cert, &e.device_key)
+        .map_err(|err| (err.to_string(), None))?;
+    let held = app.fleet.state().version;
+    let answer = client::request(&identity, &e.authority, "/v1/fleet", None, held)
+        .await
+        .map_err(|err| (err.to_string(), None))?;
+    match answer.status {
+        // Unchanged, or nothing published: what the box holds stays.
+        304 | 404 => return Ok(()),
+        200 => {}
+        _ => {
+            let err = client::refused(answer);
+            let retry_after = match &err {
+                client::ClientError::Refused { retry_after, .. } => *retry_after,
+                _ => None,
+            };
+            return Err((err.to_string(), retry_after));
+        }
+    }
+    let state_dir = &snap.config.common.server.state_dir;
+    let refused = |why: String| {
+        log::event("fleet_document_refused", &[("error", &why)]);
+        (format!("refused the fleet document: {why}"), None)
+    };
+    let doc = fleet::verify(root, &answer.body).map_err(|e| refused(e.to_string()))?;
+    let version = doc.version();
+    if Some(version) == held {
+        return Ok(());
+    }
+    signed::check_rollback(state_dir, version).map_err(|e| refused(e.to_string()))?;
+    fleet::keep_applied(state_dir, &answer.body)
+        .map_err(|e| (format!("cannot keep the fleet document: {e}"), None))?;
+    signed::record_accepted(state_dir, Some(version));
+    app.fleet.update(|s| {
+        s.version = Some(version);
+        s.restriction = doc.restriction;
+    });
+    log::event("fleet_applied", &[("version", &version.to_string())]);
+    // Its tools and revocations: the registry reload's path (a new trust; open streams end at
+    // their next line). On failure they apply at the next reload that succeeds; the restriction
+    // is in force already.
+    let app2 = app.clone();
+    let reloaded =
+        tokio::task::spawn_blocking(move || boxapi_core::daemon::reload::reload(&*app2)).await;
+    if !matches!(reloaded, Ok(Ok(()))) {
+        log::event(
+            "fleet_tools_not_applied",
+            &[("version", &version.to_string())],
+        );
+    }
+    Ok(())
+}
+
+/// Follows the fleet document for the daemon's whole life: the card's box facts each turn (a
+/// restriction may name firmware versions or models), and, with `[enrol]` and `[registry]`, a
+/// fetch soon after start and then every `fleet_poll_secs` (±20 %), backing off like the
+/// certificate renewal after a failure. A failure changes nothing the box holds.
+pub async fn follow(app: Arc<App>) {
+    let mut reloads = app.current.watch();
+    let mut due = tokio::time::Instant::now();
+    let mut first = true;
+    loop {
+        reloads.borrow_and_update();
+        let snap = app.snapshot();
+        let facts = snap.sources().with_wifi(&app.wifi).box_facts().await;
+        app.fleet.update(|s| s.facts = Some(facts));
+        let wait = match snap
+            .config
+            .enrol
+            .as_ref()
+            .filter(|_| snap.config.common.registry.is_some())
+        {
+            None => None,
+            Some(e) if first => {
+                first = false;
+                due += e
+                    .fleet_poll
+                    .min(Duration::from_secs(5))
+                    .mul_f64(crate::enrol::jitter());
+                Some(due)
+            }
+            Some(e) if tokio::time::Instant::now() >= due => {
+                let result = fetch(&app, e).await;
+                let now = boxapi_core::time::unix_now() as i64;
+                let mut wait = crate::enrol::backoff(0, e.fleet_poll, e.fleet_poll);
+                app.fleet.update(|s| match result {
+                    Ok(()) => {
+                        (s.last_fetch, s.last_error, s.failures) = (Some(now), None, 0);
+                    }
+                    Err((err, retry_after)) => {
+                        let min = e.retry_min.min(e.fleet_poll);
+                        wait = crate::enrol::retry_wait(s.failures, min, e.retry_max, retry_after);
+                        s.failures = s.failures.saturating_add(1);
+                        crate::daemon::failed_event("fleet_fetch_failed", &err, wait, retry_after);
+                        s.last_error = Some(err);
+                    }
+                });
+                due = tokio::time::Instant::now() + wait;
+                Some(due)
+            }
+            Some(_) => Some(due),
+        };
+        tokio::select! {
+            _ = sleep_until(wait) => {}
+            changed = reloads.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Until `at`, or for ever.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,317 @@
+//! Issue 23 end to end: a real authority publishes signed fleet documents and a real box fetches
+//! them over its device certificate's mTLS and applies them at once: a restriction (503
+//! suspended, as `ctl suspend`), its lifting, a tool's revocation; an older document (a stale
+//! replica) and another key's are refused; an authority that is down changes nothing, and a box
+//! restarted meanwhile keeps what it applied.
+#[path = "../../box/tests/common/mod.rs"]
+mod common;
+mod operator;
+use common::*;
+use operator::*;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// `fleet_poll_secs = 1` plus its jitter (20 %), and slack for a loaded machine.
+const APPLIED_WITHIN: Duration = Duration::from_secs(4);
+
+/// `boxapi ARGS`, which must succeed.
+fn boxapi(args: &[&str]) {
+    let out = daemon_command().args(args).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {out:?}");
+}
+
+/// An operator's root key pair, `root.private.jwk` and `root.jwk`, in `dir`.
+fn root_key(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let out = dir.to_str().unwrap();
+    boxapi(&["keygen", "--alg", "EdDSA", "--kid", "root", "--out", out]);
+    dir.to_path_buf()
+}
+
+/// The operator's signing tool: the payload `doc` signed (`kind`: "registry" or "fleet") with the
+/// root key in `keys`, written to `out`.
+fn sign(keys: &Path, kind: &str, doc: &Value, out: &Path) {
+    let input = out.with_extension("json");
+    std::fs::write(&input, doc.to_string()).unwrap();
+    let key = keys.join("root.private.jwk");
+    boxapi(&[
+        kind,
+        "sign",
+        "--key",
+        key.to_str().unwrap(),
+        "--in",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+}
+
+/// The registry tool `reg` (its key `reg`), revoked or not.
+fn tools(reg: &Key, revoked: bool) -> Value {
+    json!([{"id": "reg", "origins": ["https://reg.example"], "scopes": ["access", "counters"],
+            "keys": [reg.jwk()], "revoked": revoked}])
+}
+
+/// An authority in `dir` with `[registry]` of the root key in `keys`, serving what was published
+/// there before (its `state_dir`).
+fn authority_in(dir: &Path, pki: &Path, keys: &Path, reg: &Key) -> Daemon {
+    std::fs::create_dir_all(dir).unwrap();
+    for f in ["auth.pem", "auth.key", "device-ca.pem", "device-ca.crl"] {
+        std::fs::copy(pki.join(f), dir.join(f)).unwrap();
+    }
+    let registry = dir.join("registry.jws");
+    sign(
+        keys,
+        "registry",
+        &json!({"version": 1, "tools": tools(reg, false)}),
+        &registry,
+    );
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let extra = format!(
+        "\n[registry]\nfile = \"registry.jws\"\nroot_key = \"{}\"\n",
+        keys.join("root.jwk").display()
+    );
+    authority(dir, metrics, &extra)
+}
+
+/// `ctl publish-fleet` on `auth` of the fleet document of version `v` (tools revoked or not,
+/// `restriction`) signed by the root key in `keys`.
+fn publish(auth: &Daemon, keys: &Path, reg: &Key, v: u64, revoked: bool, restriction: Value) {
+    let file = auth.dir.join(format!("fleet-{v}.jws"));
+    let doc = json!({"version": v, "tools": tools(reg, revoked), "restriction": restriction});
+    sign(keys, "fleet", &doc, &file);
+    let (code, out, err) = auth.ctl(&["publish-fleet", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out} {err}");
+}
+
+/// The box's configuration: the test's tools, the registry of version 1, `[enrol]` for the
+/// authority on `port` polling every second.
+fn box_config(dir: &Path, pki: &Path, keys: &Path, port: u16) {
+    let extra = format!(
+        "\n[registry]\nfile = \"registry.jws\"\nroot_key = \"{}\"\n{}fleet_poll_secs = 1\n\
+         retry_min_secs = 1\nretry_max_secs = 2\n",
+        keys.join("root.jwk").display(),
+        enrol_section(pki, "device", port)
+    );
+    std::fs::write(dir.join("boxapi.toml"), config(dir, "", &extra)).unwrap();
+}
+
+fn status(d: &Daemon) -> Value {
+    let (code, out, err) = d.ctl(&["status"]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// How long until `f` holds (at most `APPLIED_WITHIN`; fails past it).
+#[track_caller]
+fn applied_within(d: &Daemon, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let t = Instant::now();
+    assert!(
+        wait_for(APPLIED_WITHIN, &mut f),
+        "{what}: not applied within {APPLIED_WITHIN:?}: {}",
+        d.log_text()
+    );
+    t.elapsed()
+}
+
+/// `/v1/access` with `token` answers 503 suspended with this Retry-After.
+fn suspended(d: &Daemon, token: &str, retry_after: &str) -> bool {
+    let r = d.get_token("/v1/access", token);
+    r.status == 503
+        && r.json()["code"] == "suspended"
+        && r.header("retry-after") == Some(retry_after)
+}
+
+fn served(d: &Daemon, token: &str) -> bool {
+    d.get_token("/v1/access", token).status == 200
+}
+
+fn revoked(d: &Daemon, token: &str) -> bool {
+    let r = d.get_token("/v1/access", token);
+    r.status == 401 && r.json()["reason"] == "tool_revoked"
+}
+
+/// Whether `d` logs an `event` line that `f` accepts, within `APPLIED_WITHIN`.
+fn logged(d: &Daemon, event: &str, f: impl Fn(&Value) -> bool) -> bool {
+    wait_for(APPLIED_WITHIN, || {
+        d.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| serde_json::from_str::<Value>(l).is_ok_and(|l| l["event"] == event && f(&l)))
+    })
+}
+
+/// Points the box at another authority (`ctl reload`).
+fn point_at(d: &Daemon, pki: &Path, keys: &Path, port: u16) {
+    box_config(&d.dir, pki, keys, port);
+    let (code, _, err) = d.ctl(&["reload"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn boxes_pull_and_apply_the_fleet_document() {
+    let dir = temp_dir("fleet");
+    let pki_dir = dir.join("pki");
+    std::fs::create_dir_all(&pki_dir).unwrap();
+    pki(&pki_dir);
+    let keys = root_key(&dir.join("op"));
+    let rogue = root_key(&dir.join("rogue"));
+    let root = Path::new(ROOT);
+    let made = Command::new(root.join("certs/make-tool-key.sh"))
+        .args([dir.to_str().unwrap(), "reg", "ES256"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let reg = Key {
+        kid: "reg-key".into(),
+        alg: jsonwebtoken::Algorithm::ES256,
+        pem: std::fs::read(dir.join("reg.pem")).unwrap(),
+        spki: std::fs::read(dir.join("reg.pub.der")).unwrap(),
+    };
+    let auth = authority_in(&dir.join("authority"), &pki_dir, &keys, &reg);
+
+    let box_dir = dir.join("box");
+    std::fs::create_dir_all(&box_dir).unwrap();
+    sign(
+        &keys,
+        "registry",
+        &json!({"version": 1, "tools": tools(&reg, false)}),
+        &box_dir.join("registry.jws"),
+    );
+    box_config(&box_dir, &pki_dir, &keys, auth.addr.port());
+    let d = Daemon::start_in(box_dir.clone(), &[]);
+    let token = reg.token("reg", "access counters");
+    let other = fixtures().a.token("a", "access");
+    assert!(served(&d, &token));
+    // Nothing published yet: polled, nothing to apply.
+    assert!(wait_for(APPLIED_WITHIN, || status(&d)["fleet"]
+        ["last_fetch"]
+        .is_string()));
+    assert_eq!(status(&d)["fleet"]["version"], Value::Null);
+
+    // A restriction: 503 suspended with its Retry-After, exactly as `ctl suspend` answers.
+    let restriction = json!({"suspended": true, "retry_after": 120, "reason": "CVE-2027-0001"});
+    publish(&auth, &keys, &reg, 2, false, restriction);
+    let took = applied_within(&d, "restriction", || suspended(&d, &token, "120"));
+    eprintln!("restriction applied in {took:?}");
+    d.get("/v1/counters", &[]).assert_problem(503, "suspended");
+    let s = status(&d);
+    assert_eq!(s["state"], "enabled", "the local state is its own: {s}");
+    assert_eq!(
+        (
+            s["fleet"]["version"].clone(),
+            s["fleet"]["suspended"].clone(),
+            s["fleet"]["retry_after"].clone()
+        ),
+        (json!(2), json!(true), json!(120)),
+        "{s}"
+    );
+    assert_eq!(s["fleet"]["restriction"]["reason"], "CVE-2027-0001");
+    // The local suspension and the fleet's are independent: resuming one lifts only it.
+    assert_eq!(d.ctl(&["suspend", "--retry-after", "30"]).0, 0);
+    assert!(suspended(&d, &token, "30"));
+    assert_eq!(d.ctl(&["resume"]).0, 0);
+    assert!(suspended(&d, &token, "120"));
+
+    // Lifted: served again.
+    publish(&auth, &keys, &reg, 3, false, json!({"suspended": false}));
+    let took = applied_within(&d, "lifting", || served(&d, &token));
+    eprintln!("lifting applied in {took:?}");
+    assert_eq!(status(&d)["fleet"]["suspended"], false);
+
+    // A tool revoked: its tokens refused and its open stream ended; others untouched.
+    let mut stream = connect(
+        d.addr,
+        "localhost",
+        client_config(&[&rustls::version::TLS13]),
+    );
+    use std::io::{BufRead, BufReader, Write};
+    write!(
+        stream,
+        "GET /v1/counters/stream?interval_ms=100 HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut lines = BufReader::new(stream);
+    let mut head = String::new();
+    lines.read_line(&mut head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    publish(&auth, &keys, &reg, 4, true, Value::Null);
+    let took = applied_within(&d, "revocation", || revoked(&d, &token));
+    eprintln!("revocation applied in {took:?}");
+    assert!(served(&d, &other));
+    assert!(
+        logged(&d, "stream_end", |l| l["tool"] == "reg"
+            && l["reason"] == "revoked"),
+        "the revoked tool's stream goes on: {}",
+        d.log_text()
+    );
+    drop(lines);
+
+    // Both at once, then what must change nothing.
+    let restriction = json!({"suspended": true, "retry_after": 600});
+    publish(&auth, &keys, &reg, 5, true, restriction);
+    applied_within(&d, "restriction", || suspended(&d, &token, "600"));
+
+    // A stale replica serving an older document (validly signed): refused as a rollback.
+    let stale = authority_in(&dir.join("stale"), &pki_dir, &keys, &reg);
+    publish(&stale, &keys, &reg, 3, false, json!({"suspended": false}));
+    point_at(&d, &pki_dir, &keys, stale.addr.port());
+    let refused = |d: &Daemon, why: &str| {
+        logged(d, "fleet_document_refused", |l| {
+            l["error"].as_str().is_some_and(|e| e.contains(why))
+        })
+    };
+    assert!(refused(&d, "rollback refused"), "{}", d.log_text());
+    // A document of another key (the rogue authority's own): refused and reported.
+    let forged = authority_in(&dir.join("forged"), &pki_dir, &rogue, &reg);
+    publish(&forged, &rogue, &reg, 9, false, json!({"suspended": false}));
+    point_at(&d, &pki_dir, &keys, forged.addr.port());
+    assert!(refused(&d, "signature"), "{}", d.log_text());
+    assert!(suspended(&d, &token, "600"));
+    assert_eq!(status(&d)["fleet"]["version"], 5);
+    drop((stale, forged));
+
+    // The authority down: nothing changes, and the failure is shown.
+    point_at(&d, &pki_dir, &keys, auth.addr.port());
+    let auth_dir = auth.stop();
+    std::thread::sleep(APPLIED_WITHIN);
+    assert!(suspended(&d, &token, "600"));
+    let s = status(&d);
+    assert!(
+        s["fleet"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot reach")),
+        "{s}"
+    );
+    // Restarted while the authority is down: what it applied holds from its first answer.
+    let box_dir = d.stop();
+    let d = Daemon::start_in(box_dir.clone(), &[]);
+    assert!(suspended(&d, &token, "600"));
+    // Every kept copy damaged: suspended (fail closed) until a good document is fetched.
+    let box_dir = d.stop();
+    for f in ["fleet-applied.jws", "fleet-applied.jws.prev"] {
+        std::fs::write(box_dir.join("state").join(f), "junk").unwrap();
+    }
+    let d = Daemon::start_in(box_dir.clone(), &[]);
+    assert!(suspended(&d, &other, "300"));
+    let s = status(&d);
+    assert!(
+        s["warnings"].to_string().contains("fleet_document_damaged"),
+        "{s}"
+    );
+
+    // The authority back (on a new port), and the operator lifts everything.
+    let auth = Daemon::start_command(auth_dir, &[], "authority");
+    point_at(&d, &pki_dir, &keys, auth.addr.port());
+    publish(&auth, &keys, &reg, 6, false, json!({"suspended": false}));
+    applied_within(&d, "lifting after the outage", || served(&d, &token));
+    assert!(served(&d, &other));
+    assert_eq!(status(&d)["fleet"]["version"], 6);
+}
