@@ -315,7 +315,20 @@ mod tests {
         let e = c.enrol.unwrap();
         assert_eq!(e.authority_ca, Path::new("/etc/boxapi/ca.pem"));
         assert!((e.renew_fraction - 2.0 / 3.0).abs() < 1e-9);
+        assert_eq!(e.fleet_poll, Duration::from_secs(300));
         assert_eq!(c.common.server.listen.len(), 1);
+        // Out of range: every problem at once, each naming its key.
+        let bad = text.replace(
+            "zone = ",
+            "fleet_poll_secs = 0\nretry_min_secs = 0\nzone = ",
+        );
+        assert_eq!(
+            problems_of(&bad),
+            [
+                "enrol.retry_min_secs: 0 is out of range (1 to 86400)",
+                "enrol.fleet_poll_secs: 0 is out of range (1 to 86400)"
+            ]
+        );
     }
 
     /// The point of config by owner: the authority's sections in a box's file are mistakes

@@ -11,7 +11,6 @@ use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 /// `boxapi enrol` as the box holding `device`, against the authority at `port`: exit code and

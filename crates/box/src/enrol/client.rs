@@ -621,6 +621,28 @@ mod tests {
             "POST /v1/enrol HTTP/1.1\r\nhost: auth.example\r\ncontent-type: application/json\r\n\
              accept: application/json\r\ncontent-length: 11\r\nconnection: close\r\n\r\n{\"csr\":\"x\"}"
         );
+        // A GET, conditional on the version held: no body.
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        let authority = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !seen.ends_with(b"\r\n\r\n") {
+                let n = server.read(&mut buf).await.unwrap();
+                assert!(n > 0, "request cut short");
+                seen.extend_from_slice(&buf[..n]);
+            }
+            server
+                .write_all(b"HTTP/1.1 304 Not Modified\r\netag: \"7\"\r\n\r\n")
+                .await
+                .unwrap();
+            String::from_utf8(seen).unwrap()
+        });
+        let got = exchange(client, "a", "/v1/fleet", None, Some(7)).await;
+        assert_eq!(got.unwrap(), answer(304, None, ""));
+        assert_eq!(
+            authority.await.unwrap(),
+            "GET /v1/fleet HTTP/1.1\r\nhost: a\r\nif-none-match: \"7\"\r\nconnection: close\r\n\r\n"
+        );
         // Closed mid-answer: an error, not a short body.
         let (client, mut server) = tokio::io::duplex(1024);
         tokio::spawn(async move {

@@ -352,6 +352,39 @@ mod tests {
         assert_eq!(d.restriction.unwrap().retry_after, 300);
     }
 
+    /// The applied document's two copies: the newer good one counts, a damaged one is reported,
+    /// and one that no longer verifies with the root key is damaged too.
+    #[test]
+    fn the_applied_document_is_kept_twice() {
+        let dir = std::env::temp_dir().join(format!("boxapi-fleet-kept-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let root = mint::generate(Alg::EdDsa, "root").unwrap();
+        let doc = |v: u64| {
+            let p =
+                format!(r#"{{"version": {v}, "tools": [], "restriction": {{"suspended": true}}}}"#);
+            sign(&root, p.as_bytes()).unwrap()
+        };
+        let (none, damage) = applied(&dir, &root.key);
+        assert!(none.is_none() && damage.is_none());
+        keep_applied(&dir, doc(3).as_bytes()).unwrap();
+        let [file, prev] = applied_paths(&dir);
+        std::fs::write(&file, doc(4)).unwrap();
+        let (d, damage) = applied(&dir, &root.key);
+        assert_eq!((d.unwrap().version(), damage), (4, None));
+        std::fs::write(&file, "junk").unwrap();
+        let (d, damage) = applied(&dir, &root.key);
+        assert_eq!(d.unwrap().version(), 3);
+        assert!(damage.unwrap().contains("signature"));
+        let other = mint::generate(Alg::EdDsa, "root").unwrap();
+        let (d, damage) = applied(&dir, &other.key);
+        assert!(d.is_none() && damage.is_some());
+        std::fs::remove_file(&prev).unwrap();
+        std::fs::remove_file(&file).unwrap();
+        assert!(applied(&dir, &root.key).0.is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn a_restriction_limited_to_firmware_and_models() {
         let r = |firmware: Option<&[&str]>, models: Option<&[&str]>| Restriction {
