@@ -70,19 +70,6 @@ impl FleetDocument {
     }
 }
 
-/// The payload's members: the registry's, and `restriction`, which must be present (`null`: none).
-/// Required so that neither document passes for the other: a registry (no `restriction`) served
-/// as a fleet document would lift a restriction the operator never lifted, and a fleet document
-/// with one is refused as a registry (an unknown member there).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Document {
-    version: u64,
-    tools: Vec<Value>,
-    #[serde(deserialize_with = "Option::deserialize")]
-    restriction: Option<Value>,
-}
-
 /// Typed like the registry's tools: `"suspended": "true"` is an error, not a silent `false`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -147,12 +134,23 @@ fn restriction(v: Value) -> Result<Restriction, SignedError> {
 }
 
 /// Checks a fleet document payload (JSON) and returns it parsed.
+///
+/// Its members are the registry's, and `restriction`, which must be present (`null`: none).
+/// Required so that neither document passes for the other: a registry (no `restriction`) served
+/// as a fleet document would lift a restriction the operator never lifted, and a fleet document
+/// with one is refused as a registry (an unknown member there).
 pub fn parse_payload(payload: &[u8]) -> Result<FleetDocument, SignedError> {
-    let doc: Document =
-        serde_json::from_slice(payload).map_err(|e| bad(format!("not a fleet document: {e}")))?;
+    let mut doc = signed::json(payload)?;
+    let restriction = doc
+        .as_object_mut()
+        .and_then(|m| m.remove("restriction"))
+        .ok_or_else(|| bad("not a fleet document: missing field `restriction`".into()))?;
     Ok(FleetDocument {
-        registry: signed::registry(doc.version, doc.tools)?,
-        restriction: doc.restriction.map(restriction).transpose()?,
+        registry: signed::registry(doc, "fleet document")?,
+        restriction: match restriction {
+            Value::Null => None,
+            r => Some(self::restriction(r)?),
+        },
     })
 }
 

@@ -72,14 +72,21 @@ struct Entry {
 
 /// Checks a registry payload (JSON) and returns it parsed.
 pub fn parse_payload(payload: &[u8]) -> Result<SignedRegistry, SignedError> {
-    let doc: Document =
-        serde_json::from_slice(payload).map_err(|e| bad(format!("not a registry: {e}")))?;
-    registry(doc.version, doc.tools)
+    registry(json(payload)?, "registry")
 }
 
-/// The registry members' checks, shared with the fleet document that carries them
-/// ([`super::fleet`]).
-pub(super) fn registry(version: u64, items: Vec<Value>) -> Result<SignedRegistry, SignedError> {
+/// A payload as JSON.
+pub(super) fn json(payload: &[u8]) -> Result<Value, SignedError> {
+    serde_json::from_slice(payload).map_err(|e| bad(format!("not JSON: {e}")))
+}
+
+/// The registry's members and their checks, shared with the fleet document that carries them
+/// ([`super::fleet`], which takes its own member out first): `what` names the document.
+pub(super) fn registry(doc: Value, what: &str) -> Result<SignedRegistry, SignedError> {
+    let Document {
+        version,
+        tools: items,
+    } = Document::deserialize(doc).map_err(|e| bad(format!("not a {what}: {e}")))?;
     if version == 0 {
         return Err(bad("\"version\" must be a positive integer".into()));
     }

@@ -73,8 +73,8 @@ fn value(v: DeValue<'_>) -> Result<Value, String> {
         DeValue::Float(f) => {
             let text = f.as_str();
             // As toml reads floats: an overflow to infinity is an error, `inf` is not.
-            match text.parse::<f64>() {
-                Ok(x) if !x.is_infinite() || text.contains("inf") => Value::Float(x),
+            match float(text) {
+                Some(x) if !x.is_infinite() || text.contains("inf") => Value::Float(x),
                 _ => return Err(format!("float {text} out of range")),
             }
         }
@@ -89,9 +89,69 @@ fn value(v: DeValue<'_>) -> Result<Value, String> {
     })
 }
 
+/// A TOML float's text (toml checked its syntax) as an `f64`, correctly rounded up to 15
+/// significant digits with an exponent under 23 (every float a configuration holds; beyond, within
+/// an ulp or so, and below 1e-308 zero). Not `str::parse`: core's correctly rounded parser and its tables are ~15 KB of
+/// every box binary, for one key (`renew_fraction`).
+fn float(text: &str) -> Option<f64> {
+    let t: String = text.chars().filter(|&c| c != '_').collect();
+    let (negative, t) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t.strip_prefix('+').unwrap_or(&t)),
+    };
+    let x = match t {
+        "inf" => f64::INFINITY,
+        "nan" => f64::NAN,
+        _ => {
+            let (number, exp) = match t.split_once(['e', 'E']) {
+                Some((n, e)) => (n, e.parse::<i32>().ok()?),
+                None => (t, 0),
+            };
+            let (int, frac) = number.split_once('.').unwrap_or((number, ""));
+            let digits = || int.bytes().chain(frac.bytes());
+            if int.is_empty() || !digits().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            // Exact up to 2^53; each power of ten below 10^23 is exact, so one rounding.
+            let m = digits().fold(0f64, |m, d| m * 10.0 + f64::from(d - b'0'));
+            let e = exp.saturating_sub(i32::try_from(frac.len()).ok()?);
+            if e < 0 {
+                m / 10f64.powi(e.saturating_neg())
+            } else {
+                m * 10f64.powi(e)
+            }
+        }
+    };
+    Some(if negative { -x } else { x })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn floats_as_str_parse_reads_them() {
+        for text in [
+            "0.6667", "2.0", "1.5e3", "-0.25", "+1e-3", "6.02E23", "1_000.5", "0.1", "3.14159",
+            "1e308", "0.0", "-0.0", "1e-300",
+        ] {
+            let want: f64 = text.replace('_', "").parse().unwrap();
+            let got = float(text).unwrap();
+            assert!(
+                (got - want).abs() <= want.abs() * 1e-15,
+                "{text}: {got} {want}"
+            );
+        }
+        for exact in ["0.6667", "0.1", "1.5e3", "0.9", "0.5"] {
+            assert_eq!(float(exact), exact.parse().ok(), "{exact}");
+        }
+        assert_eq!(float("-inf"), Some(f64::NEG_INFINITY));
+        assert!(float("1e999").unwrap().is_infinite());
+        assert!(float("nan").unwrap().is_nan());
+        for bad in ["", ".5", "e3", "1.x"] {
+            assert_eq!(float(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn values_of_every_kind() {
