@@ -113,18 +113,14 @@ async fn fetch(app: &Arc<App>, e: &crate::config::Enrol) -> Result<(), Failure> 
     let held = app.fleet.state().version;
     let answer = client::request(&identity, &e.authority, "/v1/fleet", None, held)
         .await
-        .map_err(|err| (err.to_string(), None))?;
+        .map_err(|err| (err.to_string(), err.retry_after()))?;
     match answer.status {
         // Unchanged, or nothing published: what the box holds stays.
         304 | 404 => return Ok(()),
         200 => {}
         _ => {
             let err = client::refused(answer);
-            let retry_after = match &err {
-                client::ClientError::Refused { retry_after, .. } => *retry_after,
-                _ => None,
-            };
-            return Err((err.to_string(), retry_after));
+            return Err((err.to_string(), err.retry_after()));
         }
     }
     let state_dir = &snap.config.common.server.state_dir;
@@ -167,8 +163,9 @@ async fn fetch(app: &Arc<App>, e: &crate::config::Enrol) -> Result<(), Failure> 
 /// certificate renewal after a failure. A failure changes nothing the box holds.
 pub async fn follow(app: Arc<App>) {
     let mut reloads = app.current.watch();
-    let mut due = tokio::time::Instant::now();
-    let mut first = true;
+    // The first fetch within two seconds of start: boxes that boot together spread a little.
+    let mut due =
+        tokio::time::Instant::now() + Duration::from_secs(2).mul_f64(crate::enrol::jitter());
     loop {
         reloads.borrow_and_update();
         let snap = app.snapshot();
@@ -181,14 +178,6 @@ pub async fn follow(app: Arc<App>) {
             .filter(|_| snap.config.common.registry.is_some())
         {
             None => None,
-            Some(e) if first => {
-                first = false;
-                due += e
-                    .fleet_poll
-                    .min(Duration::from_secs(5))
-                    .mul_f64(crate::enrol::jitter());
-                Some(due)
-            }
             Some(e) if tokio::time::Instant::now() >= due => {
                 let result = fetch(&app, e).await;
                 let now = boxapi_core::time::unix_now() as i64;

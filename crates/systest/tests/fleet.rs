@@ -212,7 +212,7 @@ fn boxes_pull_and_apply_the_fleet_document() {
         (json!(2), json!(true), json!(120)),
         "{s}"
     );
-    assert_eq!(s["fleet"]["restriction"]["reason"], "CVE-2027-0001");
+    assert_eq!(s["fleet"]["reason"], "CVE-2027-0001");
     // The local suspension and the fleet's are independent: resuming one lifts only it.
     assert_eq!(d.ctl(&["suspend", "--retry-after", "30"]).0, 0);
     assert!(suspended(&d, &token, "30"));

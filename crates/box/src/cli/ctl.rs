@@ -294,10 +294,9 @@ pub fn run(args: CtlArgs) -> i32 {
     if v.get("ok") == Some(&Value::Bool(true)) {
         // `ctl tools` prints the list itself (contract §7); the other commands the whole reply.
         let shown = if list_only { &v["tools"] } else { &v };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(shown).unwrap_or_default()
-        );
+        // `{:#}` is to_string_pretty's output through Value's Display, whose pretty writer the
+        // binary has anyway: a second one (into a Vec) cost 1.2 KB.
+        println!("{shown:#}");
         EXIT_OK
     } else {
         let err = v.get("error").and_then(Value::as_str).unwrap_or("failed");

@@ -46,6 +46,16 @@ pub enum ClientError {
     BadAnswer(String),
 }
 
+impl ClientError {
+    /// How long the authority asked the box to wait (`Retry-After` of a 429 or 503), when it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ClientError::Refused { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
 /// Said in the error (and so in `boxapi enrol`'s reason and `ctl status`'s `cert_last_error`), so
 /// an operator sees why the box waits longer than its own backoff.
 fn retry_note(retry_after: &Option<Duration>) -> String {

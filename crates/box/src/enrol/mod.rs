@@ -38,7 +38,7 @@ impl EnrolError {
     /// 429 or 503), when it did.
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
-            EnrolError::Client(client::ClientError::Refused { retry_after, .. }) => *retry_after,
+            EnrolError::Client(e) => e.retry_after(),
             _ => None,
         }
     }
