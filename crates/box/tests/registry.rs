@@ -21,19 +21,8 @@ fn sign(dir: &Path, version: u64, revoked: bool, reg: &Key) -> (i32, String) {
         "origins": ["https://reg.example"], "scopes": ["access"], "keys": [reg.jwk()], "revoked": revoked}]});
     let input = dir.join(format!("registry-v{version}.json"));
     std::fs::write(&input, payload.to_string()).unwrap();
-    let out = dir.join("registry.jws");
     let key = dir.join("root.private.jwk");
-    let (code, _, err) = run(&[
-        "registry",
-        "sign",
-        "--key",
-        key.to_str().unwrap(),
-        "--in",
-        input.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    (code, err)
+    operator_sign("registry", &key, &input, &dir.join("registry.jws"))
 }
 
 /// An operator root key, `root.private.jwk` and `root.jwk` in `dir`.
@@ -45,19 +34,8 @@ fn root_key(dir: &Path) {
 
 /// An operator root key and a registry tool's key in `dir`.
 fn keys(dir: &Path) -> Key {
-    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
     root_key(dir);
-    let st = Command::new(root.join("certs/make-tool-key.sh"))
-        .args([dir.to_str().unwrap(), "reg", "ES256"])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    Key {
-        kid: "reg-key".into(),
-        alg: jsonwebtoken::Algorithm::ES256,
-        pem: std::fs::read(dir.join("reg.pem")).unwrap(),
-        spki: std::fs::read(dir.join("reg.pub.der")).unwrap(),
-    }
+    tool_key(dir, "reg")
 }
 
 const REGISTRY: &str = "[registry]\nfile = \"registry.jws\"\nroot_key = \"root.jwk\"\n";

@@ -251,18 +251,7 @@ fn a_registry_pushed_with_a_past_expiry_is_accepted_and_the_tool_refused() {
         dir.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{err}");
-    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
-    let made = Command::new(root.join("certs/make-tool-key.sh"))
-        .args([dir.to_str().unwrap(), "reg", "ES256"])
-        .status()
-        .unwrap();
-    assert!(made.success());
-    let reg = Key {
-        kid: "reg-key".into(),
-        alg: jsonwebtoken::Algorithm::ES256,
-        pem: std::fs::read(dir.join("reg.pem")).unwrap(),
-        spki: std::fs::read(dir.join("reg.pub.der")).unwrap(),
-    };
+    let reg = tool_key(&dir, "reg");
     let valid = format!(r#", "expires": "{}""#, date_in(365 * 86_400));
     push_registry(&dir, 1, &valid, &reg);
     let text = config(

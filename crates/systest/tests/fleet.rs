@@ -10,7 +10,6 @@ use common::*;
 use operator::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// `fleet_poll_secs = 1` plus its jitter (20 %), and slack for a loaded machine.
@@ -35,17 +34,8 @@ fn root_key(dir: &Path) -> PathBuf {
 fn sign(keys: &Path, kind: &str, doc: &Value, out: &Path) {
     let input = out.with_extension("json");
     std::fs::write(&input, doc.to_string()).unwrap();
-    let key = keys.join("root.private.jwk");
-    boxapi(&[
-        kind,
-        "sign",
-        "--key",
-        key.to_str().unwrap(),
-        "--in",
-        input.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (code, err) = operator_sign(kind, &keys.join("root.private.jwk"), &input, out);
+    assert_eq!(code, 0, "{err}");
 }
 
 /// The registry tool `reg` (its key `reg`), revoked or not.
@@ -162,18 +152,7 @@ fn boxes_pull_and_apply_the_fleet_document() {
     pki(&pki_dir);
     let keys = root_key(&dir.join("op"));
     let rogue = root_key(&dir.join("rogue"));
-    let root = Path::new(ROOT);
-    let made = Command::new(root.join("certs/make-tool-key.sh"))
-        .args([dir.to_str().unwrap(), "reg", "ES256"])
-        .status()
-        .unwrap();
-    assert!(made.success());
-    let reg = Key {
-        kid: "reg-key".into(),
-        alg: jsonwebtoken::Algorithm::ES256,
-        pem: std::fs::read(dir.join("reg.pem")).unwrap(),
-        spki: std::fs::read(dir.join("reg.pub.der")).unwrap(),
-    };
+    let reg = tool_key(&dir, "reg");
     let auth = authority_in(&dir.join("authority"), &pki_dir, &keys, &reg);
 
     let box_dir = dir.join("box");

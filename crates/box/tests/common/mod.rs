@@ -612,6 +612,40 @@ pub fn connect_from(src: &str, dst: SocketAddr) -> TcpStream {
     s
 }
 
+/// An ES256 tool key `NAME-key` made by certs/make-tool-key.sh in `dir`.
+pub fn tool_key(dir: &Path, name: &str) -> Key {
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    run(Command::new(root.join("certs/make-tool-key.sh")).args([
+        dir.to_str().unwrap(),
+        name,
+        "ES256",
+    ]));
+    Key {
+        kid: format!("{name}-key"),
+        alg: Algorithm::ES256,
+        pem: std::fs::read(dir.join(format!("{name}.pem"))).unwrap(),
+        spki: std::fs::read(dir.join(format!("{name}.pub.der"))).unwrap(),
+    }
+}
+
+/// `boxapi KIND sign` (`registry` or `fleet`) of the payload file `input` with the private root
+/// key `key` into `out`: exit code and stderr.
+pub fn operator_sign(kind: &str, key: &Path, input: &Path, out: &Path) -> (i32, String) {
+    let done = daemon_command()
+        .args([kind, "sign", "--key"])
+        .arg(key)
+        .arg("--in")
+        .arg(input)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    (
+        done.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&done.stderr).into_owned(),
+    )
+}
+
 /// `boxapi keygen --alg ALG --kid KID --out DIR`, which must succeed.
 pub fn keygen(dir: &Path, alg: &str, kid: &str) {
     let out = daemon_command()

@@ -201,7 +201,7 @@ impl<'a> Section<'a> {
 /// `x` in decimal, to six places: f64's Display (its shortest and exact algorithms, ~9 KB of every
 /// box binary) would serve this one message alone.
 fn decimal(x: f64) -> String {
-    if !(x.abs() < 1e12) {
+    if x.is_nan() || x.abs() >= 1e12 {
         return if x.is_nan() {
             "nan"
         } else {
