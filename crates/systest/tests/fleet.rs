@@ -81,12 +81,12 @@ fn publish(auth: &Daemon, keys: &Path, reg: &Key, v: u64, revoked: bool, restric
 
 /// The box's configuration: the test's tools, the registry of version 1, `[enrol]` for the
 /// authority on `port` polling every second.
-fn box_config(dir: &Path, pki: &Path, keys: &Path, port: u16) {
+fn box_config(dir: &Path, pki: &Path, keys: &Path, device: &str, port: u16) {
     let extra = format!(
         "\n[registry]\nfile = \"registry.jws\"\nroot_key = \"{}\"\n{}fleet_poll_secs = 1\n\
          retry_min_secs = 1\nretry_max_secs = 2\n",
         keys.join("root.jwk").display(),
-        enrol_section(pki, "device", port)
+        enrol_section(pki, device, port)
     );
     std::fs::write(dir.join("boxapi.toml"), config(dir, "", &extra)).unwrap();
 }
@@ -139,32 +139,70 @@ fn logged(d: &Daemon, event: &str, f: impl Fn(&Value) -> bool) -> bool {
 
 /// Points the box at another authority (`ctl reload`).
 fn point_at(d: &Daemon, pki: &Path, keys: &Path, port: u16) {
-    box_config(&d.dir, pki, keys, port);
+    box_config(&d.dir, pki, keys, "device", port);
     let (code, _, err) = d.ctl(&["reload"]);
     assert_eq!(code, 0, "{err}");
 }
 
+/// The operator's PKI, root key, registry tool key and authority in `dir`.
+struct Operator {
+    dir: PathBuf,
+    pki: PathBuf,
+    keys: PathBuf,
+    reg: Key,
+    auth: Daemon,
+}
+
+impl Operator {
+    fn new(dir: PathBuf) -> Operator {
+        let pki_dir = dir.join("pki");
+        std::fs::create_dir_all(&pki_dir).unwrap();
+        pki(&pki_dir);
+        let keys = root_key(&dir.join("op"));
+        let reg = tool_key(&dir, "reg");
+        let auth = authority_in(&dir.join("authority"), &pki_dir, &keys, &reg);
+        Operator {
+            dir,
+            pki: pki_dir,
+            keys,
+            reg,
+            auth,
+        }
+    }
+
+    /// A box in its own directory, holding the device certificate `device`, started.
+    fn start_box(&self, name: &str, device: &str) -> Daemon {
+        let box_dir = self.dir.join(name);
+        std::fs::create_dir_all(&box_dir).unwrap();
+        sign(
+            &self.keys,
+            "registry",
+            &json!({"version": 1, "tools": tools(&self.reg, false)}),
+            &box_dir.join("registry.jws"),
+        );
+        box_config(
+            &box_dir,
+            &self.pki,
+            &self.keys,
+            device,
+            self.auth.addr.port(),
+        );
+        Daemon::start_in(box_dir, &[])
+    }
+}
+
 #[test]
 fn boxes_pull_and_apply_the_fleet_document() {
-    let dir = temp_dir("fleet");
-    let pki_dir = dir.join("pki");
-    std::fs::create_dir_all(&pki_dir).unwrap();
-    pki(&pki_dir);
-    let keys = root_key(&dir.join("op"));
+    let op = Operator::new(temp_dir("fleet"));
+    let d = op.start_box("box", "device");
+    let Operator {
+        dir,
+        pki: pki_dir,
+        keys,
+        reg,
+        auth,
+    } = op;
     let rogue = root_key(&dir.join("rogue"));
-    let reg = tool_key(&dir, "reg");
-    let auth = authority_in(&dir.join("authority"), &pki_dir, &keys, &reg);
-
-    let box_dir = dir.join("box");
-    std::fs::create_dir_all(&box_dir).unwrap();
-    sign(
-        &keys,
-        "registry",
-        &json!({"version": 1, "tools": tools(&reg, false)}),
-        &box_dir.join("registry.jws"),
-    );
-    box_config(&box_dir, &pki_dir, &keys, auth.addr.port());
-    let d = Daemon::start_in(box_dir.clone(), &[]);
     let token = reg.token("reg", "access counters");
     let other = fixtures().a.token("a", "access");
     assert!(served(&d, &token));
@@ -293,4 +331,69 @@ fn boxes_pull_and_apply_the_fleet_document() {
     applied_within(&d, "lifting after the outage", || served(&d, &token));
     assert!(served(&d, &other));
     assert_eq!(status(&d)["fleet"]["version"], 6);
+}
+
+/// Until every box in `boxes` satisfies `f` (each watched by its own thread), at most `within`:
+/// the time from the call.
+fn all_within(
+    boxes: &[Daemon],
+    within: Duration,
+    what: &str,
+    f: impl Fn(&Daemon) -> bool + Sync,
+) -> Duration {
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for d in boxes {
+            let f = &f;
+            s.spawn(move || assert!(wait_for(within, || f(d)), "{what}: {}", d.log_text()));
+        }
+    });
+    t.elapsed()
+}
+
+/// Issue 23's proof: 50 real `boxapi serve` processes on loopback, each with its own device
+/// certificate (and the pre-made server certificate, so none enrols), and one authority. The
+/// time from each publication to the last box applying it: a restriction, a tool's revocation,
+/// and the lifting of both.
+#[test]
+fn fifty_boxes_apply_what_the_authority_publishes() {
+    const BOXES: usize = 50;
+    // The poll interval (1 s) and its jitter, plus slack for 50 daemons on a shared machine.
+    let within = Duration::from_secs(8);
+    let op = Operator::new(temp_dir("fleet-50"));
+    sh(
+        &op.pki,
+        &format!(
+            "for i in $(seq 1 {BOXES}); do \
+               openssl ecparam -name prime256v1 -genkey -noout 2>/dev/null | openssl pkcs8 -topk8 -nocrypt -out box$i.key; \
+               openssl req -new -key box$i.key -subj \"/CN=device box$i\" 2>/dev/null | \
+               openssl x509 -req -CA device-ca.pem -CAkey device-ca.key -CAcreateserial -days 2 -sha256 \
+                 -extfile <(printf 'extendedKeyUsage=clientAuth\\nkeyUsage=critical,digitalSignature\\n') \
+                 -out box$i.pem 2>/dev/null; done"
+        ),
+    );
+    let boxes: Vec<Daemon> = (1..=BOXES)
+        .map(|i| op.start_box(&format!("box{i}"), &format!("box{i}")))
+        .collect();
+    let token = op.reg.token("reg", "access counters");
+    all_within(&boxes, within, "served", |d| served(d, &token));
+
+    let restriction = json!({"suspended": true, "retry_after": 120});
+    publish(&op.auth, &op.keys, &op.reg, 2, false, restriction);
+    let took = all_within(&boxes, within, "restriction", |d| {
+        suspended(d, &token, "120")
+    });
+    eprintln!("{BOXES} boxes suspended in {took:?}");
+    // Every box fetched it, each by its own device identity.
+    let (_, out, _) = op.auth.ctl(&["status"]);
+    let s: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["fleet_boxes"]["2"], BOXES, "{s}");
+
+    publish(&op.auth, &op.keys, &op.reg, 3, true, Value::Null);
+    let took = all_within(&boxes, within, "revocation", |d| revoked(d, &token));
+    eprintln!("{BOXES} boxes refuse the revoked tool in {took:?}");
+
+    publish(&op.auth, &op.keys, &op.reg, 4, false, Value::Null);
+    let took = all_within(&boxes, within, "lifting", |d| served(d, &token));
+    eprintln!("{BOXES} boxes serve again in {took:?}");
 }
