@@ -236,8 +236,10 @@ fn boxes_pull_and_apply_the_fleet_document() {
     assert_eq!(d.ctl(&["resume"]).0, 0);
     assert!(suspended(&d, &token, "120"));
 
-    // Lifted: served again.
-    publish(&auth, &keys, &reg, 3, false, json!({"suspended": false}));
+    // Lifted for this box: the restriction now names other models only (this box's card says
+    // "Test Box", firmware 9.9).
+    let elsewhere = json!({"suspended": true, "models": ["Other Box"], "firmware": ["9.9"]});
+    publish(&auth, &keys, &reg, 3, false, elsewhere);
     let took = applied_within(&d, "lifting", || served(&d, &token));
     eprintln!("lifting applied in {took:?}");
     assert_eq!(status(&d)["fleet"]["suspended"], false);
