@@ -46,5 +46,10 @@ export class RetryAfter extends BoxApiError {
 /** Any other refusal (invalid_token after a fresh token, invalid_client, box_not_found, invalid_target, authority_not_allowed, …). */
 export class Refused extends BoxApiError {}
 
+/** The box's discovery announces no token endpoint (token_endpoint null): configured for neither mode; code no_token_endpoint. */
+export class NoTokenEndpoint extends Refused {
+  constructor(url?: string);
+}
+
 /** The typed error for a refused answer (problem+json or OAuth error body). */
 export function errorFor(status: number, body: unknown, headers?: { get(name: string): string | null }, url?: string): BoxApiError;

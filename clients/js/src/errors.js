@@ -34,6 +34,20 @@ export class RetryAfter extends BoxApiError {}
 /** Anything else the box, the authority or the tool's backend refused. */
 export class Refused extends BoxApiError {}
 
+/**
+ * The box's discovery has `token_endpoint: null`: it is configured for neither mode (no
+ * `[token_endpoint]`, no `[auth] central_token_endpoint`), so no tool can get a token for it.
+ */
+export class NoTokenEndpoint extends Refused {
+  constructor(url = "") {
+    super(
+      `this box announces no token endpoint (its discovery's token_endpoint is null${url ? `: ${url}` : ""}): ` +
+        "its configuration names neither [token_endpoint] (box mode) nor [auth] central_token_endpoint (central mode)",
+      { status: 400, code: "no_token_endpoint", url },
+    );
+  }
+}
+
 /** `Retry-After` in seconds (delta-seconds; an HTTP date is turned into a delay), or `fallback`. */
 export function retryAfterSeconds(headers, fallback = 1) {
   const raw = headers?.get?.("retry-after");

@@ -1,10 +1,10 @@
 // boxapi-client, the page's part (also usable by native agents on Node, which have fetch): find
 // the box, learn from its discovery where tokens come from, get one through the tool's own
 // backend, read the card, follow the counters and measure cross-traffic. No dependencies.
-import { BlockedByBrowser, Refused, RetryAfter, errorFromResponse } from "./errors.js";
+import { BlockedByBrowser, NoTokenEndpoint, Refused, RetryAfter, errorFromResponse } from "./errors.js";
 import { TrafficTotals, chunks, ndjsonLines } from "./counters.js";
 
-export { BoxApiError, BlockedByBrowser, ToolNotValid, ScopeError, RetryAfter, Refused, errorFor } from "./errors.js";
+export { BoxApiError, BlockedByBrowser, ToolNotValid, ScopeError, RetryAfter, Refused, NoTokenEndpoint, errorFor } from "./errors.js";
 export { counterDelta, TrafficTotals } from "./counters.js";
 
 export const DISCOVERY_PATH = "/.well-known/oauth-authorization-server";
@@ -163,9 +163,10 @@ export class Box {
   /** A valid access token: the cached one, or a new one from the tool's backend (relaying an assertion if it gives one). */
   async token({ fresh = false } = {}) {
     if (!fresh && this.cached && this.cached.until > Date.now()) return this.cached.token;
+    // Neither mode can give a token then: say so here, not as the backend's "not a URL: null".
+    if (!this.tokenEndpoint) throw new NoTokenEndpoint(this.url);
     let got = await this.getToken({ mode: this.mode, tokenEndpoint: this.tokenEndpoint, audience: this.audience, box: this.url });
     if (got && typeof got.assertion === "string") {
-      if (!this.tokenEndpoint) throw new Refused("the box announces no token endpoint to send the assertion to", { url: this.url });
       const form = new URLSearchParams({ grant_type: "client_credentials", client_assertion_type: ASSERTION_TYPE, client_assertion: got.assertion });
       // The backend's narrower scope (Tool's `scope`), which only the request can carry.
       if (typeof got.scope === "string" && got.scope) form.set("scope", got.scope);

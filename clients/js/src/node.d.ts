@@ -31,14 +31,17 @@ export interface TokenResponse {
 export interface ToolOptions {
   id: string;
   key: PrivateJwk;
-  /** Origins of the authorities this backend sends assertions to ("https://auth.isp.example"). */
-  authorities?: string[];
+  /**
+   * Origins of the authorities this backend sends assertions to ("https://auth.isp.example").
+   * Unset entries (undefined, null, "") are left out: a box-mode backend needs none.
+   */
+  authorities?: (string | undefined | null)[];
   /**
    * The boxes it makes assertions for in box mode: zones ("https://*.box.isp.example", one label
    * under the zone) or origins ("https://box.example:8443"). Any other token endpoint is refused
    * (Refused, 403 authority_not_allowed).
    */
-  boxes?: string[];
+  boxes?: (string | undefined | null)[];
   /** Scopes to ask for (default: all the tool is registered for). */
   scope?: string;
   fetch?: typeof fetch;
@@ -55,8 +58,12 @@ export class Tool {
    * scope until 60 s before it expires (expires_in then says what is left).
    */
   centralToken(tokenEndpoint: string, options?: { scope?: string }): Promise<TokenResponse>;
-  /** The answer to the page's request ({ mode, token_endpoint }); an assertion carries the Tool's scope. */
-  answer(request: { mode: "box" | "central"; token_endpoint: string }): Promise<TokenResponse | { assertion: string; scope?: string }>;
+  /**
+   * The answer to the page's request ({ mode, token_endpoint }) or to a TokenRequest as
+   * connect({ token }) gives it ({ mode, tokenEndpoint }); an assertion carries the Tool's scope.
+   * A null endpoint is a NoTokenEndpoint.
+   */
+  answer(request: { mode: "box" | "central"; token_endpoint?: string | null; tokenEndpoint?: string | null }): Promise<TokenResponse | { assertion: string; scope?: string }>;
   /** The backend route for node:http: authenticate your user's session first. */
   handle(req: IncomingMessage, res: ServerResponse): Promise<void>;
 }

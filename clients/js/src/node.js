@@ -4,7 +4,7 @@
 import { createPrivateKey, randomBytes, sign } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
-import { BoxApiError, Refused, RetryAfter, errorFromResponse } from "./errors.js";
+import { BoxApiError, NoTokenEndpoint, Refused, RetryAfter, errorFromResponse } from "./errors.js";
 import { ASSERTION_TYPE } from "./index.js";
 
 export * from "./errors.js";
@@ -57,8 +57,28 @@ function isBox(url, pattern) {
   return url.port === p.port && dot > 0 && url.hostname.slice(dot) === p.hostname.slice(1);
 }
 
+/**
+ * An allow-list as given, without its unset entries (`[process.env.AUTHORITY]` with AUTHORITY unset:
+ * a box-mode backend needs no authority); an entry that is set but not an https URL is named.
+ */
+function allowList(name, entries) {
+  if (!Array.isArray(entries)) throw new TypeError(`Tool: ${name} is a list of https origins, not ${JSON.stringify(entries)}`);
+  const set = entries.filter((e) => e != null && e !== "");
+  for (const [i, e] of set.entries()) {
+    let ok = false;
+    try {
+      ok = new URL(String(e).replace("*", "x")).protocol === "https:";
+    } catch {
+      // Named below.
+    }
+    if (!ok) throw new TypeError(`Tool: ${name}[${i}] is not an https URL: ${JSON.stringify(e)}`);
+  }
+  return set;
+}
+
 /** `https://host[:port]/v1/token` of an allowed origin (`allowed`: a predicate on the URL), or a Refused saying why not. */
 function checkedEndpoint(endpoint, allowed, allowList) {
+  if (endpoint == null) throw new NoTokenEndpoint();
   let url;
   try {
     url = new URL(endpoint);
@@ -90,9 +110,8 @@ export class Tool {
     if (!id || !key) throw new TypeError("a Tool needs id and key (its private JWK)");
     this.id = id;
     this.key = key;
-    this.authorities = new Set(authorities.map((a) => new URL(a).origin));
-    this.boxes = [...boxes];
-    for (const b of this.boxes) new URL(b.replace("*", "x")); // throws now for a pattern that is not a URL
+    this.authorities = new Set(allowList("authorities", authorities).map((a) => new URL(a).origin));
+    this.boxes = allowList("boxes", boxes);
     this.scope = scope;
     this.fetch = fetch ?? globalThis.fetch.bind(globalThis);
     /** Central tokens by endpoint and scope: { answer (a promise), until (ms, once known) }. */
@@ -162,9 +181,11 @@ export class Tool {
    * What the page's `connect({ backend })` asked for (`{ mode, token_endpoint }`): in box mode an
    * assertion for the box's token endpoint, which the page relays; in central mode a token from
    * the authority, or an assertion for the page to relay when the authority issues per-box tokens
-   * (`invalid_target` to a request from here).
+   * (`invalid_target` to a request from here). Takes the page's JSON (`token_endpoint`) or a
+   * TokenRequest as `connect({ token })` gives it (`tokenEndpoint`), for an agent on Node.
    */
-  async answer({ mode, token_endpoint: endpoint } = {}) {
+  async answer({ mode, token_endpoint, tokenEndpoint } = {}) {
+    const endpoint = token_endpoint ?? tokenEndpoint;
     // The page puts `scope` in the request it relays the assertion with.
     const relayed = async (url) => ({ assertion: await this.assertion(url), ...(this.scope ? { scope: this.scope } : {}) });
     if (mode === "box") return relayed(checkedEndpoint(endpoint, this.isBox, this.boxes));

@@ -3,7 +3,7 @@
 import test from "node:test";
 import assert from "node:assert/strict";
 import { createPublicKey, generateKeyPairSync, verify } from "node:crypto";
-import { BlockedByBrowser, Refused, RetryAfter, ScopeError, ToolNotValid, TrafficTotals, connect, counterDelta, errorFor } from "../src/index.js";
+import { BlockedByBrowser, NoTokenEndpoint, Refused, RetryAfter, ScopeError, ToolNotValid, TrafficTotals, connect, counterDelta, errorFor } from "../src/index.js";
 import { Tool, mintAssertion } from "../src/node.js";
 import { ndjsonLines } from "../src/counters.js";
 
@@ -295,4 +295,29 @@ test("crossTraffic: a failure of its loop, of any kind, is stop()'s; a failed st
   assert.equal((await y.start()).source, "poll", "started on the second try");
   const r = await y.stop({ ownBytes: 100, overhead: 0.05 });
   assert.equal(r.own, 105, "the page's payload plus the headers' overhead");
+});
+
+test("a box whose discovery has token_endpoint null is a NoTokenEndpoint, on the page and at the backend, before any token request", async (t) => {
+  let asked = 0;
+  const port = await serve(t, (req, res) =>
+    res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ issuer: "x", boxapi_mode: "central", token_endpoint: null })));
+  const box = await connect({ box: `http://127.0.0.1:${port}`, token: async () => (asked++, { access_token: "t" }) });
+  await assert.rejects(box.card(), (e) => e instanceof NoTokenEndpoint && e instanceof Refused && e.code === "no_token_endpoint" && /this box announces no token endpoint/.test(e.message));
+  assert.equal(asked, 0);
+  const tool = new Tool({ id: "demo", key: testKey(), authorities: ["https://auth.test"] });
+  await assert.rejects(tool.answer({ mode: "central", token_endpoint: null }), (e) => e instanceof NoTokenEndpoint && /this box announces no token endpoint/.test(e.message));
+});
+
+test("allow-lists leave unset entries out (a box-mode backend without AUTHORITY) and name a bad one", async () => {
+  const tool = new Tool({ id: "demo", key: testKey(), authorities: [undefined, ""], boxes: ["https://box.test", null] });
+  const answer = await tool.answer({ mode: "box", token_endpoint: "https://box.test/v1/token" });
+  assert.equal(typeof answer.assertion, "string");
+  assert.throws(() => new Tool({ id: "demo", key: testKey(), authorities: ["https://a.test", "auth.test"] }), (e) => e instanceof TypeError && /authorities\[1\] is not an https URL: "auth.test"/.test(e.message));
+  assert.throws(() => new Tool({ id: "demo", key: testKey(), boxes: "https://box.test" }), /boxes is a list/);
+});
+
+test("answer() takes connect({ token })'s TokenRequest as given (tokenEndpoint), for an agent on Node", async () => {
+  const tool = new Tool({ id: "demo", key: testKey(), boxes: ["https://box.test"] });
+  const answer = await tool.answer({ mode: "box", tokenEndpoint: "https://box.test/v1/token", audience: null, box: "https://box.test" });
+  assert.equal(JSON.parse(Buffer.from(answer.assertion.split(".")[1], "base64url")).aud, "https://box.test/v1/token");
 });
