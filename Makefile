@@ -14,7 +14,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # (tests/openwrt/run.sh).
 TEST_PACKAGES := openssl curl python3 iproute2 iputils-ping faketime ca-certificates systemd pebble knot knot-dnsutils redis-server busybox strace cmake pkg-config libjson-c-dev shellcheck
 
-.PHONY: demo test deps lint unit-security build release release-box size clean cross cross-setup test-cross bench bench-fleet bench-deps fuzz test-e2e test-wifi test-powercut test-box test-openwrt
+.PHONY: demo dev-tool test deps lint unit-security build release release-box size clean cross cross-setup test-cross bench bench-fleet bench-deps fuzz test-e2e test-wifi test-powercut test-box test-openwrt
 
 # Box SoC targets (cross/README.md) and their stripped-size budgets in bytes.
 CROSS_TARGETS ?= armv7-unknown-linux-musleabihf aarch64-unknown-linux-musl mipsel-unknown-linux-musl mips-unknown-linux-musl
@@ -29,6 +29,13 @@ BUDGET_host := 3145728
 
 demo:
 	$(CARGO) run --release --locked --quiet -p boxapi --bin boxapi -- demo
+
+# A tool developer's field (docs/tool-developers.md, Local development): a box in each mode and the
+# authority on loopback, tool "demo" for http://127.0.0.1:$(TOOL_PORT); prints URLs, CA and environment.
+TOOL_PORT ?= 8000
+dev-tool:
+	$(CARGO) build --release --locked --quiet -p boxapi -p boxapi-authority
+	BOXAPI_TARGET=$(CURDIR)/target/release node clients/js/dev.mjs $(TOOL_PORT)
 
 # Idempotent: installs only what is missing.
 deps:

@@ -13,7 +13,7 @@ import { readFileSync } from "node:fs";
 import { createServer, request } from "node:http";
 import { connect } from "../../clients/js/src/index.js";
 import { servePageModule } from "../../clients/js/src/node.js";
-import { fetchTrusting, freePort } from "../../clients/js/test/daemons.js";
+import { fetchTrusting, freePort } from "../../clients/js/dev/field.js";
 import { runGuide } from "./guide.mjs";
 
 const { OUT: out, BOX_PORT: boxPort, BOX2_PORT: box2Port, AUTH_PORT: authPort, WORK: work, BOX: boxBin, TOKEN: token } = process.env;

@@ -1,14 +1,16 @@
-// The field of run.sh: the boxes and authorities of clients/js/test/daemons.js (one definition for
-// both), and the example tool's backends on the page origins browser.mjs visits. Prints the
+// The field of run.sh: the boxes and authorities a tool developer's `node clients/js/dev.mjs` starts
+// (clients/js/dev/field.js, also the library's tests' field), and the example tool's backends on the page origins browser.mjs visits. Prints the
 // ports, the field's directory and a token for the central-mode box as shell assignments, then
 // runs until SIGTERM. OUT (logs) and BOXAPI_TARGET (the binaries) come from run.sh.
 import { execFileSync, spawn } from "node:child_process";
 import { openSync } from "node:fs";
-import { BOX_BIN, REPO, startField } from "../../clients/js/test/daemons.js";
+import { BOX_BIN, REPO } from "../../clients/js/dev/field.js";
+import { startDev } from "../../clients/js/dev.mjs";
 
 const out = process.env.OUT;
-const field = await startField({
-  origins: ["http://localhost:8000", "http://localhost:8002", "http://localhost:8004"],
+// :8004 is the guide's backend (tests/e2e/guide.mjs), on 127.0.0.1 as the guide says.
+const field = await startDev({
+  origins: ["http://localhost:8000", "http://localhost:8002", "http://127.0.0.1:8004"],
   lapsedOrigins: ["http://localhost:8003"],
   log: `${out}/daemon`,
 });

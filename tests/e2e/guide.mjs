@@ -1,19 +1,33 @@
 // Runs every snippet of docs/tool-developers.md, so that the guide cannot drift from the library:
-// the one ```js backend block is started as the tool's backend (on :8004, an origin of tool
-// "demo"), each ```js page block runs in Chromium as a module of a page that backend serves, each
-// ```js agent block runs under Node, and each ```json block must parse. A js block with none of
-// these words fails the run. Called by browser.mjs with its browser and test helpers.
+// the one ```js backend block is started as the tool's backend (on 127.0.0.1:8004, an origin of
+// tool "demo"), each ```js page block runs in Chromium as a module of a page that backend serves,
+// each ```js agent block runs under Node in both modes, each ```json block must parse, and every
+// js block type-checks with tsc --strict (checkJs). A js block with none of these words fails the
+// run. The field is the one `node clients/js/dev.mjs` starts (tests/e2e/daemons.mjs), and the
+// snippets get the environment it prints (devEnv). Called by browser.mjs with its helpers.
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { devEnv } from "../../clients/js/dev.mjs";
 
 const root = resolve(fileURLToPath(new URL("../..", import.meta.url)));
 const GUIDE = "docs/tool-developers.md";
 const PORT = 8004;
 const KINDS = ["page", "backend", "agent"];
+/** What the snippets take as given: the page's globals (the harness below) and the backend's page. */
+const GLOBALS = `declare const AUTHORITY: string;
+declare function show(name: string, value: unknown): void;
+declare function serveYourPage(req: import("node:http").IncomingMessage, res: import("node:http").ServerResponse): void;
+`;
+const TSCONFIG = {
+  compilerOptions: {
+    strict: true, noEmit: true, allowJs: true, checkJs: true, module: "nodenext", moduleResolution: "nodenext", target: "es2022",
+    lib: ["es2022", "dom", "dom.iterable", "dom.asynciterable"], types: ["node"], typeRoots: [join(root, "tests/e2e/node_modules/@types")],
+  },
+};
 
 /** The fenced blocks of a Markdown text: language, the other words of the info string, text, line. */
 export function blocks(markdown) {
@@ -72,8 +86,9 @@ async function waitForPort(port) {
 
 /** Runs the guide's snippets as tests of browser.mjs (`test`, `contextWith`: its helpers). */
 export async function runGuide({ test, contextWith, ctl, out }) {
-  const { WORK: work, AUTH_PORT: authPort, BOX_PORT: boxPort } = process.env;
+  const { WORK: work, AUTH_PORT: authPort, BOX_PORT: boxPort, BOX2_PORT: box2Port } = process.env;
   const authority = `https://localhost:${authPort}`;
+  const field = { dir: work, url: { authority, box: `https://localhost:${box2Port}` } };
   const text = readFileSync(join(root, GUIDE), "utf8");
   const all = blocks(text);
 
@@ -102,18 +117,35 @@ export async function runGuide({ test, contextWith, ctl, out }) {
   writeFileSync(join(dir, "pages.json"), JSON.stringify(of("page").map((b) => b.text)));
   writeFileSync(join(dir, "harness.mjs"), harness(authority));
   writeFileSync(join(dir, "server.mjs"), of("backend")[0]?.text ?? "");
-  const env = { ...process.env, TOOL_KEY: `${work}/keys/demo.private.jwk`, AUTHORITY: authority, NODE_EXTRA_CA_CERTS: `${work}/ca.pem` };
-  const backend = spawn("node", ["--import", "./harness.mjs", "server.mjs"], { cwd: dir, env: { ...env, PORT: String(PORT) }, stdio: ["ignore", "inherit", "inherit"] });
+  // The environment dev.mjs prints for each mode, and nothing of the other mode's.
+  const inherited = { ...process.env };
+  for (const k of ["AUTHORITY", "BOX_ZONE", "BOX"]) delete inherited[k];
+  const envFor = (mode) => ({ ...inherited, ...devEnv(field, mode, PORT) });
+
+  await test(`guide: every js block of ${GUIDE} type-checks with tsc --strict (checkJs, typescript of tests/e2e)`, async () => {
+    const files = js.map((b, i) => `snippet-${b.line}-${i}.mjs`);
+    js.forEach((b, i) => writeFileSync(join(dir, files[i]), b.text));
+    writeFileSync(join(dir, "globals.d.ts"), GLOBALS);
+    writeFileSync(join(dir, "tsconfig.json"), JSON.stringify({ ...TSCONFIG, files: ["globals.d.ts", ...files] }));
+    try {
+      execFileSync(join(root, "tests/e2e/node_modules/.bin/tsc"), ["-p", dir], { encoding: "utf8" });
+    } catch (e) {
+      assert.fail(`tsc: ${e.stdout}${e.stderr}`);
+    }
+  });
+
+  // The page blocks find their box through the locator: central mode (the box-mode backend: the agent runs).
+  const backend = spawn("node", ["--import", "./harness.mjs", "server.mjs"], { cwd: dir, env: envFor("central"), stdio: ["ignore", "inherit", "inherit"] });
   try {
     await waitForPort(PORT);
     for (const [n, b] of of("page").entries()) {
       const scenario = b.words.find((w) => w.startsWith("scenario="))?.slice("scenario=".length);
       await test(`guide: the page block at line ${b.line}${scenario ? ` (${scenario})` : ""} runs in Chromium against the backend block`, async () => {
         if (scenario === "suspended") ctl("central.sock", "suspend", "--retry-after", "9");
-        const context = await contextWith(`http://localhost:${PORT}`, ["localNetwork"]);
+        const context = await contextWith(`http://127.0.0.1:${PORT}`, ["localNetwork"]);
         try {
           const page = await context.newPage();
-          await page.goto(`http://localhost:${PORT}/?n=${n}`);
+          await page.goto(`http://127.0.0.1:${PORT}/?n=${n}`);
           await page.waitForFunction(() => ["ok", "error"].includes(document.body.dataset.state), null, { timeout: 20000 });
           const { state, error, shown } = await page.evaluate(() => ({ ...document.body.dataset, shown: window.shown }));
           await page.screenshot({ path: `${out}/guide-${b.line}.png` });
@@ -130,11 +162,13 @@ export async function runGuide({ test, contextWith, ctl, out }) {
       });
     }
     for (const b of of("agent")) {
-      await test(`guide: the agent block at line ${b.line} runs under Node against the box`, async () => {
-        writeFileSync(join(dir, "agent.mjs"), b.text);
-        const printed = execFileSync("node", ["agent.mjs"], { cwd: dir, env: { ...env, BOX: `https://localhost:${boxPort}` }, encoding: "utf8", timeout: 20000 });
-        assert.equal(printed.trim(), "central ftth");
-      });
+      for (const [mode, box] of [["central", `https://localhost:${boxPort}`], ["box", field.url.box]]) {
+        await test(`guide: the agent block at line ${b.line} runs under Node against the ${mode}-mode box, with dev.mjs's ${mode} environment`, async () => {
+          writeFileSync(join(dir, "agent.mjs"), b.text);
+          const printed = execFileSync("node", ["agent.mjs"], { cwd: dir, env: { ...envFor(mode), BOX: box }, encoding: "utf8", timeout: 20000 });
+          assert.equal(printed.trim(), `${mode} ftth`);
+        });
+      }
     }
   } finally {
     backend.kill();

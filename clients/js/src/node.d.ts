@@ -49,7 +49,8 @@ export interface ToolOptions {
 
 export class Tool {
   constructor(options: ToolOptions);
-  static fromFile(path: string, options: Omit<ToolOptions, "key">): Promise<Tool>;
+  /** `path` may be process.env's (a TypeError names it when unset). */
+  static fromFile(path: string | undefined, options: Omit<ToolOptions, "key">): Promise<Tool>;
   readonly id: string;
   assertion(audience: string): Promise<string>;
   /**

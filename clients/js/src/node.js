@@ -121,8 +121,9 @@ export class Tool {
   isAuthority = (url) => this.authorities.has(url.origin);
   isBox = (url) => this.boxes.some((b) => isBox(url, b));
 
-  /** A Tool whose key is read from a JWK file (as `boxapi keygen` writes it). */
+  /** A Tool whose key is read from a JWK file (as `boxapi keygen` writes it); `path` may come straight from the environment. */
   static async fromFile(path, options) {
+    if (!path) throw new TypeError("Tool.fromFile needs the path of the tool's private JWK (TOOL_KEY unset?)");
     return new Tool({ ...options, key: JSON.parse(await readFile(path, "utf8")) });
   }
 

@@ -1,11 +1,11 @@
-// The library against the real daemons (test/daemons.js): a box verifies assertions and tokens
+// The library against the real daemons (dev/field.js): a box verifies assertions and tokens
 // Node minted, in box mode and central mode; every typed error comes from a real refusal.
 import test, { after, before } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, request as httpRequest } from "node:http";
 import { Refused, RetryAfter, ScopeError, ToolNotValid, connect } from "../src/index.js";
 import { Tool } from "../src/node.js";
-import { fetchTrusting, startField } from "./daemons.js";
+import { fetchTrusting, startField } from "../dev/field.js";
 
 let field;
 before(async () => {

@@ -17,6 +17,7 @@ test("npm pack: an installable package with its types and both entry points", (t
     assert.ok(files.includes(f), `${f} in ${files}`);
   }
   assert.ok(!files.some((f) => f.startsWith("test/")), "tests are not shipped");
+  assert.ok(!files.some((f) => f.startsWith("dev")), "nor the development field (dev.mjs, dev/): it runs the repository's binaries");
   writeFileSync(join(dir, "package.json"), JSON.stringify({ name: "probe", private: true, type: "module" }));
   execFileSync("npm", ["install", "--offline", "--no-audit", "--no-fund", join(dir, packed[0].filename)], { cwd: dir, stdio: "ignore" });
   writeFileSync(join(dir, "probe.js"),

@@ -1,6 +1,6 @@
 // Compiled (never run) by tests/e2e/run.sh with tsc --strict: the TypeScript declarations describe
 // what the guide and the example use. A wrong declaration fails the compilation.
-import { BlockedByBrowser, BoxApiError, RetryAfter, ScopeError, ToolNotValid, connect, counterDelta, type Card, type CrossTrafficResult } from "boxapi-client";
+import { BlockedByBrowser, BoxApiError, NoTokenEndpoint, RetryAfter, ScopeError, ToolNotValid, connect, counterDelta, type Card, type CrossTrafficResult } from "boxapi-client";
 import { Tool, errorFromResponse, mintAssertion, retryAfterSeconds, servePageModule, type PrivateJwk, type TokenResponse } from "boxapi-client/node";
 import type { IncomingMessage, ServerResponse } from "node:http";
 
@@ -27,6 +27,7 @@ export async function page(): Promise<string> {
     if (e instanceof RetryAfter) return `${e.seconds} ${e.reason}`;
     if (e instanceof ToolNotValid) return `${e.expires ?? ""} ${e.revoked}`;
     if (e instanceof ScopeError) return e.code;
+    if (e instanceof NoTokenEndpoint) return e.url;
   }
   return `${mode} ${technology} ${r.cross ?? "withheld"} ${card.withheld.join(",")} ${audience} ${delta} ${own.code}`;
 }
@@ -40,6 +41,13 @@ export async function backend(key: PrivateJwk): Promise<string> {
   const wait: number = retryAfterSeconds(new Headers({ "retry-after": "5" }));
   const assertion = await mintAssertion({ jwk: key, toolId: "demo", audience: "https://box.example/v1/token" });
   return token.access_token + ("assertion" in answer ? answer.assertion : answer.access_token) + assertion + narrowed + refused.code + wait;
+}
+
+/** An agent on Node: the TokenRequest connect() gives goes to answer() as it is, and AUTHORITY may be unset. */
+export async function agent(): Promise<string> {
+  const tool = await Tool.fromFile(process.env.TOOL_KEY, { id: "demo", authorities: [process.env.AUTHORITY], boxes: [process.env.BOX_ZONE] });
+  const box = await connect({ box: process.env.BOX, token: (request) => tool.answer(request) });
+  return box.mode;
 }
 
 export function route(req: IncomingMessage, res: ServerResponse): boolean {

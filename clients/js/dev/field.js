@@ -1,7 +1,7 @@
-// Real daemons for the library's tests: a box in central mode, a box in box mode and the operator's
-// authority, each the binary cargo built (BOXAPI_TARGET, default <repo>/target/debug), with a
-// development CA (certs/make-dev-certs.sh) and tool keys from `boxapi keygen`. Also used by
-// tests/e2e/browser.mjs, which adds its page origins.
+// Real daemons on loopback: a box in central mode, a box in box mode and the operator's authority,
+// each the binary cargo built (BOXAPI_TARGET, default <repo>/target/debug), with a development CA
+// (certs/make-dev-certs.sh) and tool keys from `boxapi keygen`. The field of the library's tests,
+// of tests/e2e (which adds its page origins) and of a tool developer's `node clients/js/dev.mjs`.
 import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
