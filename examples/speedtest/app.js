@@ -30,6 +30,6 @@ try {
   show({ source: r.source, wan: r.wan, own: r.own, cross: r.cross });
   status("ok", `Done: the card was read and the counters ${r.source === "stream" ? "streamed" : "polled"}.`);
 } catch (e) {
-  show({ error: e.name, code: e.code, reason: e.reason, retryAfter: e.seconds ?? "" });
+  show({ error: e.name, code: e.code, reason: e.reason, retryAfter: e.seconds ?? "", url: e.url });
   status("error", e.message);
 }

@@ -21,7 +21,9 @@ const pages = [8000, 8001, 8002, 8003, 8004, 8005, 8006];
 // A box on the LAN that is down (nothing listens on its port).
 const downPort = await freePort();
 const spaces = [
-  ...pages.flatMap((p) => [`127.0.0.1:${p}=public`, `[::1]:${p}=public`]),
+  // The guide's page (:8004) gets exactly what the guide advises: its backend binds 127.0.0.1, the
+  // page is browsed there, and 127.0.0.1 alone is overridden (guide.mjs checks the prompt is needed).
+  ...pages.flatMap((p) => (p === 8004 ? [`127.0.0.1:${p}=public`] : [`127.0.0.1:${p}=public`, `[::1]:${p}=public`])),
   `127.0.0.1:${authPort}=public`,
   `127.0.0.1:${boxPort}=local`,
   `127.0.0.1:${box2Port}=local`,
@@ -136,8 +138,46 @@ await test("a suspended box: discovery's 503 is a RetryAfter with the operator's
     assert.equal(s.error, "RetryAfter", s.status);
     assert.equal(s.code, "suspended");
     assert.equal(s.retryAfter, "9");
+    assert.match(s.url, /^https:\/\/localhost:\d+\/\.well-known\/oauth-authorization-server$/, "e.url is the box's");
   } finally {
     ctl("central.sock", "resume");
+  }
+});
+
+// The guide's table of which error each mode and path gives (docs/tool-developers.md, Errors).
+await test("a tool revoked at the box (box mode): BlockedByBrowser diagnosed cors, not ToolNotValid (the box drops CORS for it)", async () => {
+  ctl("box.sock", "revoke", "demo");
+  try {
+    const s = await visit("http://localhost:8002/", "revoked-at-box");
+    assert.equal(s.error, "BlockedByBrowser", s.status);
+    assert.equal(s.reason, "cors", s.status);
+  } finally {
+    ctl("box.sock", "unrevoke", "demo");
+  }
+});
+
+await test("a tool revoked at the authority, through the locator: BlockedByBrowser diagnosed cors (at /v1/locate)", async () => {
+  ctl("authority.sock", "revoke", "demo");
+  try {
+    const s = await visit("http://localhost:8000/", "revoked-at-authority");
+    assert.equal(s.error, "BlockedByBrowser", s.status);
+    assert.equal(s.reason, "cors", s.status);
+    assert.match(s.url, /^https:\/\/localhost:\d+\/v1\/locate$/, "e.url is the locator's");
+  } finally {
+    ctl("authority.sock", "unrevoke", "demo");
+  }
+});
+
+await test("a suspended authority, through the locator: RetryAfter suspended, like a suspended box, told apart by its url", async () => {
+  ctl("authority.sock", "suspend", "--retry-after", "7");
+  try {
+    const s = await visit("http://localhost:8000/", "authority-suspended");
+    assert.equal(s.error, "RetryAfter", s.status);
+    assert.equal(s.code, "suspended");
+    assert.equal(s.retryAfter, "7");
+    assert.match(s.url, /^https:\/\/localhost:\d+\/v1\/locate$/, "e.url is the locator's");
+  } finally {
+    ctl("authority.sock", "resume");
   }
 });
 

@@ -161,6 +161,19 @@ export async function runGuide({ test, contextWith, ctl, out }) {
         }
       });
     }
+    await test("guide: its first page block without the local-network permission is blocked (the page is public: the override reaches the backend's address)", async () => {
+      const context = await contextWith(`http://127.0.0.1:${PORT}`, []);
+      try {
+        const page = await context.newPage();
+        await page.goto(`http://127.0.0.1:${PORT}/?n=0`);
+        await page.waitForFunction(() => ["ok", "error"].includes(document.body.dataset.state), null, { timeout: 20000 });
+        const { state, error } = await page.evaluate(() => ({ ...document.body.dataset }));
+        assert.equal(state, "error");
+        assert.match(error ?? "", /BlockedByBrowser/, error);
+      } finally {
+        await context.close();
+      }
+    });
     for (const b of of("agent")) {
       for (const [mode, box] of [["central", `https://localhost:${boxPort}`], ["box", field.url.box]]) {
         await test(`guide: the agent block at line ${b.line} runs under Node against the ${mode}-mode box, with dev.mjs's ${mode} environment`, async () => {
