@@ -49,7 +49,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-# The field (daemons.mjs, on clients/js/test/daemons.js): a box in central mode with the operator's
+# The field (daemons.mjs, through the developers' clients/js/dev.mjs and dev/field.js): a box in central mode with the operator's
 # authority and its locator, a box that issues tokens itself, a development CA for localhost, and
 # the example tool's backends (examples/speedtest, on boxapi-client) on :8000-8003.
 BOXAPI_TARGET=$root/target/release OUT=$OUT node daemons.mjs >"$work/field.env" 2>"$OUT/field.log" & pids+=($!)
