@@ -3,9 +3,11 @@
 use crate::app::App;
 use crate::enrol::client;
 use boxapi_core::auth::fleet::{self, Restriction};
+use boxapi_core::auth::jwk::PublicJwk;
 use boxapi_core::auth::signed;
 use boxapi_core::log;
 use boxapi_core::trust::Trust;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -95,25 +97,82 @@ impl Fleet {
 /// A fetch that came to nothing new: why, and the `Retry-After` the authority asked for.
 type Failure = (String, Option<Duration>);
 
+/// `f` off the runtime's only thread: file reads, and writes with their fsyncs.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Failure> + Send + 'static,
+) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err((e.to_string(), None)))
+}
+
+/// A fetched document verified, checked against the anti-rollback floor, kept and recorded as
+/// accepted; `None`: the version held already.
+fn accept(
+    root: &PublicJwk,
+    jws: &[u8],
+    state_dir: &Path,
+    held: Option<u64>,
+) -> Result<Option<fleet::FleetDocument>, Failure> {
+    let refused = |why: String| {
+        log::event("fleet_document_refused", &[("error", &why)]);
+        (format!("refused the fleet document: {why}"), None)
+    };
+    let doc = fleet::verify(root, jws).map_err(|e| refused(e.to_string()))?;
+    let version = doc.version();
+    if Some(version) == held {
+        return Ok(None);
+    }
+    match signed::check_rollback(state_dir, version) {
+        // Every copy of the floor damaged: a document the root key signed is the best evidence
+        // of it there is (record_accepted repairs it), and refusing it would refuse a restriction.
+        Ok(()) | Err(signed::SignedError::FloorUnknown(_)) => {}
+        Err(e) => return Err(refused(e.to_string())),
+    }
+    fleet::keep_applied(state_dir, jws)
+        .map_err(|e| (format!("cannot keep the fleet document: {e}"), None))?;
+    signed::record_accepted(state_dir, Some(version));
+    Ok(Some(doc))
+}
+
 /// One `GET /v1/fleet`; a new document verified, kept and applied. `Ok`: the authority answered
 /// (a new document, none newer, or none published).
 async fn fetch(app: &Arc<App>, e: &crate::config::Enrol) -> Result<(), Failure> {
     let snap = app.snapshot();
-    let Some(rc) = &snap.config.common.registry else {
+    let Some(root_key) = snap
+        .config
+        .common
+        .registry
+        .as_ref()
+        .map(|r| r.root_key.clone())
+    else {
         return Ok(());
     };
-    let mut problems = Vec::new();
-    let root = boxapi_core::trust::load_keys(&rc.root_key, "registry.root_key", &mut problems);
-    let root = root.first().ok_or_else(|| {
-        let lines = boxapi_core::config::lines(&problems);
-        (lines.join("; "), None)
-    })?;
-    let identity = client::Identity::load(&e.authority_ca, &e.device_cert, &e.device_key)
-        .map_err(|err| (err.to_string(), None))?;
+    let e2 = e.clone();
+    let (root, identity) = blocking(move || {
+        let mut problems = Vec::new();
+        let root = boxapi_core::trust::load_keys(&root_key, "registry.root_key", &mut problems);
+        let root = root.into_iter().next().ok_or_else(|| {
+            let lines = boxapi_core::config::lines(&problems);
+            (lines.join("; "), None)
+        })?;
+        let identity = client::Identity::load(&e2.authority_ca, &e2.device_cert, &e2.device_key)
+            .map_err(|err| (err.to_string(), None))?;
+        Ok((root, identity))
+    })
+    .await?;
     let held = app.fleet.state().version;
-    let answer = client::request(&identity, &e.authority, "/v1/fleet", None, held)
-        .await
-        .map_err(|err| (err.to_string(), err.retry_after()))?;
+    let path = "/v1/fleet";
+    let answer = client::request(
+        &identity,
+        &e.authority,
+        path,
+        None,
+        held,
+        fleet::MAX_SIGNED_BYTES,
+    )
+    .await
+    .map_err(|err| (err.to_string(), err.retry_after()))?;
     match answer.status {
         // Unchanged, or nothing published: what the box holds stays.
         304 | 404 => return Ok(()),
@@ -123,20 +182,11 @@ async fn fetch(app: &Arc<App>, e: &crate::config::Enrol) -> Result<(), Failure> 
             return Err((err.to_string(), err.retry_after()));
         }
     }
-    let state_dir = &snap.config.common.server.state_dir;
-    let refused = |why: String| {
-        log::event("fleet_document_refused", &[("error", &why)]);
-        (format!("refused the fleet document: {why}"), None)
-    };
-    let doc = fleet::verify(root, &answer.body).map_err(|e| refused(e.to_string()))?;
-    let version = doc.version();
-    if Some(version) == held {
+    let state_dir = snap.config.common.server.state_dir.clone();
+    let Some(doc) = blocking(move || accept(&root, &answer.body, &state_dir, held)).await? else {
         return Ok(());
-    }
-    signed::check_rollback(state_dir, version).map_err(|e| refused(e.to_string()))?;
-    fleet::keep_applied(state_dir, &answer.body)
-        .map_err(|e| (format!("cannot keep the fleet document: {e}"), None))?;
-    signed::record_accepted(state_dir, Some(version));
+    };
+    let version = doc.version();
     app.fleet.update(|s| {
         s.version = Some(version);
         s.restriction = doc.restriction;

@@ -14,7 +14,8 @@ const CONNECT: Duration = Duration::from_secs(15);
 /// docs/certificates.md): a box that gave up first would leave an issuance counted against its
 /// limit and get nothing for it.
 const EXCHANGE: Duration = Duration::from_secs(300);
-/// A chain is a few KiB; anything much larger is not an answer of ours.
+/// A chain is a few KiB; anything much larger is not an answer of ours. A call that expects
+/// more (the fleet document) says so.
 const MAX_ANSWER: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
@@ -212,19 +213,22 @@ pub async fn post_json(
             path,
             Some(body.to_string().as_bytes()),
             None,
+            MAX_ANSWER,
         )
         .await?,
     )
 }
 
 /// One request to `{base}{path}`: a POST of the JSON `body`, or without one a GET, conditional
-/// on `If-None-Match: "<version>"` when `version` is given. The answer as it came.
+/// on `If-None-Match: "<version>"` when `version` is given. The answer as it came, its body at
+/// most `max` bytes.
 pub async fn request(
     identity: &Identity,
     base: &str,
     path: &str,
     body: Option<&[u8]>,
     version: Option<u64>,
+    max: usize,
 ) -> Result<Answer, ClientError> {
     let (host, port) = split_url(base)?;
     let work = async {
@@ -245,7 +249,7 @@ pub async fn request(
         let tls = tokio::time::timeout(CONNECT, connect)
             .await
             .map_err(|_| ClientError::Timeout(base.to_owned()))??;
-        exchange(tls, &host, path, body, version).await
+        exchange(tls, &host, path, body, version, max).await
     };
     tokio::time::timeout(EXCHANGE, work)
         .await
@@ -286,14 +290,15 @@ pub fn refused(answer: Answer) -> ClientError {
 }
 
 /// One HTTP/1.1 request on its own connection (`Connection: close`) and its answer, read within
-/// `MAX_HEAD` and `MAX_ANSWER`. Written by hand rather than with hyper's client: the box makes
-/// this one call, and a second hyper dispatcher cost ~60 KB of every box binary.
+/// `MAX_HEAD` and `max`. Written by hand rather than with hyper's client: the box makes these
+/// few calls, and a second hyper dispatcher cost ~60 KB of every box binary.
 async fn exchange<S>(
     mut io: S,
     host: &str,
     path: &str,
     body: Option<&[u8]>,
     version: Option<u64>,
+    max: usize,
 ) -> Result<Answer, ClientError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -323,7 +328,7 @@ where
     let mut buf = Vec::with_capacity(4096);
     let mut eof = false;
     loop {
-        match parse(&buf, eof)? {
+        match parse(&buf, eof, max)? {
             Some(answer) => return Ok(answer),
             None if eof => {
                 return Err(ClientError::Http(
@@ -332,7 +337,7 @@ where
             }
             None => {}
         }
-        if buf.len() >= MAX_HEAD + MAX_ANSWER + 64 * 1024 {
+        if buf.len() >= MAX_HEAD + max + 64 * 1024 {
             return Err(ClientError::Http("answer too large".into()));
         }
         let mut chunk = [0u8; 4096];
@@ -348,8 +353,9 @@ where
 }
 
 /// The answer in `buf` if it is complete (`eof`: the authority closed the connection), `None` if
-/// more is needed. Informational (1xx) answers before the final one are skipped.
-fn parse(mut buf: &[u8], eof: bool) -> Result<Option<Answer>, ClientError> {
+/// more is needed, its body at most `max` bytes. Informational (1xx) answers before the final one
+/// are skipped.
+fn parse(mut buf: &[u8], eof: bool, max: usize) -> Result<Option<Answer>, ClientError> {
     let bad = |why: &str| ClientError::Http(why.to_owned());
     loop {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -405,13 +411,13 @@ fn parse(mut buf: &[u8], eof: bool) -> Result<Option<Answer>, ClientError> {
         let body = if matches!(status, 204 | 304) {
             Some(Vec::new())
         } else if chunked {
-            dechunk(rest)?
+            dechunk(rest, max)?
         } else if let Some(n) = length {
-            if n > MAX_ANSWER {
+            if n > max {
                 return Err(bad("length limit exceeded"));
             }
             (rest.len() >= n).then(|| rest[..n].to_vec())
-        } else if rest.len() > MAX_ANSWER {
+        } else if rest.len() > max {
             return Err(bad("length limit exceeded"));
         } else {
             // Delimited by the close.
@@ -426,8 +432,8 @@ fn parse(mut buf: &[u8], eof: bool) -> Result<Option<Answer>, ClientError> {
 }
 
 /// A chunked body (RFC 9112 §7.1) from `buf` once its last chunk and trailers are in, bounded
-/// by `MAX_ANSWER`.
-fn dechunk(mut buf: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
+/// by `max`.
+fn dechunk(mut buf: &[u8], max: usize) -> Result<Option<Vec<u8>>, ClientError> {
     let bad = |why: &str| ClientError::Http(why.to_owned());
     let mut body = Vec::new();
     loop {
@@ -437,7 +443,7 @@ fn dechunk(mut buf: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
             Err(_) => return Err(bad("bad chunk size")),
         };
         let size = usize::try_from(size).map_err(|_| bad("length limit exceeded"))?;
-        if size > MAX_ANSWER - body.len() {
+        if size > max - body.len() {
             return Err(bad("length limit exceeded"));
         }
         buf = &buf[start..];
@@ -521,7 +527,8 @@ mod tests {
 
     #[test]
     fn answers_framed_by_length_chunks_or_the_close() {
-        let whole = |text: &str, eof| parse(text.as_bytes(), eof).map_err(|e| e.to_string());
+        let whole =
+            |text: &str, eof| parse(text.as_bytes(), eof, MAX_ANSWER).map_err(|e| e.to_string());
         let ok = "HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n{\"a\":1}";
         assert_eq!(whole(ok, false), Ok(Some(answer(200, None, "{\"a\":1}"))));
         // Every prefix of it is incomplete, not an error.
@@ -555,7 +562,7 @@ mod tests {
 
     #[test]
     fn answers_beyond_the_bounds_or_malformed_are_refused() {
-        let err = |text: &[u8]| match parse(text, true) {
+        let err = |text: &[u8]| match parse(text, true, MAX_ANSWER) {
             Err(ClientError::Http(why)) => why,
             other => panic!("{other:?}"),
         };
@@ -593,35 +600,49 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn one_exchange_over_a_stream() {
+    /// A fake authority at the other end of a stream: reads the request until it ends with
+    /// `end`, answers `pieces` one at a time, and returns the request it read.
+    fn fake_authority(
+        end: &'static [u8],
+        pieces: Vec<Vec<u8>>,
+    ) -> (tokio::io::DuplexStream, tokio::task::JoinHandle<String>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (client, mut server) = tokio::io::duplex(64 * 1024);
-        let authority = tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut seen = Vec::new();
             let mut buf = [0u8; 1024];
-            while !seen.ends_with(b"{\"csr\":\"x\"}") {
+            while !seen.ends_with(end) {
                 let n = server.read(&mut buf).await.unwrap();
                 assert!(n > 0, "request cut short");
                 seen.extend_from_slice(&buf[..n]);
             }
-            // Answered in small pieces, closed without more.
-            for piece in [
-                &b"HTTP/1.1 200 OK\r\ncont"[..],
-                b"ent-length: 8\r\n\r\n{\"ok\"",
-                b":1}",
-            ] {
-                server.write_all(piece).await.unwrap();
+            for piece in pieces {
+                server.write_all(&piece).await.unwrap();
                 tokio::task::yield_now().await;
             }
             String::from_utf8(seen).unwrap()
         });
+        (client, task)
+    }
+
+    #[tokio::test]
+    async fn one_exchange_over_a_stream() {
+        use tokio::io::AsyncWriteExt;
+        // Answered in small pieces, closed without more.
+        let pieces = [
+            &b"HTTP/1.1 200 OK\r\ncont"[..],
+            b"ent-length: 8\r\n\r\n{\"ok\"",
+            b":1}",
+        ];
+        let (client, authority) =
+            fake_authority(b"{\"csr\":\"x\"}", pieces.map(<[u8]>::to_vec).to_vec());
         let got = exchange(
             client,
             "auth.example",
             "/v1/enrol",
             Some(br#"{"csr":"x"}"#),
             None,
+            MAX_ANSWER,
         )
         .await
         .unwrap();
@@ -632,27 +653,24 @@ mod tests {
              accept: application/json\r\ncontent-length: 11\r\nconnection: close\r\n\r\n{\"csr\":\"x\"}"
         );
         // A GET, conditional on the version held: no body.
-        let (client, mut server) = tokio::io::duplex(64 * 1024);
-        let authority = tokio::spawn(async move {
-            let mut seen = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !seen.ends_with(b"\r\n\r\n") {
-                let n = server.read(&mut buf).await.unwrap();
-                assert!(n > 0, "request cut short");
-                seen.extend_from_slice(&buf[..n]);
-            }
-            server
-                .write_all(b"HTTP/1.1 304 Not Modified\r\netag: \"7\"\r\n\r\n")
-                .await
-                .unwrap();
-            String::from_utf8(seen).unwrap()
-        });
-        let got = exchange(client, "a", "/v1/fleet", None, Some(7)).await;
+        let not_modified = b"HTTP/1.1 304 Not Modified\r\netag: \"7\"\r\n\r\n".to_vec();
+        let (client, authority) = fake_authority(b"\r\n\r\n", vec![not_modified]);
+        let got = exchange(client, "a", "/v1/fleet", None, Some(7), MAX_ANSWER).await;
         assert_eq!(got.unwrap(), answer(304, None, ""));
         assert_eq!(
             authority.await.unwrap(),
             "GET /v1/fleet HTTP/1.1\r\nhost: a\r\nif-none-match: \"7\"\r\nconnection: close\r\n\r\n"
         );
+        // An answer larger than MAX_ANSWER (a fleet document) comes whole to a call allowing it.
+        let big = "x".repeat(MAX_ANSWER + 1);
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", big.len());
+        let (client, _) = fake_authority(
+            b"\r\n\r\n",
+            vec![head.into_bytes(), big.clone().into_bytes()],
+        );
+        let max = boxapi_core::auth::fleet::MAX_SIGNED_BYTES;
+        let got = exchange(client, "a", "/v1/fleet", None, None, max).await;
+        assert_eq!(got.unwrap(), answer(200, None, &big));
         // Closed mid-answer: an error, not a short body.
         let (client, mut server) = tokio::io::duplex(1024);
         tokio::spawn(async move {
@@ -660,7 +678,7 @@ mod tests {
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n{}")
                 .await;
         });
-        let early = exchange(client, "a", "/v1/address", Some(b"{}"), None).await;
+        let early = exchange(client, "a", "/v1/address", Some(b"{}"), None, MAX_ANSWER).await;
         assert!(matches!(early, Err(ClientError::Http(_))), "{early:?}");
         assert!(judge(answer(
             429,

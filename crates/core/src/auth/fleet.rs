@@ -15,6 +15,19 @@ pub const MAX_REASON_CHARS: usize = 200;
 pub const MAX_LIST: usize = 100;
 /// As long as a card's `box.model` or `box.firmware_version` reasonably is.
 pub const MAX_NAME_CHARS: usize = 64;
+/// The signed document (the JWS as signed, published, fetched and kept; its payload is about
+/// 3/4 of it): `fleet sign` and `publish-fleet` refuse more, as a box could never fetch it.
+pub const MAX_SIGNED_BYTES: usize = MAX_REGISTRY_BYTES;
+
+fn check_size(jws: &[u8]) -> Result<(), SignedError> {
+    if jws.len() > MAX_SIGNED_BYTES {
+        return Err(bad(format!(
+            "the signed fleet document is {} bytes, over the {MAX_SIGNED_BYTES} a box fetches",
+            jws.len()
+        )));
+    }
+    Ok(())
+}
 
 /// A verified fleet document: the registry it carries and its restriction.
 #[derive(Debug)]
@@ -157,21 +170,24 @@ pub fn parse_payload(payload: &[u8]) -> Result<FleetDocument, SignedError> {
 /// Verifies a signed fleet document with the operator's registry root key. The version is the
 /// caller's to check against its floor ([`signed::Floor::check`]).
 pub fn verify(root: &PublicJwk, jws: &[u8]) -> Result<FleetDocument, SignedError> {
-    let payload = verify_jws(root, jws.trim_ascii(), MAX_REGISTRY_BYTES)?;
-    parse_payload(&payload)
+    let jws = jws.trim_ascii();
+    check_size(jws)?;
+    parse_payload(&verify_jws(root, jws, MAX_SIGNED_BYTES)?)
 }
 
 /// Signs a fleet document payload (checked first) with the operator's registry root key.
 pub fn sign(root: &PrivateJwk, payload: &[u8]) -> Result<String, SignedError> {
     parse_payload(payload)?;
-    signed::sign_checked(root, payload)
+    let jws = signed::sign_checked(root, payload)?;
+    check_size(jws.as_bytes())?;
+    Ok(jws)
 }
 
 /// The document a box applied, in its `state_dir`, kept with its previous good version ([`Kept`]).
 pub const APPLIED: &str = "fleet-applied.jws";
 
 fn copies(state_dir: &Path) -> Kept {
-    Kept::new(state_dir, APPLIED, MAX_REGISTRY_BYTES as u64)
+    Kept::new(state_dir, APPLIED, MAX_SIGNED_BYTES as u64)
 }
 
 /// The applied document's two files (a daemon that drops root gives them to its user).
@@ -181,13 +197,37 @@ pub fn applied_paths(state_dir: &Path) -> [PathBuf; 2] {
 }
 
 /// The document a box applied last, as `state_dir` keeps it (the newer good copy), and why a
-/// copy could not be read (unreadable, or no longer verifying with `root`). No good copy but a
-/// damaged one: the caller fails closed.
+/// copy could not be read. A whole copy signed by another key than `root` (rotated since) is
+/// not applied and is logged, not damage: a box must not stay suspended until a document of the
+/// new key comes. No good copy but a damaged one: the caller fails closed.
 pub fn applied(state_dir: &Path, root: &PublicJwk) -> (Option<FleetDocument>, Option<String>) {
-    copies(state_dir).newest(
-        |b| verify(root, b).map_err(|e| e.to_string()),
-        |d| d.version(),
-    )
+    let (doc, damage) = copies(state_dir).newest(
+        |b| match verify(root, b) {
+            Ok(d) => Ok(Some(d)),
+            Err(e @ SignedError::Signature(_)) if signed_whole(b) => {
+                let why = format!("kept copy not applied, not signed by registry.root_key: {e}");
+                crate::log::event("fleet_document_refused", &[("error", &why)]);
+                Ok(None)
+            }
+            Err(e) => Err(e.to_string()),
+        },
+        |d| d.as_ref().map_or(0, FleetDocument::version),
+    );
+    (doc.flatten(), damage)
+}
+
+/// Whether a JWS is whole: a fleet document signed with a key this box does not hold, rather
+/// than a damaged file.
+fn signed_whole(jws: &[u8]) -> bool {
+    let mut parts = jws.trim_ascii().split(|&b| b == b'.');
+    let (Some(_), Some(payload), Some(sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    !sig.is_empty()
+        && crate::b64::url_decode(sig).is_some()
+        && crate::b64::url_decode(payload).is_some_and(|p| parse_payload(&p).is_ok())
 }
 
 /// Keeps a verified document as the one applied (both copies replaced atomically).
@@ -251,6 +291,15 @@ mod tests {
             verify(&root.key, parts.join(".").as_bytes()),
             Err(SignedError::Signature(_))
         ));
+        // Nothing a box could not fetch is signed: a payload within MAX_REGISTRY_BYTES whose
+        // JWS is over MAX_SIGNED_BYTES.
+        let pad = " ".repeat(MAX_SIGNED_BYTES * 3 / 4);
+        let big = format!(r#"{{"version": 4, {TOOLS}, "restriction": null{pad}}}"#);
+        assert!(big.len() < MAX_REGISTRY_BYTES);
+        let e = sign(&root, big.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("a box fetches"), "{e}");
+        let e = verify(&root.key, format!("{jws}{pad}{pad}x").as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("a box fetches"), "{e}");
         // Nothing unchecked is signed.
         assert!(sign(
             &root,
@@ -374,7 +423,14 @@ mod tests {
         let (d, damage) = applied(&dir, &root.key);
         assert_eq!(d.unwrap().version(), 3);
         assert!(damage.unwrap().contains("signature"));
+        // Another root key (rotated since): whole copies are not applied, and are not damage
+        // (which would suspend the box until a document of the new key came).
         let other = mint::generate(Alg::EdDsa, "root").unwrap();
+        std::fs::write(&file, doc(4)).unwrap();
+        let (d, damage) = applied(&dir, &other.key);
+        assert!(d.is_none() && damage.is_none(), "{damage:?}");
+        // One that does not parse stays damaged (fail closed).
+        std::fs::write(&file, "a.b.c").unwrap();
         let (d, damage) = applied(&dir, &other.key);
         assert!(d.is_none() && damage.is_some());
         std::fs::remove_file(&prev).unwrap();
