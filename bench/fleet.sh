@@ -38,20 +38,16 @@ echo '{"version": 2, "tools": [{"id": "tool"}], "restriction": null}' > "$work/f
 "$BOX" fleet sign --key "$work/root.private.jwk" --in "$work/fleet.json" --out "$work/fleet.jws"
 openssl rand -base64 32 > "$work/tsig.key"
 # [acme] and [dns] are required with [enrolment]; they are never reached here (nothing enrols).
-cat > "$work/authority.toml" <<CONF
+{
+cat <<CONF
 [server]
 cert = "auth.pem"
 key = "auth.key"
 state_dir = "state"
 control_socket = "control.sock"
-max_connections = 256
-[auth]
-audience = "https://box.bench"
-issuers = ["https://authority.bench"]
-[token_endpoint]
-enabled = true
-issuer = "https://authority.bench"
-signing_key = "signer.private.jwk"
+CONF
+authority_conf_tail signer.private.jwk
+cat <<CONF
 [registry]
 file = "registry.jws"
 root_key = "root.jwk"
@@ -70,6 +66,7 @@ server = "127.0.0.1:1"
 tsig_name = "boxapi-update"
 tsig_secret_file = "tsig.key"
 CONF
+} > "$work/authority.toml"
 "$AUTHORITY" serve --config "$work/authority.toml" 2>"$work/authority.log" & auth_pid=$!; pids+=("$auth_pid")
 
 nginx_site "$work/fleet.jws" /v1/fleet

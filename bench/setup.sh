@@ -1,4 +1,5 @@
-# Sourced by bench/run.sh, bench/profile.sh and bench/fleet.sh (its nginx functions). bench_setup:
+# Sourced by bench/run.sh, bench/profile.sh, bench/fleet.sh (its nginx functions) and bench/tokens.sh
+# (authority_conf_tail). bench_setup:
 # in $work, a test CA and server certificate, the bench tool's key, boxapi.toml (bench/bench.toml)
 # listening on port $1, and a token in $token. Needs $BOX (the boxapi binary) and $work.
 bench_setup() {
@@ -30,5 +31,20 @@ http {
     access_log $work/nginx/access.log;   # the server it is compared with logs every request too
     client_body_temp_path $work/nginx/tmp; proxy_temp_path $work/nginx/tmp;
     fastcgi_temp_path $work/nginx/tmp; uwsgi_temp_path $work/nginx/tmp; scgi_temp_path $work/nginx/tmp;
+CONF
+}
+
+# authority_conf_tail SIGNING_KEY: the end of an authority's [server] and its [auth] and
+# [token_endpoint], the benchmarks' audience and issuer.
+authority_conf_tail() {
+    cat <<CONF
+max_connections = 256
+[auth]
+audience = "https://box.bench"
+issuers = ["https://authority.bench"]
+[token_endpoint]
+enabled = true
+issuer = "https://authority.bench"
+signing_key = "$1"
 CONF
 }

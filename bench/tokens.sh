@@ -15,6 +15,7 @@ PER_RUN=${PER_RUN:-40000}   # fresh assertions per run (a run that uses them all
 BOX=${BOXAPI_BIN:-target/release/boxapi}
 AUTHORITY=${AUTHORITY_BIN:-target/release/boxapi-authority}
 work=$(mktemp -d)
+. bench/setup.sh
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
@@ -44,14 +45,9 @@ cert = "$work/server.pem"
 key = "$work/server.key"
 state_dir = "$work/$1/state"
 control_socket = "$work/$1/control.sock"
-max_connections = 256
-[auth]
-audience = "https://box.bench"
-issuers = ["https://authority.bench"]
-[token_endpoint]
-enabled = true
-issuer = "https://authority.bench"
-signing_key = "$work/signer.private.jwk"
+CONF
+        authority_conf_tail "$work/signer.private.jwk"
+        cat <<CONF
 tokens_per_hour = 100000
 [authority]
 listen = ["127.0.0.1:$2"]

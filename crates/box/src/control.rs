@@ -265,10 +265,11 @@ fn status(app: &App) -> Value {
         .collect();
     // The operator's fleet restriction beside the local `state` (issue 23): two sources, each
     // lifted on its own.
+    let retry_after = app.fleet.suspended();
     let fleet = json!({
         "version": fleet.version,
-        "suspended": app.fleet.suspended().is_some(),
-        "retry_after": app.fleet.suspended(),
+        "suspended": retry_after.is_some(),
+        "retry_after": retry_after,
         "reason": fleet.restriction.and_then(|r| r.reason),
         "last_fetch": fleet.last_fetch.map(boxapi_core::time::rfc3339),
         "last_error": fleet.last_error,

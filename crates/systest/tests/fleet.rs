@@ -137,6 +137,27 @@ fn logged(d: &Daemon, event: &str, f: impl Fn(&Value) -> bool) -> bool {
     })
 }
 
+/// An open `/v1/counters/stream` of `token` on `d`, its head read (200).
+fn counters_stream(d: &Daemon, token: &str) -> impl std::any::Any {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = connect(
+        d.addr,
+        "localhost",
+        client_config(&[&rustls::version::TLS13]),
+    );
+    write!(
+        stream,
+        "GET /v1/counters/stream?interval_ms=100 HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut lines = BufReader::new(stream);
+    let mut head = String::new();
+    lines.read_line(&mut head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    lines
+}
+
 /// Points the box at another authority (`ctl reload`).
 fn point_at(d: &Daemon, pki: &Path, keys: &Path, port: u16) {
     box_config(&d.dir, pki, keys, "device", port);
@@ -212,11 +233,20 @@ fn boxes_pull_and_apply_the_fleet_document() {
         .is_string()));
     assert_eq!(status(&d)["fleet"]["version"], Value::Null);
 
-    // A restriction: 503 suspended with its Retry-After, exactly as `ctl suspend` answers.
+    // A restriction: 503 suspended with its Retry-After, exactly as `ctl suspend` answers, and
+    // an open stream ended.
+    let lines = counters_stream(&d, &token);
     let restriction = json!({"suspended": true, "retry_after": 120, "reason": "CVE-2027-0001"});
     publish(&auth, &keys, &reg, 2, false, restriction);
     let took = applied_within(&d, "restriction", || suspended(&d, &token, "120"));
     eprintln!("restriction applied in {took:?}");
+    assert!(
+        logged(&d, "stream_end", |l| l["tool"] == "reg"
+            && l["reason"] == "suspended"),
+        "the stream goes on under the restriction: {}",
+        d.log_text()
+    );
+    drop(lines);
     d.get("/v1/counters", &[]).assert_problem(503, "suspended");
     let s = status(&d);
     assert_eq!(s["state"], "enabled", "the local state is its own: {s}");
@@ -245,22 +275,7 @@ fn boxes_pull_and_apply_the_fleet_document() {
     assert_eq!(status(&d)["fleet"]["suspended"], false);
 
     // A tool revoked: its tokens refused and its open stream ended; others untouched.
-    let mut stream = connect(
-        d.addr,
-        "localhost",
-        client_config(&[&rustls::version::TLS13]),
-    );
-    use std::io::{BufRead, BufReader, Write};
-    write!(
-        stream,
-        "GET /v1/counters/stream?interval_ms=100 HTTP/1.1\r\nHost: localhost\r\n\
-         Authorization: Bearer {token}\r\n\r\n"
-    )
-    .unwrap();
-    let mut lines = BufReader::new(stream);
-    let mut head = String::new();
-    lines.read_line(&mut head).unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let lines = counters_stream(&d, &token);
     publish(&auth, &keys, &reg, 4, true, Value::Null);
     let took = applied_within(&d, "revocation", || revoked(&d, &token));
     eprintln!("revocation applied in {took:?}");
@@ -313,9 +328,15 @@ fn boxes_pull_and_apply_the_fleet_document() {
     let box_dir = d.stop();
     let d = Daemon::start_in(box_dir.clone(), &[]);
     assert!(suspended(&d, &token, "600"));
-    // Every kept copy damaged: suspended (fail closed) until a good document is fetched.
+    // Every kept copy damaged: suspended (fail closed) until a good document is fetched; the
+    // registry's version floor damaged too, which must not refuse that document.
     let box_dir = d.stop();
-    for f in ["fleet-applied.jws", "fleet-applied.jws.prev"] {
+    for f in [
+        "fleet-applied.jws",
+        "fleet-applied.jws.prev",
+        "registry.version",
+        "registry.version.prev",
+    ] {
         std::fs::write(box_dir.join("state").join(f), "junk").unwrap();
     }
     let d = Daemon::start_in(box_dir.clone(), &[]);
@@ -335,22 +356,30 @@ fn boxes_pull_and_apply_the_fleet_document() {
     assert_eq!(status(&d)["fleet"]["version"], 6);
 }
 
-/// Until every box in `boxes` satisfies `f` (each watched by its own thread), at most `within`:
-/// the time from the call.
+/// Until every box in `boxes` satisfies `f`, at most `within`: the time from the call. One
+/// thread asks each box still pending in turn, every 250 ms: 50 checkers opening TLS connections
+/// every 50 ms would load the machine the boxes run on.
 fn all_within(
     boxes: &[Daemon],
     within: Duration,
     what: &str,
-    f: impl Fn(&Daemon) -> bool + Sync,
+    f: impl Fn(&Daemon) -> bool,
 ) -> Duration {
     let t = Instant::now();
-    std::thread::scope(|s| {
-        for d in boxes {
-            let f = &f;
-            s.spawn(move || assert!(wait_for(within, || f(d)), "{what}: {}", d.log_text()));
-        }
-    });
-    t.elapsed()
+    let mut pending: Vec<&Daemon> = boxes.iter().collect();
+    loop {
+        pending.retain(|d| !f(d));
+        let Some(d) = pending.first() else {
+            return t.elapsed();
+        };
+        assert!(
+            t.elapsed() < within,
+            "{what}: {} boxes not within {within:?}: {}",
+            pending.len(),
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// Issue 23's proof: 50 real `boxapi serve` processes on loopback, each with its own device
@@ -360,8 +389,9 @@ fn all_within(
 #[test]
 fn fifty_boxes_apply_what_the_authority_publishes() {
     const BOXES: usize = 50;
-    // The poll interval (1 s) and its jitter, plus slack for 50 daemons on a shared machine.
-    let within = Duration::from_secs(8);
+    // The poll interval (1 s) and its jitter, plus slack for 50 daemons on a shared machine
+    // (measured 2.6 to 3.2 s).
+    let within = Duration::from_secs(20);
     let op = Operator::new(temp_dir("fleet-50"));
     sh(
         &op.pki,
