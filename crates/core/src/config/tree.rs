@@ -89,10 +89,12 @@ fn value(v: DeValue<'_>) -> Result<Value, String> {
     })
 }
 
-/// A TOML float's text (toml checked its syntax) as an `f64`, correctly rounded up to 15
-/// significant digits with an exponent under 23 (every float a configuration holds; beyond, within
-/// an ulp or so, and below 1e-308 zero). Not `str::parse`: core's correctly rounded parser and its tables are ~15 KB of
-/// every box binary, for one key (`renew_fraction`).
+/// A TOML float's text (toml checked its syntax) as an `f64`. Correctly rounded up to 15
+/// significant digits with an exponent under 23 (what a configuration holds); otherwise within a
+/// few ulps (more digits, larger or smaller exponents, subnormals), and text within a few ulps of
+/// `f64::MAX` may read as infinite. An exponent too large for any `f64` gives 0 or infinity, as
+/// `str::parse` does. Not `str::parse`: core's correctly rounded parser and its tables are
+/// ~15 KB of every box binary, for one key (`renew_fraction`).
 fn float(text: &str) -> Option<f64> {
     let t: String = text.chars().filter(|&c| c != '_').collect();
     let (negative, t) = match t.strip_prefix('-') {
@@ -104,7 +106,15 @@ fn float(text: &str) -> Option<f64> {
         "nan" => f64::NAN,
         _ => {
             let (number, exp) = match t.split_once(['e', 'E']) {
-                Some((n, e)) => (n, e.parse::<i32>().ok()?),
+                // Digits only (toml checked), so an error is an overflow: 0 or infinity below.
+                Some((n, e)) => (
+                    n,
+                    e.parse().unwrap_or(if e.starts_with('-') {
+                        i32::MIN
+                    } else {
+                        i32::MAX
+                    }),
+                ),
                 None => (t, 0),
             };
             let (int, frac) = number.split_once('.').unwrap_or((number, ""));
@@ -115,8 +125,13 @@ fn float(text: &str) -> Option<f64> {
             // Exact up to 2^53; each power of ten below 10^23 is exact, so one rounding.
             let m = digits().fold(0f64, |m, d| m * 10.0 + f64::from(d - b'0'));
             let e = exp.saturating_sub(i32::try_from(frac.len()).ok()?);
-            if e < 0 {
-                m / 10f64.powi(e.saturating_neg())
+            if m == 0.0 {
+                // Not 0 times an infinite power: NaN.
+                0.0
+            } else if e < 0 {
+                // In two steps below 1e-300: 10^309 and beyond are infinite.
+                let e = e.saturating_neg();
+                m / 10f64.powi(e.min(300)) / 10f64.powi(e - e.min(300))
             } else {
                 m * 10f64.powi(e)
             }
@@ -148,6 +163,45 @@ mod tests {
         assert_eq!(float("-inf"), Some(f64::NEG_INFINITY));
         assert!(float("1e999").unwrap().is_infinite());
         assert!(float("nan").unwrap().is_nan());
+        // Very small, and exponents beyond any f64 (valid TOML): as str::parse reads them.
+        for text in [
+            "2.2250738585072014e-308",
+            "4.9e-324",
+            "1.5e-320",
+            "123456e-330",
+        ] {
+            let (got, want) = (float(text).unwrap(), text.parse::<f64>().unwrap());
+            assert!(
+                (got - want).abs() <= want.abs() * 1e-14,
+                "{text}: {got} {want}"
+            );
+        }
+        for text in [
+            "0e99999999999",
+            "1e-99999999999",
+            "0e400",
+            "-0.0e-99999999999",
+        ] {
+            let want: f64 = text.parse().unwrap();
+            assert_eq!(
+                float(text).map(f64::to_bits),
+                Some(want.to_bits()),
+                "{text}"
+            );
+        }
+        assert_eq!(float("1e99999999999"), Some(f64::INFINITY));
+        // Beyond 15 digits, within a few ulps.
+        for text in [
+            "0.30000000000000004",
+            "1.2345678901234567e-5",
+            "9007199254740993.0",
+        ] {
+            let (got, want) = (float(text).unwrap(), text.parse::<f64>().unwrap());
+            assert!(
+                got.to_bits().abs_diff(want.to_bits()) <= 3,
+                "{text}: {got} {want}"
+            );
+        }
         for bad in ["", ".5", "e3", "1.x"] {
             assert_eq!(float(bad), None, "{bad}");
         }
