@@ -296,7 +296,7 @@ mod tests {
         let pad = " ".repeat(MAX_SIGNED_BYTES * 3 / 4);
         let big = format!(r#"{{"version": 4, {TOOLS}, "restriction": null{pad}}}"#);
         assert!(big.len() < MAX_REGISTRY_BYTES);
-        let e = sign(&root, big.as_bytes()).unwrap_err().to_string();
+        let e = sign(&root, big.as_bytes()).map_or_else(|e| e.to_string(), |_| "signed".into());
         assert!(e.contains("a box fetches"), "{e}");
         let e = verify(&root.key, format!("{jws}{pad}{pad}x").as_bytes()).unwrap_err();
         assert!(e.to_string().contains("a box fetches"), "{e}");
