@@ -158,6 +158,16 @@ fn counters_stream(d: &Daemon, token: &str) -> impl std::any::Any {
     lines
 }
 
+/// The `reg` tool's stream `lines` on `d` ended, for `reason` (logged `stream_end`).
+#[track_caller]
+fn stream_ended(d: &Daemon, lines: impl std::any::Any, reason: &str) {
+    let ended = logged(d, "stream_end", |l| {
+        l["tool"] == "reg" && l["reason"] == reason
+    });
+    assert!(ended, "the stream goes on ({reason}): {}", d.log_text());
+    drop(lines);
+}
+
 /// Points the box at another authority (`ctl reload`).
 fn point_at(d: &Daemon, pki: &Path, keys: &Path, port: u16) {
     box_config(&d.dir, pki, keys, "device", port);
@@ -240,13 +250,7 @@ fn boxes_pull_and_apply_the_fleet_document() {
     publish(&auth, &keys, &reg, 2, false, restriction);
     let took = applied_within(&d, "restriction", || suspended(&d, &token, "120"));
     eprintln!("restriction applied in {took:?}");
-    assert!(
-        logged(&d, "stream_end", |l| l["tool"] == "reg"
-            && l["reason"] == "suspended"),
-        "the stream goes on under the restriction: {}",
-        d.log_text()
-    );
-    drop(lines);
+    stream_ended(&d, lines, "suspended");
     d.get("/v1/counters", &[]).assert_problem(503, "suspended");
     let s = status(&d);
     assert_eq!(s["state"], "enabled", "the local state is its own: {s}");
@@ -280,13 +284,7 @@ fn boxes_pull_and_apply_the_fleet_document() {
     let took = applied_within(&d, "revocation", || revoked(&d, &token));
     eprintln!("revocation applied in {took:?}");
     assert!(served(&d, &other));
-    assert!(
-        logged(&d, "stream_end", |l| l["tool"] == "reg"
-            && l["reason"] == "revoked"),
-        "the revoked tool's stream goes on: {}",
-        d.log_text()
-    );
-    drop(lines);
+    stream_ended(&d, lines, "revoked");
 
     // Both at once, then what must change nothing.
     let restriction = json!({"suspended": true, "retry_after": 600});
