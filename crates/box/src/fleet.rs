@@ -106,14 +106,15 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err((e.to_string(), None)))
 }
 
-/// A fetched document verified, checked against the anti-rollback floor, kept and recorded as
-/// accepted; `None`: the version held already.
+/// A fetched document verified, checked against the anti-rollback floor, kept, recorded as
+/// accepted and applied (unless it is the version held).
 fn accept(
+    app: &App,
     root: &PublicJwk,
     jws: &[u8],
     state_dir: &Path,
     held: Option<u64>,
-) -> Result<Option<fleet::FleetDocument>, Failure> {
+) -> Result<(), Failure> {
     let refused = |why: String| {
         log::event("fleet_document_refused", &[("error", &why)]);
         (format!("refused the fleet document: {why}"), None)
@@ -121,7 +122,7 @@ fn accept(
     let doc = fleet::verify(root, jws).map_err(|e| refused(e.to_string()))?;
     let version = doc.version();
     if Some(version) == held {
-        return Ok(None);
+        return Ok(());
     }
     match signed::check_rollback(state_dir, version) {
         // Every copy of the floor damaged: a document the root key signed is the best evidence
@@ -132,7 +133,19 @@ fn accept(
     fleet::keep_applied(state_dir, jws)
         .map_err(|e| (format!("cannot keep the fleet document: {e}"), None))?;
     signed::record_accepted(state_dir, Some(version));
-    Ok(Some(doc))
+    app.fleet.update(|s| {
+        s.version = Some(version);
+        s.restriction = doc.restriction;
+    });
+    let version = version.to_string();
+    log::event("fleet_applied", &[("version", &version)]);
+    // Its tools and revocations: the registry reload's path (a new trust; open streams end at
+    // their next line). On failure they apply at the next reload that succeeds; the restriction
+    // is in force already.
+    if boxapi_core::daemon::reload::reload(app).is_err() {
+        log::event("fleet_tools_not_applied", &[("version", &version)]);
+    }
+    Ok(())
 }
 
 /// One `GET /v1/fleet`; a new document verified, kept and applied. `Ok`: the authority answered
@@ -183,28 +196,8 @@ async fn fetch(app: &Arc<App>, e: &crate::config::Enrol) -> Result<(), Failure> 
         }
     }
     let state_dir = snap.config.common.server.state_dir.clone();
-    let Some(doc) = blocking(move || accept(&root, &answer.body, &state_dir, held)).await? else {
-        return Ok(());
-    };
-    let version = doc.version();
-    app.fleet.update(|s| {
-        s.version = Some(version);
-        s.restriction = doc.restriction;
-    });
-    log::event("fleet_applied", &[("version", &version.to_string())]);
-    // Its tools and revocations: the registry reload's path (a new trust; open streams end at
-    // their next line). On failure they apply at the next reload that succeeds; the restriction
-    // is in force already.
-    let app2 = app.clone();
-    let reloaded =
-        tokio::task::spawn_blocking(move || boxapi_core::daemon::reload::reload(&*app2)).await;
-    if !matches!(reloaded, Ok(Ok(()))) {
-        log::event(
-            "fleet_tools_not_applied",
-            &[("version", &version.to_string())],
-        );
-    }
-    Ok(())
+    let app = app.clone();
+    blocking(move || accept(&app, &root, &answer.body, &state_dir, held)).await
 }
 
 /// Follows the fleet document for the daemon's whole life: the card's box facts each turn (a
