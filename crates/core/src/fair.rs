@@ -543,26 +543,17 @@ impl Slots {
             t.queue[i].waiting += 1;
             t.queue[i].wake.clone()
         };
+        // Leaves the queue however this ends, dropped while waiting too: a count left behind
+        // would have slots kept and connections evicted for a newcomer that is gone.
+        let _parked = Parked {
+            slots: self,
+            terminal,
+        };
         let until = Instant::now() + PARK;
         let mut got = None;
         while got.is_none() && !self.closing.load(Ordering::Relaxed) && Instant::now() < until {
             let _ = tokio::time::timeout(RETRY, wake.notified()).await;
             got = self.try_admit(terminal);
-        }
-        let mut t = self.lock();
-        t.parked -= 1;
-        if let Some(i) = t.queue.iter().position(|q| q.terminal == terminal) {
-            t.queue[i].waiting -= 1;
-            if t.queue[i].waiting == 0 {
-                t.queue.remove(i);
-                // A slot kept for it that none of its newcomers will take goes to the next (not
-                // otherwise: the slot it was just given is silent until its ClientHello is read).
-                let kept = t.reserved.len();
-                t.reserved.retain(|(r, _)| *r != terminal);
-                if t.reserved.len() < kept {
-                    t.serve(Instant::now());
-                }
-            }
         }
         got
     }
@@ -597,6 +588,33 @@ impl Slots {
             }
             if tokio::time::timeout_at(until, notified).await.is_err() {
                 return self.open() == 0;
+            }
+        }
+    }
+}
+
+/// A newcomer of `terminal` waiting in [`Slots::admit`]; dropped, it leaves the queue.
+struct Parked<'a> {
+    slots: &'a Slots,
+    terminal: Terminal,
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        let mut t = self.slots.lock();
+        t.parked -= 1;
+        let terminal = self.terminal;
+        if let Some(i) = t.queue.iter().position(|q| q.terminal == terminal) {
+            t.queue[i].waiting -= 1;
+            if t.queue[i].waiting == 0 {
+                t.queue.remove(i);
+                // A slot kept for it that none of its newcomers will take goes to the next (not
+                // otherwise: the slot it was just given is silent until its ClientHello is read).
+                let kept = t.reserved.len();
+                t.reserved.retain(|(r, _)| *r != terminal);
+                if t.reserved.len() < kept {
+                    t.serve(Instant::now());
+                }
             }
         }
     }
@@ -861,7 +879,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
 
 /// A request's body, telling its connection's slot where the request is: being answered
 /// ([`Phase::Busy`]) from its head on, [`Phase::Body`] while its handler reads a body not all
-/// arrived yet, Busy again once it has. A handler that never reads it (a GET sent with a body)
+/// arrived yet, Busy again once it has or the handler stops reading. A handler that never reads it (a GET sent with a body)
 /// leaves the request Busy: it is never dropped to make room while it is answered. Give it to the
 /// request's handler in place of hyper's body ([`Arriving::begin`]).
 pub struct Arriving<B> {
@@ -876,6 +894,16 @@ impl<B: http_body::Body + Unpin> Arriving<B> {
         slot.set_phase(Phase::Busy);
         let slot = (!req.body().is_end_stream()).then(|| (slot.clone(), false));
         req.map(|inner| Arriving { inner, slot })
+    }
+}
+
+/// A handler that stops reading (a body too large or too slow) answers without it: the request
+/// is being answered, no longer arriving, and is not cut to make room while its answer goes out.
+impl<B> Drop for Arriving<B> {
+    fn drop(&mut self) {
+        if let Some((slot, true)) = &self.slot {
+            slot.shift(Phase::Body, Phase::Busy);
+        }
     }
 }
 
@@ -1202,6 +1230,23 @@ mod tests {
         assert!(s.try_admit(v4(2)).is_some());
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_request_whose_handler_stops_reading_is_not_cut_while_answered() {
+        use http_body::Body;
+        let s = Slots::new(1, 1);
+        let slot = Arc::new(s.try_admit(v4(1)).unwrap());
+        slot.set_phase(Phase::Idle);
+        tokio::time::advance(TENURE).await;
+        let mut req = Arriving::begin(http::Request::new(Trickle(0)), &slot);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(Pin::new(req.body_mut()).poll_frame(&mut cx).is_pending());
+        // Too slow (or too large): the handler gives the body up and answers 400.
+        drop(req);
+        assert_eq!(slot.phase().map(|p| p.0), Some(Phase::Busy));
+        assert!(s.try_admit(v4(2)).is_none(), "its slot is owed, not taken");
+        assert!(slot.phase().is_some() && !slot.abrupt());
+    }
+
     /// Spawns a newcomer of `t` that waits for room, and lets it find none. Once admitted, its
     /// ClientHello is read at once (it has been waiting in the socket).
     async fn waiting(s: &Arc<Slots>, t: Terminal) -> tokio::task::JoinHandle<Option<Slot>> {
@@ -1236,6 +1281,25 @@ mod tests {
         assert!(s.try_admit(v4(5)).is_none(), "kept for v4(3)");
         let c = w3.await.unwrap().expect("v4(3) served");
         drop((a, c));
+        assert_eq!(s.open(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_newcomer_dropped_while_waiting_leaves_the_queue() {
+        let s = Slots::new(1, 1);
+        let a = s.try_admit(v4(1)).unwrap();
+        a.heard();
+        let w2 = waiting(&s, v4(2)).await;
+        w2.abort();
+        assert!(w2.await.is_err_and(|e| e.is_cancelled()));
+        {
+            let t = s.lock();
+            assert!(t.parked == 0 && t.queue.is_empty(), "nothing left waiting");
+        }
+        // The slot freed is not kept for the newcomer that is gone: the next one asking has it.
+        drop(a);
+        let b = s.try_admit(v4(3)).expect("served normally");
+        drop(b);
         assert_eq!(s.open(), 0);
     }
 
