@@ -90,15 +90,46 @@ pub struct Seen {
 #[derive(Default)]
 struct Table {
     boxes: HashMap<u64, (u64, Instant)>,
+    /// Boxes per version in `boxes`, kept as they change: a count reads this, not the table.
+    versions: BTreeMap<u64, u64>,
     /// When boxes out of the window were last removed.
     swept: Option<Instant>,
 }
 
 impl Table {
-    fn sweep(&mut self, now: Instant, window: Duration) {
-        self.boxes
-            .retain(|_, (_, at)| now.duration_since(*at) < window);
+    /// Sweeps if the last sweep is [`SWEEP_EVERY`] old (or none was made).
+    fn sweep_due(&mut self, now: Instant, window: Duration) {
+        let due = self
+            .swept
+            .is_none_or(|at| now.saturating_duration_since(at) >= SWEEP_EVERY);
+        if !due {
+            return;
+        }
+        let versions = &mut self.versions;
+        self.boxes.retain(|_, (version, at)| {
+            let keep = now.duration_since(*at) < window;
+            if !keep {
+                uncount(versions, *version);
+            }
+            keep
+        });
         self.swept = Some(now);
+    }
+
+    fn insert(&mut self, key: u64, version: u64, now: Instant) {
+        if let Some((old, _)) = self.boxes.insert(key, (version, now)) {
+            uncount(&mut self.versions, old);
+        }
+        *self.versions.entry(version).or_insert(0) += 1;
+    }
+}
+
+fn uncount(versions: &mut BTreeMap<u64, u64>, version: u64) {
+    if let Some(n) = versions.get_mut(&version) {
+        *n -= 1;
+        if *n == 0 {
+            versions.remove(&version);
+        }
     }
 }
 
@@ -118,29 +149,21 @@ impl Seen {
         let key = self.hasher.hash_one(device);
         let mut table = self.boxes.lock().unwrap_or_else(|e| e.into_inner());
         if table.boxes.len() >= self.cap && !table.boxes.contains_key(&key) {
-            let due = table
-                .swept
-                .is_none_or(|at| now.saturating_duration_since(at) >= SWEEP_EVERY);
-            if due {
-                table.sweep(now, window);
-            }
+            table.sweep_due(now, window);
             if table.boxes.len() >= self.cap {
                 return;
             }
         }
-        table.boxes.insert(key, (version, now));
+        table.insert(key, version, now);
     }
 
-    /// Boxes per version among those seen within `window` of `now` (the others are forgotten).
+    /// Boxes per version among those seen within `window` of `now` (the others are forgotten),
+    /// or up to [`SWEEP_EVERY`] more: a count (a metrics scrape, `ctl status`) sweeps the table
+    /// at most as often as polls do, so scrapes cannot stall polls.
     pub fn counts(&self, now: Instant, window: Duration) -> BTreeMap<u64, u64> {
         let mut table = self.boxes.lock().unwrap_or_else(|e| e.into_inner());
-        table.sweep(now, window);
-        let boxes = &table.boxes;
-        let mut counts = BTreeMap::new();
-        for (version, _) in boxes.values() {
-            *counts.entry(*version).or_insert(0) += 1;
-        }
-        counts
+        table.sweep_due(now, window);
+        table.versions.clone()
     }
 }
 
@@ -340,14 +363,42 @@ mod tests {
         // Full; a and b have left the window: swept, c counted.
         seen.note("c", 1, at(600), w);
         seen.note("d", 1, at(650), w);
-        // Full again; c has left the window, but the last sweep was 600 ms ago: e waits.
+        // Full again; c has left the window, but the last sweep was 600 ms ago: e waits, and a
+        // count does not sweep either (c still counted).
         seen.note("e", 1, at(1200), w);
         seen.note("d", 2, at(1200), w);
-        assert_eq!(seen.counts(at(1300), w), BTreeMap::from([(2, 1)]));
-        // A second after the last sweep (the count's, at 1300), a new box is counted again.
+        assert_eq!(seen.counts(at(1300), w), BTreeMap::from([(1, 1), (2, 1)]));
         seen.note("f", 1, at(1350), w);
+        // A second after the last sweep, a new box is counted again.
         seen.note("g", 1, at(2400), w);
         assert_eq!(seen.counts(at(2400), w), BTreeMap::from([(1, 1)]));
+    }
+
+    /// A count (every metrics scrape) sweeps at most once a second too: a sweep of 4 million
+    /// boxes under the lock on every scrape stalled every poll meanwhile.
+    #[test]
+    fn counts_sweep_at_most_once_a_second() {
+        let seen = Seen::default();
+        let t0 = Instant::now();
+        let w = Duration::from_millis(500);
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let swept = || seen.boxes.lock().unwrap().swept;
+        seen.note("a", 1, at(0), w);
+        assert_eq!(seen.counts(at(0), w), BTreeMap::from([(1, 1)]));
+        seen.note("b", 2, at(700), w);
+        seen.note("c", 2, at(700), w);
+        // a has left the window, but the last sweep was 800 ms ago: nothing is swept.
+        assert_eq!(seen.counts(at(800), w), BTreeMap::from([(1, 1), (2, 2)]));
+        assert_eq!(swept(), Some(at(0)));
+        // b fetches version 3: counted there only, without a sweep.
+        seen.note("b", 3, at(900), w);
+        assert_eq!(
+            seen.counts(at(900), w),
+            BTreeMap::from([(1, 1), (2, 1), (3, 1)])
+        );
+        // A second after the last sweep: a is forgotten.
+        assert_eq!(seen.counts(at(1000), w), BTreeMap::from([(2, 1), (3, 1)]));
+        assert_eq!(swept(), Some(at(1000)));
     }
 
     #[test]
