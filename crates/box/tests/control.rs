@@ -1103,7 +1103,8 @@ fn ctl_publish_fleet_sends_an_absolute_path() {
 /// `ctl enable` answers ok only once the API listens, and it keeps listening: the server loop's
 /// periodic pass (here every 100 ms) must not close, between the bind and the state change, the
 /// listeners enable just opened (a client connecting right after "ok" could be refused, and a
-/// failed rebind went unreported). Each listener is closed once per disable, never more.
+/// failed rebind went unreported). Each listener is closed once per disable, never more. An
+/// enable failing because another took the port meanwhile is tried again (once on purpose).
 #[test]
 fn enable_listens_from_its_ok_on() {
     let port = free_port();
@@ -1112,23 +1113,45 @@ fn enable_listens_from_its_ok_on() {
         .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     std::fs::write(dir.join("boxapi.toml"), &text).unwrap();
     let d = Daemon::start_in(dir, &[]);
-    let line = |cmd: &str| {
+    let send = |cmd: &str| {
         let mut s = UnixStream::connect(d.dir.join("control.sock")).unwrap();
         s.write_all(format!("{{\"cmd\": \"{cmd}\"}}\n").as_bytes())
             .unwrap();
         let mut reply = String::new();
         std::io::BufReader::new(s).read_line(&mut reply).unwrap();
-        assert!(reply.contains("\"ok\":true"), "{cmd}: {reply}");
+        reply
+    };
+    // While disabled the port is free for anyone (another test's connection may take it as its
+    // own port): enable then fails, still disabled and opening nothing, and is tried again.
+    let enable = || {
+        for _ in 0..50 {
+            let reply = send("enable");
+            if reply.contains("\"ok\":true") {
+                return;
+            }
+            assert!(reply.contains("already in use"), "enable: {reply}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("port {port} in use for 5 s");
     };
     let closed = || d.log_text().matches("\"event\":\"closed\"").count();
     let rounds = 40;
     let mut refused = 0;
     for round in 1..=rounds {
-        line("disable");
+        let reply = send("disable");
+        assert!(reply.contains("\"ok\":true"), "disable: {reply}");
         // Closed and its port released (the accept task is dropped after the "closed" line).
         assert!(wait_for(Duration::from_secs(3), || closed() >= round
             && std::net::TcpStream::connect(d.addr).is_err()));
-        line("enable");
+        if round == rounds / 2 {
+            // Taken by another for a while.
+            let taken = std::net::TcpListener::bind(d.addr).unwrap();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                drop(taken);
+            });
+        }
+        enable();
         // Across the loop's next passes.
         for _ in 0..12 {
             if std::net::TcpStream::connect(d.addr).is_err() {
