@@ -676,12 +676,14 @@ fn busy_pipelines_from_many_terminals_do_not_keep_another_out() {
     );
 }
 
-/// Sixteen terminals each opening a TLS connection every 20 ms that sends a whole ClientHello
+/// Twelve terminals each opening a TLS connection every 20 ms that sends a whole ClientHello
 /// record and then stalls, against eight slots: each such handshake is a client making progress
 /// (it keeps its slot for its tenure), and slots freed or aged pass from attacker to attacker.
 /// Another terminal's probes are each answered within a second (before waiting terminals were
-/// served in turn: 1 or 2 of 10 waited over a second, the attackers' newcomers, many more,
-/// winning the race for each slot).
+/// served in turn: 1 or 2 of 16 waited over a second in 4 of 6 runs, the attackers' newcomers, many more,
+/// winning the race for each slot). Twelve, not more: a probe queued behind every attacker
+/// waits two tenures and a debug build's handshake, which must fit in the second (`PARK`) on a
+/// loaded machine too.
 #[test]
 fn stalled_whole_hellos_from_many_addresses_do_not_keep_another_out() {
     let d = Daemon::start("hellos", "max_connections = 8", "");
@@ -699,7 +701,7 @@ fn stalled_whole_hellos_from_many_addresses_do_not_keep_another_out() {
     // The attack lasts until the probes are done (at most 20 s).
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let until = Instant::now() + Duration::from_secs(20);
-    let attackers: Vec<_> = (1..=16u8)
+    let attackers: Vec<_> = (1..=12u8)
         .map(|i| {
             let stop = stop.clone();
             std::thread::spawn(move || {
@@ -724,7 +726,7 @@ fn stalled_whole_hellos_from_many_addresses_do_not_keep_another_out() {
         .collect();
     let started = Instant::now();
     std::thread::sleep(Duration::from_millis(700));
-    let (n, bad) = probes_failing(addr, until, 10, Duration::from_millis(200));
+    let (n, bad) = probes_failing(addr, until, 16, Duration::from_millis(200));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let opened: u32 = attackers.into_iter().map(|a| a.join().unwrap()).sum();
     let per_second = f64::from(opened) / started.elapsed().as_secs_f64();
@@ -733,10 +735,11 @@ fn stalled_whole_hellos_from_many_addresses_do_not_keep_another_out() {
         "{} of {n} probes failed: {bad:?}",
         bad.len()
     );
-    assert_eq!(n, 10, "the probes took over 20 s");
-    // 16 × 50 a second when the machine keeps up; on a loaded one, at least a third of that.
+    assert_eq!(n, 16, "the probes took over 20 s");
+    // 12 × 50 a second when the machine keeps up; on a loaded one (CI runs every test at once
+    // on two cores), at least a fifth of that: still many more newcomers than slots freed.
     assert!(
-        per_second > 250.0,
+        per_second > 120.0,
         "the attack was too slow to test anything ({per_second:.0} connections a second)"
     );
 }
