@@ -8,7 +8,7 @@ use boxapi_core::auth::signed;
 use boxapi_core::log;
 use boxapi_core::trust::Trust;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,8 +19,9 @@ pub const DAMAGED_WARNING: &str = "fleet_document_damaged";
 #[derive(Default)]
 pub struct Fleet {
     /// The `Retry-After` of the restriction in force on this box, 0 when none: read by every
-    /// request.
-    suspended: AtomicU64,
+    /// request. 32 bits: MIPS32 boxes have no 64-bit atomics, and a `Retry-After` is at most a
+    /// day.
+    suspended: AtomicU32,
     state: Mutex<State>,
 }
 
@@ -45,7 +46,7 @@ pub struct State {
 impl Fleet {
     /// The `Retry-After` of the fleet restriction in force on this box, if one is.
     pub fn suspended(&self) -> Option<u64> {
-        Some(self.suspended.load(Ordering::Relaxed)).filter(|&r| r > 0)
+        Some(u64::from(self.suspended.load(Ordering::Relaxed))).filter(|&r| r > 0)
     }
 
     pub fn state(&self) -> State {
@@ -66,6 +67,7 @@ impl Fleet {
             }
             _ => 0,
         };
+        let retry = u32::try_from(retry).unwrap_or(u32::MAX);
         if self.suspended.swap(retry, Ordering::Relaxed) != retry {
             let version = s.version.map_or_else(String::new, |v| v.to_string());
             let reason = s.restriction.as_ref().and_then(|r| r.reason.as_deref());
