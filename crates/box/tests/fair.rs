@@ -743,3 +743,55 @@ fn stalled_whole_hellos_from_many_addresses_do_not_keep_another_out() {
         "the attack was too slow to test anything ({per_second:.0} connections a second)"
     );
 }
+
+/// Attack (waiting room): the box keeps at most eight times `max_connections` newcomers waiting
+/// for room, all terminals together, and closes any beyond at once. Forty addresses (more than
+/// the room divided by the share: 64 / 2) each keep up to four connections open that sent a whole
+/// ClientHello and stall: they fill the waiting room, and another terminal's newcomer finding no
+/// room is closed unserved rather than queued (contract §4: every terminal served).
+#[test]
+fn a_full_waiting_room_does_not_keep_another_out() {
+    let d = Daemon::start("waitroom", "max_connections = 8", "");
+    let addr = d.addr;
+    let mut hello = Vec::new();
+    rustls::ClientConnection::new(
+        client_config(rustls::DEFAULT_VERSIONS),
+        "localhost".try_into().unwrap(),
+    )
+    .unwrap()
+    .write_tls(&mut hello)
+    .unwrap();
+    let hello: &'static [u8] = Box::leak(hello.into_boxed_slice());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let until = Instant::now() + Duration::from_secs(20);
+    let attackers: Vec<_> = (1..=40u8)
+        .map(|i| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let src = format!("127.0.5.{i}");
+                let mut held = std::collections::VecDeque::new();
+                let mut opened = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < until {
+                    let mut s = connect_from(&src, addr);
+                    let _ = s.write_all(hello);
+                    held.push_back(s);
+                    if held.len() > 4 {
+                        held.pop_front();
+                    }
+                    opened += 1;
+                    std::thread::sleep(Duration::from_millis(60));
+                }
+                opened
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (n, bad) = probes_failing(addr, until, 10, Duration::from_millis(200));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let opened: u32 = attackers.into_iter().map(|a| a.join().unwrap_or(0)).sum();
+    assert!(
+        bad.is_empty(),
+        "{} of {n} probes failed: {bad:?} ({opened} attacking connections)",
+        bad.len()
+    );
+}
