@@ -1284,6 +1284,36 @@ mod tests {
         assert_eq!(s.open(), 0);
     }
 
+    /// Attack: a slot owed to a waiting terminal is granted after that terminal gave up waiting
+    /// (its park ran out first): the slot is then kept for nobody, and an empty box turns the
+    /// next newcomer away for up to [`PARK`].
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_owed_to_a_terminal_that_left_is_not_kept_for_nobody() {
+        let s = Slots::new(1, 1);
+        let a = s.try_admit(v4(1)).unwrap();
+        a.heard();
+        a.set_phase(Phase::Busy);
+        // v4(2) waits from 250 ms; at its 350 ms look a is settled and owes it its slot (until
+        // 1350 ms), while v4(2) gives up at 1250 ms.
+        tokio::time::advance(TENURE - Duration::from_millis(50)).await;
+        let w2 = waiting(&s, v4(2)).await;
+        for _ in 0..10 {
+            tokio::time::advance(RETRY).await;
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+        }
+        assert!(w2.await.unwrap().is_none(), "v4(2) gave up");
+        tokio::time::advance(Duration::from_millis(50)).await;
+        // a's answer is written: its slot is owed to v4(2), which is gone.
+        a.set_phase(Phase::Idle);
+        assert_eq!(s.open(), 0);
+        assert!(
+            s.try_admit(v4(3)).is_some(),
+            "an empty box admits a newcomer"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_newcomer_dropped_while_waiting_leaves_the_queue() {
         let s = Slots::new(1, 1);
