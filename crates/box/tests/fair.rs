@@ -676,6 +676,48 @@ fn busy_pipelines_from_many_terminals_do_not_keep_another_out() {
     );
 }
 
+/// Attackers for the tests below: from each of `sources`, a TLS connection every `every` that
+/// sends a whole ClientHello record (rustls writes it at once) and stalls, the `keep` youngest
+/// kept open, until `stop` or `until`. Each returns how many it opened.
+fn stalled_hellos(
+    addr: SocketAddr,
+    sources: impl Iterator<Item = String>,
+    keep: usize,
+    every: Duration,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    until: Instant,
+) -> Vec<std::thread::JoinHandle<u32>> {
+    let mut hello = Vec::new();
+    rustls::ClientConnection::new(
+        client_config(rustls::DEFAULT_VERSIONS),
+        "localhost".try_into().unwrap(),
+    )
+    .unwrap()
+    .write_tls(&mut hello)
+    .unwrap();
+    let hello: &'static [u8] = Box::leak(hello.into_boxed_slice());
+    sources
+        .map(|src| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut held = std::collections::VecDeque::new();
+                let mut opened = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < until {
+                    let mut s = connect_from(&src, addr);
+                    let _ = s.write_all(hello);
+                    held.push_back(s);
+                    if held.len() > keep {
+                        held.pop_front();
+                    }
+                    opened += 1;
+                    std::thread::sleep(every);
+                }
+                opened
+            })
+        })
+        .collect()
+}
+
 /// Twelve terminals each opening a TLS connection every 20 ms that sends a whole ClientHello
 /// record and then stalls, against eight slots: each such handshake is a client making progress
 /// (it keeps its slot for its tenure), and slots freed or aged pass from attacker to attacker.
@@ -688,42 +730,13 @@ fn busy_pipelines_from_many_terminals_do_not_keep_another_out() {
 fn stalled_whole_hellos_from_many_addresses_do_not_keep_another_out() {
     let d = Daemon::start("hellos", "max_connections = 8", "");
     let addr = d.addr;
-    // One ClientHello, whole in its first record (rustls writes it at once).
-    let mut hello = Vec::new();
-    rustls::ClientConnection::new(
-        client_config(rustls::DEFAULT_VERSIONS),
-        "localhost".try_into().unwrap(),
-    )
-    .unwrap()
-    .write_tls(&mut hello)
-    .unwrap();
-    let hello: &'static [u8] = Box::leak(hello.into_boxed_slice());
     // The attack lasts until the probes are done (at most 20 s).
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let until = Instant::now() + Duration::from_secs(20);
-    let attackers: Vec<_> = (1..=12u8)
-        .map(|i| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let src = format!("127.0.3.{i}");
-                // Each connection is kept open, stalled, until 48 younger ones are (about a
-                // second): bounded sockets, and the box decides when they go.
-                let mut held = std::collections::VecDeque::new();
-                let mut opened = 0u32;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < until {
-                    let mut s = connect_from(&src, addr);
-                    let _ = s.write_all(hello);
-                    held.push_back(s);
-                    if held.len() > 48 {
-                        held.pop_front();
-                    }
-                    opened += 1;
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                opened
-            })
-        })
-        .collect();
+    // Each connection is kept open, stalled, until 48 younger ones are (about a second): bounded
+    // sockets, and the box decides when they go.
+    let sources = (1..=12u8).map(|i| format!("127.0.3.{i}"));
+    let attackers = stalled_hellos(addr, sources, 48, Duration::from_millis(20), &stop, until);
     let started = Instant::now();
     std::thread::sleep(Duration::from_millis(700));
     let (n, bad) = probes_failing(addr, until, 16, Duration::from_millis(200));
@@ -753,38 +766,10 @@ fn stalled_whole_hellos_from_many_addresses_do_not_keep_another_out() {
 fn a_full_waiting_room_does_not_keep_another_out() {
     let d = Daemon::start("waitroom", "max_connections = 8", "");
     let addr = d.addr;
-    let mut hello = Vec::new();
-    rustls::ClientConnection::new(
-        client_config(rustls::DEFAULT_VERSIONS),
-        "localhost".try_into().unwrap(),
-    )
-    .unwrap()
-    .write_tls(&mut hello)
-    .unwrap();
-    let hello: &'static [u8] = Box::leak(hello.into_boxed_slice());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let until = Instant::now() + Duration::from_secs(20);
-    let attackers: Vec<_> = (1..=40u8)
-        .map(|i| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let src = format!("127.0.5.{i}");
-                let mut held = std::collections::VecDeque::new();
-                let mut opened = 0u32;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < until {
-                    let mut s = connect_from(&src, addr);
-                    let _ = s.write_all(hello);
-                    held.push_back(s);
-                    if held.len() > 4 {
-                        held.pop_front();
-                    }
-                    opened += 1;
-                    std::thread::sleep(Duration::from_millis(60));
-                }
-                opened
-            })
-        })
-        .collect();
+    let sources = (1..=40u8).map(|i| format!("127.0.5.{i}"));
+    let attackers = stalled_hellos(addr, sources, 4, Duration::from_millis(60), &stop, until);
     std::thread::sleep(Duration::from_millis(1500));
     let (n, bad) = probes_failing(addr, until, 10, Duration::from_millis(200));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
