@@ -170,8 +170,10 @@ struct Table {
 /// A terminal with newcomers waiting for room ([`Slots::admit`]).
 struct Queued {
     terminal: Terminal,
-    /// How many (at most its share).
+    /// How many (at most its share, those pushed out included).
     waiting: usize,
+    /// How many of them were pushed out for another terminal's ([`Table::push_out`]), not yet gone.
+    pushed: usize,
     /// Told when a slot is kept for it ([`Table::grant`]).
     wake: Arc<Notify>,
 }
@@ -328,7 +330,7 @@ impl Table {
         let mut i = 0;
         // Each turn moves on or keeps a slot for a waiting newcomer (at most one each).
         while let Some(q) = self.queue.get(i) {
-            let (t, waiting) = (q.terminal, q.waiting);
+            let (t, waiting) = (q.terminal, q.waiting - q.pushed);
             let kept = self.reserved.iter().filter(|(r, _)| *r == t).count();
             let have = self.count(&t) + kept;
             i += 1;
@@ -352,14 +354,39 @@ impl Table {
     }
 
     /// Keeps a slot for `t` and wakes one of its waiting newcomers; `t` goes to the back of the
-    /// queue.
+    /// queue. A terminal no longer waiting (a slot owed to it is given up after its wait ran out)
+    /// has none kept: the next in turn has it.
     fn grant(&mut self, t: Terminal, now: Instant) {
+        let Some(i) = self
+            .queue
+            .iter()
+            .position(|q| q.terminal == t && q.waiting > q.pushed)
+        else {
+            return self.serve(now);
+        };
         self.reserved.push((t, now + PARK));
-        if let Some(i) = self.queue.iter().position(|q| q.terminal == t) {
-            let q = self.queue.remove(i);
-            q.wake.notify_one();
-            self.queue.push(q);
-        }
+        let q = self.queue.remove(i);
+        q.wake.notify_one();
+        self.queue.push(q);
+    }
+
+    /// The waiting room is full (eight times `max_connections`): one newcomer of the terminal with
+    /// the most waiting (then holding the most) is closed, so that a terminal with none waiting
+    /// can wait. False: none left to push out.
+    fn push_out(&mut self) -> bool {
+        let per = &self.per_terminal;
+        let Some(q) = self
+            .queue
+            .iter_mut()
+            .filter(|q| q.waiting > q.pushed)
+            .max_by_key(|q| (q.waiting - q.pushed, per.get(&q.terminal)))
+        else {
+            return false;
+        };
+        q.pushed += 1;
+        q.wake.notify_one();
+        self.parked -= 1;
+        true
     }
 
     /// Closes what a terminal holds beyond its share (handshakes, idle connections and requests
@@ -517,23 +544,30 @@ impl Slots {
     /// a slot freed, taken from a terminal holding more or owed goes to the first that may have
     /// it, and wakes its newcomer. Each terminal has at most its share of newcomers waiting, and
     /// all together at most eight times `max_connections`; beyond that they are closed at once
-    /// (one terminal opening connections without end cannot fill the waiting room for others).
+    /// (one terminal opening connections without end cannot fill the waiting room for others),
+    /// but a terminal with none waiting pushes out another's ([`Table::push_out`]): a waiter costs
+    /// only a socket, and many terminals each keeping a few waiting cannot keep another out.
     pub async fn admit(self: &Arc<Self>, terminal: Terminal) -> Option<Slot> {
         let wake = {
             let mut t = self.lock();
             if let Some(s) = self.admit_in(&mut t, terminal) {
                 return Some(s);
             }
-            if t.parked >= t.limit.saturating_mul(8) {
-                return None;
+            let i = t.queue.iter().position(|q| q.terminal == terminal);
+            // Over the room too after a reload lowered `max_connections`: as many go as needed.
+            while t.parked >= t.limit.saturating_mul(8) {
+                if i.is_some() || !t.push_out() {
+                    return None;
+                }
             }
-            let i = match t.queue.iter().position(|q| q.terminal == terminal) {
+            let i = match i {
                 Some(i) if t.queue[i].waiting >= t.share => return None,
                 Some(i) => i,
                 None => {
                     t.queue.push(Queued {
                         terminal,
                         waiting: 0,
+                        pushed: 0,
                         wake: Arc::new(Notify::new()),
                     });
                     t.queue.len() - 1
@@ -545,15 +579,28 @@ impl Slots {
         };
         // Leaves the queue however this ends, dropped while waiting too: a count left behind
         // would have slots kept and connections evicted for a newcomer that is gone.
-        let _parked = Parked {
+        let mut parked = Parked {
             slots: self,
             terminal,
+            pushed: false,
         };
         let until = Instant::now() + PARK;
         let mut got = None;
-        while got.is_none() && !self.closing.load(Ordering::Relaxed) && Instant::now() < until {
+        while got.is_none()
+            && !parked.pushed
+            && !self.closing.load(Ordering::Relaxed)
+            && Instant::now() < until
+        {
             let _ = tokio::time::timeout(RETRY, wake.notified()).await;
-            got = self.try_admit(terminal);
+            let mut t = self.lock();
+            got = self.admit_in(&mut t, terminal);
+            // Given nothing, and one of its terminal's is pushed out: this one (under the lock,
+            // so that no other goes for the same).
+            let out = |q: &&mut Queued| q.terminal == terminal && q.pushed > 0 && got.is_none();
+            if let Some(q) = t.queue.iter_mut().find(out) {
+                q.pushed -= 1;
+                parked.pushed = true;
+            }
         }
         got
     }
@@ -597,15 +644,25 @@ impl Slots {
 struct Parked<'a> {
     slots: &'a Slots,
     terminal: Terminal,
+    /// It goes in place of one pushed out ([`Table::push_out`]), no longer counted in the room.
+    pushed: bool,
 }
 
 impl Drop for Parked<'_> {
     fn drop(&mut self) {
         let mut t = self.slots.lock();
-        t.parked -= 1;
         let terminal = self.terminal;
         if let Some(i) = t.queue.iter().position(|q| q.terminal == terminal) {
-            t.queue[i].waiting -= 1;
+            let q = &mut t.queue[i];
+            q.waiting -= 1;
+            // Whatever ends its wait, it stands for one of its terminal's pushed out, if any.
+            if !self.pushed && q.pushed > 0 {
+                q.pushed -= 1;
+                self.pushed = true;
+            }
+            if !self.pushed {
+                t.parked -= 1;
+            }
             if t.queue[i].waiting == 0 {
                 t.queue.remove(i);
                 // A slot kept for it that none of its newcomers will take goes to the next (not
@@ -1097,11 +1154,9 @@ mod tests {
         a.set_phase(Phase::Busy);
         let young = s.try_admit(v4(2)).unwrap();
         young.heard();
-        // The newcomer finds a young handshake making progress and an answer under way.
-        assert!(
-            s.try_admit(v4(3)).is_none(),
-            "young and busy: nothing taken"
-        );
+        // The newcomer finds a young handshake making progress and an answer under way: it waits.
+        let w3 = waiting(&s, v4(3)).await;
+        assert!(!w3.is_finished(), "young and busy: nothing taken");
         assert!(young.phase().is_some());
         tokio::time::advance(TENURE).await;
         // Past the tenure, v4(1)'s answer is owed: nothing taken now, its slot after the answer.
@@ -1113,9 +1168,8 @@ mod tests {
         // Reserved for v4(3): another newcomer does not get it, it takes v4(2)'s old handshake.
         let d = s.try_admit(v4(4)).expect("room from v4(2)");
         assert!(young.phase().is_none());
-        let c = s.try_admit(v4(3)).expect("the slot owed to it");
+        let c = w3.await.unwrap().expect("the slot owed to it");
         d.heard();
-        c.heard();
         assert!(s.try_admit(v4(5)).is_none(), "both slots young and heard");
         drop((a, young, c, d));
     }
@@ -1331,6 +1385,46 @@ mod tests {
         let b = s.try_admit(v4(3)).expect("served normally");
         drop(b);
         assert_eq!(s.open(), 0);
+    }
+
+    /// Attack: terminals each keeping their share of newcomers waiting filled the waiting room
+    /// (eight times `max_connections`) and another terminal's newcomer was closed at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_full_waiting_room_pushes_out_a_newcomer_of_the_terminal_with_most_waiting() {
+        let s = Slots::new(2, 4);
+        let held: Vec<Slot> = (0..2).map(|_| s.try_admit(v4(1)).unwrap()).collect();
+        held.iter().for_each(Slot::heard);
+        // Four terminals, four newcomers waiting each: the room (16) is full.
+        let mut w = Vec::new();
+        for h in (1..=4).flat_map(|h| [h; 4]) {
+            w.push((h, waiting(&s, v4(h)).await));
+        }
+        let gone = |w: &[(u8, tokio::task::JoinHandle<_>)]| {
+            let f = w.iter().filter(|(_, j)| j.is_finished());
+            f.map(|(h, _)| *h).collect::<Vec<u8>>()
+        };
+        assert!(gone(&w).is_empty());
+        // A terminal with none waiting: one of the terminal holding most (v4(1)) goes.
+        let w9 = waiting(&s, v4(9)).await;
+        assert!(!w9.is_finished(), "it waits");
+        assert_eq!(gone(&w), [1]);
+        // One whose terminal has a newcomer waiting is closed at once.
+        assert!(waiting(&s, v4(2)).await.await.unwrap().is_none());
+        // A reload: room for 8 (16 waiting), and the next terminal with none waiting pushes out 9,
+        // of those with the most waiting first (v4(1), holding most, first among equals): 3, 4,
+        // 4, 4 waiting become 1, 2, 2, 1.
+        s.configure(1, 4);
+        let w10 = waiting(&s, v4(10)).await;
+        let mut out = gone(&w);
+        out.sort();
+        assert_eq!(out, [1, 1, 1, 2, 2, 3, 3, 4, 4, 4]);
+        for (_, j) in w {
+            if !j.is_finished() {
+                j.abort();
+            }
+        }
+        assert!(!w9.is_finished() && !w10.is_finished());
+        drop(held);
     }
 
     #[tokio::test(start_paused = true)]
