@@ -265,15 +265,20 @@ impl Table {
         }
         let settled = |e: &Entry| now.duration_since(e.admitted) >= TENURE;
         // One pass, no allocation: a connection past its tenure that may go, or is answering
-        // and owes nothing yet, names its terminal; the order is by when admitted, then by
-        // admission (never a map's order).
+        // and owes nothing yet, names its terminal; among terminals holding as many, a stream
+        // last, then the one admitted first (never a map's order).
         let victim = self
             .conns
             .iter()
             .filter_map(|(id, e)| {
                 let held = self.count(&e.terminal);
                 let may = held > have && settled(e) && (cost(e).is_some() || e.owed_to.is_none());
-                may.then_some(((held, Reverse((e.admitted, *id))), e.terminal))
+                // A stream, the dearest to lose, names its terminal only when no terminal holding
+                // as many has anything else that may go: opened first, streams are the oldest
+                // connections, and one was cut while its terminal's slow head was in its tenure
+                // and another terminal's head could have gone.
+                let stream = e.phase == Phase::Streaming;
+                may.then_some(((held, !stream, Reverse((e.admitted, *id))), e.terminal))
             })
             .max_by_key(|(key, _)| *key)?
             .1;
@@ -1145,6 +1150,31 @@ mod tests {
         assert!(n.phase().is_none(), "the silent handshake went");
         assert!(fresh.phase().is_some());
         drop((other, fresh, n, n5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_is_not_cut_while_another_terminal_has_a_head_that_may_go() {
+        let s = Slots::new(4, 2);
+        // Streams opened first, the oldest connections; then a slow head each.
+        let sa = s.try_admit(v4(1)).unwrap();
+        sa.set_phase(Phase::Streaming);
+        let sb = s.try_admit(v4(2)).unwrap();
+        sb.set_phase(Phase::Streaming);
+        tokio::time::advance(TENURE).await;
+        let hb = s.try_admit(v4(2)).unwrap();
+        hb.set_phase(Phase::Head);
+        tokio::time::advance(TENURE).await;
+        // v4(1)'s head is a replacement still in its tenure; v4(2)'s is past it.
+        let ha = s.try_admit(v4(1)).unwrap();
+        ha.set_phase(Phase::Head);
+        let n = s.try_admit(v4(3)).expect("room made");
+        assert!(hb.phase().is_none(), "v4(2)'s slow head went");
+        assert!(
+            sa.phase().is_some(),
+            "not v4(1)'s stream, though held longest"
+        );
+        assert!(sb.phase().is_some() && ha.phase().is_some());
+        drop((sa, sb, ha, hb, n));
     }
 
     #[tokio::test(start_paused = true)]
