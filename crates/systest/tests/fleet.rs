@@ -427,3 +427,88 @@ fn fifty_boxes_apply_what_the_authority_publishes() {
     let took = all_within(&boxes, within, "lifting", |d| served(d, &token));
     eprintln!("{BOXES} boxes serve again in {took:?}");
 }
+
+/// A hostile or broken authority on loopback: the test PKI's authority certificate (the box trusts
+/// it), no client certificate asked, and `answer` written to every request (at most 50
+/// connections, for at most 30 s). Its port.
+fn hostile_authority(pki: &Path, answer: &'static [u8]) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::io::{Read, Write};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(pki.join("auth.pem"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(pki.join("auth.key")).unwrap();
+    let config = std::sync::Arc::new(
+        rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let until = Instant::now() + Duration::from_secs(30);
+    std::thread::spawn(move || {
+        for sock in listener.incoming().take(50) {
+            if Instant::now() > until {
+                break;
+            }
+            let Ok(sock) = sock else { continue };
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let mut s = rustls::StreamOwned::new(conn, sock);
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(answer);
+                s.conn.send_close_notify();
+                let _ = s.flush();
+            });
+        }
+    });
+    port
+}
+
+/// Attack: one 503 with `Retry-After: 86400` (a load balancer in front of the authority, or the
+/// authority itself) must not silence the box's fleet polling for a day, during which a
+/// restriction the operator publishes would not reach it: the box waits at most about its
+/// `retry_max_secs` (2 s here) or `fleet_poll_secs` (1 s), whatever the authority asks.
+#[test]
+fn a_retry_after_of_a_day_does_not_stop_fleet_polling_for_a_day() {
+    let op = Operator::new(temp_dir("fleet-retry"));
+    let d = op.start_box("box", "device");
+    let port = hostile_authority(
+        &op.pki,
+        b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+          retry-after: 86400\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+    );
+    point_at(&d, &op.pki, &op.keys, port);
+    let wait = std::cell::Cell::new(None);
+    let secs = |v: &Value| {
+        v.as_f64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+    };
+    assert!(
+        logged(&d, "fleet_fetch_failed", |l| {
+            if !l["retry_after_s"].is_null() {
+                wait.set(secs(&l["retry_in_s"]));
+            }
+            wait.get().is_some()
+        }),
+        "no fleet_fetch_failed with a Retry-After: {}",
+        d.log_text()
+    );
+    let wait = wait.get().unwrap();
+    assert!(
+        wait <= 10.0,
+        "one 503 with Retry-After: 86400 stops fleet polling for {wait} s"
+    );
+}
