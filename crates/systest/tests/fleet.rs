@@ -430,8 +430,8 @@ fn fifty_boxes_apply_what_the_authority_publishes() {
 
 /// A hostile or broken authority on loopback: the test PKI's authority certificate (the box trusts
 /// it), no client certificate asked, and `answer` written to every request (at most 50
-/// connections, for at most 30 s). Its port.
-fn hostile_authority(pki: &Path, answer: &'static [u8]) -> u16 {
+/// connections, for at most 30 s), then with `drip` one more byte every `drip` for 30 s. Its port.
+fn hostile_authority(pki: &Path, answer: &'static [u8], drip: Option<Duration>) -> u16 {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     use std::io::{Read, Write};
@@ -469,6 +469,13 @@ fn hostile_authority(pki: &Path, answer: &'static [u8]) -> u16 {
                     }
                 }
                 let _ = s.write_all(answer);
+                if let Some(every) = drip {
+                    while Instant::now() < until
+                        && s.write_all(b" ").and_then(|()| s.flush()).is_ok()
+                    {
+                        std::thread::sleep(every);
+                    }
+                }
                 s.conn.send_close_notify();
                 let _ = s.flush();
             });
@@ -489,6 +496,7 @@ fn a_retry_after_of_a_day_does_not_stop_fleet_polling_for_a_day() {
         &op.pki,
         b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
           retry-after: 86400\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+        None,
     );
     point_at(&d, &op.pki, &op.keys, port);
     let wait = std::cell::Cell::new(None);
@@ -511,4 +519,33 @@ fn a_retry_after_of_a_day_does_not_stop_fleet_polling_for_a_day() {
         wait <= 10.0,
         "one 503 with Retry-After: 86400 stops fleet polling for {wait} s"
     );
+}
+
+/// Attack: an authority (or a network stalling the connection past its handshake) dripping one
+/// byte a second of a 200's body holds the box's fleet task for `EXCHANGE` (300 s): the box
+/// pointed back at the real authority by a reload, a restriction published there does not reach
+/// it until the drip's exchange times out.
+#[test]
+fn a_dripping_authority_does_not_hold_the_fleet_channel() {
+    let op = Operator::new(temp_dir("fleet-drip"));
+    let d = op.start_box("box", "device");
+    let other = fixtures().a.token("a", "access");
+    let port = hostile_authority(
+        &op.pki,
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/jose\r\ncontent-length: 100000\r\n\r\n",
+        Some(Duration::from_secs(1)),
+    );
+    point_at(&d, &op.pki, &op.keys, port);
+    std::thread::sleep(Duration::from_secs(4));
+    point_at(&d, &op.pki, &op.keys, op.auth.addr.port());
+    let restriction = json!({"suspended": true, "retry_after": 120, "reason": "CVE-2027-0003"});
+    publish(&op.auth, &op.keys, &op.reg, 2, false, restriction);
+    let t = Instant::now();
+    let applied = wait_for(Duration::from_secs(20), || suspended(&d, &other, "120"));
+    assert!(
+        applied,
+        "not applied within 20 s of the reload: {}",
+        d.log_text()
+    );
+    eprintln!("applied {:?} after the reload", t.elapsed());
 }
