@@ -150,9 +150,19 @@ fn accept(
     Ok(())
 }
 
+/// The longest a fleet fetch waits for its answer (never more than `fleet_poll`): an authority,
+/// or a network, dripping its answer must not hold the emergency channel for the client's
+/// 300 s exchange.
+const FETCH_DEADLINE: Duration = Duration::from_secs(30);
+
 /// One `GET /v1/fleet`; a new document verified, kept and applied. `Ok`: the authority answered
-/// (a new document, none newer, or none published).
-async fn fetch(app: &Arc<App>, e: &crate::config::Enrol) -> Result<(), Failure> {
+/// (a new document, none newer, or none published). A reload seen on `reloads` while it waits
+/// for the answer abandons it: the box may now be pointed at another authority.
+async fn fetch(
+    app: &Arc<App>,
+    e: &crate::config::Enrol,
+    mut reloads: tokio::sync::watch::Receiver<()>,
+) -> Result<(), Failure> {
     let snap = app.snapshot();
     let Some(root_key) = snap
         .config
@@ -177,16 +187,16 @@ async fn fetch(app: &Arc<App>, e: &crate::config::Enrol) -> Result<(), Failure> 
     })
     .await?;
     let held = app.fleet.state().version;
-    let path = "/v1/fleet";
-    let answer = client::request(
-        &identity,
-        &e.authority,
-        path,
-        None,
-        held,
-        fleet::MAX_SIGNED_BYTES,
-    )
-    .await
+    let deadline = FETCH_DEADLINE.min(e.fleet_poll);
+    let max = fleet::MAX_SIGNED_BYTES;
+    let request = client::request(&identity, &e.authority, "/v1/fleet", None, held, max);
+    let answer = tokio::select! {
+        answer = request => answer,
+        () = tokio::time::sleep(deadline) => {
+            return Err((format!("no answer within {} s", deadline.as_secs()), None))
+        }
+        _ = reloads.changed() => return Err(("abandoned for a reload".into(), None)),
+    }
     .map_err(|err| (err.to_string(), err.retry_after()))?;
     match answer.status {
         // Unchanged, or nothing published: what the box holds stays.
@@ -204,13 +214,18 @@ async fn fetch(app: &Arc<App>, e: &crate::config::Enrol) -> Result<(), Failure> 
 
 /// Follows the fleet document for the daemon's whole life: the card's box facts each turn (a
 /// restriction may name firmware versions or models), and, with `[enrol]` and `[registry]`, a
-/// fetch soon after start and then every `fleet_poll_secs` (±20 %), backing off like the
-/// certificate renewal after a failure. A failure changes nothing the box holds.
+/// fetch soon after start and then every `fleet_poll_secs` (±20 %), after a failure sooner
+/// (from `retry_min_secs`) but never later than `fleet_poll_secs`, a `Retry-After` honoured up to
+/// twice that: the fleet is the emergency channel, and a box that backed off like the certificate
+/// renewal (to hours) or obeyed a day's `Retry-After` would apply a restriction that late. A
+/// reload re-plans the next fetch with its `fleet_poll_secs`. A failure changes nothing the box
+/// holds.
 pub async fn follow(app: Arc<App>) {
     let mut reloads = app.current.watch();
     // The first fetch within two seconds of start: boxes that boot together spread a little.
     let mut due =
         tokio::time::Instant::now() + Duration::from_secs(2).mul_f64(crate::enrol::jitter());
+    let mut reloaded = false;
     loop {
         reloads.borrow_and_update();
         let snap = app.snapshot();
@@ -223,8 +238,13 @@ pub async fn follow(app: Arc<App>) {
             .filter(|_| snap.config.common.registry.is_some())
         {
             None => None,
+            Some(e) if std::mem::take(&mut reloaded) => {
+                let next = crate::enrol::backoff(0, e.fleet_poll, e.fleet_poll);
+                due = due.min(tokio::time::Instant::now() + next);
+                continue;
+            }
             Some(e) if tokio::time::Instant::now() >= due => {
-                let result = fetch(&app, e).await;
+                let result = fetch(&app, e, reloads.clone()).await;
                 let now = boxapi_core::time::unix_now() as i64;
                 let mut wait = crate::enrol::backoff(0, e.fleet_poll, e.fleet_poll);
                 app.fleet.update(|s| match result {
@@ -233,7 +253,9 @@ pub async fn follow(app: Arc<App>) {
                     }
                     Err((err, retry_after)) => {
                         let min = e.retry_min.min(e.fleet_poll);
-                        wait = crate::enrol::retry_wait(s.failures, min, e.retry_max, retry_after);
+                        let max = e.retry_max.min(e.fleet_poll);
+                        let asked = retry_after.map(|r| r.min(e.fleet_poll * 2));
+                        wait = crate::enrol::retry_wait(s.failures, min, max, asked);
                         s.failures = s.failures.saturating_add(1);
                         crate::daemon::failed_event("fleet_fetch_failed", &err, wait, retry_after);
                         s.last_error = Some(err);
@@ -250,6 +272,7 @@ pub async fn follow(app: Arc<App>) {
                 if changed.is_err() {
                     return;
                 }
+                reloaded = true;
             }
         }
     }

@@ -168,6 +168,19 @@ fn stream_ended(d: &Daemon, lines: impl std::any::Any, reason: &str) {
     drop(lines);
 }
 
+/// The box's `fleet_poll_secs` set to `secs` (`ctl reload`).
+fn poll_every(d: &Daemon, secs: u64) {
+    let file = d.dir.join("boxapi.toml");
+    let config = std::fs::read_to_string(&file).unwrap();
+    let config = config.replace(
+        "fleet_poll_secs = 1\n",
+        &format!("fleet_poll_secs = {secs}\n"),
+    );
+    std::fs::write(&file, config).unwrap();
+    let (code, _, err) = d.ctl(&["reload"]);
+    assert_eq!(code, 0, "{err}");
+}
+
 /// Points the box at another authority (`ctl reload`).
 fn point_at(d: &Daemon, pki: &Path, keys: &Path, port: u16) {
     box_config(&d.dir, pki, keys, "device", port);
@@ -486,8 +499,8 @@ fn hostile_authority(pki: &Path, answer: &'static [u8], drip: Option<Duration>) 
 
 /// Attack: one 503 with `Retry-After: 86400` (a load balancer in front of the authority, or the
 /// authority itself) must not silence the box's fleet polling for a day, during which a
-/// restriction the operator publishes would not reach it: the box waits at most about its
-/// `retry_max_secs` (2 s here) or `fleet_poll_secs` (1 s), whatever the authority asks.
+/// restriction the operator publishes would not reach it: the box honours a `Retry-After` up to
+/// twice its `fleet_poll_secs` (1 s here), up to 20 % later, whatever the authority asks.
 #[test]
 fn a_retry_after_of_a_day_does_not_stop_fleet_polling_for_a_day() {
     let op = Operator::new(temp_dir("fleet-retry"));
@@ -516,15 +529,15 @@ fn a_retry_after_of_a_day_does_not_stop_fleet_polling_for_a_day() {
     );
     let wait = wait.get().unwrap();
     assert!(
-        wait <= 10.0,
+        wait <= 3.0,
         "one 503 with Retry-After: 86400 stops fleet polling for {wait} s"
     );
 }
 
 /// Attack: an authority (or a network stalling the connection past its handshake) dripping one
-/// byte a second of a 200's body holds the box's fleet task for `EXCHANGE` (300 s): the box
-/// pointed back at the real authority by a reload, a restriction published there does not reach
-/// it until the drip's exchange times out.
+/// byte a second of a 200's body held the box's fleet task for `EXCHANGE` (300 s). A fetch now
+/// gives up after `fleet_poll_secs` (at most 30 s), and a reload ends it at once: pointed back at
+/// the real authority, the box applies a restriction published there within seconds.
 #[test]
 fn a_dripping_authority_does_not_hold_the_fleet_channel() {
     let op = Operator::new(temp_dir("fleet-drip"));
@@ -535,7 +548,16 @@ fn a_dripping_authority_does_not_hold_the_fleet_channel() {
         b"HTTP/1.1 200 OK\r\ncontent-type: application/jose\r\ncontent-length: 100000\r\n\r\n",
         Some(Duration::from_secs(1)),
     );
+    // Polling every second, a fetch gives up after a second.
     point_at(&d, &op.pki, &op.keys, port);
+    assert!(
+        logged(&d, "fleet_fetch_failed", |l| l["error"]
+            == "no answer within 1 s"),
+        "{}",
+        d.log_text()
+    );
+    // Polling every minute, the fetch's own deadline is 30 s: the reload must end it sooner.
+    poll_every(&d, 60);
     std::thread::sleep(Duration::from_secs(4));
     point_at(&d, &op.pki, &op.keys, op.auth.addr.port());
     let restriction = json!({"suspended": true, "retry_after": 120, "reason": "CVE-2027-0003"});
@@ -548,4 +570,63 @@ fn a_dripping_authority_does_not_hold_the_fleet_channel() {
         d.log_text()
     );
     eprintln!("applied {:?} after the reload", t.elapsed());
+}
+
+/// A reload re-plans the next fetch with its `fleet_poll_secs`: a box told to poll hourly, then
+/// every second again, applies a restriction within seconds, not at the hour.
+#[test]
+fn a_reload_applies_its_fleet_poll_at_once() {
+    let op = Operator::new(temp_dir("fleet-replan"));
+    let d = op.start_box("box", "device");
+    let other = fixtures().a.token("a", "access");
+    poll_every(&d, 3600);
+    // The fetch due within 2 s of start happens, and plans the next for the hour.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(status(&d)["fleet"]["last_fetch"].is_string());
+    point_at(&d, &op.pki, &op.keys, op.auth.addr.port());
+    let restriction = json!({"suspended": true, "retry_after": 120, "reason": "CVE-2027-0004"});
+    publish(&op.auth, &op.keys, &op.reg, 2, false, restriction);
+    applied_within(&d, "restriction after the reload", || {
+        suspended(&d, &other, "120")
+    });
+}
+/// Attack: answers a hostile or broken authority may give (a registry posing as the fleet
+/// document, a 200 of HTML, a 304 when the box holds nothing) change nothing: the box keeps
+/// serving, never suspends, and `ctl status` answers.
+#[test]
+fn hostile_fleet_answers_change_nothing() {
+    let op = Operator::new(temp_dir("fleet-hostile"));
+    let d = op.start_box("box", "device");
+    let token = op.reg.token("reg", "access counters");
+    let registry = op.dir.join("posing.jws");
+    sign(
+        &op.keys,
+        "registry",
+        &json!({"version": 9, "tools": tools(&op.reg, true)}),
+        &registry,
+    );
+    let jws = std::fs::read(&registry).unwrap();
+    let posing = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/jose\r\ncontent-length: {}\r\n\r\n",
+        jws.len()
+    );
+    let posing: &'static [u8] = Box::leak([posing.as_bytes(), &jws].concat().into_boxed_slice());
+    let answers: [&'static [u8]; 3] = [
+        posing,
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 13\r\n\r\n<html></html>",
+        b"HTTP/1.1 304 Not Modified\r\netag: \"99\"\r\n\r\n",
+    ];
+    for answer in answers {
+        let port = hostile_authority(&op.pki, answer, None);
+        point_at(&d, &op.pki, &op.keys, port);
+        std::thread::sleep(Duration::from_secs(3));
+        assert!(served(&d, &token), "{}", d.log_text());
+        let s = status(&d);
+        assert!(s["fleet"]["version"].is_null(), "{s}");
+    }
+    let refused = d.log_text().matches("fleet_document_refused").count();
+    assert!(
+        refused >= 2,
+        "the posing registry and the HTML were fetched and refused"
+    );
 }
