@@ -3,6 +3,7 @@
 use crate::activity::Activity;
 use crate::app::App;
 use crate::control;
+use crate::enrol::{failed_event, secs};
 use crate::server;
 use crate::snapshot::Snapshot;
 use boxapi_core::control::{error_reply, parse_command, socket, state, Command, Mode};
@@ -21,32 +22,6 @@ fn command(app: &Arc<App>, line: &[u8]) -> Value {
         Ok(Command::Reload) => reload::reply(&**app),
         Ok(cmd) => control::execute(app, cmd),
         Err(e) => error_reply(&e),
-    }
-}
-
-/// Whole seconds, rounded up: a wait of 0.8 s must not become "now".
-fn secs(d: Duration) -> i64 {
-    i64::try_from(d.as_millis().div_ceil(1000)).unwrap_or(i64::MAX)
-}
-
-/// A failed exchange with the authority: the error, when the next attempt comes and, when the
-/// authority asked for one, its `Retry-After` (so the log shows why the wait is longer than the
-/// backoff).
-pub(crate) fn failed_event(event: &str, err: &str, wait: Duration, retry_after: Option<Duration>) {
-    let wait = secs(wait).to_string();
-    match retry_after {
-        Some(asked) => {
-            let asked = secs(asked).to_string();
-            log::event(
-                event,
-                &[
-                    ("error", err),
-                    ("retry_in_s", &wait),
-                    ("retry_after_s", &asked),
-                ],
-            );
-        }
-        None => log::event(event, &[("error", err), ("retry_in_s", &wait)]),
     }
 }
 
@@ -295,7 +270,7 @@ pub fn start(snapshot: Snapshot) -> Result<(Arc<App>, server::Bound), StartError
     tokio::spawn(renew_certificate(app.clone()));
     // Always: applies the kept fleet document's restriction to the card's facts at once, and
     // fetches new ones with `[enrol]` and `[registry]`.
-    tokio::spawn(crate::fleet::follow(app.clone()));
+    tokio::spawn(crate::fleet_poll::follow(app.clone()));
     let listeners = server::bind_initial(&app).map_err(StartError::Bind)?;
     if app.control.mode() == Mode::Disabled {
         log::event("disabled", &[("hint", "boxapi ctl enable")]);

@@ -15,6 +15,7 @@ pub mod demo;
 pub mod der;
 pub mod enrol;
 pub mod fleet;
+pub mod fleet_poll;
 pub mod http;
 pub mod lan;
 pub mod privs;

@@ -309,6 +309,37 @@ fn retry_wait_with(
     }
 }
 
+/// Whole seconds, rounded up: a wait of 0.8 s must not become "now".
+pub(crate) fn secs(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis().div_ceil(1000)).unwrap_or(i64::MAX)
+}
+
+/// A failed exchange with the authority: the error, when the next attempt comes and, when the
+/// authority asked for one, its `Retry-After` (so the log shows why the wait is longer than the
+/// backoff).
+pub(crate) fn failed_event(
+    event: &str,
+    err: &str,
+    wait: std::time::Duration,
+    retry_after: Option<std::time::Duration>,
+) {
+    let wait = secs(wait).to_string();
+    match retry_after {
+        Some(asked) => {
+            let asked = secs(asked).to_string();
+            boxapi_core::log::event(
+                event,
+                &[
+                    ("error", err),
+                    ("retry_in_s", &wait),
+                    ("retry_after_s", &asked),
+                ],
+            );
+        }
+        None => boxapi_core::log::event(event, &[("error", err), ("retry_in_s", &wait)]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
