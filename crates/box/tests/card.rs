@@ -44,6 +44,12 @@ fn layers_take_precedence_in_order() {
     )
     .unwrap();
     let t = fixtures().a.token("a", "access");
+    // The file is looked at once a second at most (card::provider::FILE_CHECK): a read of the
+    // card just before it was written may stand for up to that long.
+    assert!(wait_for(Duration::from_secs(3), || d
+        .get_token("/v1/access", &t)
+        .json()["box"]["model"]
+        == "From File"));
     let c = d.get_token("/v1/access", &t).json();
     assert_eq!(c["access"]["technology"], "vdsl2", "command over file: {c}");
     assert_eq!(c["access"]["down_kbps"], 20000, "file over static: {c}");
