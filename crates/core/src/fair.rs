@@ -129,11 +129,13 @@ fn cost(e: &Entry) -> Option<u8> {
         Phase::Handshake => Some(1),
         Phase::Idle => Some(2),
         Phase::Head | Phase::Body => Some(3),
-        Phase::Streaming => Some(4),
+        Phase::Streaming => Some(STREAM),
         Phase::Busy => None,
     }
 }
 
+/// A stream's cost, the dearest of what may go.
+const STREAM: u8 = 4;
 /// A handshake whose client has not sent a whole ClientHello: a socket held open costs nothing.
 const SILENT: u8 = 0;
 /// The most a terminal's own connections give way to its next one: handshakes and idle ones.
@@ -335,7 +337,7 @@ impl Table {
         let mut i = 0;
         // Each turn moves on or keeps a slot for a waiting newcomer (at most one each).
         while let Some(q) = self.queue.get(i) {
-            let (t, waiting) = (q.terminal, q.waiting - q.pushed);
+            let (t, waiting) = (q.terminal, q.waiting.saturating_sub(q.pushed));
             let kept = self.reserved.iter().filter(|(r, _)| *r == t).count();
             let have = self.count(&t) + kept;
             i += 1;
@@ -369,10 +371,43 @@ impl Table {
         else {
             return self.serve(now);
         };
+        let kept = self.reserved.iter().filter(|(r, _)| *r == t).count();
+        if self.queue[i].waiting - self.queue[i].pushed <= kept {
+            return self.serve(now);
+        }
         self.reserved.push((t, now + PARK));
         let q = self.queue.remove(i);
         q.wake.notify_one();
         self.queue.push(q);
+    }
+
+    /// One of `terminal`'s waiting newcomers leaves the queue; `pushed`: it was pushed out, no
+    /// longer counted in the room.
+    fn leave(&mut self, terminal: Terminal, mut pushed: bool) {
+        let Some(i) = self.queue.iter().position(|q| q.terminal == terminal) else {
+            return;
+        };
+        let q = &mut self.queue[i];
+        q.waiting = q.waiting.saturating_sub(1);
+        // Whatever ends its wait, it stands for one of its terminal's pushed out, if any.
+        if !pushed && q.pushed > 0 {
+            q.pushed -= 1;
+            pushed = true;
+        }
+        q.pushed = q.pushed.min(q.waiting);
+        if !pushed {
+            self.parked = self.parked.saturating_sub(1);
+        }
+        if self.queue[i].waiting == 0 {
+            self.queue.remove(i);
+            // A slot kept for it that none of its newcomers will take goes to the next (not
+            // otherwise: the slot it was just given is silent until its ClientHello is read).
+            let kept = self.reserved.len();
+            self.reserved.retain(|(r, _)| *r != terminal);
+            if self.reserved.len() < kept {
+                self.serve(Instant::now());
+            }
+        }
     }
 
     /// The waiting room is full (eight times `max_connections`): one newcomer of the terminal with
@@ -384,13 +419,13 @@ impl Table {
             .queue
             .iter_mut()
             .filter(|q| q.waiting > q.pushed)
-            .max_by_key(|q| (q.waiting - q.pushed, per.get(&q.terminal)))
+            .max_by_key(|q| (q.waiting.saturating_sub(q.pushed), per.get(&q.terminal)))
         else {
             return false;
         };
         q.pushed += 1;
         q.wake.notify_one();
-        self.parked -= 1;
+        self.parked = self.parked.saturating_sub(1);
         true
     }
 
@@ -587,27 +622,35 @@ impl Slots {
         let mut parked = Parked {
             slots: self,
             terminal,
-            pushed: false,
+            left: false,
         };
         let until = Instant::now() + PARK;
-        let mut got = None;
-        while got.is_none()
-            && !parked.pushed
-            && !self.closing.load(Ordering::Relaxed)
-            && Instant::now() < until
-        {
+        loop {
             let _ = tokio::time::timeout(RETRY, wake.notified()).await;
             let mut t = self.lock();
-            got = self.admit_in(&mut t, terminal);
-            // Given nothing, and one of its terminal's is pushed out: this one (under the lock,
-            // so that no other goes for the same).
+            let got = self.admit_in(&mut t, terminal);
+            // Given nothing, and one of its terminal's is pushed out: this one.
             let out = |q: &&mut Queued| q.terminal == terminal && q.pushed > 0 && got.is_none();
-            if let Some(q) = t.queue.iter_mut().find(out) {
-                q.pushed -= 1;
-                parked.pushed = true;
+            let pushed = match t.queue.iter_mut().find(out) {
+                Some(q) => {
+                    q.pushed -= 1;
+                    true
+                }
+                None => false,
+            };
+            if got.is_some()
+                || pushed
+                || self.closing.load(Ordering::Relaxed)
+                || Instant::now() >= until
+            {
+                // Under the same lock as the claim: on the authority's threads another newcomer
+                // could otherwise push out the same waiter again before it left, and the counts
+                // would drift (the waiting room full for good, or more pushed than waiting).
+                t.leave(terminal, pushed);
+                parked.left = true;
+                return got;
             }
         }
-        got
     }
 
     /// Open connections now.
@@ -645,39 +688,19 @@ impl Slots {
     }
 }
 
-/// A newcomer of `terminal` waiting in [`Slots::admit`]; dropped, it leaves the queue.
+/// A newcomer of `terminal` waiting in [`Slots::admit`]; dropped while waiting, it leaves the
+/// queue.
 struct Parked<'a> {
     slots: &'a Slots,
     terminal: Terminal,
-    /// It goes in place of one pushed out ([`Table::push_out`]), no longer counted in the room.
-    pushed: bool,
+    /// It has left (under the lock of its last look).
+    left: bool,
 }
 
 impl Drop for Parked<'_> {
     fn drop(&mut self) {
-        let mut t = self.slots.lock();
-        let terminal = self.terminal;
-        if let Some(i) = t.queue.iter().position(|q| q.terminal == terminal) {
-            let q = &mut t.queue[i];
-            q.waiting -= 1;
-            // Whatever ends its wait, it stands for one of its terminal's pushed out, if any.
-            if !self.pushed && q.pushed > 0 {
-                q.pushed -= 1;
-                self.pushed = true;
-            }
-            if !self.pushed {
-                t.parked -= 1;
-            }
-            if t.queue[i].waiting == 0 {
-                t.queue.remove(i);
-                // A slot kept for it that none of its newcomers will take goes to the next (not
-                // otherwise: the slot it was just given is silent until its ClientHello is read).
-                let kept = t.reserved.len();
-                t.reserved.retain(|(r, _)| *r != terminal);
-                if t.reserved.len() < kept {
-                    t.serve(Instant::now());
-                }
-            }
+        if !self.left {
+            self.slots.lock().leave(self.terminal, false);
         }
     }
 }
@@ -1150,6 +1173,34 @@ mod tests {
         assert!(n.phase().is_none(), "the silent handshake went");
         assert!(fresh.phase().is_some());
         drop((other, fresh, n, n5));
+    }
+
+    /// On the authority's threads: newcomers of many terminals waiting, pushed out, admitted and
+    /// timing out at once leave the counts exact (nothing parked once all are gone).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn waiting_counts_stay_exact_across_threads() {
+        let s = Slots::new(1, 1);
+        let held = s.try_admit(v4(200)).unwrap();
+        held.set_phase(Phase::Busy);
+        let tasks: Vec<_> = (0..64u8)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let got = s.admit(v4(i % 32)).await;
+                    drop(got);
+                })
+            })
+            .collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+        drop(held);
+        let t = s.lock();
+        assert!(
+            t.parked == 0 && t.queue.is_empty(),
+            "left behind: {} parked",
+            t.parked
+        );
     }
 
     #[tokio::test(start_paused = true)]
