@@ -130,10 +130,10 @@ async fn fetch(
 /// restriction may name firmware versions or models), and, with `[enrol]` and `[registry]`, a
 /// fetch soon after start and then every `fleet_poll_secs` (±20 %), after a failure sooner
 /// (from `retry_min_secs`) but never later than `fleet_poll_secs` (+20 %), a `Retry-After`
-/// honoured up to twice that: the fleet is the emergency channel, and a box that backed off like the certificate
-/// renewal (to hours) or obeyed a day's `Retry-After` would apply a restriction that late. A
-/// reload re-plans the next fetch with its `fleet_poll_secs`. A failure changes nothing the box
-/// holds.
+/// honoured up to twice that: the fleet is the emergency channel, and a box that backed off like
+/// the certificate renewal (to hours) or obeyed a day's `Retry-After` would apply a restriction
+/// that late. A reload re-plans the next fetch with its `fleet_poll_secs`. A failure changes
+/// nothing the box holds.
 pub async fn follow(app: Arc<App>) {
     let mut reloads = app.current.watch();
     // The first fetch within two seconds of start: boxes that boot together spread a little.
